@@ -1,0 +1,1 @@
+"""The `repack` command line: thin click commands over the library."""

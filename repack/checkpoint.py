@@ -1,0 +1,333 @@
+"""Model folders: lazy, validated reading one tensor at a time, and atomic sharded writing.
+
+Reading never loads more than the tensor asked for. Writing needs the full list of output tensors
+(names, dtypes, shapes) up front, which convert knows from its plan: every shard's header is then
+known before any data is written, so each tensor's bytes stream straight to their final offset and
+peak memory is one tensor, not one shard.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from .errors import InputError, OutputError
+from .safetensors_header import DTYPES, TORCH_TO_ST, TensorInfo, read_header
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+QUANT_CONFIG_FILES = ("quantize_config.json", "quant_config.json", "quantization_config.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".index.json")
+READ_CHUNK = 64 * 1024 * 1024
+DEFAULT_SHARD_SIZE = 5 * 10**9
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+class Checkpoint:
+    """A safetensors model folder, opened lazily; headers are validated on open."""
+
+    def __init__(self, root: Path, config: dict, tensors: dict[str, TensorInfo]):
+        self.root = root
+        self.config = config
+        self._tensors = tensors
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Checkpoint":
+        root = Path(path)
+        if not root.exists():
+            raise InputError(f"{root}: no such file or folder")
+        if not root.is_dir():
+            raise InputError(f"{root}: not a model folder (expected a folder with config.json and *.safetensors)")
+        config = read_config(root / "config.json")
+        tensors: dict[str, TensorInfo] = {}
+        index = root / INDEX_NAME
+        if index.exists():
+            weight_map = _read_index(index, root)
+            headers = {f: read_header(root / f)[0] for f in sorted(set(weight_map.values()))}
+            for name, file in weight_map.items():
+                if name not in headers[file]:
+                    raise InputError(f"{root / file}: tensor '{name}': listed in {INDEX_NAME} but not in the file")
+                tensors[name] = headers[file][name]
+            for file, found in headers.items():
+                extra = sorted(set(found) - set(weight_map))
+                if extra:
+                    raise InputError(f"{root / file}: tensor '{extra[0]}': in the file but not in {INDEX_NAME}")
+        else:
+            files = [root / SINGLE_NAME] if (root / SINGLE_NAME).exists() else sorted(root.glob("*.safetensors"))
+            if not files:
+                raise InputError(f"{root}: no *.safetensors weights found")
+            for file in files:
+                if not _inside(file, root):
+                    raise InputError(f"{file}: symlink leaves the model folder")
+                for name, info in read_header(file)[0].items():
+                    if name in tensors:
+                        raise InputError(f"{file}: tensor '{name}': also in {tensors[name].file.name}")
+                    tensors[name] = info
+        return cls(root, config, tensors)
+
+    # -- tensors ------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return sorted(self._tensors)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._tensors
+
+    def info(self, name: str) -> TensorInfo:
+        try:
+            return self._tensors[name]
+        except KeyError:
+            raise InputError(f"{self.root}: tensor '{name}' not found") from None
+
+    def get(self, name: str) -> torch.Tensor:
+        """Read one tensor into memory (a private copy; the file is never written)."""
+        info = self.info(name)
+        if info.torch_dtype is None:
+            raise InputError(f"{info.file}: tensor '{name}': dtype {info.dtype} cannot be loaded")
+        buf = bytearray(info.nbytes)
+        try:
+            with open(info.file, "rb") as f:
+                f.seek(info.begin)
+                got = f.readinto(buf)
+        except OSError as e:
+            raise InputError(f"{info.file}: tensor '{name}': cannot read: {e.strerror or e}") from None
+        if got != info.nbytes:
+            raise InputError(f"{info.file}: tensor '{name}': truncated (read {got} of {info.nbytes} bytes)")
+        if not buf:
+            return torch.empty(info.shape, dtype=info.torch_dtype)
+        return torch.frombuffer(buf, dtype=torch.uint8).view(info.torch_dtype).reshape(info.shape)
+
+    def iter_raw(self, name: str) -> Iterator[bytes]:
+        """The tensor's stored bytes, in chunks: pass-through copies are byte-identical by construction."""
+        info = self.info(name)
+        with open(info.file, "rb") as f:
+            f.seek(info.begin)
+            left = info.nbytes
+            while left:
+                chunk = f.read(min(left, READ_CHUNK))
+                if not chunk:
+                    raise InputError(f"{info.file}: tensor '{name}': truncated")
+                left -= len(chunk)
+                yield chunk
+
+    # -- other files --------------------------------------------------------------------------
+    def side_files(self) -> list[Path]:
+        """Top-level files to carry over (tokenizer, generation config, chat template, code, docs):
+        everything but weights, indexes, config.json and quantization configs; symlinks that leave
+        the folder are skipped."""
+        out = []
+        for p in sorted(self.root.iterdir()):
+            if p.name.startswith(".") or not p.is_file() or not _inside(p, self.root):
+                continue
+            if p.name == "config.json" or p.name in QUANT_CONFIG_FILES or p.name.endswith(WEIGHT_SUFFIXES):
+                continue
+            out.append(p)
+        return out
+
+
+def read_config(path: Path) -> dict:
+    if not path.exists():
+        raise InputError(f"{path}: missing (every model folder needs a config.json)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    qc = config.get("quantization_config")
+    if qc is not None and not isinstance(qc, dict):
+        raise InputError(f"{path}: quantization_config must be an object, got {type(qc).__name__}")
+    return config
+
+
+def _read_index(index: Path, root: Path) -> dict[str, str]:
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{index}: not valid JSON ({e})") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise InputError(f"{index}: missing or empty weight_map")
+    for name, file in weight_map.items():
+        if not isinstance(file, str) or not file or "/" in file or "\\" in file or file in (".", ".."):
+            raise InputError(f"{index}: tensor '{name}': shard {file!r} is not a plain file name inside the folder")
+        path = root / file
+        if not path.is_file():
+            raise InputError(f"{path}: missing shard (named for tensor '{name}' in {INDEX_NAME})")
+        if not _inside(path, root):
+            raise InputError(f"{path}: shard is a symlink that leaves the model folder")
+    return weight_map
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TensorSpec:
+    """An output tensor declared before any data is written."""
+
+    name: str
+    dtype: str  # safetensors dtype string, e.g. "I32", "F16"
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * DTYPES[self.dtype][0]
+
+    @classmethod
+    def of(cls, name: str, t: torch.Tensor) -> "TensorSpec":
+        return cls(name, TORCH_TO_ST[t.dtype], tuple(t.shape))
+
+
+def plan_shards(specs: list[TensorSpec], shard_size: int) -> list[list[TensorSpec]]:
+    """Greedy, in order: a new shard starts when the next tensor would push it past shard_size."""
+    shards: list[list[TensorSpec]] = [[]]
+    size = 0
+    for spec in specs:
+        if shards[-1] and size + spec.nbytes > shard_size:
+            shards.append([])
+            size = 0
+        shards[-1].append(spec)
+        size += spec.nbytes
+    return shards
+
+
+def _header_bytes(shard: list[TensorSpec]) -> bytes:
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for s in shard:
+        header[s.name] = {"dtype": s.dtype, "shape": list(s.shape), "data_offsets": [offset, offset + s.nbytes]}
+        offset += s.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # safetensors pads the header to 8 bytes so data stays aligned
+    return len(raw).to_bytes(8, "little") + raw
+
+
+class CheckpointWriter:
+    """Writes a model folder into ``.<name>.repack-tmp-*`` beside ``target`` and renames it at the end.
+
+    Use as a context manager; on any exception the temporary folder is removed and the target is
+    untouched. ``write`` must be called once per declared tensor, in declaration order.
+    """
+
+    def __init__(self, target: str | os.PathLike, specs: list[TensorSpec], *, force: bool = False,
+                 shard_size: int = DEFAULT_SHARD_SIZE):
+        self.target = Path(target)
+        self.force = force
+        if shard_size <= 0:
+            raise OutputError(f"shard size must be positive, got {shard_size}")
+        check_target(self.target, force)
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise OutputError(f"{self.target}: tensor '{dup}' would be written twice")
+        self.shards = plan_shards(specs, shard_size)
+        n = len(self.shards)
+        self.files = [SINGLE_NAME] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        self._order = [(i, s) for i, shard in enumerate(self.shards) for s in shard]
+        self._pos = 0
+        self._fh = None
+        self._shard = -1
+        self.tmp: Path | None = None
+
+    def __enter__(self) -> "CheckpointWriter":
+        parent = self.target.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = parent / f".{self.target.name}.repack-tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        self.tmp.mkdir()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._fh:
+            self._fh.close()
+            self._fh = None
+        if exc_type is not None and self.tmp is not None and self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def write(self, name: str, data: torch.Tensor | Iterator[bytes]) -> None:
+        """Write the next declared tensor: a torch tensor (checked against its spec) or raw byte chunks."""
+        if self._pos >= len(self._order):
+            raise OutputError(f"tensor '{name}' was not declared")
+        shard, spec = self._order[self._pos]
+        if spec.name != name:
+            raise OutputError(f"tensor '{name}' written out of order (expected '{spec.name}')")
+        if shard != self._shard:
+            if self._fh:
+                self._fh.close()
+            self._shard = shard
+            self._fh = open(self.tmp / self.files[shard], "wb")
+            self._fh.write(_header_bytes(self.shards[shard]))
+        written = 0
+        if isinstance(data, torch.Tensor):
+            got = TensorSpec.of(name, data)
+            if got != spec:
+                raise OutputError(f"tensor '{name}': declared {spec.dtype}{list(spec.shape)}, got {got.dtype}{list(got.shape)}")
+            if spec.nbytes:
+                buf = data.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+                self._fh.write(memoryview(buf))
+                written = buf.nbytes
+        else:
+            for chunk in data:
+                self._fh.write(chunk)
+                written += len(chunk)
+        if written != spec.nbytes:
+            raise OutputError(f"tensor '{name}': wrote {written} bytes, declared {spec.nbytes}")
+        self._pos += 1
+
+    def finish(self, config: dict, side_files: list[Path] = (), extra_json: dict[str, dict] | None = None) -> Path:
+        """Write config, index and side files, then move the folder into place atomically."""
+        if self._pos != len(self._order):
+            missing = self._order[self._pos][1].name
+            raise OutputError(f"tensor '{missing}' was declared but never written")
+        if self._fh:
+            self._fh.close()
+            self._fh = None
+        if self._shard == -1:  # no tensors at all: still a valid (empty) shard
+            (self.tmp / self.files[0]).write_bytes(_header_bytes([]))
+        if len(self.files) > 1:
+            weight_map = {s.name: self.files[i] for i, s in self._order}
+            total = sum(s.nbytes for _, s in self._order)
+            _write_json(self.tmp / INDEX_NAME, {"metadata": {"total_size": total}, "weight_map": weight_map})
+        _write_json(self.tmp / "config.json", config)
+        for name, data in (extra_json or {}).items():
+            _write_json(self.tmp / name, data)
+        for src in side_files:
+            shutil.copyfile(src, self.tmp / src.name)
+        return self._commit()
+
+    def _commit(self) -> Path:
+        check_target(self.target, self.force)
+        old = None
+        if self.target.exists() or self.target.is_symlink():
+            old = self.target.parent / f".{self.target.name}.repack-old-{secrets.token_hex(4)}"
+            os.rename(self.target, old)
+        try:
+            os.rename(self.tmp, self.target)
+        except OSError as e:
+            if old is not None:
+                os.rename(old, self.target)
+            raise OutputError(f"{self.target}: cannot move the finished output into place: {e.strerror or e}") from None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
+        return self.target
+
+
+def check_target(target: Path, force: bool) -> None:
+    if (target.exists() or target.is_symlink()) and not force:
+        raise OutputError(f"{target}: already exists (use --force to replace it)")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,181 @@
+"""convert: any readable checkpoint to any registered format, exact or refused before writing.
+
+Two passes over the source, one module in memory at a time. The plan pass reads every quantized
+module, fits it into the target (:mod:`repack.fit`), measures any loss and declares every output
+tensor; nothing is written unless every layer is exact (or ``allow_lossy``). The write pass reads
+each module again, packs it and streams the bytes into their precomputed place in the shards.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import formats
+from .checkpoint import CheckpointWriter, DEFAULT_SHARD_SIZE, TensorSpec, check_target
+from .errors import LossyConversionError, UnsupportedError
+from .fit import DTYPE_NAMES, Fit, fit
+from .formats.base import Scheme
+from .progress import progress_bar
+from .source import Source, open_source
+
+
+@dataclass
+class LayerReport:
+    module: str
+    source: str
+    status: str  # exact | lossy | unsupported
+    reasons: list[str]
+    max_abs_err: float = 0.0
+
+
+@dataclass
+class Plan:
+    source: str
+    source_format: str
+    source_variant: str
+    target: str
+    target_format: str
+    target_variant: str
+    layers: list[LayerReport] = field(default_factory=list)
+    passthrough: int = 0
+    output_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+    written: bool = False
+
+    @property
+    def exact(self) -> bool:
+        return all(layer.status == "exact" for layer in self.layers)
+
+    def by_status(self, status: str) -> list[LayerReport]:
+        return [layer for layer in self.layers if layer.status == status]
+
+    def table(self, only_problems: bool = False) -> str:
+        rows = [l for l in self.layers if not only_problems or l.status != "exact"]
+        width = max([len(l.module) for l in rows] + [6])
+        lines = [f"{'layer':<{width}}  {'status':<11}  {'max abs err':>11}  reason"]
+        for l in rows:
+            err = f"{l.max_abs_err:.4g}" if l.status == "lossy" else "-"
+            lines.append(f"{l.module:<{width}}  {l.status:<11}  {err:>11}  {'; '.join(l.reasons) or '-'}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "source_format": self.source_format, "source_variant": self.source_variant,
+                "target": self.target, "target_format": self.target_format, "target_variant": self.target_variant,
+                "exact": self.exact, "written": self.written, "passthrough_tensors": self.passthrough,
+                "output_bytes": self.output_bytes, "notes": self.notes,
+                "layers": [vars(l) for l in self.layers]}
+
+
+def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, variant: str | None = None, *,
+            force: bool = False, dry_run: bool = False, allow_lossy: bool = False,
+            scale_dtype: str | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
+            source_format: str | None = None, progress: bool = False) -> Plan:
+    """Convert ``src`` into format ``to`` at ``dst``; returns the plan (with ``written``).
+
+    Raises UnsupportedError if a layer cannot be held by the target at all, LossyConversionError
+    if some layer would change and ``allow_lossy`` is false, OutputError if ``dst`` exists
+    without ``force``. ``dry_run`` plans and measures without writing.
+    """
+    source = src if isinstance(src, Source) else open_source(src, source_format)
+    target = formats.get(to)
+    variant = formats.resolve_variant(target, variant)
+    sdt = DTYPE_NAMES[scale_dtype] if scale_dtype else None
+    dst = Path(dst)
+    if not dry_run:
+        check_target(dst, force)
+    if target.quantized and not source.modules():
+        raise UnsupportedError(f"{source.path}: is a float model with no quantized layers; "
+                               f"use `repack quantize` to make a {to} checkpoint from it")
+    caps = target.capabilities(variant)
+    plan = Plan(str(source.path), source.detection.format, source.detection.variant, str(dst), to, variant,
+                notes=list(source.detection.notes))
+
+    # -- plan pass ---------------------------------------------------------------------------
+    items: list[tuple[str, str]] = [(m, "module") for m in source.modules()]
+    items += [(n, "tensor") for n in source.passthrough()]
+    items.sort()
+    specs: list[TensorSpec] = []
+    settings: dict[str, tuple] = {}
+    for name, kind in progress_bar(items, "plan", progress):
+        if kind == "tensor":
+            info = source.ckpt.info(name)
+            specs.append(TensorSpec(name, info.dtype, info.shape))
+            continue
+        qt = source.read(name)
+        f = fit(qt, caps, sdt)
+        plan.layers.append(LayerReport(name, qt.describe(), f.status, f.unsupported + f.lossy + f.exact_notes, f.max_abs_err))
+        if f.unsupported:
+            continue
+        t = f.tensor
+        settings[name] = (t.bits, t.group_size, t.sym, t.act_order, t.scales.dtype)
+        specs += target.specs(name, t, variant)
+    plan.passthrough = sum(1 for _, k in items if k == "tensor")
+    plan.output_bytes = sum(s.nbytes for s in specs)
+    unsupported = plan.by_status("unsupported")
+    if unsupported:
+        l = unsupported[0]
+        raise UnsupportedError(f"{source.path}: layer '{l.module}' cannot be written as {to}/{variant}: {l.reasons[0]}"
+                               + (f" (and {len(unsupported) - 1} more layers)" if len(unsupported) > 1 else ""))
+    lossy = plan.by_status("lossy")
+    if dry_run:
+        return plan
+    if lossy and not allow_lossy:
+        worst = max(lossy, key=lambda l: l.max_abs_err)
+        raise LossyConversionError(
+            f"{source.path}: {len(lossy)} of {len(plan.layers)} layers cannot be written exactly as {to}/{variant} "
+            f"(worst: '{worst.module}', max abs err {worst.max_abs_err:.4g}: {worst.reasons[0]}); "
+            "run with --dry-run for the table, or --allow-lossy to accept", plan)
+    scheme = _scheme(source, settings, to)
+
+    # -- write pass --------------------------------------------------------------------------
+    with CheckpointWriter(dst, specs, force=force, shard_size=shard_size) as writer:
+        for name, kind in progress_bar(items, "write", progress):
+            if kind == "tensor":
+                writer.write(name, source.ckpt.iter_raw(name))
+                continue
+            f: Fit = fit(source.read(name), caps, sdt, measure=False)
+            for tname, tensor in target.pack(name, f.tensor, variant).items():
+                writer.write(tname, tensor)
+        writer.finish(_config(source, target, scheme, variant, specs), source.ckpt.side_files(),
+                      target.extra_files(scheme, variant) if scheme else {})
+    plan.written = True
+    return plan
+
+
+def _scheme(source: Source, settings: dict[str, tuple], to: str) -> Scheme | None:
+    if not settings:
+        return None
+    distinct = sorted(set(s[:4] for s in settings.values()), key=str)
+    if len(distinct) > 1 and formats.get(to).quantized:
+        a, b = distinct[0], distinct[1]
+        ma = next(m for m, s in settings.items() if s[:4] == a)
+        mb = next(m for m, s in settings.items() if s[:4] == b)
+        raise UnsupportedError(f"{source.path}: mixed quantization settings ('{ma}': {_fmt(a)}, '{mb}': {_fmt(b)}); "
+                               "per-module settings arrive with issue 5")
+    bits, gs, sym, _ = distinct[0]
+    act = any(s[3] for s in settings.values())
+    return Scheme(bits, gs, all(s[2] for s in settings.values()), act, tuple(settings),
+                  tuple(source.linear_modules()), next(iter(settings.values()))[4])
+
+
+def _fmt(s: tuple) -> str:
+    bits, gs, sym, act = s
+    return f"{bits}-bit group {gs} {'sym' if sym else 'asym'}{' act-order' if act else ''}"
+
+
+def _config(source: Source, target, scheme: Scheme | None, variant: str, specs: list[TensorSpec]) -> dict:
+    config = copy.deepcopy(source.ckpt.config)
+    config.pop("quantization_config", None)
+    qc = target.quantization_config(scheme, variant) if scheme else None
+    if qc:
+        config["quantization_config"] = qc
+    elif not target.quantized and scheme:
+        dtype = scheme.scale_dtype if variant == "auto" else DTYPE_NAMES[variant]
+        key = "dtype" if "dtype" in config and "torch_dtype" not in config else "torch_dtype"
+        config[key] = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}[dtype]
+    return config

@@ -1,0 +1,96 @@
+"""Fitting a canonical tensor into what a target format can hold, and measuring what that costs.
+
+Every step either keeps the tensor bit-exact (e.g. widening 2-bit codes into a 4-bit format, which
+keeps codes, zeros and scales) or is lossy and says so; the loss is measured as the max abs
+difference of the dequantized weights, before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import UnsupportedError
+from .formats.base import Capabilities
+from .quantize.rtn import rtn_quantize
+from .tensor import QuantTensor
+
+DTYPE_NAMES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass
+class Fit:
+    tensor: QuantTensor
+    exact_notes: list[str] = field(default_factory=list)
+    lossy: list[str] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
+    max_abs_err: float = 0.0
+
+    @property
+    def status(self) -> str:
+        return "unsupported" if self.unsupported else "lossy" if self.lossy else "exact"
+
+
+def fit(qt: QuantTensor, caps: Capabilities, scale_dtype: torch.dtype | None = None,
+        measure: bool = True) -> Fit:
+    out = Fit(qt)
+    t = qt
+    if t.bits not in caps.bits:
+        wider = [b for b in caps.bits if b > t.bits]
+        if wider:
+            b = min(wider)
+            t = QuantTensor.from_codes(t.codes(), t.scales, t.zeros, b, t.group_size, t.g_idx, sym=False)
+            out.exact_notes.append(f"widened {qt.bits}->{b} bits (same codes)")
+        else:
+            b = max(caps.bits)
+            out.lossy.append(f"{qt.bits}-bit not supported, re-quantized to {b}-bit")
+            t = _requantize(t, b, t.group_size, caps)
+    shape = caps.shape_problem(t.in_features, t.out_features, t.bits, t.group_size)
+    if shape:
+        out.unsupported.append(shape)
+        return out
+    if t.act_order and not caps.act_order:
+        out.lossy.append("act-order g_idx not supported, re-quantized with sequential groups")
+        t = _requantize(t, t.bits, t.group_size, caps)
+    lo, hi = caps.zero_range(t.bits)
+    zmin, zmax = int(t.zeros.min()), int(t.zeros.max())
+    if zmin < lo or zmax > hi:
+        out.lossy.append(f"zero points {zmin}..{zmax} outside the storable {lo}..{hi}, clamped")
+        t = _clamp_zeros(t, lo, hi)
+    if scale_dtype is not None and t.scales.dtype != scale_dtype:
+        s = t.scales.to(scale_dtype)
+        if torch.equal(s.to(t.scales.dtype), t.scales):
+            out.exact_notes.append(f"scales {_dtype_name(t.scales.dtype)}->{_dtype_name(scale_dtype)} (exact)")
+        else:
+            out.lossy.append(f"scales {_dtype_name(t.scales.dtype)}->{_dtype_name(scale_dtype)} rounds")
+        t = t.replace(scales=s)
+    out.tensor = t
+    if out.lossy and measure:
+        out.max_abs_err = float((qt.dequantize(torch.float32) - t.dequantize(torch.float32)).abs().max())
+    return out
+
+
+def _requantize(t: QuantTensor, bits: int, group_size: int, caps: Capabilities) -> QuantTensor:
+    lo, hi = caps.zero_range(bits)
+    return rtn_quantize(t.dequantize(torch.float32), bits, group_size, sym=t.sym,
+                        scale_dtype=t.scales.dtype, zero_range=(lo, min(hi, 2**bits - 1)))
+
+
+def _clamp_zeros(t: QuantTensor, lo: int, hi: int) -> QuantTensor:
+    """Move each out-of-range zero to the nearest storable one and shift its codes by the same
+    amount, so ``q - z`` is unchanged except where the shifted code leaves 0..2^b-1 (clipped)."""
+    z = t.zeros.to(torch.int32)
+    z2 = z.clamp(lo, hi)
+    shift = (z2 - z)[t.group_index()]  # [K, N]
+    q = (t.codes().to(torch.int32) + shift).clamp(0, 2**t.bits - 1)
+    return QuantTensor.from_codes(q.to(torch.uint8), t.scales, z2, t.bits, t.group_size, t.g_idx, sym=False)
+
+
+def _dtype_name(d: torch.dtype) -> str:
+    return {v: k for k, v in DTYPE_NAMES.items()}.get(d, str(d))
+
+
+def require_supported(module: str, f: Fit) -> None:
+    if f.unsupported:
+        raise UnsupportedError(f"{module}: {f.unsupported[0]}")

@@ -1,0 +1,108 @@
+"""The format contract: detect, list modules, read one module, declare and pack its tensors.
+
+Each format also declares what it can hold (:class:`Capabilities`) so that convert can decide,
+before writing anything, whether every layer fits exactly, fits only approximately, or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..checkpoint import Checkpoint, TensorSpec
+from ..tensor import QuantTensor
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What one variant of a format can represent."""
+
+    bits: tuple[int, ...]
+    zero_range: Callable[[int], tuple[int, int]]  # bits -> inclusive range of true zeros it can store
+    act_order: bool
+    shape_problem: Callable[[int, int, int, int], str | None]  # (K, N, bits, group_size) -> why not
+    scale_dtypes: tuple[torch.dtype, ...] | None = None  # None: any float dtype
+
+
+def any_shape(K: int, N: int, bits: int, group_size: int) -> str | None:
+    return None
+
+
+def full_zero_range(bits: int) -> tuple[int, int]:
+    return (0, 2**bits)
+
+
+@dataclass
+class Detection:
+    """What a checkpoint is, from its data; ``notes`` say where its config.json disagrees."""
+
+    format: str
+    variant: str
+    bits: int | None = None
+    group_size: int | None = None
+    sym: bool | None = None
+    notes: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """The model-level quantization settings a writer puts into config.json."""
+
+    bits: int
+    group_size: int
+    sym: bool
+    act_order: bool
+    quantized: tuple[str, ...]
+    unquantized_linears: tuple[str, ...] = ()
+    scale_dtype: torch.dtype = torch.float16
+
+
+class Format:
+    name: str = ""
+    variants: tuple[str, ...] = ("default",)
+    description: str = ""
+    labels: tuple[str, ...] = ()  # quant_method values in config.json that name this format
+    quantized: bool = True
+
+    @property
+    def default_variant(self) -> str:
+        return self.variants[0]
+
+    # -- reading ------------------------------------------------------------------------------
+    def detect(self, ckpt: Checkpoint) -> Detection | None:
+        raise NotImplementedError
+
+    def modules(self, ckpt: Checkpoint, det: Detection) -> list[str]:
+        """Names of the quantized linear modules, e.g. ``model.layers.0.self_attn.q_proj``."""
+        return []
+
+    def module_tensors(self, ckpt: Checkpoint, det: Detection, module: str) -> list[str]:
+        """The source tensors one module is made of (everything else passes through)."""
+        return []
+
+    def read(self, ckpt: Checkpoint, det: Detection, module: str) -> QuantTensor:
+        raise NotImplementedError
+
+    # -- writing ------------------------------------------------------------------------------
+    def capabilities(self, variant: str) -> Capabilities:
+        raise NotImplementedError
+
+    def specs(self, module: str, qt: QuantTensor, variant: str) -> list[TensorSpec]:
+        raise NotImplementedError
+
+    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, torch.Tensor]:
+        """The output tensors of one module, in the order :meth:`specs` declares them."""
+        raise NotImplementedError
+
+    def quantization_config(self, scheme: Scheme, variant: str) -> dict | None:
+        raise NotImplementedError
+
+    def extra_files(self, scheme: Scheme, variant: str) -> dict[str, dict]:
+        return {}
+
+
+def quant_config(ckpt: Checkpoint) -> dict:
+    return ckpt.config.get("quantization_config") or {}

@@ -1,0 +1,48 @@
+"""A float model (fp16/bf16/fp32 ``<m>.weight`` tensors): the target that dequantizes anything.
+
+Variants choose the output dtype: ``auto`` keeps each layer's scale dtype. As a source, a dense
+folder has no quantized modules; quantizing it is ``repack quantize``'s job (or
+:class:`repack.source.RtnSource` for round-to-nearest).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..checkpoint import Checkpoint, TensorSpec
+from ..fit import DTYPE_NAMES
+from ..safetensors_header import TORCH_TO_ST
+from ..tensor import QuantTensor
+from .base import Capabilities, Detection, Format, Scheme, any_shape, full_zero_range
+
+
+class DenseFormat(Format):
+    name = "dense"
+    variants = ("auto", "fp16", "bf16", "fp32")
+    description = "float model (dequantized): <module>.weight in fp16/bf16/fp32"
+    quantized = False
+
+    def capabilities(self, variant: str) -> Capabilities:
+        return Capabilities(bits=(2, 3, 4, 8), zero_range=full_zero_range, act_order=True, shape_problem=any_shape)
+
+    def detect(self, ckpt: Checkpoint) -> Detection | None:
+        if ckpt.config.get("quantization_config"):
+            return None
+        names = ckpt.names()
+        if any(n.endswith((".qweight", ".weight_packed", ".B")) for n in names):
+            return None
+        if not any(n.endswith(".weight") and ckpt.info(n).dtype in ("F16", "BF16", "F32") for n in names):
+            return None
+        return Detection(self.name, "auto")
+
+    def _dtype(self, qt: QuantTensor, variant: str) -> torch.dtype:
+        return qt.scales.dtype if variant == "auto" else DTYPE_NAMES[variant]
+
+    def specs(self, module: str, qt: QuantTensor, variant: str) -> list[TensorSpec]:
+        return [TensorSpec(f"{module}.weight", TORCH_TO_ST[self._dtype(qt, variant)], qt.shape)]
+
+    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, torch.Tensor]:
+        return {f"{module}.weight": qt.dequantize(self._dtype(qt, variant))}
+
+    def quantization_config(self, scheme: Scheme, variant: str) -> dict | None:
+        return None

@@ -1,0 +1,102 @@
+"""Vectorised bit packing of b-bit codes into little-endian int32 words (b in 2, 3, 4, 8).
+
+Layout (GPTQ word order, the canonical one): each column is a bit stream. Value i of a column
+occupies bits ``b*i .. b*i+b-1`` of the stream, and word r holds stream bits ``32r .. 32r+31``
+(bit 0 = least significant bit of the word). For b in {2, 4, 8} this is "field j of word r holds
+value r*(32/b) + j", e.g. 4-bit: nibble j of word r is value 8r + j. For b = 3, 32 values fill
+exactly three words and values 10 and 21 straddle a word boundary (v10: two low bits in bits
+30-31 of word 0, top bit in bit 0 of word 1; v21: low bit in bit 31 of word 1, two high bits in
+bits 0-1 of word 2). Source: AutoGPTQ ``qlinear_cuda_old.QuantLinear.pack`` (its bits == 3
+branch), GPTQModel ``PackableQuantLinear.pack_original``; see ../shared/formats/hf.md §1.3-1.5.
+
+Words are returned as int32 holding the uint32 bit pattern, as every checkpoint stores them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SUPPORTED_BITS = (2, 3, 4, 8)
+
+
+def values_per_block(bits: int) -> tuple[int, int]:
+    """(values, words) of one packing block: 32/b values in 1 word, or 32 values in 3 words for 3-bit."""
+    if bits == 3:
+        return 32, 3
+    if bits in (2, 4, 8):
+        return 32 // bits, 1
+    raise ValueError(f"unsupported bit width {bits}; supported: {SUPPORTED_BITS}")
+
+
+def packed_rows(rows: int, bits: int) -> int:
+    """Number of int32 words a column of ``rows`` b-bit values packs into (zero padded)."""
+    per, words = values_per_block(bits)
+    return -(-rows // per) * words
+
+
+def pack_rows(values: np.ndarray, bits: int) -> np.ndarray:
+    """Pack ``values`` [R, C] (integers in 0..2^b-1) along axis 0 into int32 [packed_rows(R), C]."""
+    per, words = values_per_block(bits)
+    v = np.asarray(values)
+    if v.ndim != 2:
+        raise ValueError(f"pack_rows expects a 2-D array, got shape {v.shape}")
+    rows, cols = v.shape
+    pad = (-rows) % per
+    v = v.astype(np.uint32, copy=False)
+    if pad:
+        v = np.concatenate([v, np.zeros((pad, cols), np.uint32)], axis=0)
+    blocks = v.reshape(-1, per, cols)
+    out = np.zeros((blocks.shape[0], words, cols), np.uint32)
+    for i in range(per):
+        bit = bits * i
+        w, off = divmod(bit, 32)
+        out[:, w] |= blocks[:, i] << np.uint32(off)
+        if off + bits > 32:  # 3-bit values 10 and 21 spill into the next word
+            out[:, w + 1] |= blocks[:, i] >> np.uint32(32 - off)
+    return out.reshape(-1, cols).view(np.int32)
+
+
+def unpack_rows(words: np.ndarray, bits: int, rows: int) -> np.ndarray:
+    """Inverse of :func:`pack_rows`: int32 [packed_rows(R), C] -> uint8 [rows, C]."""
+    per, nwords = values_per_block(bits)
+    w = np.asarray(words)
+    if w.ndim != 2 or w.shape[0] % nwords:
+        raise ValueError(f"cannot unpack {bits}-bit words of shape {w.shape}")
+    cols = w.shape[1]
+    w = w.view(np.uint32).reshape(-1, nwords, cols)
+    if w.shape[0] * per < rows:
+        raise ValueError(f"{w.shape[0] * nwords} words hold {w.shape[0] * per} values, need {rows}")
+    mask = np.uint32((1 << bits) - 1)
+    out = np.empty((w.shape[0], per, cols), np.uint8)
+    for i in range(per):
+        bit = bits * i
+        wi, off = divmod(bit, 32)
+        v = w[:, wi] >> np.uint32(off)
+        if off + bits > 32:
+            v = v | (w[:, wi + 1] << np.uint32(32 - off))
+        out[:, i] = v & mask
+    return out.reshape(-1, cols)[:rows]
+
+
+CHUNK_VALUES = 1 << 22  # values per column chunk: bounds the temporaries of a 1 GiB tensor to ~tens of MB
+
+
+def iter_code_chunks(words: np.ndarray, bits: int, rows: int, chunk_rows: int | None = None):
+    """Yield ``(row0, codes[row0:row1])`` of a packed [packed_rows(rows), C] array, in row chunks."""
+    per, nwords = values_per_block(bits)
+    cols = max(1, words.shape[1])
+    step = chunk_rows or max(per, (CHUNK_VALUES // cols) // per * per)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        w = words[r0 // per * nwords: -(-r1 // per) * nwords]
+        yield r0, unpack_rows(w, bits, r1 - r0)
+
+
+def pack_cols(values: np.ndarray, bits: int) -> np.ndarray:
+    """Pack ``values`` [R, C] along axis 1 (GPTQ ``qzeros`` order): int32 [R, packed_rows(C)]."""
+    return np.ascontiguousarray(pack_rows(np.asarray(values).T, bits).T)
+
+
+def unpack_cols(words: np.ndarray, bits: int, cols: int) -> np.ndarray:
+    """Inverse of :func:`pack_cols`: uint8 [R, cols]."""
+    return np.ascontiguousarray(unpack_rows(np.asarray(words).T, bits, cols).T)

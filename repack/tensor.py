@@ -1,0 +1,138 @@
+"""The canonical quantized linear weight every format reads into and writes from.
+
+``W[n, k] = scales[g(k), n] * (q[k, n] - zeros[g(k), n])`` with ``g(k) = g_idx[k]`` when the layer
+has a real act-order group map, else ``k // group_size``.
+
+- ``qweight``: int32 ``[packed_rows(K, bits), N]``, codes packed along K in GPTQ word order
+  (see :mod:`repack.packing`); padding codes past K are zero.
+- ``scales``: ``[G, N]`` float (fp16/bf16/fp32 kept from the source), ``G = ceil(K / group_size)``.
+- ``zeros``: int16 ``[G, N]``, the true zero point. Its range is ``0 .. 2**bits`` inclusive: a GPTQ
+  v1 checkpoint can only hold zeros 1..2**bits (it stores z-1), so 2**bits occurs in real files.
+- ``g_idx``: int32 ``[K]`` or ``None``. A g_idx equal to ``k // group_size`` is dropped on
+  construction: sequential groups are never called act-order.
+- ``sym``: symmetric quantization, i.e. every zero is ``2**(bits-1)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from .packing import SUPPORTED_BITS, pack_rows, packed_rows, unpack_rows
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def num_groups(in_features: int, group_size: int) -> int:
+    return 1 if group_size == -1 else -(-in_features // group_size)
+
+
+@dataclass(frozen=True, eq=False)
+class QuantTensor:
+    qweight: torch.Tensor
+    scales: torch.Tensor
+    zeros: torch.Tensor
+    bits: int
+    group_size: int
+    in_features: int
+    g_idx: torch.Tensor | None = None
+    sym: bool = False
+
+    def __post_init__(self) -> None:
+        if self.bits not in SUPPORTED_BITS:
+            raise ValueError(f"bits must be one of {SUPPORTED_BITS}, got {self.bits}")
+        if self.group_size != -1 and self.group_size <= 0:
+            raise ValueError(f"group_size must be -1 or positive, got {self.group_size}")
+        K, G = self.in_features, self.num_groups
+        if K <= 0:
+            raise ValueError(f"in_features must be positive, got {K}")
+        if self.qweight.dtype != torch.int32 or self.qweight.dim() != 2:
+            raise ValueError(f"qweight must be a 2-D int32 tensor, got {self.qweight.dtype} {tuple(self.qweight.shape)}")
+        N = self.qweight.shape[1]
+        if self.qweight.shape[0] != packed_rows(K, self.bits):
+            raise ValueError(f"qweight has {self.qweight.shape[0]} rows, {K} {self.bits}-bit codes need {packed_rows(K, self.bits)}")
+        if self.scales.dtype not in FLOAT_DTYPES or tuple(self.scales.shape) != (G, N):
+            raise ValueError(f"scales must be float [{G}, {N}], got {self.scales.dtype} {tuple(self.scales.shape)}")
+        if tuple(self.zeros.shape) != (G, N):
+            raise ValueError(f"zeros must be [{G}, {N}], got {tuple(self.zeros.shape)}")
+        if self.zeros.dtype != torch.int16:
+            object.__setattr__(self, "zeros", self.zeros.to(torch.int16))
+        if G and N and (int(self.zeros.min()) < 0 or int(self.zeros.max()) > 2**self.bits):
+            raise ValueError(f"zeros must lie in 0..{2**self.bits}, found {int(self.zeros.min())}..{int(self.zeros.max())}")
+        if self.sym and bool((self.zeros != 2 ** (self.bits - 1)).any()):
+            raise ValueError(f"sym=True but some zeros differ from {2 ** (self.bits - 1)}")
+        if self.g_idx is not None:
+            g = self.g_idx
+            if g.dim() != 1 or g.shape[0] != K:
+                raise ValueError(f"g_idx must be [{K}], got {tuple(g.shape)}")
+            if K and (int(g.min()) < 0 or int(g.max()) >= G):
+                raise ValueError(f"g_idx values must lie in 0..{G - 1}, found {int(g.min())}..{int(g.max())}")
+            g = g.to(torch.int32)
+            object.__setattr__(self, "g_idx", None if torch.equal(g, self.sequential_g_idx()) else g)
+
+    # -- shape facts -------------------------------------------------------------------------
+    @property
+    def out_features(self) -> int:
+        return self.qweight.shape[1]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The logical weight shape ``(N, K)``, as torch.nn.Linear stores it."""
+        return (self.out_features, self.in_features)
+
+    @property
+    def num_groups(self) -> int:
+        return num_groups(self.in_features, self.group_size)
+
+    @property
+    def effective_group_size(self) -> int:
+        return self.in_features if self.group_size == -1 else self.group_size
+
+    @property
+    def act_order(self) -> bool:
+        return self.g_idx is not None
+
+    def sequential_g_idx(self) -> torch.Tensor:
+        return (torch.arange(self.in_features, dtype=torch.int32) // self.effective_group_size).to(torch.int32)
+
+    def group_index(self) -> torch.Tensor:
+        """int64 [K]: the group of every input channel (g_idx or sequential)."""
+        return (self.g_idx if self.g_idx is not None else self.sequential_g_idx()).long()
+
+    # -- values -------------------------------------------------------------------------------
+    @cached_property
+    def _codes(self) -> torch.Tensor:
+        return torch.from_numpy(unpack_rows(self.qweight.numpy(), self.bits, self.in_features))
+
+    def codes(self) -> torch.Tensor:
+        """uint8 [K, N]: the unpacked codes."""
+        return self._codes
+
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Float [N, K]: ``s * (q - z)`` computed in fp32 (exact for the product) and cast once."""
+        g = self.group_index()
+        q = self.codes().to(torch.float32)
+        w = (q - self.zeros.to(torch.float32)[g]) * self.scales.to(torch.float32)[g]
+        return w.t().contiguous().to(dtype or self.scales.dtype)
+
+    def replace(self, **changes) -> "QuantTensor":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_codes(cls, codes, scales, zeros, bits: int, group_size: int, g_idx=None, sym: bool = False) -> "QuantTensor":
+        """Build from unpacked codes [K, N] (any integer array or tensor)."""
+        c = codes.numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+        if c.size and (int(c.min()) < 0 or int(c.max()) >= 2**bits):
+            raise ValueError(f"codes must lie in 0..{2**bits - 1}")
+        qweight = torch.from_numpy(pack_rows(c, bits))
+        zeros = torch.as_tensor(np.asarray(zeros)).to(torch.int16)
+        g = None if g_idx is None else torch.as_tensor(np.asarray(g_idx)).to(torch.int32)
+        return cls(qweight, scales, zeros, bits, group_size, c.shape[0], g, sym)
+
+    def describe(self) -> str:
+        gs = "per-channel" if self.group_size == -1 else f"g{self.group_size}"
+        return f"{self.bits}-bit {gs} {'sym' if self.sym else 'asym'}{' act-order' if self.act_order else ''} [{self.out_features}x{self.in_features}]"
