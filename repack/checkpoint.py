@@ -93,9 +93,13 @@ class Checkpoint:
         except KeyError:
             raise InputError(f"{self.root}: tensor '{name}' not found") from None
 
-    def get(self, name: str) -> torch.Tensor:
-        """Read one tensor into memory (a private copy; the file is never written)."""
+    def get(self, name: str, rows: int | None = None) -> torch.Tensor:
+        """Read one tensor into memory (a private copy; the file is never written); ``rows`` reads
+        only the first rows of its leading dimension."""
         info = self.info(name)
+        if rows is not None and info.shape and rows < info.shape[0]:
+            per_row = info.nbytes // info.shape[0] if info.shape[0] else 0
+            info = TensorInfo(info.name, info.dtype, (rows, *info.shape[1:]), info.file, info.begin, info.begin + rows * per_row)
         if info.torch_dtype is None:
             raise InputError(f"{info.file}: tensor '{name}': dtype {info.dtype} cannot be loaded")
         buf = bytearray(info.nbytes)

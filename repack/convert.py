@@ -114,6 +114,7 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
         t = f.tensor
         settings[name] = (t.bits, t.group_size, t.sym, t.act_order, t.scales.dtype)
         specs += target.specs(name, t, variant)
+    qt = f = t = None  # drop the last module before the write pass: one module in memory at a time
     plan.passthrough = sum(1 for _, k in items if k == "tensor")
     plan.output_bytes = sum(s.nbytes for s in specs)
     unsupported = plan.by_status("unsupported")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 SUPPORTED_BITS = (2, 3, 4, 8)
+CHUNK_VALUES = 1 << 22  # values per chunk: bounds the temporaries of a 1 GiB tensor to tens of MB
 
 
 def values_per_block(bits: int) -> tuple[int, int]:
@@ -41,19 +42,20 @@ def pack_rows(values: np.ndarray, bits: int) -> np.ndarray:
     if v.ndim != 2:
         raise ValueError(f"pack_rows expects a 2-D array, got shape {v.shape}")
     rows, cols = v.shape
-    pad = (-rows) % per
-    v = v.astype(np.uint32, copy=False)
-    if pad:
-        v = np.concatenate([v, np.zeros((pad, cols), np.uint32)], axis=0)
-    blocks = v.reshape(-1, per, cols)
-    out = np.zeros((blocks.shape[0], words, cols), np.uint32)
-    for i in range(per):
-        bit = bits * i
-        w, off = divmod(bit, 32)
-        out[:, w] |= blocks[:, i] << np.uint32(off)
-        if off + bits > 32:  # 3-bit values 10 and 21 spill into the next word
-            out[:, w + 1] |= blocks[:, i] >> np.uint32(32 - off)
-    return out.reshape(-1, cols).view(np.int32)
+    out = np.zeros((packed_rows(rows, bits), cols), np.uint32)
+    step = _chunk_rows(per, cols)
+    for r0 in range(0, rows, step):
+        part = v[r0: r0 + step].astype(np.uint32)
+        if part.shape[0] % per:
+            part = np.concatenate([part, np.zeros((per - part.shape[0] % per, cols), np.uint32)], axis=0)
+        blocks = part.reshape(-1, per, cols)
+        dst = out[r0 // per * words: r0 // per * words + blocks.shape[0] * words].reshape(-1, words, cols)
+        for i in range(per):
+            w, off = divmod(bits * i, 32)
+            dst[:, w] |= blocks[:, i] << np.uint32(off)
+            if off + bits > 32:  # 3-bit values 10 and 21 spill into the next word
+                dst[:, w + 1] |= blocks[:, i] >> np.uint32(32 - off)
+    return out.view(np.int32)
 
 
 def unpack_rows(words: np.ndarray, bits: int, rows: int) -> np.ndarray:
@@ -63,22 +65,29 @@ def unpack_rows(words: np.ndarray, bits: int, rows: int) -> np.ndarray:
     if w.ndim != 2 or w.shape[0] % nwords:
         raise ValueError(f"cannot unpack {bits}-bit words of shape {w.shape}")
     cols = w.shape[1]
-    w = w.view(np.uint32).reshape(-1, nwords, cols)
-    if w.shape[0] * per < rows:
-        raise ValueError(f"{w.shape[0] * nwords} words hold {w.shape[0] * per} values, need {rows}")
+    if w.shape[0] // nwords * per < rows:
+        raise ValueError(f"{w.shape[0]} words hold {w.shape[0] // nwords * per} values, need {rows}")
+    w = w.view(np.uint32)
     mask = np.uint32((1 << bits) - 1)
-    out = np.empty((w.shape[0], per, cols), np.uint8)
-    for i in range(per):
-        bit = bits * i
-        wi, off = divmod(bit, 32)
-        v = w[:, wi] >> np.uint32(off)
-        if off + bits > 32:
-            v = v | (w[:, wi + 1] << np.uint32(32 - off))
-        out[:, i] = v & mask
-    return out.reshape(-1, cols)[:rows]
+    out = np.empty((-(-rows // per) * per, cols), np.uint8)
+    step = _chunk_rows(per, cols)
+    for r0 in range(0, rows, step):
+        src = w[r0 // per * nwords: -(-min(rows, r0 + step) // per) * nwords].reshape(-1, nwords, cols)
+        dst = out[r0: r0 + src.shape[0] * per].reshape(-1, per, cols)
+        for i in range(per):
+            wi, off = divmod(bits * i, 32)
+            v = src[:, wi] >> np.uint32(off)
+            if off + bits > 32:
+                v |= src[:, wi + 1] << np.uint32(32 - off)
+            dst[:, i] = v & mask
+    return out[:rows]
 
 
-CHUNK_VALUES = 1 << 22  # values per column chunk: bounds the temporaries of a 1 GiB tensor to ~tens of MB
+def _chunk_rows(per: int, cols: int) -> int:
+    """Rows per chunk (a multiple of the block) so temporaries stay ~CHUNK_VALUES values."""
+    return max(per, CHUNK_VALUES // max(cols, 1) // per * per)
+
+
 
 
 def iter_code_chunks(words: np.ndarray, bits: int, rows: int, chunk_rows: int | None = None):
@@ -100,3 +109,22 @@ def pack_cols(values: np.ndarray, bits: int) -> np.ndarray:
 def unpack_cols(words: np.ndarray, bits: int, cols: int) -> np.ndarray:
     """Inverse of :func:`pack_cols`: uint8 [R, cols]."""
     return np.ascontiguousarray(unpack_rows(np.asarray(words).T, bits, cols).T)
+
+
+def transpose_nibbles_8x8(words: list[np.ndarray]) -> list[np.ndarray]:
+    """Transpose 8x8 blocks of 4-bit values held in 8 uint32 word arrays (elementwise over arrays):
+    on return, nibble a of word b is the input's nibble b of word a.
+
+    Three swap stages, 4x4 then 2x2 then 1x1 blocks, each a masked xor-swap between word pairs; it
+    turns 8 words packed along one axis into 8 words packed along the other without unpacking a
+    single code (the GPTQ <-> AWQ-GEMM conversion is exactly this per 8x8 tile).
+    """
+    x = [w.astype(np.uint32, copy=True) for w in words]
+    for shift, mask, pairs in ((16, 0x0000FFFF, (0, 1, 2, 3)), (8, 0x00FF00FF, (0, 1, 4, 5)), (4, 0x0F0F0F0F, (0, 2, 4, 6))):
+        step = shift // 4
+        m, s = np.uint32(mask), np.uint32(shift)
+        for a in pairs:
+            t = ((x[a] >> s) ^ x[a + step]) & m
+            x[a] ^= t << s
+            x[a + step] ^= t
+    return x

@@ -22,7 +22,7 @@ import torch
 
 from ..checkpoint import Checkpoint, TensorSpec
 from ..errors import InputError
-from ..packing import iter_code_chunks, pack_cols, pack_rows, unpack_cols
+from ..packing import pack_cols, transpose_nibbles_8x8, unpack_cols
 from ..safetensors_header import TORCH_TO_ST
 from ..tensor import QuantTensor
 from .base import Capabilities, Detection, Format, Scheme, quant_config
@@ -147,9 +147,7 @@ class AwqFormat(Format):
             if tuple(qzeros.shape) != (G, N // 8):
                 raise bad("qzeros", f"shape {list(qzeros.shape)}, expected [{G}, {N // 8}]")
             zeros = _from_awq_columns(unpack_cols(qzeros.numpy(), 4, N))
-            canon = np.empty((-(-K // 8), N), np.int32)
-            for k0, u in _row_chunks(qweight.numpy(), N):
-                canon[k0 // 8: k0 // 8 + -(-u.shape[0] // 8)] = pack_rows(_from_awq_columns(u), 4)
+            canon = _gemm_to_canonical(qweight.numpy(), K, N)
             s = scales
         else:
             N, K = qweight.shape[0], qweight.shape[1] * 8
@@ -162,8 +160,9 @@ class AwqFormat(Format):
             if K % eff or zeros_width(K, gs) != W or tuple(scales.shape) != (N, 8 * W):
                 raise bad("scales", f"shape {list(scales.shape)} contradicts K={K}, group_size {gs} (expected [{N}, {8 * zeros_width(K, gs)}])")
             zeros = unpack_cols(qzeros.numpy(), 4, 8 * W)[:, :G].T
-            canon = np.ascontiguousarray(unpack_cols(qweight.numpy(), 4, K).T)  # [K, N] codes
-            canon = pack_rows(canon, 4)
+            # gemv packs 8 consecutive inputs per word in order, as the canonical layout does, so
+            # its [N, K/8] words are the canonical [K/8, N] words transposed
+            canon = np.ascontiguousarray(qweight.numpy().T)
             s = scales[:, :G].t().contiguous()
         z = torch.from_numpy(np.ascontiguousarray(zeros).astype(np.int16))
         sym = bool((z == 8).all()) and det.sym is not False
@@ -189,10 +188,7 @@ class AwqFormat(Format):
         N, K, G = qt.out_features, qt.in_features, qt.num_groups
         z = qt.zeros.numpy()
         if variant == "gemm":
-            qweight = np.empty((K, N // 8), np.int32)
-            for k0, codes in iter_code_chunks(qt.qweight.numpy(), 4, K):
-                qweight[k0: k0 + codes.shape[0]] = pack_cols(_to_awq_columns(codes), 4)
-            return {f"{module}.qweight": torch.from_numpy(qweight),
+            return {f"{module}.qweight": torch.from_numpy(_canonical_to_gemm(qt.qweight.numpy(), K, N)),
                     f"{module}.qzeros": torch.from_numpy(pack_cols(_to_awq_columns(z), 4)),
                     f"{module}.scales": qt.scales}
         W = zeros_width(K, qt.group_size)
@@ -200,7 +196,7 @@ class AwqFormat(Format):
         zp[:, :G] = z.T
         sp = torch.zeros((N, 8 * W), dtype=qt.scales.dtype)
         sp[:, :G] = qt.scales.t()
-        return {f"{module}.qweight": torch.from_numpy(pack_cols(qt.codes().numpy().T, 4)),
+        return {f"{module}.qweight": qt.qweight.t().contiguous(),  # see read(): the canonical words, transposed
                 f"{module}.qzeros": torch.from_numpy(pack_cols(zp, 4)),
                 f"{module}.scales": sp}
 
@@ -209,9 +205,35 @@ class AwqFormat(Format):
                 "version": variant, "modules_to_not_convert": list(scheme.unquantized_linears) or None}
 
 
-def _row_chunks(qweight: np.ndarray, N: int):
-    """Unpack a GEMM qweight [K, N/8] in chunks of rows (multiples of 8): (k0, codes in AWQ column order)."""
-    rows = max(8, (1 << 22) // max(N, 1) // 8 * 8)
-    for k0 in range(0, qweight.shape[0], rows):
-        chunk = qweight[k0: k0 + rows]
-        yield k0, unpack_cols(chunk, 4, N)
+# GPTQ-order words [K/8, N] hold 8 consecutive inputs of one output; AWQ-GEMM words [K, N/8] hold 8
+# outputs of one input in AWQ_ORDER. Per 8x8 tile that is a nibble transpose, done on whole words.
+def _canonical_to_gemm(canon: np.ndarray, K: int, N: int) -> np.ndarray:
+    out = np.empty((-(-K // 8) * 8, N // 8), np.uint32)
+    rows = _tile_rows(N)
+    for r0 in range(0, canon.shape[0], rows):
+        c = canon[r0: r0 + rows].view(np.uint32)
+        R = c.shape[0]
+        tiles = c.reshape(R, N // 8, 8)
+        x = transpose_nibbles_8x8([tiles[:, :, i] for i in AWQ_ORDER])
+        out[8 * r0: 8 * (r0 + R)] = np.stack(x, axis=1).reshape(8 * R, N // 8)
+    return out[:K].view(np.int32)
+
+
+def _gemm_to_canonical(qweight: np.ndarray, K: int, N: int) -> np.ndarray:
+    w = qweight.view(np.uint32)
+    if K % 8:
+        w = np.concatenate([w, np.zeros((8 - K % 8, N // 8), np.uint32)])
+    out = np.empty((w.shape[0] // 8, N), np.uint32)
+    rows = _tile_rows(N)
+    for r0 in range(0, out.shape[0], rows):
+        a = w[8 * r0: 8 * (r0 + rows)]
+        R = a.shape[0] // 8
+        x = transpose_nibbles_8x8(list(a.reshape(R, 8, N // 8).transpose(1, 0, 2)))
+        tiles = out[r0: r0 + R].reshape(R, N // 8, 8)
+        for i, col in enumerate(AWQ_ORDER):
+            tiles[:, :, col] = x[i]
+    return out.view(np.int32)
+
+
+def _tile_rows(N: int) -> int:
+    return max(1, (1 << 21) // max(N, 1))

@@ -103,18 +103,21 @@ class GptqFormat(Format):
             return "v1"
         if (stored == mid).all():
             return "v2"
-        qw = ckpt.get(f"{module}.qweight").numpy()
+        per, nwords = values_per_block(bits)
+        qw_rows = ckpt.info(f"{module}.qweight").shape[0]
         G = stored.shape[0]
-        K = (qw.shape[0] // values_per_block(bits)[1]) * values_per_block(bits)[0]
+        K = qw_rows // nwords * per
         if f"{module}.g_idx" in ckpt:
             g = ckpt.get(f"{module}.g_idx").numpy().astype(np.int64)
             K = len(g)
         else:
             g = np.minimum(np.arange(K) * G // K, G - 1)
-        if len(g) == 0 or g.min() < 0 or g.max() >= G:
+        if len(g) == 0 or g.min() < 0 or g.max() >= G or packed_rows(K, bits) != qw_rows:
             return None
-        codes = unpack_rows(qw, bits, K).astype(np.float64)
-        d = float((codes - stored[g]).mean())
+        rows = min(K, max(per, (1 << 22) // max(N, 1) // per * per))  # a bounded sample of rows
+        qw = ckpt.get(f"{module}.qweight", rows=-(-rows // per) * nwords).numpy()
+        codes = unpack_rows(qw, bits, rows).astype(np.float64)
+        d = float((codes - stored[g[:rows]]).mean())
         if abs(d - 1) < 0.25:
             return "v1"
         if abs(d) < 0.25:

@@ -1,0 +1,36 @@
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.manual_seed(0)
+
+
+def tree_hash(path: Path) -> str:
+    """Hash of every file name and byte under path: inputs must be identical after every run."""
+    h = hashlib.sha256()
+    for p in sorted(Path(path).rglob("*")):
+        h.update(str(p.relative_to(path)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def hashed():
+    """Register input folders; after the test, assert they are byte-identical."""
+    seen: dict[Path, str] = {}
+
+    def add(path):
+        seen[Path(path)] = tree_hash(path)
+        return path
+
+    yield add
+    for path, digest in seen.items():
+        assert tree_hash(path) == digest, f"input {path} was modified"
+
+
+def leftovers(parent: Path) -> list[str]:
+    return [p.name for p in Path(parent).iterdir() if ".repack-" in p.name]

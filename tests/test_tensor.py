@@ -1,0 +1,65 @@
+"""The canonical tensor validates itself and dequantizes as the reference formula says."""
+
+import numpy as np
+import pytest
+import torch
+
+from fixtures.checkpoints import random_layer
+from repack.quantize.rtn import rtn_quantize
+from repack.tensor import QuantTensor
+from tests import reference_packers as ref
+
+
+def build(L):
+    return QuantTensor.from_codes(L.q, torch.from_numpy(L.s), L.z, L.bits, L.group_size, L.g_idx)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("gs", [32, 128, -1])
+@pytest.mark.parametrize("act", [False, True])
+def test_dequantize_matches_reference(bits, gs, act):
+    L = random_layer(np.random.default_rng(bits), 256, 32, bits, gs, act_order=act)
+    qt = build(L)
+    expected = ref.dequantize(L.q, L.z, L.s, L.group_size, L.g_idx)
+    assert np.array_equal(qt.dequantize(torch.float32).numpy(), expected)
+    assert np.array_equal(qt.codes().numpy(), L.q)
+    assert qt.act_order == act
+
+
+def test_sequential_g_idx_is_not_act_order():
+    L = random_layer(np.random.default_rng(0), 128, 16, 4, 32)
+    qt = QuantTensor.from_codes(L.q, torch.from_numpy(L.s), L.z, 4, 32, g_idx=np.arange(128) // 32)
+    assert qt.g_idx is None and not qt.act_order
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(bits=5), "bits must be one of"),
+    (dict(zeros=torch.full((4, 16), 17, dtype=torch.int16)), "zeros must lie in 0..16"),
+    (dict(scales=torch.ones(3, 16, dtype=torch.float16)), "scales must be float"),
+    (dict(g_idx=torch.full((128,), 9, dtype=torch.int32)), "g_idx values must lie in 0..3"),
+    (dict(sym=True), "sym=True but some zeros differ"),
+    (dict(qweight=torch.zeros(15, 16, dtype=torch.int32)), "qweight has 15 rows"),
+])
+def test_invalid_tensors_are_refused(change, message):
+    L = random_layer(np.random.default_rng(0), 128, 16, 4, 32)
+    qt = build(L)
+    with pytest.raises(ValueError, match=message):
+        qt.replace(**change)
+
+
+@pytest.mark.parametrize("sym", [True, False])
+def test_rtn_matches_reference_quantizer(sym):
+    w = torch.randn(32, 256, generator=torch.Generator().manual_seed(1)) * 0.02
+    qt = rtn_quantize(w, 4, 64, sym)
+    q, z, s = ref.rtn_quantize(w.numpy(), 4, 64, sym)
+    assert np.array_equal(qt.codes().numpy(), q)
+    assert np.array_equal(qt.zeros.numpy(), z)
+    assert np.array_equal(qt.scales.numpy(), s)
+
+
+def test_reference_gemm_matches_float_matmul():
+    from repack.kernels import reference_gemm
+    L = random_layer(np.random.default_rng(4), 128, 32, 4, 32, act_order=True)
+    x = torch.randn(3, 128, dtype=torch.float32)
+    w = torch.from_numpy(ref.dequantize(L.q, L.z, L.s, 32, L.g_idx))
+    assert torch.allclose(reference_gemm(x, build(L)), x @ w.t(), rtol=1e-5, atol=1e-6)
