@@ -202,3 +202,25 @@ def test_dense_source_to_quantized_is_refused(tmp_path):
     src = write_float_model(tmp_path / "float")
     with pytest.raises(UnsupportedError, match="repack quantize"):
         convert(src, tmp_path / "out", "auto_gptq")
+
+
+@pytest.mark.parametrize("to, variant", TARGETS)
+@pytest.mark.parametrize("sym", [True, False])
+def test_config_has_the_fields_loaders_detect(tmp_path, to, variant, sym):
+    """transformers maps quant_method to its config class; vLLM's gptq(_marlin) reads bits, group_size,
+    sym and desc_act (all four must be present), its awq(_marlin) reads bits, group_size, zero_point
+    and version (../shared/formats/hf.md §5)."""
+    src = write_gptq(tmp_path / "src", random_model(seed=5, sym=sym), "v1", sym=sym)
+    convert(src, tmp_path / "out", to, variant)
+    qc = json.loads((tmp_path / "out" / "config.json").read_text())["quantization_config"]
+    if to == "auto_gptq":
+        assert qc["quant_method"] == "gptq"
+        assert (qc["bits"], qc["group_size"], qc["sym"], qc["desc_act"]) == (4, 64, sym, False)
+        assert qc["checkpoint_format"] == {"v1": "gptq", "v2": "gptq_v2"}[variant]
+        assert json.loads((tmp_path / "out" / "quantize_config.json").read_text()) == qc
+    else:
+        assert qc["quant_method"] == "awq"
+        assert (qc["bits"], qc["group_size"], qc["zero_point"], qc["version"]) == (4, 64, not sym, variant)
+        assert qc["modules_to_not_convert"] == ["lm_head"]
+    assert open_source(tmp_path / "out").detection.format == to
+    assert open_source(tmp_path / "out").detection.variant == variant

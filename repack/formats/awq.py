@@ -42,6 +42,8 @@ AWQ_REVERSE_ORDER = np.argsort(AWQ_ORDER)  # output column j lives in nibble AWQ
 def zeros_width(K: int, group_size: int) -> int:
     """Words per row of GEMV qzeros (AutoAWQ calculate_zeros_width)."""
     gs = K if group_size == -1 else group_size
+    if gs < 128 and gs not in (32, 64):
+        raise ValueError(f"group_size {gs} is not supported by AWQ gemv (32, 64 or >= 128)")
     mult = 1 if gs >= 128 else {64: 2, 32: 4}[gs]
     base = -(-(K // gs) // 8)
     return -(-base // mult) * mult
@@ -157,7 +159,11 @@ class AwqFormat(Format):
                 raise bad("qzeros", "AWQ gemv needs group_size in config.json to tell padding from groups")
             eff = K if gs == -1 else gs
             G = K // eff
-            if K % eff or zeros_width(K, gs) != W or tuple(scales.shape) != (N, 8 * W):
+            try:
+                width = zeros_width(K, gs)
+            except ValueError as e:
+                raise bad("qzeros", str(e)) from None
+            if K % eff or width != W or tuple(scales.shape) != (N, 8 * W):
                 raise bad("scales", f"shape {list(scales.shape)} contradicts K={K}, group_size {gs} (expected [{N}, {8 * zeros_width(K, gs)}])")
             zeros = unpack_cols(qzeros.numpy(), 4, 8 * W)[:, :G].T
             # gemv packs 8 consecutive inputs per word in order, as the canonical layout does, so
