@@ -151,22 +151,23 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
 def _scheme(source: Source, settings: dict[str, tuple], to: str) -> Scheme | None:
     if not settings:
         return None
-    distinct = sorted(set(s[:4] for s in settings.values()), key=str)
+    # act-order is per layer by nature: under desc_act a layer with one group has a trivially sequential g_idx
+    distinct = sorted(set(s[:3] for s in settings.values()), key=str)
     if len(distinct) > 1 and formats.get(to).quantized:
         a, b = distinct[0], distinct[1]
-        ma = next(m for m, s in settings.items() if s[:4] == a)
-        mb = next(m for m, s in settings.items() if s[:4] == b)
+        ma = next(m for m, s in settings.items() if s[:3] == a)
+        mb = next(m for m, s in settings.items() if s[:3] == b)
         raise UnsupportedError(f"{source.path}: mixed quantization settings ('{ma}': {_fmt(a)}, '{mb}': {_fmt(b)}); "
                                "per-module settings arrive with issue 5")
-    bits, gs, sym, _ = distinct[0]
+    bits, gs, sym = distinct[0]
     act = any(s[3] for s in settings.values())
     return Scheme(bits, gs, all(s[2] for s in settings.values()), act, tuple(settings),
                   tuple(source.linear_modules()), next(iter(settings.values()))[4])
 
 
 def _fmt(s: tuple) -> str:
-    bits, gs, sym, act = s
-    return f"{bits}-bit group {gs} {'sym' if sym else 'asym'}{' act-order' if act else ''}"
+    bits, gs, sym = s
+    return f"{bits}-bit group {gs} {'sym' if sym else 'asym'}"
 
 
 def _config(source: Source, target, scheme: Scheme | None, variant: str, specs: list[TensorSpec]) -> dict:

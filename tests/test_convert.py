@@ -179,7 +179,7 @@ def test_output_folder(tmp_path, hashed):
             assert all(index["weight_map"][k] == shard for k in h.keys())
     got = tensors(out)
     assert "lm_head.weight" not in got and "model.embed_tokens.weight" in got  # tied stays tied
-    assert torch.equal(got["model.layers.0.self_attn.k_proj.bias"], float_tensors(bias_of=("model.layers.0.self_attn.k_proj",))["model.layers.0.self_attn.k_proj.bias"])
+    assert torch.equal(got["model.layers.0.self_attn.k_proj.bias"], float_tensors(tie=True, bias_of=("model.layers.0.self_attn.k_proj",))["model.layers.0.self_attn.k_proj.bias"])
     config = json.loads((out / "config.json").read_text())
     assert config["tie_word_embeddings"] is True and config["hidden_size"] == 128
 

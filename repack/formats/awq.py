@@ -95,18 +95,17 @@ class AwqFormat(Format):
         qw, sc, qz = (ckpt.info(f"{m}.{s}").shape for s in ("qweight", "scales", "qzeros"))
         if len(qw) != 2 or len(sc) != 2 or len(qz) != 2:
             return None
-        if sc[1] == 8 * qw[1] and qz[1] == qw[1]:
-            variant = "gemm"
-        elif sc[0] == qw[0] and qz[0] == qw[0] and sc[1] == 8 * qz[1]:
-            variant = "gemv"
-        else:
+        fits = [v for v, ok in (("gemm", sc[1] == 8 * qw[1] and qz[1] == qw[1]),
+                                ("gemv", sc[0] == qw[0] and qz[0] == qw[0] and sc[1] == 8 * qz[1])) if ok]
+        if not fits:
             return None
         qc = quant_config(ckpt)
+        label = str(qc.get("version", "gemm")).lower()
+        variant = label if label in fits else fits[0]  # tiny layers can fit both shapes: the label decides
         det = Detection(self.name, variant, bits=4)
         method = str(qc.get("quant_method", "")).lower()
         if method and method != "awq":
             det.notes.append(f"config says quant_method {method!r}, tensors are in the AWQ {variant} layout")
-        label = str(qc.get("version", "gemm")).lower()
         if method == "awq" and label != variant:
             det.notes.append(f"config says version {label!r}, tensors are {variant}; reading as {variant}")
         bits = qc.get("bits", qc.get("w_bit", 4))

@@ -84,13 +84,15 @@ class GptqFormat(Format):
     def _bits(self, ckpt: Checkpoint, module: str, qc: dict) -> int:
         N = ckpt.info(f"{module}.scales").shape[1]
         width = ckpt.info(f"{module}.qzeros").shape[1]
-        from_data = next((b for b in SUPPORTED_BITS if packed_rows(N, b) == width), None)
+        fits = [b for b in SUPPORTED_BITS if packed_rows(N, b) == width]  # narrow layers fit several
         label = qc.get("bits")
-        if from_data is None:
+        if not fits:
             raise InputError(f"{ckpt.info(module + '.qzeros').file}: tensor '{module}.qzeros': width {width} fits no bit width for {N} outputs")
-        if label is not None and label != from_data:
-            raise InputError(f"{ckpt.info(module + '.qzeros').file}: tensor '{module}.qzeros': config says {label}-bit but the shape is {from_data}-bit")
-        return from_data
+        if label in fits:
+            return label
+        if label is not None:
+            raise InputError(f"{ckpt.info(module + '.qzeros').file}: tensor '{module}.qzeros': config says {label}-bit but the shape is {fits[0]}-bit")
+        return 4 if 4 in fits else fits[0]
 
     def _variant_from_data(self, ckpt: Checkpoint, module: str, bits: int) -> str | None:
         """v1 stores z-1, v2 stores z. Symmetric zeros decide at once (2^(b-1)-1 vs 2^(b-1)); for
@@ -116,8 +118,17 @@ class GptqFormat(Format):
             return None
         rows = min(K, max(per, (1 << 22) // max(N, 1) // per * per))  # a bounded sample of rows
         qw = ckpt.get(f"{module}.qweight", rows=-(-rows // per) * nwords).numpy()
-        codes = unpack_rows(qw, bits, rows).astype(np.float64)
-        d = float((codes - stored[g[:rows]]).mean())
+        codes = torch.from_numpy(unpack_rows(qw, bits, rows).astype(np.float64))
+        idx = torch.from_numpy(g[:rows])
+        count = torch.bincount(idx, minlength=G).to(torch.float64)
+        present = count > 0
+        mean = (torch.zeros(G, N, dtype=torch.float64).index_add_(0, idx, codes)[present] / count[present, None]).numpy()
+        z = stored[present.numpy()].astype(np.float64)
+        # Only trust the offset when the codes track the zeros, as a quantizer's output does (the code
+        # of w=0 is z): on data with no such relation (random codes) the label decides.
+        if z.std() == 0 or mean.std() == 0 or np.corrcoef(mean.ravel(), z.ravel())[0, 1] < 0.5:
+            return None
+        d = float((mean - z).mean())
         if abs(d - 1) < 0.25:
             return "v1"
         if abs(d) < 0.25:
