@@ -119,6 +119,12 @@ class QuantTensor:
         w = (q - self.zeros.to(torch.float32)[g]) * self.scales.to(torch.float32)[g]
         return w.t().contiguous().to(dtype or self.scales.dtype)
 
+    def columns(self, start: int, stop: int) -> "QuantTensor":
+        """The output channels ``start:stop`` as their own tensor (for streaming a large layer)."""
+        return dataclasses.replace(self, qweight=self.qweight[:, start:stop].contiguous(),
+                                   scales=self.scales[:, start:stop].contiguous(),
+                                   zeros=self.zeros[:, start:stop].contiguous())
+
     def replace(self, **changes) -> "QuantTensor":
         return dataclasses.replace(self, **changes)
 

@@ -6,6 +6,7 @@ before writing anything, whether every layer fits exactly, fits only approximate
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -93,8 +94,9 @@ class Format:
     def specs(self, module: str, qt: QuantTensor, variant: str) -> list[TensorSpec]:
         raise NotImplementedError
 
-    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, torch.Tensor]:
-        """The output tensors of one module, in the order :meth:`specs` declares them."""
+    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, torch.Tensor | Iterator[bytes]]:
+        """The output tensors of one module, in the order :meth:`specs` declares them: a tensor, or
+        its bytes in chunks when materialising it whole would cost more than the input does."""
         raise NotImplementedError
 
     def quantization_config(self, scheme: Scheme, variant: str) -> dict | None:

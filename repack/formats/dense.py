@@ -7,6 +7,8 @@ folder has no quantized modules; quantizing it is ``repack quantize``'s job (or
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from ..checkpoint import Checkpoint, TensorSpec
@@ -41,8 +43,17 @@ class DenseFormat(Format):
     def specs(self, module: str, qt: QuantTensor, variant: str) -> list[TensorSpec]:
         return [TensorSpec(f"{module}.weight", TORCH_TO_ST[self._dtype(qt, variant)], qt.shape)]
 
-    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, torch.Tensor]:
-        return {f"{module}.weight": qt.dequantize(self._dtype(qt, variant))}
+    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, Iterator[bytes]]:
+        return {f"{module}.weight": self._rows(qt, self._dtype(qt, variant))}
+
+    @staticmethod
+    def _rows(qt: QuantTensor, dtype: torch.dtype) -> Iterator[bytes]:
+        """The float weight [N, K] in row blocks: dequantized whole, a 4-bit layer would take 8x
+        its packed size in fp32, so each block's working set is kept near 64 MiB."""
+        step = max(1, (1 << 24) // max(qt.in_features, 1))
+        for n in range(0, qt.out_features, step):
+            block = qt.columns(n, min(n + step, qt.out_features)).dequantize(dtype)
+            yield memoryview(block.reshape(-1).view(torch.uint8).numpy())
 
     def quantization_config(self, scheme: Scheme, variant: str) -> dict | None:
         return None
