@@ -4,6 +4,7 @@ from .convert_cmd import convert_cmd
 from .demo_cmd import demo_cmd
 from .formats_cmd import formats_cmd
 from .inspect_cmd import inspect_cmd
+from .verify_cmd import verify_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -12,7 +13,7 @@ def main() -> None:
     """repack: convert 2/3/4/8-bit weight-only quantized checkpoints between formats, exactly."""
 
 
-for command in (formats_cmd, inspect_cmd, convert_cmd, demo_cmd):
+for command in (formats_cmd, inspect_cmd, convert_cmd, demo_cmd, verify_cmd):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -40,6 +40,10 @@ class Source:
     def read(self, module: str) -> QuantTensor:
         return self.format.read(self.ckpt, self.detection, module)
 
+    def packed(self, module: str):
+        """The module's tensors in the format's own layout (:class:`repack.kernels.packed.PackedWeight`)."""
+        return self.format.packed(self.ckpt, self.detection, module)
+
     def passthrough(self) -> list[str]:
         return list(self._passthrough)
 
@@ -89,6 +93,10 @@ class RtnSource(Source):
                          if LINEAR_IN_BLOCK.match(n) and len(ckpt.info(n).shape) == 2 and "norm" not in n]
         consumed = {f"{m}.weight" for m in self._modules}
         self._passthrough = [n for n in ckpt.names() if n not in consumed]
+
+    def packed(self, module: str):
+        from .kernels.packed import PackedWeight
+        return PackedWeight.from_quant_tensor(self.read(module), "rtn")
 
     def read(self, module: str) -> QuantTensor:
         w = self.ckpt.get(f"{module}.weight")

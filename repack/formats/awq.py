@@ -24,6 +24,7 @@ from ..checkpoint import Checkpoint, TensorSpec
 from ..errors import InputError
 from ..packing import pack_cols, transpose_nibbles_8x8, unpack_cols
 from ..safetensors_header import TORCH_TO_ST
+from ..kernels.packed import CODES_ALONG_K, CODES_ALONG_N_AWQ, ZEROS_ALONG_G, ZEROS_ALONG_N_AWQ, PackedWeight
 from ..tensor import QuantTensor
 from .base import Capabilities, Detection, Format, Scheme, quant_config
 
@@ -175,6 +176,17 @@ class AwqFormat(Format):
             return QuantTensor(torch.from_numpy(canon), s, z, 4, gs, K, None, sym)
         except ValueError as e:
             raise bad("qweight", str(e)) from None
+
+    def packed(self, ckpt: Checkpoint, det: Detection, module: str) -> PackedWeight:
+        qt = self.read(ckpt, det, module)  # validates every shape first
+        qweight, qzeros, scales = (ckpt.get(f"{module}.{s}") for s in ("qweight", "qzeros", "scales"))
+        args = (4, qt.in_features, qt.out_features, qt.group_size)
+        if det.variant == "gemm":
+            return PackedWeight(CODES_ALONG_N_AWQ, ZEROS_ALONG_N_AWQ, *args, qweight, scales, qzeros,
+                                source=f"{self.name}/gemm")
+        # gemv: [N, K/8] words are the codes-along-K words transposed; scales [N, 8W] padded past G
+        return PackedWeight(CODES_ALONG_K, ZEROS_ALONG_G, *args, qweight.t(), scales[:, :qt.num_groups].t(), qzeros,
+                            source=f"{self.name}/gemv")
 
     # -- writing ------------------------------------------------------------------------------
     def specs(self, module: str, qt: QuantTensor, variant: str) -> list[TensorSpec]:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from ..checkpoint import Checkpoint, TensorSpec
 from ..tensor import QuantTensor
+
+if TYPE_CHECKING:
+    from ..kernels.packed import PackedWeight
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,12 @@ class Format:
 
     def read(self, ckpt: Checkpoint, det: Detection, module: str) -> QuantTensor:
         raise NotImplementedError
+
+    def packed(self, ckpt: Checkpoint, det: Detection, module: str) -> "PackedWeight":
+        """The module's tensors as stored, for a kernel that reads this layout directly. The
+        default hands over the canonical layout; formats with their own layout override it."""
+        from ..kernels.packed import PackedWeight
+        return PackedWeight.from_quant_tensor(self.read(ckpt, det, module), f"{self.name}/{det.variant}")
 
     # -- writing ------------------------------------------------------------------------------
     def capabilities(self, variant: str) -> Capabilities:

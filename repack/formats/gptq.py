@@ -24,6 +24,7 @@ from ..checkpoint import Checkpoint, TensorSpec
 from ..errors import InputError
 from ..packing import SUPPORTED_BITS, pack_cols, packed_rows, unpack_cols, unpack_rows, values_per_block
 from ..safetensors_header import TORCH_TO_ST
+from ..kernels.packed import CODES_ALONG_K, ZEROS_ALONG_N, PackedWeight
 from ..tensor import QuantTensor, num_groups
 from .base import Capabilities, Detection, Format, Scheme, quant_config
 
@@ -184,6 +185,12 @@ class GptqFormat(Format):
             return QuantTensor(qweight, scales, zeros, bits, gs, K, g_idx, sym)
         except ValueError as e:
             raise bad("qweight", str(e)) from None
+
+    def packed(self, ckpt: Checkpoint, det: Detection, module: str) -> PackedWeight:
+        qt = self.read(ckpt, det, module)  # validates every shape first
+        return PackedWeight(CODES_ALONG_K, ZEROS_ALONG_N, qt.bits, qt.in_features, qt.out_features, qt.group_size,
+                            ckpt.get(f"{module}.qweight"), ckpt.get(f"{module}.scales"), ckpt.get(f"{module}.qzeros"),
+                            1 if det.variant == "v1" else 0, qt.g_idx, f"{self.name}/{det.variant}")
 
     # -- writing ------------------------------------------------------------------------------
     def specs(self, module: str, qt: QuantTensor, variant: str) -> list[TensorSpec]:

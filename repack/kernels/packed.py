@@ -1,0 +1,64 @@
+"""A layer's packed tensors exactly as its format stores them, described for a kernel.
+
+Kernels index these tensors through strides, so a layout that is another one transposed (AutoAWQ
+gemv's ``[N, K/8]`` words are GPTQ's ``[K/8, N]`` words transposed, hf.md §2.3) is the same layout
+with swapped strides, read in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from ..packing import pack_rows  # noqa: F401  (re-exported for kernel tests that build layouts)
+from ..tensor import QuantTensor
+
+# how the codes are packed
+CODES_ALONG_K = "k"        # GPTQ / canonical: word (k // (32/b), n), field k % (32/b), LSB first
+CODES_ALONG_N_AWQ = "n-awq"  # AutoAWQ gemm: word (k, n // 8), nibble AWQ_REVERSE_ORDER[n % 8]
+# how the zeros are stored
+ZEROS_ALONG_N = "n"          # GPTQ qzeros [G, N*b/32], sequential fields
+ZEROS_ALONG_N_AWQ = "n-awq"  # AutoAWQ gemm qzeros [G, N/8], AWQ nibble order
+ZEROS_ALONG_G = "g"          # AutoAWQ gemv qzeros [N, W], 8 groups per word, sequential
+ZEROS_INT = "int"            # unpacked integers [G, N] (the canonical tensor's)
+
+
+@dataclass(frozen=True)
+class PackedWeight:
+    """``qweight`` is indexed (row, col) as its ``codes`` layout says: ``[K*b/32, N]`` for codes
+    along K, ``[K, N/8]`` for AWQ; ``scales`` as ``[G, N]``; ``zeros`` as its ``zeros`` layout says
+    (``[N, W]`` for zeros along G). Any of them may be a strided view. The true zero is the stored
+    field plus ``zero_offset`` (1 for GPTQ v1, which stores z - 1)."""
+
+    codes: str
+    zeros_layout: str
+    bits: int
+    in_features: int
+    out_features: int
+    group_size: int
+    qweight: torch.Tensor
+    scales: torch.Tensor
+    zeros: torch.Tensor
+    zero_offset: int = 0
+    g_idx: torch.Tensor | None = None
+    source: str = ""  # the format/variant it came from, for reports
+
+    @property
+    def effective_group_size(self) -> int:
+        return self.in_features if self.group_size == -1 else self.group_size
+
+    @property
+    def num_groups(self) -> int:
+        return -(-self.in_features // self.effective_group_size)
+
+    def to(self, device: torch.device | str) -> "PackedWeight":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return dataclasses.replace(self, qweight=move(self.qweight), scales=move(self.scales),
+                                   zeros=move(self.zeros), g_idx=move(self.g_idx))
+
+    @classmethod
+    def from_quant_tensor(cls, qt: QuantTensor, source: str = "canonical") -> "PackedWeight":
+        return cls(CODES_ALONG_K, ZEROS_INT, qt.bits, qt.in_features, qt.out_features, qt.group_size,
+                   qt.qweight, qt.scales, qt.zeros.to(torch.int32), 0, qt.g_idx, source)

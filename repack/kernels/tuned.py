@@ -1,0 +1,69 @@
+"""Tile configurations for the Triton GEMM, per M bucket and weight shape.
+
+``tuned.json`` beside this file holds what ``benchmarks/tune_gemm.py`` measured on the lent H100
+(best median time per bucket and shape); shapes not in it take the entry of the nearest size, and
+without the file a heuristic applies. The split of K over programs is stored as the number of
+programs to aim for, so one entry serves many shapes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+TUNED_FILE = Path(__file__).with_name("tuned.json")
+M_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    block_m: int
+    block_n: int
+    block_k: int
+    split_k: int = 1  # programs along K (1 = no split)
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bucket(M: int) -> int:
+    return next((b for b in M_BUCKETS if M <= b), M_BUCKETS[-1])
+
+
+def split_for(tiles: int, K: int, block_k: int, target_programs: int) -> int:
+    """Programs along K so that the launch has about ``target_programs`` programs."""
+    return max(1, min(math.ceil(target_programs / max(tiles, 1)), K // block_k // 2 or 1))
+
+
+def heuristic(M: int, N: int, K: int, sms: int = 132) -> TileConfig:
+    if M <= 4:
+        bm, bn, bk, warps, stages = (1 if M == 1 else 1 << (M - 1).bit_length()), 64, 256, 4, 3
+    elif M <= 64:
+        bm, bn, bk, warps, stages = 16 if M <= 16 else 32 if M <= 32 else 64, 64, 128, 4, 4
+    else:
+        bm, bn, bk, warps, stages = 128, 128, 64, 8, 3
+    tiles = math.ceil(M / bm) * math.ceil(N / bn)
+    return TileConfig(bm, bn, bk, split_for(tiles, K, bk, 2 * sms) if tiles < sms else 1, warps, stages)
+
+
+@functools.lru_cache(maxsize=1)
+def _table() -> dict:
+    if not TUNED_FILE.exists():
+        return {}
+    return json.loads(TUNED_FILE.read_text())
+
+
+def pick_config(M: int, N: int, K: int) -> TileConfig:
+    entries = _table().get(str(bucket(M)))
+    if not entries:
+        return heuristic(M, N, K)
+    best = min(entries, key=lambda e: abs(math.log(e["K"] * e["N"]) - math.log(K * N)) + (e["K"] != K) * 1e-3)
+    c = best["config"]
+    tiles = math.ceil(M / c["block_m"]) * math.ceil(N / c["block_n"])
+    split = split_for(tiles, K, c["block_k"], best["target_programs"]) if best["target_programs"] else 1
+    return TileConfig(c["block_m"], c["block_n"], c["block_k"], split, c["num_warps"], c["num_stages"])
