@@ -84,11 +84,11 @@ def _codes_tile(qw_ptr, k0, pid_n, offs_n, N, K, sqa, sqb,
 
 @triton.jit
 def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
-                   M, N, K, K_SPLIT, group_size, zero_offset,
+                   M, N, K, K_SPLIT, split_k, group_size, zero_offset,
                    sxm, sxk, sqa, sqb, ssg, ssn, sza, szb, sym, syn,
                    BITS: tl.constexpr, QLAYOUT: tl.constexpr, ZLAYOUT: tl.constexpr,
                    ACT_ORDER: tl.constexpr, SCALE_PER_TILE: tl.constexpr, USE_DOT: tl.constexpr,
-                   SPLIT_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                   SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -131,7 +131,7 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
 
     out_mask = (offs_m[:, None] < M) & n_ok[None, :]
     y_ptrs = y_ptr + offs_m[:, None] * sym + offs_n[None, :] * syn
-    if SPLIT_K == 1:
+    if not SPLIT:
         tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=out_mask)
     else:
         ws_ptrs = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
@@ -139,7 +139,7 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
         tl.debug_barrier()  # every thread's partial sum is issued before the tile's counter moves
         tile = pid_m * tl.num_programs(0) + pid_n
         arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
-        if arrived == SPLIT_K - 1:  # the last program of this tile finishes it and clears its state
+        if arrived == split_k - 1:  # the last program of this tile finishes it and clears its state
             # every other program of the tile is done with it: read the sums from L2 (.cg: the
             # atomics never went through this SM's L1) and leave zeros for the next launch
             total = tl.load(ws_ptrs, mask=out_mask, other=0.0, cache_modifier=".cg")
@@ -200,11 +200,11 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     g_idx = w.g_idx if w.g_idx is not None else w.scales  # any pointer: unused without act-order
     _w_gemm_kernel[grid](
         x2, w.qweight, w.scales, w.zeros, g_idx, y, ws, cnt,
-        M, N, K, k_split, gs, w.zero_offset,
+        M, N, K, k_split, split, gs, w.zero_offset,
         x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1), w.scales.stride(0), w.scales.stride(1),
         w.zeros.stride(0), w.zeros.stride(1), y.stride(0), y.stride(1),
         BITS=w.bits, QLAYOUT=_CODES[w.codes], ZLAYOUT=_ZEROS[w.zeros_layout],
         ACT_ORDER=w.g_idx is not None, SCALE_PER_TILE=per_tile, USE_DOT=cfg.block_m >= 16,
-        SPLIT_K=split, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+        SPLIT=split > 1, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return y.reshape(*lead, N)

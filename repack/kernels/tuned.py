@@ -59,9 +59,12 @@ def _table() -> dict:
 
 
 def pick_config(M: int, N: int, K: int) -> TileConfig:
-    entries = _table().get(str(bucket(M)))
-    if not entries:
+    table = _table()
+    tuned = sorted(int(b) for b in table)
+    if not tuned:
         return heuristic(M, N, K)
+    # the nearest tuned bucket at or above M (its tile covers M rows), else the largest
+    entries = table[str(next((b for b in tuned if M <= b), tuned[-1]))]
     best = min(entries, key=lambda e: abs(math.log(e["K"] * e["N"]) - math.log(K * N)) + (e["K"] != K) * 1e-3)
     c = best["config"]
     tiles = math.ceil(M / c["block_m"]) * math.ceil(N / c["block_n"])

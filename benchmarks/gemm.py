@@ -1,0 +1,81 @@
+"""W4A16 GEMM speed on the GPU: our Triton kernel vs cuBLAS fp16 and PyTorch's tinygemm int4.
+
+Shapes K x N (Llama-style), M rows of activations, 4-bit g128. Every number is the median of
+``triton.testing.do_bench`` (L2 flushed between runs) in this one process; the floor is the
+fewest bytes the W4A16 GEMM must move over the measured device copy bandwidth.
+
+    python benchmarks/gemm.py [--json out.json] [--m 1,16,64,256,1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from benchmarks.gemm_common import GROUP, M_VALUES, SHAPES, bench_ms, copy_bandwidth, packed_bytes, packed_weight  # noqa: E402
+from repack.kernels.triton_gemm import triton_gemm  # noqa: E402
+from repack.kernels.tuned import pick_config  # noqa: E402
+
+
+def tinygemm(K: int, N: int):
+    """PyTorch's int4 kernel (bf16 activations), or None where this torch lacks it."""
+    try:
+        w = torch.randint(0, 256, (N, K // 2), dtype=torch.uint8, device="cuda")
+        packed = torch._convert_weight_to_int4pack(w, 8)
+        sz = (torch.rand(K // GROUP, N, 2, device="cuda") * 0.01).bfloat16()
+        def run(x):
+            return torch._weight_int4pack_mm(x, packed, GROUP, sz)
+        run(torch.randn(1, K, device="cuda", dtype=torch.bfloat16))
+        return run
+    except Exception as e:  # noqa: BLE001 - report and carry on without it
+        print(f"tinygemm unavailable: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--m", default=",".join(map(str, M_VALUES)))
+    args = ap.parse_args()
+    ms_list = [int(m) for m in args.m.split(",")]
+    bw = copy_bandwidth()
+    print(f"device {torch.cuda.get_device_name()}, copy bandwidth {bw / 1e12:.2f} TB/s (read + write)")
+    rows = []
+    for K, N in SHAPES:
+        gptq, awq = packed_weight(K, N, "gptq"), packed_weight(K, N, "awq")
+        dense = torch.randn(N, K, device="cuda", dtype=torch.float16)
+        tg = tinygemm(K, N)
+        for M in ms_list:
+            x = torch.randn(M, K, device="cuda", dtype=torch.float16)
+            xb = x.bfloat16()
+            r = {"K": K, "N": N, "M": M, "config": pick_config(M, N, K).to_dict(),
+                 "floor_ms": packed_bytes(M, K, N) / bw * 1e3,
+                 "ours_ms": bench_ms(lambda: triton_gemm(x, gptq)),
+                 "ours_awq_ms": bench_ms(lambda: triton_gemm(x, awq)),
+                 "cublas_ms": bench_ms(lambda: torch.nn.functional.linear(x, dense)),
+                 "tinygemm_ms": bench_ms(lambda: tg(xb)) if tg else None}
+            r["vs_cublas"] = r["cublas_ms"] / r["ours_ms"]
+            r["vs_tinygemm"] = r["tinygemm_ms"] / r["ours_ms"] if tg else None
+            rows.append(r)
+            print(json.dumps(r), file=sys.stderr, flush=True)
+        del gptq, awq, dense
+        torch.cuda.empty_cache()
+    head = f"{'K x N':>13} {'M':>5} {'floor':>7} {'ours':>7} {'awq':>7} {'cuBLAS':>7} {'tinygemm':>8} {'x cuBLAS':>8} {'x tiny':>7} {'%floor':>6}"
+    print(head)
+    for r in rows:
+        tgm = f"{r['tinygemm_ms']:.4f}" if r["tinygemm_ms"] else "n/a"
+        vt = f"{r['vs_tinygemm']:.2f}" if r["vs_tinygemm"] else "n/a"
+        print(f"{r['K']:>6}x{r['N']:<6} {r['M']:>5} {r['floor_ms']:>7.4f} {r['ours_ms']:>7.4f} {r['ours_awq_ms']:>7.4f} "
+              f"{r['cublas_ms']:>7.4f} {tgm:>8} {r['vs_cublas']:>8.2f} {vt:>7} {100 * r['floor_ms'] / r['ours_ms']:>5.0f}%")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"bandwidth": bw, "device": torch.cuda.get_device_name(), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

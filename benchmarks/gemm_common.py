@@ -1,0 +1,44 @@
+"""Shared by the GPU benchmarks: random packed weights of a shape, timing, copy bandwidth."""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from repack.kernels.packed import CODES_ALONG_K, CODES_ALONG_N_AWQ, ZEROS_ALONG_N, ZEROS_ALONG_N_AWQ, PackedWeight
+
+SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672)]  # K x N
+M_VALUES = (1, 16, 64, 256, 1024)
+GROUP = 128
+
+
+def random_words(*shape: int) -> torch.Tensor:
+    # any 32-bit word is eight valid 4-bit codes; random words are realistic for timing
+    return torch.randint(-2**31, 2**31 - 1, shape, dtype=torch.int32, device="cuda")
+
+
+def packed_weight(K: int, N: int, layout: str = "gptq", group: int = GROUP) -> PackedWeight:
+    G = K // group
+    scales = (torch.rand(G, N, device="cuda") * 0.01 + 0.001).half()
+    if layout == "gptq":
+        return PackedWeight(CODES_ALONG_K, ZEROS_ALONG_N, 4, K, N, group, random_words(K // 8, N), scales,
+                            random_words(G, N // 8), 1, None, "bench/gptq")
+    return PackedWeight(CODES_ALONG_N_AWQ, ZEROS_ALONG_N_AWQ, 4, K, N, group, random_words(K, N // 8), scales,
+                        random_words(G, N // 8), 0, None, "bench/awq")
+
+
+def bench_ms(fn, warmup: int = 25, rep: int = 100) -> float:
+    return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
+
+
+def copy_bandwidth() -> float:
+    """Bytes per second of a device-to-device copy, counting bytes read and written."""
+    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda").random_()
+    dst = torch.empty_like(src)
+    ms = bench_ms(lambda: dst.copy_(src))
+    return 2 * src.numel() / (ms * 1e-3)
+
+
+def packed_bytes(M: int, K: int, N: int, group: int = GROUP) -> int:
+    G = K // group
+    return K * N // 2 + G * N * 2 + G * N // 2 + M * K * 2 + M * N * 2

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One device call: kernel tests, tile tuning for the given M buckets, then the GEMM benchmark.
+#   bash benchmarks/gpu_session.sh "1,16" 240      (buckets, tuning budget in seconds)
+# Logs and the tuned table land in $OUT (the device tool brings them back).
+set -o pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/repack-out}; mkdir -p "$OUT"
+BUCKETS=${1:-1,16,64,256,1024}; BUDGET=${2:-300}; TESTS=${3:-1}
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu --format=csv
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+if [ "$TESTS" = 1 ]; then
+  timeout 240 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernels.py 2>&1 | tee "$OUT/tests.log" | tail -15
+fi
+if [ "$BUDGET" != 0 ]; then
+  timeout $((BUDGET + 60)) python3 benchmarks/tune_gemm.py --buckets "$BUCKETS" --out "$OUT/tuned.json" \
+      --merge repack/kernels/tuned.json --budget-s "$BUDGET" 2>"$OUT/tune.err" | tee "$OUT/tune.log"
+  cp "$OUT/tuned.json" repack/kernels/tuned.json
+fi
+timeout 200 python3 benchmarks/gemm.py --json "$OUT/gemm.json" 2>"$OUT/gemm.err" | tee "$OUT/gemm.log"

@@ -1,0 +1,85 @@
+"""Sweep tile configurations of the Triton GEMM on the benchmark shapes; write the best per M bucket.
+
+    python benchmarks/tune_gemm.py --buckets 1,16 --out tuned.json [--merge repack/kernels/tuned.json]
+
+The output has the format repack/kernels/tuned.py reads: per bucket, per shape, the best config,
+its median time and the number of programs the K split aims for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from benchmarks.gemm_common import SHAPES, bench_ms, packed_weight  # noqa: E402
+from repack.kernels.triton_gemm import triton_gemm  # noqa: E402
+from repack.kernels.tuned import TileConfig, split_for  # noqa: E402
+
+SMS = 132
+
+
+def candidates(M: int):
+    if M <= 4:
+        grid = itertools.product([1 if M == 1 else 1 << (M - 1).bit_length()], [32, 64, 128], [128, 256, 512],
+                                 [4, 8], [2, 3], [0, 2 * SMS, 4 * SMS, 8 * SMS])
+    elif M <= 16:
+        grid = itertools.product([16], [32, 64, 128], [64, 128, 256], [4], [3, 4], [0, 2 * SMS, 4 * SMS])
+    elif M <= 64:
+        grid = itertools.product([16, 32, 64], [64, 128], [64, 128], [4, 8], [3, 4], [0, 2 * SMS])
+    else:
+        grid = itertools.product([64, 128], [64, 128, 256], [32, 64], [4, 8], [3, 4], [0])
+    yield from grid
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--buckets", default="1,16,64,256,1024")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--merge", default=None, help="an existing table to update")
+    ap.add_argument("--budget-s", type=float, default=500)
+    args = ap.parse_args()
+    table = json.loads(Path(args.merge).read_text()) if args.merge and Path(args.merge).exists() else {}
+    t0 = time.time()
+    for M in [int(b) for b in args.buckets.split(",")]:
+        entries = []
+        for K, N in SHAPES:
+            w = packed_weight(K, N, "gptq")
+            x = torch.randn(M, K, device="cuda", dtype=torch.float16)
+            best = None
+            for bm, bn, bk, warps, stages, target in candidates(M):
+                if time.time() - t0 > args.budget_s:
+                    break
+                tiles = math.ceil(M / bm) * math.ceil(N / bn)
+                split = split_for(tiles, K, bk, target) if target else 1
+                cfg = TileConfig(bm, bn, bk, split, warps, stages)
+                try:
+                    ms = bench_ms(lambda: triton_gemm(x, w, cfg), warmup=5, rep=25)
+                except Exception as e:  # noqa: BLE001 - e.g. out of shared memory: skip the config
+                    print(f"skip {cfg}: {type(e).__name__}", file=sys.stderr)
+                    continue
+                if best is None or ms < best[0]:
+                    best = (ms, cfg, target)
+            if best is None:
+                continue
+            ms, cfg, target = best
+            print(f"M={M} {K}x{N}: {ms:.4f} ms {cfg} target {target}", flush=True)
+            entries.append({"K": K, "N": N, "ms": ms, "target_programs": target, "config": cfg.to_dict()})
+            del w
+            torch.cuda.empty_cache()
+        if entries:
+            table[str(M)] = entries
+        Path(args.out).write_text(json.dumps(table, indent=1))
+    print(f"tuned in {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
