@@ -29,7 +29,7 @@ SMS = 132
 
 def candidates(M: int):
     if M <= 4:
-        grid = itertools.product([1 if M == 1 else 1 << (M - 1).bit_length()], [32, 64, 128], [128, 256, 512],
+        grid = itertools.product([1], [32, 64, 128], [128, 256, 512],
                                  [4, 8], [2, 3], [0, 2 * SMS, 4 * SMS, 8 * SMS])
     elif M <= 16:
         grid = itertools.product([16], [32, 64, 128], [64, 128, 256], [4], [3, 4], [0, 2 * SMS, 4 * SMS])

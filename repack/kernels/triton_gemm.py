@@ -58,28 +58,32 @@ def _zero_at(z_ptr, g, n, mask, sza, szb, zero_offset, BITS: tl.constexpr, ZLAYO
 
 
 @triton.jit
-def _codes_tile(qw_ptr, k0, pid_n, offs_n, N, K, sqa, sqb,
-                BITS: tl.constexpr, QLAYOUT: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
-    """int32 codes [BLOCK_K, BLOCK_N] of inputs k0.. and outputs offs_n, each word loaded once."""
+def _codes_tile(qw_ptr, offs_k, offs_n, N, K, sqa, sqb, BITS: tl.constexpr, QLAYOUT: tl.constexpr):
+    """int32 codes [BLOCK_K, BLOCK_N]. Each word is addressed once per code it holds: the
+    duplicate addresses of a warp are served by one load (broadcast), which is cheaper here than
+    loading each word once and reshaping the unpacked fields across threads."""
     FMASK: tl.constexpr = (1 << BITS) - 1
     if QLAYOUT == 0:
         PER: tl.constexpr = 32 // BITS
-        KW: tl.constexpr = BLOCK_K // PER
-        offs_w = k0 // PER + tl.arange(0, KW)
-        words = tl.load(qw_ptr + offs_w[:, None] * sqa + offs_n[None, :] * sqb,
-                        mask=(offs_w[:, None] < tl.cdiv(K, PER)) & (offs_n[None, :] < N), other=0)
-        shifts = tl.arange(0, PER) * BITS
-        q = (words[:, None, :] >> shifts[None, :, None]) & FMASK
-        return tl.reshape(q, (BLOCK_K, BLOCK_N))
+        words = tl.load(qw_ptr + (offs_k // PER)[:, None] * sqa + offs_n[None, :] * sqb,
+                        mask=(offs_k[:, None] < K) & (offs_n[None, :] < N), other=0)
+        return (words >> ((offs_k % PER) * BITS)[:, None]) & FMASK
     else:
-        NW: tl.constexpr = BLOCK_N // 8
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        offs_w = pid_n * NW + tl.arange(0, NW)
-        words = tl.load(qw_ptr + offs_k[:, None] * sqa + offs_w[None, :] * sqb,
-                        mask=(offs_k[:, None] < K) & (offs_w[None, :] < N // 8), other=0)
-        shifts = _awq_shift(tl.arange(0, 8))
-        q = (words[:, :, None] >> shifts[None, None, :]) & 15
-        return tl.reshape(q, (BLOCK_K, BLOCK_N))
+        words = tl.load(qw_ptr + offs_k[:, None] * sqa + (offs_n // 8)[None, :] * sqb,
+                        mask=(offs_k[:, None] < K) & (offs_n[None, :] < N), other=0)
+        return (words >> _awq_shift(offs_n)[None, :]) & 15
+
+
+@triton.jit
+def _dequant(q, z, s, OUT: tl.constexpr):
+    """s * (q - z) in the activation dtype. fp16: the integers become fp16 through the exponent
+    trick (0x6400 | q is the fp16 1024 + q, exact for q < 1024) instead of a slow int->float
+    convert; the product is one fp16 rounding of the exact value, as the reference's."""
+    if OUT == tl.float16:
+        qf = (q | 0x6400).to(tl.int16).to(tl.float16, bitcast=True)
+        return (qf - (z + 1024).to(tl.float16)) * s.to(tl.float16)
+    else:
+        return ((q - z).to(tl.float32) * s.to(tl.float32)).to(OUT)
 
 
 @triton.jit
@@ -95,26 +99,22 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    XT: tl.constexpr = x_ptr.dtype.element_ty
+    if USE_DOT:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    else:  # GEMV shape: per-thread partial products, reduced over K once at the end
+        acc = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
     k_begin = pid_k * K_SPLIT
     for kk in range(0, K_SPLIT, BLOCK_K):  # tiles past K load nothing (masked)
         k0 = k_begin + kk
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_ok = offs_k < K
-        x = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :] * sxk,
-                    mask=(offs_m[:, None] < M) & k_ok[None, :], other=0.0)
-        q = _codes_tile(qw_ptr, k0, pid_n, offs_n, N, K, sqa, sqb, BITS, QLAYOUT, BLOCK_K, BLOCK_N)
-        if SCALE_PER_TILE:
+        q = _codes_tile(qw_ptr, offs_k, offs_n, N, K, sqa, sqb, BITS, QLAYOUT)
+        if SCALE_PER_TILE:  # the whole tile is in group k0 // group_size
             g = k0 // group_size
             gm = n_ok & (k0 < K)
-            z = _zero_at(z_ptr, g, offs_n, gm, sza, szb, zero_offset, BITS, ZLAYOUT)
-            s = tl.load(s_ptr + g * ssg + offs_n * ssn, mask=gm, other=0.0).to(tl.float32)
-            w = (q - z[None, :]).to(tl.float32)  # small integers: exact in fp16/bf16 too
-            if USE_DOT:
-                part = tl.dot(x, w.to(x.dtype))
-            else:
-                part = tl.sum(x.to(tl.float32)[:, :, None] * w[None, :, :], axis=1)
-            acc += part * s[None, :]
+            z = _zero_at(z_ptr, g, offs_n, gm, sza, szb, zero_offset, BITS, ZLAYOUT)[None, :]
+            s = tl.load(s_ptr + g * ssg + offs_n * ssn, mask=gm, other=0.0)[None, :]
         else:
             if ACT_ORDER:
                 g = tl.load(g_ptr + offs_k, mask=k_ok, other=0)
@@ -122,12 +122,17 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                 g = offs_k // group_size
             gm = k_ok[:, None] & n_ok[None, :]
             z = _zero_at(z_ptr, g[:, None], offs_n[None, :], gm, sza, szb, zero_offset, BITS, ZLAYOUT)
-            s = tl.load(s_ptr + g[:, None] * ssg + offs_n[None, :] * ssn, mask=gm, other=0.0).to(tl.float32)
-            w = (q - z).to(tl.float32) * s
-            if USE_DOT:
-                acc += tl.dot(x, w.to(x.dtype))
-            else:
-                acc += tl.sum(x.to(tl.float32)[:, :, None] * w[None, :, :], axis=1)
+            s = tl.load(s_ptr + g[:, None] * ssg + offs_n[None, :] * ssn, mask=gm, other=0.0)
+        w = _dequant(q, z, s, XT)
+        if USE_DOT:
+            x = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :] * sxk,
+                        mask=(offs_m[:, None] < M) & k_ok[None, :], other=0.0)
+            acc = tl.dot(x, w, acc)
+        else:
+            x = tl.load(x_ptr + pid_m * sxm + offs_k * sxk, mask=k_ok & (pid_m < M), other=0.0)
+            acc += x.to(tl.float32)[:, None] * w.to(tl.float32)
+    if not USE_DOT:
+        acc = tl.sum(acc, axis=0)[None, :]
 
     out_mask = (offs_m[:, None] < M) & n_ok[None, :]
     y_ptrs = y_ptr + offs_m[:, None] * sym + offs_n[None, :] * syn
@@ -193,9 +198,10 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     per_tile = w.g_idx is None and (w.num_groups == 1 or gs % cfg.block_k == 0)
     if w.codes == CODES_ALONG_N_AWQ and cfg.block_n % 8:
         raise ValueError("AWQ layout needs BLOCK_N a multiple of 8")
+    block_m = 1 if cfg.block_m == 1 else max(16, cfg.block_m)  # 1: GEMV programs; else tensor-core tiles
     k_split = triton.cdiv(triton.cdiv(K, cfg.split_k), cfg.block_k) * cfg.block_k
     split = triton.cdiv(K, k_split)
-    grid = (triton.cdiv(N, cfg.block_n), triton.cdiv(M, cfg.block_m), split)
+    grid = (triton.cdiv(N, cfg.block_n), triton.cdiv(M, block_m), split)
     ws, cnt = _workspace(x.device, M * N, grid[0] * grid[1]) if split > 1 else (y, y)
     g_idx = w.g_idx if w.g_idx is not None else w.scales  # any pointer: unused without act-order
     _w_gemm_kernel[grid](
@@ -204,7 +210,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1), w.scales.stride(0), w.scales.stride(1),
         w.zeros.stride(0), w.zeros.stride(1), y.stride(0), y.stride(1),
         BITS=w.bits, QLAYOUT=_CODES[w.codes], ZLAYOUT=_ZEROS[w.zeros_layout],
-        ACT_ORDER=w.g_idx is not None, SCALE_PER_TILE=per_tile, USE_DOT=cfg.block_m >= 16,
-        SPLIT=split > 1, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+        ACT_ORDER=w.g_idx is not None, SCALE_PER_TILE=per_tile, USE_DOT=block_m > 1,
+        SPLIT=split > 1, BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return y.reshape(*lead, N)

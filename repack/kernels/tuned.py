@@ -42,7 +42,7 @@ def split_for(tiles: int, K: int, block_k: int, target_programs: int) -> int:
 
 def heuristic(M: int, N: int, K: int, sms: int = 132) -> TileConfig:
     if M <= 4:
-        bm, bn, bk, warps, stages = (1 if M == 1 else 1 << (M - 1).bit_length()), 64, 256, 4, 3
+        bm, bn, bk, warps, stages = 1, 64, 256, 4, 3
     elif M <= 64:
         bm, bn, bk, warps, stages = 16 if M <= 16 else 32 if M <= 32 else 64, 64, 128, 4, 4
     else:
