@@ -28,16 +28,14 @@ SMS = 132
 
 
 def candidates(M: int):
+    """(block_m, block_n, block_k, warps, stages, target programs) worth trying for M rows."""
     if M <= 4:
-        grid = itertools.product([1], [32, 64, 128], [128, 256, 512],
-                                 [4, 8], [2, 3], [0, 2 * SMS, 4 * SMS, 8 * SMS])
-    elif M <= 16:
-        grid = itertools.product([16], [32, 64, 128], [64, 128, 256], [4], [3, 4], [0, 2 * SMS, 4 * SMS])
-    elif M <= 64:
-        grid = itertools.product([16, 32, 64], [64, 128], [64, 128], [4, 8], [3, 4], [0, 2 * SMS])
-    else:
-        grid = itertools.product([64, 128], [64, 128, 256], [32, 64], [4, 8], [3, 4], [0])
-    yield from grid
+        return itertools.product([1], [32, 64, 128], [128, 256, 512], [4], [2, 3], [0, 2 * SMS, 4 * SMS, 8 * SMS])
+    if M <= 16:
+        return itertools.product([16], [32, 64, 128], [128, 256], [4], [3, 4], [0, 2 * SMS, 4 * SMS])
+    if M <= 64:
+        return itertools.product([32, 64], [64, 128], [128], [4, 8], [3, 4], [0, 2 * SMS])
+    return itertools.product([64, 128], [128, 256], [128], [4, 8], [3, 4], [0])
 
 
 def main() -> None:
@@ -49,20 +47,22 @@ def main() -> None:
     args = ap.parse_args()
     table = json.loads(Path(args.merge).read_text()) if args.merge and Path(args.merge).exists() else {}
     t0 = time.time()
-    for M in [int(b) for b in args.buckets.split(",")]:
+    buckets = [int(b) for b in args.buckets.split(",")]
+    for i, M in enumerate(buckets):
+        deadline = t0 + args.budget_s * (i + 1) / len(buckets)  # every bucket gets its share
         entries = []
         for K, N in SHAPES:
             w = packed_weight(K, N, "gptq")
             x = torch.randn(M, K, device="cuda", dtype=torch.float16)
             best = None
             for bm, bn, bk, warps, stages, target in candidates(M):
-                if time.time() - t0 > args.budget_s:
+                if time.time() > deadline:
                     break
                 tiles = math.ceil(M / bm) * math.ceil(N / bn)
                 split = split_for(tiles, K, bk, target) if target else 1
                 cfg = TileConfig(bm, bn, bk, split, warps, stages)
                 try:
-                    ms = bench_ms(lambda: triton_gemm(x, w, cfg), warmup=5, rep=25)
+                    ms = bench_ms(lambda: triton_gemm(x, w, cfg), warmup=5, rep=20)
                 except Exception as e:  # noqa: BLE001 - e.g. out of shared memory: skip the config
                     print(f"skip {cfg}: {type(e).__name__}", file=sys.stderr)
                     continue

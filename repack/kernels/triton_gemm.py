@@ -87,35 +87,137 @@ def _dequant(q, z, s, OUT: tl.constexpr):
 
 
 @triton.jit
+def _as_f32_int(q):
+    """Small non-negative int32 -> fp32 without the slow convert: 0x4B000000 | q is 2^23 + q."""
+    return (q | 0x4B000000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.constexpr):
+    """Write a tile's result, or add it to the split-K workspace; the tile's last program writes."""
+    if not SPLIT:
+        tl.store(y_ptrs, acc.to(y_ptrs.dtype.element_ty), mask=mask)
+    else:
+        tl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
+        tl.debug_barrier()  # every thread's partial sum is issued before the tile's counter moves
+        arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
+        if arrived == split_k - 1:
+            # the other programs of the tile are done with it: read the sums from L2 (.cg: the
+            # atomics never went through this SM's L1) and leave zeros for the next launch
+            total = tl.load(ws_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
+            tl.store(y_ptrs, total.to(y_ptrs.dtype.element_ty), mask=mask)
+            tl.store(ws_ptrs, tl.zeros_like(total), mask=mask)
+            tl.atomic_xchg(cnt_ptr + tile, 0, sem="relaxed")
+
+
+# kernel paths (host picks one):
+GENERAL, GEMV_K, GEMV_N, DOT_K = 0, 1, 2, 3
+
+
+@triton.jit
 def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                    M, N, K, K_SPLIT, split_k, group_size, zero_offset,
                    sxm, sxk, sqa, sqb, ssg, ssn, sza, szb, sym, syn,
                    BITS: tl.constexpr, QLAYOUT: tl.constexpr, ZLAYOUT: tl.constexpr,
-                   ACT_ORDER: tl.constexpr, SCALE_PER_TILE: tl.constexpr, USE_DOT: tl.constexpr,
+                   ACT_ORDER: tl.constexpr, PATH: tl.constexpr,
                    SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
+    tile = pid_m * tl.num_programs(0) + pid_n
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N
-    XT: tl.constexpr = x_ptr.dtype.element_ty
-    if USE_DOT:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    else:  # GEMV shape: per-thread partial products, reduced over K once at the end
-        acc = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
     k_begin = pid_k * K_SPLIT
-    for kk in range(0, K_SPLIT, BLOCK_K):  # tiles past K load nothing (masked)
-        k0 = k_begin + kk
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        k_ok = offs_k < K
-        q = _codes_tile(qw_ptr, offs_k, offs_n, N, K, sqa, sqb, BITS, QLAYOUT)
-        if SCALE_PER_TILE:  # the whole tile is in group k0 // group_size
+    XT: tl.constexpr = x_ptr.dtype.element_ty
+    FMASK: tl.constexpr = (1 << BITS) - 1
+    PER: tl.constexpr = 32 // BITS
+    KW: tl.constexpr = BLOCK_K // PER
+
+    if PATH == 1:
+        # GEMV on codes along K: each word loaded once, its PER fields unpacked along a third
+        # axis that meets PER consecutive x values; reduced over K once, after the loop
+        fields = tl.arange(0, PER)
+        acc3 = tl.zeros((KW, PER, BLOCK_N), dtype=tl.float32)
+        for kk in range(0, K_SPLIT, BLOCK_K):
+            offs_kw = (k_begin + kk) // PER + tl.arange(0, KW)
+            kw_ok = offs_kw < K // PER
+            m2 = kw_ok[:, None] & n_ok[None, :]
+            words = tl.load(qw_ptr + offs_kw[:, None] * sqa + offs_n[None, :] * sqb, mask=m2, other=0)
+            g = (offs_kw * PER) // group_size  # a word's PER inputs share a group (group % PER == 0)
+            z = _zero_at(z_ptr, g[:, None], offs_n[None, :], m2, sza, szb, zero_offset, BITS, ZLAYOUT)
+            s = tl.load(s_ptr + g[:, None] * ssg + offs_n[None, :] * ssn, mask=m2, other=0.0).to(tl.float32)
+            x = tl.load(x_ptr + pid_m * sxm + (offs_kw[:, None] * PER + fields[None, :]) * sxk,
+                        mask=kw_ok[:, None], other=0.0).to(tl.float32)
+            q = (words[:, None, :] >> (fields * BITS)[None, :, None]) & FMASK
+            w = (_as_f32_int(q) - _as_f32_int(z)[:, None, :]) * s[:, None, :]
+            acc3 += x[:, :, None] * w
+        acc = tl.sum(tl.sum(acc3, axis=0), axis=0)
+        _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
+                cnt_ptr, tile, split_k, SPLIT)
+    elif PATH == 2:
+        # GEMV on AutoAWQ gemm words: word (k, c) holds columns 8c + [0,2,4,6,1,3,5,7]; the eight
+        # fields stay on their own axis and are stored to those columns (the tile is in one group)
+        NW: tl.constexpr = BLOCK_N // 8
+        j = tl.arange(0, 8)
+        cols = (pid_n * NW + tl.arange(0, NW))[:, None] * 8 + ((j % 4) * 2 + j // 4)[None, :]  # [NW, 8]
+        c_ok = cols < N
+        offs_c = pid_n * NW + tl.arange(0, NW)
+        acc3 = tl.zeros((BLOCK_K, NW, 8), dtype=tl.float32)
+        for kk in range(0, K_SPLIT, BLOCK_K):
+            k0 = k_begin + kk
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            k_ok = offs_k < K
+            words = tl.load(qw_ptr + offs_k[:, None] * sqa + offs_c[None, :] * sqb,
+                            mask=k_ok[:, None] & (offs_c[None, :] < N // 8), other=0)
             g = k0 // group_size
-            gm = n_ok & (k0 < K)
-            z = _zero_at(z_ptr, g, offs_n, gm, sza, szb, zero_offset, BITS, ZLAYOUT)[None, :]
-            s = tl.load(s_ptr + g * ssg + offs_n * ssn, mask=gm, other=0.0)[None, :]
+            gm = c_ok & (k0 < K)
+            z = _zero_at(z_ptr, g, cols, gm, sza, szb, zero_offset, BITS, ZLAYOUT)
+            s = tl.load(s_ptr + g * ssg + cols * ssn, mask=gm, other=0.0).to(tl.float32)
+            x = tl.load(x_ptr + pid_m * sxm + offs_k * sxk, mask=k_ok, other=0.0).to(tl.float32)
+            q = (words[:, :, None] >> (j * 4)[None, None, :]) & 15
+            w = (_as_f32_int(q) - _as_f32_int(z)[None, :, :]) * s[None, :, :]
+            acc3 += x[:, None, None] * w
+        acc = tl.sum(acc3, axis=0)
+        _finish(acc, y_ptr + pid_m * sym + cols * syn, ws_ptr + pid_m * N + cols, c_ok & (pid_m < M),
+                cnt_ptr, tile, split_k, SPLIT)
+    elif PATH == 3:
+        # tensor-core tile on codes along K: one tl.dot per field j, over the inputs 8r + j of the
+        # tile's words, so each word is loaded once and no unpacked tile is reshaped
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for kk in range(0, K_SPLIT, BLOCK_K):
+            offs_kw = (k_begin + kk) // PER + tl.arange(0, KW)
+            kw_ok = offs_kw < K // PER
+            m2 = kw_ok[:, None] & n_ok[None, :]
+            words = tl.load(qw_ptr + offs_kw[:, None] * sqa + offs_n[None, :] * sqb, mask=m2, other=0)
+            if not ACT_ORDER:
+                g = (offs_kw * PER) // group_size
+                z = _zero_at(z_ptr, g[:, None], offs_n[None, :], m2, sza, szb, zero_offset, BITS, ZLAYOUT)
+                s = tl.load(s_ptr + g[:, None] * ssg + offs_n[None, :] * ssn, mask=m2, other=0.0)
+            for f in tl.static_range(PER):
+                offs_k = offs_kw * PER + f
+                if ACT_ORDER:
+                    g = tl.load(g_ptr + offs_k, mask=kw_ok, other=0)
+                    z = _zero_at(z_ptr, g[:, None], offs_n[None, :], m2, sza, szb, zero_offset, BITS, ZLAYOUT)
+                    s = tl.load(s_ptr + g[:, None] * ssg + offs_n[None, :] * ssn, mask=m2, other=0.0)
+                w = _dequant((words >> (f * BITS)) & FMASK, z, s, XT)
+                x = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :] * sxk,
+                            mask=(offs_m[:, None] < M) & kw_ok[None, :], other=0.0)
+                acc = tl.dot(x, w, acc)
+        mask = (offs_m[:, None] < M) & n_ok[None, :]
+        _finish(acc, y_ptr + offs_m[:, None] * sym + offs_n[None, :] * syn, ws_ptr + offs_m[:, None] * N + offs_n[None, :],
+                mask, cnt_ptr, tile, split_k, SPLIT)
+    else:
+        # general: any layout, any group map; codes addressed per element (duplicate word loads)
+        if BLOCK_M > 1:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         else:
+            acc = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
+        for kk in range(0, K_SPLIT, BLOCK_K):
+            k0 = k_begin + kk
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            k_ok = offs_k < K
+            q = _codes_tile(qw_ptr, offs_k, offs_n, N, K, sqa, sqb, BITS, QLAYOUT)
             if ACT_ORDER:
                 g = tl.load(g_ptr + offs_k, mask=k_ok, other=0)
             else:
@@ -123,34 +225,19 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             gm = k_ok[:, None] & n_ok[None, :]
             z = _zero_at(z_ptr, g[:, None], offs_n[None, :], gm, sza, szb, zero_offset, BITS, ZLAYOUT)
             s = tl.load(s_ptr + g[:, None] * ssg + offs_n[None, :] * ssn, mask=gm, other=0.0)
-        w = _dequant(q, z, s, XT)
-        if USE_DOT:
-            x = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :] * sxk,
-                        mask=(offs_m[:, None] < M) & k_ok[None, :], other=0.0)
-            acc = tl.dot(x, w, acc)
-        else:
-            x = tl.load(x_ptr + pid_m * sxm + offs_k * sxk, mask=k_ok & (pid_m < M), other=0.0)
-            acc += x.to(tl.float32)[:, None] * w.to(tl.float32)
-    if not USE_DOT:
-        acc = tl.sum(acc, axis=0)[None, :]
-
-    out_mask = (offs_m[:, None] < M) & n_ok[None, :]
-    y_ptrs = y_ptr + offs_m[:, None] * sym + offs_n[None, :] * syn
-    if not SPLIT:
-        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=out_mask)
-    else:
-        ws_ptrs = ws_ptr + offs_m[:, None] * N + offs_n[None, :]
-        tl.atomic_add(ws_ptrs, acc, mask=out_mask, sem="relaxed")
-        tl.debug_barrier()  # every thread's partial sum is issued before the tile's counter moves
-        tile = pid_m * tl.num_programs(0) + pid_n
-        arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
-        if arrived == split_k - 1:  # the last program of this tile finishes it and clears its state
-            # every other program of the tile is done with it: read the sums from L2 (.cg: the
-            # atomics never went through this SM's L1) and leave zeros for the next launch
-            total = tl.load(ws_ptrs, mask=out_mask, other=0.0, cache_modifier=".cg")
-            tl.store(y_ptrs, total.to(y_ptr.dtype.element_ty), mask=out_mask)
-            tl.store(ws_ptrs, tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), mask=out_mask)
-            tl.atomic_xchg(cnt_ptr + tile, 0, sem="relaxed")
+            w = _dequant(q, z, s, XT)
+            if BLOCK_M > 1:
+                x = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :] * sxk,
+                            mask=(offs_m[:, None] < M) & k_ok[None, :], other=0.0)
+                acc = tl.dot(x, w, acc)
+            else:
+                x = tl.load(x_ptr + pid_m * sxm + offs_k * sxk, mask=k_ok & (pid_m < M), other=0.0)
+                acc += x.to(tl.float32)[:, None] * w.to(tl.float32)
+        if BLOCK_M == 1:
+            acc = tl.sum(acc, axis=0)[None, :]
+        mask = (offs_m[:, None] < M) & n_ok[None, :]
+        _finish(acc, y_ptr + offs_m[:, None] * sym + offs_n[None, :] * syn, ws_ptr + offs_m[:, None] * N + offs_n[None, :],
+                mask, cnt_ptr, tile, split_k, SPLIT)
 
 
 _workspaces: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -195,22 +282,36 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         return y.reshape(*lead, N)
     cfg = config or pick_config(M, N, K)
     gs = w.effective_group_size
-    per_tile = w.g_idx is None and (w.num_groups == 1 or gs % cfg.block_k == 0)
-    if w.codes == CODES_ALONG_N_AWQ and cfg.block_n % 8:
-        raise ValueError("AWQ layout needs BLOCK_N a multiple of 8")
-    block_m = 1 if cfg.block_m == 1 else max(16, cfg.block_m)  # 1: GEMV programs; else tensor-core tiles
-    k_split = triton.cdiv(triton.cdiv(K, cfg.split_k), cfg.block_k) * cfg.block_k
+    act = w.g_idx is not None
+    per = 32 // w.bits
+    block_m, block_k = (1, cfg.block_k) if cfg.block_m == 1 else (max(16, cfg.block_m), cfg.block_k)
+    stages = cfg.num_stages
+    if w.codes == CODES_ALONG_K:
+        if block_m == 1:
+            path = GENERAL if act else GEMV_K
+        else:
+            path = DOT_K
+            block_k = max(block_k, 16 * per)  # each field's dot needs K >= 16
+    else:
+        if cfg.block_n % 8:
+            raise ValueError("AWQ layout needs BLOCK_N a multiple of 8")
+        path = GEMV_N if block_m == 1 else GENERAL
+        if path == GENERAL:  # its int32 code tile is staged whole in shared memory: keep it small
+            block_k, stages = min(block_k, 32), min(stages, 2)
+        if path == GEMV_N:
+            block_k = min(block_k, gs) if gs % min(block_k, gs) == 0 else 8  # a tile lies in one group
+    k_split = triton.cdiv(triton.cdiv(K, cfg.split_k), block_k) * block_k
     split = triton.cdiv(K, k_split)
     grid = (triton.cdiv(N, cfg.block_n), triton.cdiv(M, block_m), split)
     ws, cnt = _workspace(x.device, M * N, grid[0] * grid[1]) if split > 1 else (y, y)
-    g_idx = w.g_idx if w.g_idx is not None else w.scales  # any pointer: unused without act-order
+    g_idx = w.g_idx if act else w.scales  # any pointer: unused without act-order
     _w_gemm_kernel[grid](
         x2, w.qweight, w.scales, w.zeros, g_idx, y, ws, cnt,
         M, N, K, k_split, split, gs, w.zero_offset,
         x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1), w.scales.stride(0), w.scales.stride(1),
         w.zeros.stride(0), w.zeros.stride(1), y.stride(0), y.stride(1),
         BITS=w.bits, QLAYOUT=_CODES[w.codes], ZLAYOUT=_ZEROS[w.zeros_layout],
-        ACT_ORDER=w.g_idx is not None, SCALE_PER_TILE=per_tile, USE_DOT=block_m > 1,
-        SPLIT=split > 1, BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        ACT_ORDER=act, PATH=path,
+        SPLIT=split > 1, BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k,
+        num_warps=cfg.num_warps, num_stages=stages)
     return y.reshape(*lead, N)
