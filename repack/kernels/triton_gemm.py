@@ -135,24 +135,24 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
     KW: tl.constexpr = BLOCK_K // PER
 
     if PATH == 1:
-        # GEMV on codes along K: each word loaded once, its PER fields unpacked along a third
-        # axis that meets PER consecutive x values; reduced over K once, after the loop
-        fields = tl.arange(0, PER)
-        acc3 = tl.zeros((KW, PER, BLOCK_N), dtype=tl.float32)
+        # GEMV on codes along K: each word loaded once; field f of word row r meets x[PER*r + f]
+        # (a strided gather from a vector that stays in L1). Scales and zeros are per word row.
+        # Partial products stay per (row, column) and are reduced over K once, after the loop.
+        acc2 = tl.zeros((KW, BLOCK_N), dtype=tl.float32)
         for kk in range(0, K_SPLIT, BLOCK_K):
             offs_kw = (k_begin + kk) // PER + tl.arange(0, KW)
             kw_ok = offs_kw < K // PER
             m2 = kw_ok[:, None] & n_ok[None, :]
             words = tl.load(qw_ptr + offs_kw[:, None] * sqa + offs_n[None, :] * sqb, mask=m2, other=0)
             g = (offs_kw * PER) // group_size  # a word's PER inputs share a group (group % PER == 0)
-            z = _zero_at(z_ptr, g[:, None], offs_n[None, :], m2, sza, szb, zero_offset, BITS, ZLAYOUT)
+            z = _as_f32_int(_zero_at(z_ptr, g[:, None], offs_n[None, :], m2, sza, szb, zero_offset, BITS, ZLAYOUT))
             s = tl.load(s_ptr + g[:, None] * ssg + offs_n[None, :] * ssn, mask=m2, other=0.0).to(tl.float32)
-            x = tl.load(x_ptr + pid_m * sxm + (offs_kw[:, None] * PER + fields[None, :]) * sxk,
-                        mask=kw_ok[:, None], other=0.0).to(tl.float32)
-            q = (words[:, None, :] >> (fields * BITS)[None, :, None]) & FMASK
-            w = (_as_f32_int(q) - _as_f32_int(z)[:, None, :]) * s[:, None, :]
-            acc3 += x[:, :, None] * w
-        acc = tl.sum(tl.sum(acc3, axis=0), axis=0)
+            part = tl.zeros((KW, BLOCK_N), dtype=tl.float32)
+            for f in tl.static_range(PER):
+                x = tl.load(x_ptr + pid_m * sxm + (offs_kw * PER + f) * sxk, mask=kw_ok, other=0.0).to(tl.float32)
+                part += x[:, None] * (_as_f32_int((words >> (f * BITS)) & FMASK) - z)
+            acc2 += part * s
+        acc = tl.sum(acc2, axis=0)
         _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
                 cnt_ptr, tile, split_k, SPLIT)
     elif PATH == 2:
@@ -182,28 +182,33 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
         _finish(acc, y_ptr + pid_m * sym + cols * syn, ws_ptr + pid_m * N + cols, c_ok & (pid_m < M),
                 cnt_ptr, tile, split_k, SPLIT)
     elif PATH == 3:
-        # tensor-core tile on codes along K: one tl.dot per field j, over the inputs 8r + j of the
-        # tile's words, so each word is loaded once and no unpacked tile is reshaped
+        # tensor-core tile on codes along K. The tile's K order is permuted to (field, word row):
+        # row f*KW + r of the weight tile is field f of word row r, and x's tile is permuted the
+        # same way in registers, so every word is loaded once and x is loaded contiguously.
+        fields = tl.arange(0, PER)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for kk in range(0, K_SPLIT, BLOCK_K):
-            offs_kw = (k_begin + kk) // PER + tl.arange(0, KW)
+            k0 = k_begin + kk
+            offs_kw = k0 // PER + tl.arange(0, KW)
             kw_ok = offs_kw < K // PER
             m2 = kw_ok[:, None] & n_ok[None, :]
             words = tl.load(qw_ptr + offs_kw[:, None] * sqa + offs_n[None, :] * sqb, mask=m2, other=0)
-            if not ACT_ORDER:
+            if ACT_ORDER:
+                g = tl.load(g_ptr + offs_kw[None, :] * PER + fields[:, None], mask=kw_ok[None, :], other=0)  # [PER, KW]
+                m3 = m2[None, :, :]
+                z = _zero_at(z_ptr, g[:, :, None], offs_n[None, None, :], m3, sza, szb, zero_offset, BITS, ZLAYOUT)
+                s = tl.load(s_ptr + g[:, :, None] * ssg + offs_n[None, None, :] * ssn, mask=m3, other=0.0)
+            else:
                 g = (offs_kw * PER) // group_size
-                z = _zero_at(z_ptr, g[:, None], offs_n[None, :], m2, sza, szb, zero_offset, BITS, ZLAYOUT)
-                s = tl.load(s_ptr + g[:, None] * ssg + offs_n[None, :] * ssn, mask=m2, other=0.0)
-            for f in tl.static_range(PER):
-                offs_k = offs_kw * PER + f
-                if ACT_ORDER:
-                    g = tl.load(g_ptr + offs_k, mask=kw_ok, other=0)
-                    z = _zero_at(z_ptr, g[:, None], offs_n[None, :], m2, sza, szb, zero_offset, BITS, ZLAYOUT)
-                    s = tl.load(s_ptr + g[:, None] * ssg + offs_n[None, :] * ssn, mask=m2, other=0.0)
-                w = _dequant((words >> (f * BITS)) & FMASK, z, s, XT)
-                x = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :] * sxk,
-                            mask=(offs_m[:, None] < M) & kw_ok[None, :], other=0.0)
-                acc = tl.dot(x, w, acc)
+                z = _zero_at(z_ptr, g[:, None], offs_n[None, :], m2, sza, szb, zero_offset, BITS, ZLAYOUT)[None, :, :]
+                s = tl.load(s_ptr + g[:, None] * ssg + offs_n[None, :] * ssn, mask=m2, other=0.0)[None, :, :]
+            q = (words[None, :, :] >> (fields * BITS)[:, None, None]) & FMASK  # [PER, KW, BLOCK_N]
+            w = tl.reshape(_dequant(q, z, s, XT), (BLOCK_K, BLOCK_N))
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :] * sxk,
+                        mask=(offs_m[:, None] < M) & (offs_k[None, :] < K), other=0.0)
+            x = tl.reshape(tl.permute(tl.reshape(x, (BLOCK_M, KW, PER)), (0, 2, 1)), (BLOCK_M, BLOCK_K))
+            acc = tl.dot(x, w, acc)
         mask = (offs_m[:, None] < M) & n_ok[None, :]
         _finish(acc, y_ptr + offs_m[:, None] * sym + offs_n[None, :] * syn, ws_ptr + offs_m[:, None] * N + offs_n[None, :],
                 mask, cnt_ptr, tile, split_k, SPLIT)
