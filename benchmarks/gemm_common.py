@@ -45,3 +45,32 @@ def copy_bandwidth() -> float:
 def packed_bytes(M: int, K: int, N: int, group: int = GROUP) -> int:
     G = K // group
     return K * N // 2 + G * N * 2 + G * N // 2 + M * K * 2 + M * N * 2
+
+
+def graph_ms(fns: list) -> float:
+    """Kernel time without CPU launch overhead: one CUDA graph runs ``fns`` (each on its own copy
+    of the weights, together larger than L2, so every call reads cold memory); median over
+    replays, per call."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for f in fns:
+            f()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for f in fns:
+            f()
+    times = []
+    for _ in range(20):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / len(fns))
+    return sorted(times)[len(times) // 2]
+
+
+def copies_for(nbytes: int, l2_bytes: int = 50 * 2**20) -> int:
+    return max(2, min(32, -(-3 * l2_bytes // max(nbytes, 1))))
