@@ -148,9 +148,29 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             z = _as_f32_int(_zero_at(z_ptr, g[:, None], offs_n[None, :], m2, sza, szb, zero_offset, BITS, ZLAYOUT))
             s = tl.load(s_ptr + g[:, None] * ssg + offs_n[None, :] * ssn, mask=m2, other=0.0).to(tl.float32)
             part = tl.zeros((KW, BLOCK_N), dtype=tl.float32)
-            for f in tl.static_range(PER):
-                x = tl.load(x_ptr + pid_m * sxm + (offs_kw * PER + f) * sxk, mask=kw_ok, other=0.0).to(tl.float32)
-                part += x[:, None] * (_as_f32_int((words >> (f * BITS)) & FMASK) - z)
+            if BITS == 4:
+                # one 16-byte load of the 8 inputs of each word row, split in registers
+                x8 = tl.load(x_ptr + pid_m * sxm + (offs_kw[:, None] * 8 + tl.arange(0, 8)[None, :]) * sxk,
+                             mask=kw_ok[:, None], other=0.0).to(tl.float32)
+                xe, xo = tl.split(tl.reshape(x8, (KW, 4, 2)))  # inputs 0,2,4,6 | 1,3,5,7
+                x04, x26 = tl.split(tl.reshape(xe, (KW, 2, 2)))
+                x15, x37 = tl.split(tl.reshape(xo, (KW, 2, 2)))
+                x0, x4 = tl.split(x04)
+                x2, x6 = tl.split(x26)
+                x1, x5 = tl.split(x15)
+                x3, x7 = tl.split(x37)
+                part += x0[:, None] * (_as_f32_int(words & 15) - z)
+                part += x1[:, None] * (_as_f32_int((words >> 4) & 15) - z)
+                part += x2[:, None] * (_as_f32_int((words >> 8) & 15) - z)
+                part += x3[:, None] * (_as_f32_int((words >> 12) & 15) - z)
+                part += x4[:, None] * (_as_f32_int((words >> 16) & 15) - z)
+                part += x5[:, None] * (_as_f32_int((words >> 20) & 15) - z)
+                part += x6[:, None] * (_as_f32_int((words >> 24) & 15) - z)
+                part += x7[:, None] * (_as_f32_int((words >> 28) & 15) - z)
+            else:
+                for f in tl.static_range(PER):
+                    x = tl.load(x_ptr + pid_m * sxm + (offs_kw * PER + f) * sxk, mask=kw_ok, other=0.0).to(tl.float32)
+                    part += x[:, None] * (_as_f32_int((words >> (f * BITS)) & FMASK) - z)
             acc2 += part * s
         acc = tl.sum(acc2, axis=0)
         _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
