@@ -148,29 +148,9 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             z = _as_f32_int(_zero_at(z_ptr, g[:, None], offs_n[None, :], m2, sza, szb, zero_offset, BITS, ZLAYOUT))
             s = tl.load(s_ptr + g[:, None] * ssg + offs_n[None, :] * ssn, mask=m2, other=0.0).to(tl.float32)
             part = tl.zeros((KW, BLOCK_N), dtype=tl.float32)
-            if BITS == 4:
-                # one 16-byte load of the 8 inputs of each word row, split in registers
-                x8 = tl.load(x_ptr + pid_m * sxm + (offs_kw[:, None] * 8 + tl.arange(0, 8)[None, :]) * sxk,
-                             mask=kw_ok[:, None], other=0.0).to(tl.float32)
-                xe, xo = tl.split(tl.reshape(x8, (KW, 4, 2)))  # inputs 0,2,4,6 | 1,3,5,7
-                x04, x26 = tl.split(tl.reshape(xe, (KW, 2, 2)))
-                x15, x37 = tl.split(tl.reshape(xo, (KW, 2, 2)))
-                x0, x4 = tl.split(x04)
-                x2, x6 = tl.split(x26)
-                x1, x5 = tl.split(x15)
-                x3, x7 = tl.split(x37)
-                part += x0[:, None] * (_as_f32_int(words & 15) - z)
-                part += x1[:, None] * (_as_f32_int((words >> 4) & 15) - z)
-                part += x2[:, None] * (_as_f32_int((words >> 8) & 15) - z)
-                part += x3[:, None] * (_as_f32_int((words >> 12) & 15) - z)
-                part += x4[:, None] * (_as_f32_int((words >> 16) & 15) - z)
-                part += x5[:, None] * (_as_f32_int((words >> 20) & 15) - z)
-                part += x6[:, None] * (_as_f32_int((words >> 24) & 15) - z)
-                part += x7[:, None] * (_as_f32_int((words >> 28) & 15) - z)
-            else:
-                for f in tl.static_range(PER):
-                    x = tl.load(x_ptr + pid_m * sxm + (offs_kw * PER + f) * sxk, mask=kw_ok, other=0.0).to(tl.float32)
-                    part += x[:, None] * (_as_f32_int((words >> (f * BITS)) & FMASK) - z)
+            for f in tl.static_range(PER):
+                x = tl.load(x_ptr + pid_m * sxm + (offs_kw * PER + f) * sxk, mask=kw_ok, other=0.0).to(tl.float32)
+                part += x[:, None] * (_as_f32_int((words >> (f * BITS)) & FMASK) - z)
             acc2 += part * s
         acc = tl.sum(acc2, axis=0)
         _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
@@ -310,13 +290,16 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     act = w.g_idx is not None
     per = 32 // w.bits
     block_m, block_k = (1, cfg.block_k) if cfg.block_m == 1 else (max(16, cfg.block_m), cfg.block_k)
-    stages = cfg.num_stages
+    block_n, stages = cfg.block_n, cfg.num_stages
     if w.codes == CODES_ALONG_K:
         if block_m == 1:
             path = GENERAL if act else GEMV_K
         else:
             path = DOT_K
             block_k = max(block_k, 16 * per)  # each field's dot needs K >= 16
+            if act:  # per-input scale and zero gathers: a tile of them per field; keep it in shared memory
+                block_m, stages = min(block_m, 64), min(stages, 2)
+                block_n = min(block_n, 64)
     else:
         if cfg.block_n % 8:
             raise ValueError("AWQ layout needs BLOCK_N a multiple of 8")
@@ -327,7 +310,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             block_k = min(block_k, gs) if gs % min(block_k, gs) == 0 else 8  # a tile lies in one group
     k_split = triton.cdiv(triton.cdiv(K, cfg.split_k), block_k) * block_k
     split = triton.cdiv(K, k_split)
-    grid = (triton.cdiv(N, cfg.block_n), triton.cdiv(M, block_m), split)
+    grid = (triton.cdiv(N, block_n), triton.cdiv(M, block_m), split)
     ws, cnt = _workspace(x.device, M * N, grid[0] * grid[1]) if split > 1 else (y, y)
     g_idx = w.g_idx if act else w.scales  # any pointer: unused without act-order
     _w_gemm_kernel[grid](
@@ -337,6 +320,6 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         w.zeros.stride(0), w.zeros.stride(1), y.stride(0), y.stride(1),
         BITS=w.bits, QLAYOUT=_CODES[w.codes], ZLAYOUT=_ZEROS[w.zeros_layout],
         ACT_ORDER=act, PATH=path,
-        SPLIT=split > 1, BLOCK_M=block_m, BLOCK_N=cfg.block_n, BLOCK_K=block_k,
+        SPLIT=split > 1, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
         num_warps=cfg.num_warps, num_stages=stages)
     return y.reshape(*lead, N)
