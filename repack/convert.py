@@ -9,6 +9,7 @@ each module again, packs it and streams the bytes into their precomputed place i
 from __future__ import annotations
 
 import copy
+from collections import Counter
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,9 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
         raise UnsupportedError(f"{source.path}: layer '{l.module}' cannot be written as {to}/{variant}: {l.reasons[0]}"
                                + (f" (and {len(unsupported) - 1} more layers)" if len(unsupported) > 1 else ""))
     lossy = plan.by_status("lossy")
+    scheme = _scheme(source, settings, to)
+    if scheme is not None:
+        target.quantization_config(scheme, variant)  # a target that cannot express the mix refuses now
     if dry_run:
         return plan
     if lossy and not allow_lossy:
@@ -131,7 +135,6 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
             f"{source.path}: {len(lossy)} of {len(plan.layers)} layers cannot be written exactly as {to}/{variant} "
             f"(worst: '{worst.module}', max abs err {worst.max_abs_err:.4g}: {worst.reasons[0]}); "
             "run with --dry-run for the table, or --allow-lossy to accept", plan)
-    scheme = _scheme(source, settings, to)
 
     # -- write pass --------------------------------------------------------------------------
     with CheckpointWriter(dst, specs, force=force, shard_size=shard_size) as writer:
@@ -149,25 +152,16 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
 
 
 def _scheme(source: Source, settings: dict[str, tuple], to: str) -> Scheme | None:
+    """Model-wide settings are the most common (bits, group size, sym); other modules are overrides.
+    act-order is per layer by nature: under desc_act a one-group layer has a sequential g_idx."""
     if not settings:
         return None
-    # act-order is per layer by nature: under desc_act a layer with one group has a trivially sequential g_idx
-    distinct = sorted(set(s[:3] for s in settings.values()), key=str)
-    if len(distinct) > 1 and formats.get(to).quantized:
-        a, b = distinct[0], distinct[1]
-        ma = next(m for m, s in settings.items() if s[:3] == a)
-        mb = next(m for m, s in settings.items() if s[:3] == b)
-        raise UnsupportedError(f"{source.path}: mixed quantization settings ('{ma}': {_fmt(a)}, '{mb}': {_fmt(b)}); "
-                               "per-module settings arrive with issue 5")
-    bits, gs, sym = distinct[0]
+    counts = Counter(s[:3] for s in settings.values())
+    bits, gs, sym = max(counts, key=lambda k: (counts[k], str(k)))
+    overrides = tuple((m, s[:3]) for m, s in settings.items() if s[:3] != (bits, gs, sym))
     act = any(s[3] for s in settings.values())
-    return Scheme(bits, gs, all(s[2] for s in settings.values()), act, tuple(settings),
-                  tuple(source.linear_modules()), next(iter(settings.values()))[4])
-
-
-def _fmt(s: tuple) -> str:
-    bits, gs, sym = s
-    return f"{bits}-bit group {gs} {'sym' if sym else 'asym'}"
+    return Scheme(bits, gs, sym, act, tuple(settings), tuple(source.linear_modules()),
+                  next(iter(settings.values()))[4], overrides)
 
 
 def _config(source: Source, target, scheme: Scheme | None, variant: str, specs: list[TensorSpec]) -> dict:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import Checkpoint, TensorSpec
-from ..errors import InputError
+from ..errors import InputError, UnsupportedError
 from ..packing import pack_cols, transpose_nibbles_8x8, unpack_cols
 from ..safetensors_header import TORCH_TO_ST
 from ..kernels.packed import CODES_ALONG_K, CODES_ALONG_N_AWQ, ZEROS_ALONG_G, ZEROS_ALONG_N_AWQ, PackedWeight
@@ -218,7 +218,13 @@ class AwqFormat(Format):
                 f"{module}.scales": sp}
 
     def quantization_config(self, scheme: Scheme, variant: str) -> dict:
-        return {"quant_method": "awq", "bits": 4, "group_size": scheme.group_size, "zero_point": not scheme.sym,
+        # one bit width and group size for the whole model; symmetric layers fit zero_point: true
+        offending = [m for m, (b, g, _) in scheme.overrides if b != scheme.bits or g != scheme.group_size]
+        if offending:
+            raise UnsupportedError(f"auto_awq has one bits/group_size per model; these modules differ from "
+                                   f"{scheme.bits}-bit group {scheme.group_size}: {', '.join(offending)}")
+        all_sym = scheme.sym and all(s for _, (_, _, s) in scheme.overrides)
+        return {"quant_method": "awq", "bits": 4, "group_size": scheme.group_size, "zero_point": not all_sym,
                 "version": variant, "modules_to_not_convert": list(scheme.unquantized_linears) or None}
 
 

@@ -62,6 +62,25 @@ class Scheme:
     quantized: tuple[str, ...]
     unquantized_linears: tuple[str, ...] = ()
     scale_dtype: torch.dtype = torch.float16
+    # modules whose (bits, group_size, sym) differ from the model-wide ones above
+    overrides: tuple[tuple[str, tuple[int, int, bool]], ...] = ()
+
+    def setting(self, module: str) -> tuple[int, int, bool]:
+        return dict(self.overrides).get(module, (self.bits, self.group_size, self.sym))
+
+    def override_dicts(self) -> dict[str, dict]:
+        """module -> only the keys that differ from the model-wide scheme."""
+        out = {}
+        for m, (b, g, s) in self.overrides:
+            d = {k: v for k, v, base in (("bits", b, self.bits), ("group_size", g, self.group_size), ("sym", s, self.sym))
+                 if v != base}
+            out[m] = d
+        return out
+
+
+def settings_from_overrides(base: dict, override: dict | None) -> dict:
+    """A module's effective settings: the model-wide ones with its own keys on top."""
+    return {**base, **(override or {})}
 
 
 class Format:

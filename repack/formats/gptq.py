@@ -26,7 +26,8 @@ from ..packing import SUPPORTED_BITS, pack_cols, packed_rows, unpack_cols, unpac
 from ..safetensors_header import TORCH_TO_ST
 from ..kernels.packed import CODES_ALONG_K, ZEROS_ALONG_N, PackedWeight
 from ..tensor import QuantTensor, num_groups
-from .base import Capabilities, Detection, Format, Scheme, quant_config
+from .base import Capabilities, Detection, Format, Scheme, quant_config, settings_from_overrides
+from .overrides import gptq_dynamic, gptq_lookup, gptq_rules
 
 VERSION = "repack 0.1.0"
 SUFFIXES = ("qweight", "qzeros", "scales", "g_idx")
@@ -66,13 +67,21 @@ class GptqFormat(Format):
         method = str(qc.get("quant_method", "")).lower()
         if method and method != "gptq":
             det.notes.append(f"config says quant_method {method!r}, tensors are in the GPTQ layout")
-        det.bits = self._bits(ckpt, first, qc)
         gs = qc.get("group_size")
         det.group_size = gs if isinstance(gs, int) and not isinstance(gs, bool) else None
         det.sym = qc.get("sym") if isinstance(qc.get("sym"), bool) else None
+        det.bits = qc.get("bits") if isinstance(qc.get("bits"), int) else None
+        try:
+            rules = gptq_rules(qc.get("dynamic"))
+        except ValueError as e:
+            raise InputError(f"{ckpt.root / 'config.json'}: quantization_config.dynamic: {e}") from None
+        det.options["module_labels"] = {m: o for m in modules if isinstance(o := gptq_lookup(rules, m), dict)}
+        first_bits = self.module_bits(ckpt, det, first)
+        if det.bits is None:
+            det.bits = first_bits
         label = str(qc.get("checkpoint_format", qc.get("format", "gptq"))).lower()
         label_variant = "v2" if label == "gptq_v2" else "v1"
-        data_variant = self._variant_from_data(ckpt, first, det.bits)
+        data_variant = self._variant_from_data(ckpt, first, first_bits)
         det.variant = data_variant or label_variant
         if data_variant and data_variant != label_variant:
             det.notes.append(f"config says checkpoint_format {label!r} ({label_variant}) but the stored zeros are {data_variant}; reading as {data_variant}")
@@ -82,11 +91,17 @@ class GptqFormat(Format):
         return [n[: -len(".qweight")] for n in ckpt.names()
                 if n.endswith(".qweight") and f"{n[:-8]}.qzeros" in ckpt and f"{n[:-8]}.scales" in ckpt]
 
-    def _bits(self, ckpt: Checkpoint, module: str, qc: dict) -> int:
+    @staticmethod
+    def module_labels(det: Detection, module: str) -> dict:
+        """What the config says of one module: model-wide bits/group_size/sym, its overrides on top."""
+        base = {"bits": det.bits, "group_size": det.group_size, "sym": det.sym}
+        return settings_from_overrides(base, det.options.get("module_labels", {}).get(module))
+
+    def module_bits(self, ckpt: Checkpoint, det: Detection, module: str) -> int:
         N = ckpt.info(f"{module}.scales").shape[1]
         width = ckpt.info(f"{module}.qzeros").shape[1]
         fits = [b for b in SUPPORTED_BITS if packed_rows(N, b) == width]  # narrow layers fit several
-        label = qc.get("bits")
+        label = self.module_labels(det, module)["bits"]
         if not fits:
             raise InputError(f"{ckpt.info(module + '.qzeros').file}: tensor '{module}.qzeros': width {width} fits no bit width for {N} outputs")
         if label in fits:
@@ -143,7 +158,8 @@ class GptqFormat(Format):
         return [f"{module}.{s}" for s in SUFFIXES if f"{module}.{s}" in ckpt]
 
     def read(self, ckpt: Checkpoint, det: Detection, module: str) -> QuantTensor:
-        bits = det.bits
+        bits = self.module_bits(ckpt, det, module)
+        labels = self.module_labels(det, module)
         qweight = ckpt.get(f"{module}.qweight")
         qzeros = ckpt.get(f"{module}.qzeros")
         scales = ckpt.get(f"{module}.scales")
@@ -166,7 +182,7 @@ class GptqFormat(Format):
         if g_idx is not None and (g_idx.dim() != 1 or packed_rows(K, bits) != qweight.shape[0]):
             raise bad("g_idx", f"length {list(g_idx.shape)} does not match qweight's {qweight.shape[0]} rows")
         G = scales.shape[0]
-        gs = det.group_size if det.group_size is not None else (-1 if G == 1 else K // G)
+        gs = labels["group_size"] if labels["group_size"] is not None else (-1 if G == 1 else K // G)
         if tuple(scales.shape) != (num_groups(K, gs), N):
             raise bad("scales", f"shape {list(scales.shape)} contradicts group_size {gs} (expected [{num_groups(K, gs)}, {N}])")
         if tuple(qzeros.shape) != (G, packed_rows(N, bits)):
@@ -174,7 +190,7 @@ class GptqFormat(Format):
         stored = torch.from_numpy(unpack_cols(qzeros.numpy(), bits, N).astype(np.int16))
         zeros = stored + 1 if det.variant == "v1" else stored
         sym = bool((zeros == 2 ** (bits - 1)).all())
-        if det.sym is False:
+        if labels["sym"] is False:
             sym = False
         if g_idx is not None:
             if g_idx.dtype not in (torch.int32, torch.int64):
@@ -210,12 +226,25 @@ class GptqFormat(Format):
                 f"{module}.g_idx": g_idx}
 
     def quantization_config(self, scheme: Scheme, variant: str) -> dict:
+        qc = self._quantization_config(scheme, variant)
+        if not qc["dynamic"]:
+            del qc["dynamic"]
+        return qc
+
+    def _quantization_config(self, scheme: Scheme, variant: str) -> dict:
         return {"quant_method": "gptq", "bits": scheme.bits, "group_size": scheme.group_size,
                 "desc_act": scheme.act_order, "sym": scheme.sym, "static_groups": False,
                 "true_sequential": True, "damp_percent": 0.01, "lm_head": "lm_head" in scheme.quantized,
                 "checkpoint_format": "gptq" if variant == "v1" else "gptq_v2", "pack_dtype": "int32",
+                "dynamic": gptq_dynamic(scheme.override_dicts(), _in_blocks(scheme.unquantized_linears)),
                 "meta": {"quantizer": [VERSION]}}
 
     def extra_files(self, scheme: Scheme, variant: str) -> dict[str, dict]:
         # AutoGPTQ and older GPTQModel look for quantize_config.json before config.json
         return {"quantize_config.json": self.quantization_config(scheme, variant)}
+
+
+def _in_blocks(modules) -> list[str]:
+    """Unquantized linears a GPTQ loader would otherwise quantize: those inside the repeated blocks
+    (lm_head and other top-level linears stay float by default)."""
+    return [m for m in modules if ".layers." in m or ".h." in m or ".blocks." in m]
