@@ -19,8 +19,7 @@ from .formats.base import Detection, Format
 from .quantize.rtn import rtn_quantize
 from .tensor import QuantTensor
 
-KNOWN_UNSUPPORTED = {"compressed-tensors": "compressed_tensors (issue 5)", "auto-round": "auto_round (issue 5)",
-                     "intel/auto-round": "auto_round (issue 5)"}
+KNOWN_UNSUPPORTED: dict[str, str] = {}  # quant_method -> the issue that will read it
 
 
 class Source:

@@ -39,9 +39,13 @@ def resolve_variant(fmt: Format, variant: str | None) -> str:
 from .gptq import GptqFormat  # noqa: E402
 from .awq import AwqFormat  # noqa: E402
 from .dense import DenseFormat  # noqa: E402
+from .auto_round import AutoRoundFormat  # noqa: E402
+from .compressed_tensors import CompressedTensorsFormat  # noqa: E402
 
 register(GptqFormat())
 register(AwqFormat())
 register(DenseFormat())
+register(AutoRoundFormat())
+register(CompressedTensorsFormat())
 
 __all__ = ["Capabilities", "Detection", "Format", "Scheme", "all_formats", "get", "register", "resolve_variant"]

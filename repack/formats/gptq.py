@@ -54,7 +54,9 @@ class GptqFormat(Format):
                             shape_problem=_gptq_shape_problem)
 
     # -- reading ------------------------------------------------------------------------------
-    def detect(self, ckpt: Checkpoint) -> Detection | None:
+    def detect(self, ckpt: Checkpoint, module_labels: dict | None = None) -> Detection | None:
+        """``module_labels`` (module -> bits/group_size/sym) replaces the config's ``dynamic`` when
+        another format's config holds the per-module settings (AutoRound)."""
         modules = self._find_modules(ckpt)
         if not modules:
             return None
@@ -71,11 +73,13 @@ class GptqFormat(Format):
         det.group_size = gs if isinstance(gs, int) and not isinstance(gs, bool) else None
         det.sym = qc.get("sym") if isinstance(qc.get("sym"), bool) else None
         det.bits = qc.get("bits") if isinstance(qc.get("bits"), int) else None
-        try:
-            rules = gptq_rules(qc.get("dynamic"))
-        except ValueError as e:
-            raise InputError(f"{ckpt.root / 'config.json'}: quantization_config.dynamic: {e}") from None
-        det.options["module_labels"] = {m: o for m in modules if isinstance(o := gptq_lookup(rules, m), dict)}
+        if module_labels is None:
+            try:
+                rules = gptq_rules(qc.get("dynamic"))
+            except ValueError as e:
+                raise InputError(f"{ckpt.root / 'config.json'}: quantization_config.dynamic: {e}") from None
+            module_labels = {m: o for m in modules if isinstance(o := gptq_lookup(rules, m), dict)}
+        det.options["module_labels"] = module_labels
         first_bits = self.module_bits(ckpt, det, first)
         if det.bits is None:
             det.bits = first_bits
