@@ -133,7 +133,8 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
         worst = max(lossy, key=lambda l: l.max_abs_err)
         raise LossyConversionError(
             f"{source.path}: {len(lossy)} of {len(plan.layers)} layers cannot be written exactly as {to}/{variant} "
-            f"(worst: '{worst.module}', max abs err {worst.max_abs_err:.4g}: {worst.reasons[0]}); "
+            f"(worst: '{worst.module}', max abs err {worst.max_abs_err:.4g}: {worst.reasons[0]}; "
+            f"layers: {', '.join(l.module for l in lossy[:8])}{', ...' if len(lossy) > 8 else ''}); "
             "run with --dry-run for the table, or --allow-lossy to accept", plan)
 
     # -- write pass --------------------------------------------------------------------------

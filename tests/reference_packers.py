@@ -255,3 +255,39 @@ def rtn_quantize(w, bits: int, group_size: int, sym: bool):
             for j, x in enumerate(block):
                 q[g * gs + j, n] = int(min(max(np.round(f32(x) / scale) + zero, 0), qmax))
     return q, z, s
+
+
+# ---- compressed-tensors pack-quantized (hf.md §4.2, hf-observed.md) ------------------------------
+
+def ct_pack_weight(q, bits: int) -> np.ndarray:
+    """Codes ``[K, N]`` → ``weight_packed`` ``[N, ceil(K/(32/b))]``: field i of word ``[n, c]`` holds
+    the unsigned code (signed + 2^(b-1)) of input ``(32/b)*c + i``; K zero-padded."""
+    q = np.asarray(q).tolist()
+    K, N = len(q), len(q[0])
+    per = 32 // bits
+    rows = []
+    for n in range(N):
+        col = [q[k][n] for k in range(K)] + [0] * (-K % per)
+        rows.append(_pack_seq(col, bits))
+    return _words(rows)
+
+
+def ct_pack_zero_point(z, bits: int) -> np.ndarray:
+    """True zeros ``[G, N]`` → ``weight_zero_point`` ``[ceil(N/(32/b)), G]``: field i of word ``[r, g]``
+    holds the zero (signed + 2^(b-1), i.e. the unsigned true zero) of output ``(32/b)*r + i``."""
+    z = np.asarray(z).tolist()
+    G, N = len(z), len(z[0])
+    per = 32 // bits
+    mask = (1 << bits) - 1
+    out = []
+    for r in range(-(-N // per)):
+        words = []
+        for g in range(G):
+            word = 0
+            for i in range(per):
+                n = r * per + i
+                if n < N:
+                    word |= (int(z[g][n]) & mask) << (bits * i)
+            words.append(word)
+        out.append(words)
+    return _words(out)
