@@ -73,7 +73,9 @@ def run_demo(workdir: str | os.PathLike | None = None, bits: int = 4, group_size
 
 
 def format_table(rows: list[DemoRow]) -> str:
-    lines = [f"{'format':<12} {'variant':<8} {'bytes':>10}  {'exact?':<7} max abs diff"]
+    fw = max([len("format")] + [len(r.format) for r in rows])
+    vw = max([len("variant")] + [len(r.variant) for r in rows])
+    lines = [f"{'format':<{fw}} {'variant':<{vw}} {'bytes':>10}  {'exact?':<7} max abs diff"]
     for r in rows:
-        lines.append(f"{r.format:<12} {r.variant:<8} {r.bytes:>10}  {'yes' if r.exact else 'NO':<7} {r.max_abs_diff:.3g}")
+        lines.append(f"{r.format:<{fw}} {r.variant:<{vw}} {r.bytes:>10}  {'yes' if r.exact else 'NO':<7} {r.max_abs_diff:.3g}")
     return "\n".join(lines)
