@@ -248,17 +248,40 @@ class CheckpointWriter:
 
     def __enter__(self) -> "CheckpointWriter":
         parent = self.target.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = parent / f".{self.target.name}.repack-tmp-{os.getpid()}-{secrets.token_hex(4)}"
-        self.tmp.mkdir()
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            self._lock = _lock_target(self.target)
+            self.removed_stale = remove_stale_temps(self.target)
+            self.tmp = parent / f".{self.target.name}.repack-tmp-{os.getpid()}-{secrets.token_hex(4)}"
+            self.tmp.mkdir()
+        except OSError as e:
+            self._unlock()
+            raise OutputError(f"{self.target}: cannot prepare the output: {e.strerror or e}") from None
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if self._fh:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:
+                pass
             self._fh = None
         if exc_type is not None and self.tmp is not None and self.tmp.exists():
             shutil.rmtree(self.tmp, ignore_errors=True)
+        self._unlock()
+        if exc_type is not None and issubclass(exc_type, OSError):
+            # a full disk, a file-size limit, a vanished folder: one line naming the output
+            raise OutputError(f"{self.target}: writing failed: {exc.strerror or exc}; nothing was written") from None
+
+    def _unlock(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            try:
+                os.unlink(lock.name)
+            except OSError:
+                pass
+            lock.close()  # closing the descriptor releases the lock
+            self._lock = None
 
     def write(self, name: str, data: torch.Tensor | Iterator[bytes]) -> None:
         """Write the next declared tensor: a torch tensor (checked against its spec) or raw byte chunks."""
@@ -326,6 +349,43 @@ class CheckpointWriter:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() and not old.is_symlink() else old.unlink()
         return self.target
+
+
+def _lock_target(target: Path):
+    """Hold an exclusive lock on ``.<name>.repack-lock`` beside the target while writing it, so that
+    two conversions into one target cannot both go ahead; the kernel drops it if we die."""
+    import fcntl
+    fh = open(target.parent / f".{target.name}.repack-lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise OutputError(f"{target}: another repack process is writing this output") from None
+    return fh
+
+
+def remove_stale_temps(target: Path) -> list[Path]:
+    """Temporary folders of earlier runs into this target whose process is gone (killed, crashed)."""
+    removed = []
+    for p in target.parent.glob(f".{target.name}.repack-tmp-*"):
+        try:
+            pid = int(p.name.rsplit("-", 2)[-2])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def check_target(target: Path, force: bool) -> None:

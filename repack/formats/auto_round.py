@@ -27,7 +27,7 @@ from ..tensor import QuantTensor
 from .awq import AwqFormat
 from .base import Capabilities, Detection, Format, Scheme, quant_config
 from .gptq import GptqFormat
-from .overrides import SKIP, round_lookup
+from .overrides import SKIP, clean_settings, round_lookup
 
 PACKING = {"gptq": "auto_round:auto_gptq", "awq": "auto_round:auto_awq", "gptqmodel": "auto_round:gptqmodel",
            "native": "auto_round"}
@@ -81,12 +81,18 @@ class AutoRoundFormat(Format):
         if not isinstance(extra, dict):
             raise FormatError(f"{ckpt.root / 'config.json'}: extra_config must be an object")
         modules = [n[:-8] for n in ckpt.names() if n.endswith(".qweight")]
-        labels = {m: o for m in modules if isinstance(o := round_lookup(extra, m), dict)}
+        try:
+            labels = {m: o for m in modules if isinstance(o := round_lookup(extra, m), dict)}
+        except ValueError as e:
+            raise FormatError(f"{ckpt.root / 'config.json'}: quantization_config.{e}") from None
         inner = self._gptq.detect(ckpt, labels) if variant != "awq" else self._awq.detect(ckpt)
         if inner is None:
             raise FormatError(f"{ckpt.root}: config says auto-round {packing!r} but the tensors are not in that layout")
-        det = Detection(self.name, variant, bits=qc.get("bits"), group_size=qc.get("group_size"),
-                        sym=qc.get("sym") if isinstance(qc.get("sym"), bool) else None,
+        try:
+            base = clean_settings({k: qc.get(k) for k in ("bits", "group_size", "sym")}, "bits/group_size/sym")
+        except ValueError as e:
+            raise FormatError(f"{ckpt.root / 'config.json'}: quantization_config {e}") from None
+        det = Detection(self.name, variant, bits=base["bits"], group_size=base["group_size"], sym=base["sym"],
                         notes=[n for n in inner.notes if "quant_method" not in n])
         if variant != "awq":
             # the packing names the zero convention; the data check still speaks when it disagrees

@@ -114,6 +114,8 @@ class AwqFormat(Format):
             raise InputError(f"{ckpt.root / 'config.json'}: AWQ checkpoint says bits={bits}; AWQ layouts are 4-bit only")
         gs = qc.get("group_size", qc.get("q_group_size"))
         det.group_size = gs if isinstance(gs, int) and not isinstance(gs, bool) else None
+        if det.group_size is not None and det.group_size != -1 and det.group_size <= 0:
+            raise InputError(f"{ckpt.root / 'config.json'}: quantization_config group_size {gs} is neither -1 nor positive")
         zp = qc.get("zero_point")
         det.sym = (not zp) if isinstance(zp, bool) else None
         return det

@@ -27,7 +27,7 @@ from ..packing import pack_rows, packed_rows, unpack_rows
 from ..safetensors_header import TORCH_TO_ST
 from ..tensor import QuantTensor, num_groups
 from .base import Capabilities, Detection, Format, Scheme, any_shape, quant_config, settings_from_overrides
-from .overrides import ct_ignored, ct_targets_match
+from .overrides import clean_settings, ct_ignored, ct_targets_match
 
 BITS = (2, 4, 8)
 
@@ -35,7 +35,8 @@ BITS = (2, 4, 8)
 def _args_settings(args: dict) -> dict:
     strategy = args.get("strategy")
     gs = args.get("group_size") if strategy == "group" else -1 if strategy == "channel" else None
-    return {"bits": args.get("num_bits"), "group_size": gs, "sym": args.get("symmetric")}
+    return clean_settings({"bits": args.get("num_bits"), "group_size": gs, "sym": args.get("symmetric")},
+                          f"weights {args!r}")
 
 
 def weight_args(bits: int, group_size: int, sym: bool, act_order: bool) -> dict:
@@ -62,14 +63,26 @@ class CompressedTensorsFormat(Format):
             return None
         qc = quant_config(ckpt)
         fmt = qc.get("format", "pack-quantized")
+        if not isinstance(fmt, str):
+            raise FormatError(f"{ckpt.root / 'config.json'}: quantization_config.format must be a string, got {fmt!r}")
         groups = qc.get("config_groups") or {}
         if not isinstance(groups, dict):
             raise FormatError(f"{ckpt.root / 'config.json'}: config_groups must be an object")
-        formats_used = {fmt} | {g.get("format") for g in groups.values() if isinstance(g, dict) and g.get("format")}
+        formats_used = {fmt} | {str(g.get("format")) for g in groups.values() if isinstance(g, dict) and g.get("format")}
         if formats_used - {"pack-quantized"}:
             raise FormatError(f"{ckpt.root / 'config.json'}: compressed-tensors format "
                               f"{sorted(formats_used - {'pack-quantized'})[0]!r} is not supported (only pack-quantized)")
-        labels, base = {}, {"bits": None, "group_size": None, "sym": None}
+        try:
+            labels = self._labels(groups, modules, ckpt)
+        except ValueError as e:
+            raise FormatError(f"{ckpt.root / 'config.json'}: quantization_config.config_groups: {e}") from None
+        base = next(iter(labels.values())) if labels else {"bits": None, "group_size": None, "sym": None}
+        det = Detection(self.name, "pack-quantized", base["bits"], base["group_size"], base["sym"])
+        det.options["module_labels"] = labels
+        return det
+
+    def _labels(self, groups: dict, modules: list[str], ckpt: Checkpoint) -> dict:
+        labels = {}
         for m in modules:
             best, args = 0, None
             for g in groups.values():
@@ -82,12 +95,7 @@ class CompressedTensorsFormat(Format):
                 if args.get("type", "int") != "int":
                     raise UnsupportedError(f"{ckpt.root / 'config.json'}: weights of type {args.get('type')!r} are not integer")
                 labels[m] = _args_settings(args)
-        if labels:
-            base = next(iter(labels.values()))
-        det = Detection(self.name, "pack-quantized", base["bits"], base["group_size"], base["sym"])
-        det.options["module_labels"] = labels
-        det.options["ignore"] = list(qc.get("ignore") or [])
-        return det
+        return labels
 
     def _find_modules(self, ckpt: Checkpoint) -> list[str]:
         return [n[: -len(".weight_packed")] for n in ckpt.names()

@@ -71,6 +71,8 @@ class GptqFormat(Format):
             det.notes.append(f"config says quant_method {method!r}, tensors are in the GPTQ layout")
         gs = qc.get("group_size")
         det.group_size = gs if isinstance(gs, int) and not isinstance(gs, bool) else None
+        if det.group_size is not None and det.group_size != -1 and det.group_size <= 0:
+            raise InputError(f"{ckpt.root / 'config.json'}: quantization_config group_size {gs} is neither -1 nor positive")
         det.sym = qc.get("sym") if isinstance(qc.get("sym"), bool) else None
         det.bits = qc.get("bits") if isinstance(qc.get("bits"), int) else None
         if module_labels is None:

@@ -16,13 +16,33 @@ import re
 SKIP = "skip"
 
 
+def clean_settings(values, where: str) -> dict:
+    """bits / group_size / sym of one override, type-checked (other keys are kept as they are)."""
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected an object, got {values!r}")
+    out = dict(values)
+    for key, ok in (("bits", lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 32),
+                    ("group_size", lambda v: isinstance(v, int) and not isinstance(v, bool) and (v == -1 or v > 0)),
+                    ("sym", lambda v: isinstance(v, bool))):
+        if key in out and out[key] is not None and not ok(out[key]):
+            raise ValueError(f"{where}: invalid {key} {out[key]!r}")
+    return out
+
+
 def gptq_rules(dynamic) -> list[tuple[bool, re.Pattern, dict]]:
+    if dynamic is None:
+        return []
+    if not isinstance(dynamic, dict):
+        raise ValueError(f"expected an object of pattern -> overrides, got {dynamic!r}")
     rules = []
-    for pattern, values in (dynamic or {}).items():
+    for pattern, values in dynamic.items():
+        values = clean_settings(values, f"pattern {pattern!r}")
         positive = not pattern.startswith("-:")
         body = pattern[2:] if pattern[:2] in ("+:", "-:") else pattern
         try:
-            rules.append((positive, re.compile(body), dict(values or {})))
+            rules.append((positive, re.compile(body), values))
         except re.error as e:
             raise ValueError(f"dynamic pattern {pattern!r} is not a regular expression: {e}") from None
     return rules
@@ -60,15 +80,18 @@ def round_lookup(extra: dict, module: str):
                 continue
     if entry is None:
         return None
-    if int(entry.get("bits", 4)) > 8 or entry.get("data_type") == "float":
+    entry = clean_settings(entry, f"extra_config entry for {module!r}")
+    if (entry.get("bits") or 4) > 8 or entry.get("data_type") == "float":
         return SKIP
-    return dict(entry)
+    return entry
 
 
 def ct_targets_match(targets, module: str) -> int:
     """How specifically ``targets`` name this linear module: 2 by name or regex, 1 by class, 0 not."""
     best = 0
-    for t in targets or ():
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise ValueError(f"targets must be a list of names, got {targets!r}")
+    for t in targets:
         if t.startswith("re:"):
             if re.match(t[3:], module):
                 best = max(best, 2)
@@ -80,4 +103,4 @@ def ct_targets_match(targets, module: str) -> int:
 
 
 def ct_ignored(ignore, module: str) -> bool:
-    return ct_targets_match(ignore, module) == 2
+    return ct_targets_match(list(ignore or []), module) == 2
