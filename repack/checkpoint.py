@@ -143,11 +143,23 @@ class Checkpoint:
         return out
 
 
+MAX_JSON_BYTES = 64 * 2**20  # config.json / index of any real model is far smaller
+
+
+def _bounded_text(path: Path) -> str:
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise InputError(f"{path}: {size} bytes is too large for a JSON file of a model folder (limit {MAX_JSON_BYTES})")
+    return path.read_text(encoding="utf-8")
+
+
 def read_config(path: Path) -> dict:
     if not path.exists():
         raise InputError(f"{path}: missing (every model folder needs a config.json)")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(_bounded_text(path))
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(config, dict):
@@ -160,7 +172,9 @@ def read_config(path: Path) -> dict:
 
 def _read_index(index: Path, root: Path) -> dict[str, str]:
     try:
-        data = json.loads(index.read_text(encoding="utf-8"))
+        data = json.loads(_bounded_text(index))
+    except RecursionError:
+        raise InputError(f"{index}: JSON nested too deeply") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{index}: not valid JSON ({e})") from None
     weight_map = data.get("weight_map") if isinstance(data, dict) else None

@@ -67,6 +67,8 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: corrupted safetensors header: invalid JSON ({e})") from None
+    except RecursionError:
+        raise InputError(f"{path}: corrupted safetensors header: JSON nested too deeply") from None
     if not isinstance(header, dict):
         raise InputError(f"{path}: corrupted safetensors header: not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
