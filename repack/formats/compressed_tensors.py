@@ -122,7 +122,7 @@ class CompressedTensorsFormat(Format):
         N, cols = packed.shape
         if f"{module}.weight_shape" in ckpt:
             shape = ckpt.get(f"{module}.weight_shape")
-            if shape.numel() != 2 or shape.dtype not in (torch.int32, torch.int64):
+            if shape.dim() != 1 or shape.numel() != 2 or shape.dtype not in (torch.int32, torch.int64):
                 raise bad("weight_shape", f"expected 2 integers, got {shape.dtype} {list(shape.shape)}")
             n, K = (int(v) for v in shape.tolist())
             if n != N:

@@ -313,13 +313,34 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     grid = (triton.cdiv(N, block_n), triton.cdiv(M, block_m), split)
     ws, cnt = _workspace(x.device, M * N, grid[0] * grid[1]) if split > 1 else (y, y)
     g_idx = w.g_idx if act else w.scales  # any pointer: unused without act-order
-    _w_gemm_kernel[grid](
-        x2, w.qweight, w.scales, w.zeros, g_idx, y, ws, cnt,
-        M, N, K, k_split, split, gs, w.zero_offset,
-        x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1), w.scales.stride(0), w.scales.stride(1),
-        w.zeros.stride(0), w.zeros.stride(1), y.stride(0), y.stride(1),
-        BITS=w.bits, QLAYOUT=_CODES[w.codes], ZLAYOUT=_ZEROS[w.zeros_layout],
-        ACT_ORDER=act, PATH=path,
-        SPLIT=split > 1, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-        num_warps=cfg.num_warps, num_stages=stages)
+    args = (x2, w.qweight, w.scales, w.zeros, g_idx, y, ws, cnt,
+            M, N, K, k_split, split, gs, w.zero_offset,
+            x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1), w.scales.stride(0), w.scales.stride(1),
+            w.zeros.stride(0), w.zeros.stride(1), y.stride(0), y.stride(1))
+    consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k)
+    _launch(grid, args, consts, cfg.num_warps, stages, x.device)
     return y.reshape(*lead, N)
+
+
+_CONST_NAMES = ("BITS", "QLAYOUT", "ZLAYOUT", "ACT_ORDER", "PATH", "SPLIT", "BLOCK_M", "BLOCK_N", "BLOCK_K")
+_compiled: dict[tuple, object] = {}
+
+
+def _launch(grid, args: tuple, consts: tuple, num_warps: int, num_stages: int, device: torch.device) -> None:
+    """Launch through the compiled kernel directly once it exists: Triton's generic launch path
+    re-derives the specialization of all 34 arguments in Python on every call (70-150 us measured
+    on the lent H100's host), more than the kernel itself takes at M=1. The key holds everything
+    that specialization depends on: dtypes, 16-byte alignment of pointers, and for integers
+    divisibility by 16, equality to 1 and 32-bit range."""
+    spec = tuple((a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor)
+                 else (a % 16 == 0, a == 1, -2**31 <= a < 2**31) for a in args)
+    key = (device.index, consts, num_warps, num_stages, spec)
+    kernel = _compiled.get(key)
+    if kernel is None:
+        _compiled[key] = _w_gemm_kernel[grid](*args, **dict(zip(_CONST_NAMES, consts)),
+                                              num_warps=num_warps, num_stages=num_stages)
+        return
+    stream = torch.cuda.current_stream(device).cuda_stream
+    # the launcher takes every parameter in signature order, constexprs included (ignored)
+    kernel.run(grid[0], grid[1], grid[2], stream, kernel.function, kernel.packed_metadata, None,
+               None, None, *args, *consts)
