@@ -245,12 +245,16 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                 mask, cnt_ptr, tile, split_k, SPLIT)
 
 
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)  # triton.cdiv is a JIT function: calling it from Python costs microseconds
+
+
 _workspaces: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def _workspace(device: torch.device, values: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _workspace(device: torch.device, stream: int, values: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per device and stream, zero-filled once; every launch leaves it zeroed again."""
-    key = (device, torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0)
+    key = (device, stream)
     ws, cnt = _workspaces.get(key, (None, None))
     if ws is None or ws.numel() < values or cnt.numel() < tiles:
         ws = torch.zeros(max(values, 1 << 16), dtype=torch.float32, device=device)
@@ -308,17 +312,18 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             block_k, stages = min(block_k, 32), min(stages, 2)
         if path == GEMV_N:
             block_k = min(block_k, gs) if gs % min(block_k, gs) == 0 else 8  # a tile lies in one group
-    k_split = triton.cdiv(triton.cdiv(K, cfg.split_k), block_k) * block_k
-    split = triton.cdiv(K, k_split)
-    grid = (triton.cdiv(N, block_n), triton.cdiv(M, block_m), split)
-    ws, cnt = _workspace(x.device, M * N, grid[0] * grid[1]) if split > 1 else (y, y)
+    k_split = _cdiv(_cdiv(K, cfg.split_k), block_k) * block_k
+    split = _cdiv(K, k_split)
+    grid = (_cdiv(N, block_n), _cdiv(M, block_m), split)
+    stream = torch.cuda.current_stream(x.device).cuda_stream if x.is_cuda else 0
+    ws, cnt = _workspace(x.device, stream, M * N, grid[0] * grid[1]) if split > 1 else (y, y)
     g_idx = w.g_idx if act else w.scales  # any pointer: unused without act-order
     args = (x2, w.qweight, w.scales, w.zeros, g_idx, y, ws, cnt,
             M, N, K, k_split, split, gs, w.zero_offset,
             x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1), w.scales.stride(0), w.scales.stride(1),
             w.zeros.stride(0), w.zeros.stride(1), y.stride(0), y.stride(1))
     consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k)
-    _launch(grid, args, consts, cfg.num_warps, stages, x.device)
+    _launch(grid, args, consts, cfg.num_warps, stages, x.device, stream)
     return y.reshape(*lead, N)
 
 
@@ -326,7 +331,8 @@ _CONST_NAMES = ("BITS", "QLAYOUT", "ZLAYOUT", "ACT_ORDER", "PATH", "SPLIT", "BLO
 _compiled: dict[tuple, object] = {}
 
 
-def _launch(grid, args: tuple, consts: tuple, num_warps: int, num_stages: int, device: torch.device) -> None:
+def _launch(grid, args: tuple, consts: tuple, num_warps: int, num_stages: int, device: torch.device,
+            stream: int) -> None:
     """Launch through the compiled kernel directly once it exists: Triton's generic launch path
     re-derives the specialization of all 34 arguments in Python on every call (70-150 us measured
     on the lent H100's host), more than the kernel itself takes at M=1. The key holds everything
@@ -340,7 +346,6 @@ def _launch(grid, args: tuple, consts: tuple, num_warps: int, num_stages: int, d
         _compiled[key] = _w_gemm_kernel[grid](*args, **dict(zip(_CONST_NAMES, consts)),
                                               num_warps=num_warps, num_stages=num_stages)
         return
-    stream = torch.cuda.current_stream(device).cuda_stream
     # the launcher takes every parameter in signature order, constexprs included (ignored)
     kernel.run(grid[0], grid[1], grid[2], stream, kernel.function, kernel.packed_metadata, None,
                None, None, *args, *consts)

@@ -58,6 +58,7 @@ def _table() -> dict:
     return json.loads(TUNED_FILE.read_text())
 
 
+@functools.lru_cache(maxsize=4096)
 def pick_config(M: int, N: int, K: int) -> TileConfig:
     table = _table()
     tuned = sorted(int(b) for b in table)
