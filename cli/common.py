@@ -32,6 +32,10 @@ def handle_errors(fn):
             fail(str(e), e.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except BrokenPipeError:  # the reader went away (`repack inspect x | head`): stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)
         except Exception as e:  # a bug: still one line, but say how to get the traceback
             if os.environ.get("REPACK_DEBUG"):
                 raise

@@ -15,5 +15,7 @@ def formats_cmd(as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
+    nw = max(len(r["name"]) for r in rows)
+    vw = max(len(", ".join(r["variants"])) for r in rows)
     for r in rows:
-        click.echo(f"{r['name']:<12} {', '.join(r['variants']):<22} {r['description']}")
+        click.echo(f"{r['name']:<{nw}}  {', '.join(r['variants']):<{vw}}  {r['description']}")

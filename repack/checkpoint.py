@@ -41,14 +41,18 @@ def _inside(path: Path, root: Path) -> bool:
 class Checkpoint:
     """A safetensors model folder, opened lazily; headers are validated on open."""
 
-    def __init__(self, root: Path, config: dict, tensors: dict[str, TensorInfo]):
+    def __init__(self, root: Path, config: dict, tensors: dict[str, TensorInfo], link_root: Path | None = None):
         self.root = root
         self.config = config
         self._tensors = tensors
+        self.link_root = link_root or root
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "Checkpoint":
+    def open(cls, path: str | os.PathLike, link_root: str | os.PathLike | None = None) -> "Checkpoint":
+        """``link_root``: symlinks may point anywhere inside it (a Hugging Face cache repo folder,
+        whose snapshot files link to its blobs); by default only inside the model folder."""
         root = Path(path)
+        trust = Path(link_root) if link_root is not None else root
         if not root.exists():
             raise InputError(f"{root}: no such file or folder")
         if not root.is_dir():
@@ -57,7 +61,7 @@ class Checkpoint:
         tensors: dict[str, TensorInfo] = {}
         index = root / INDEX_NAME
         if index.exists():
-            weight_map = _read_index(index, root)
+            weight_map = _read_index(index, root, trust)
             headers = {f: read_header(root / f)[0] for f in sorted(set(weight_map.values()))}
             for name, file in weight_map.items():
                 if name not in headers[file]:
@@ -72,13 +76,13 @@ class Checkpoint:
             if not files:
                 raise InputError(f"{root}: no *.safetensors weights found")
             for file in files:
-                if not _inside(file, root):
+                if not _inside(file, trust):
                     raise InputError(f"{file}: symlink leaves the model folder")
                 for name, info in read_header(file)[0].items():
                     if name in tensors:
                         raise InputError(f"{file}: tensor '{name}': also in {tensors[name].file.name}")
                     tensors[name] = info
-        return cls(root, config, tensors)
+        return cls(root, config, tensors, trust)
 
     # -- tensors ------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -135,7 +139,7 @@ class Checkpoint:
         the folder are skipped."""
         out = []
         for p in sorted(self.root.iterdir()):
-            if p.name.startswith(".") or not p.is_file() or not _inside(p, self.root):
+            if p.name.startswith(".") or not p.is_file() or not _inside(p, self.link_root):
                 continue
             if p.name == "config.json" or p.name in QUANT_CONFIG_FILES or p.name.endswith(WEIGHT_SUFFIXES):
                 continue
@@ -170,7 +174,7 @@ def read_config(path: Path) -> dict:
     return config
 
 
-def _read_index(index: Path, root: Path) -> dict[str, str]:
+def _read_index(index: Path, root: Path, trust: Path) -> dict[str, str]:
     try:
         data = json.loads(_bounded_text(index))
     except RecursionError:
@@ -186,7 +190,7 @@ def _read_index(index: Path, root: Path) -> dict[str, str]:
         path = root / file
         if not path.is_file():
             raise InputError(f"{path}: missing shard (named for tensor '{name}' in {INDEX_NAME})")
-        if not _inside(path, root):
+        if not _inside(path, trust):
             raise InputError(f"{path}: shard is a symlink that leaves the model folder")
     return weight_map
 

@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from . import formats
+from . import formats, hub
 import torch
 
 from .checkpoint import Checkpoint
@@ -53,8 +53,10 @@ class Source:
 
 
 def open_source(path: str | os.PathLike, fmt: str | None = None) -> Source:
-    """Open a model folder and detect its format from its data (``fmt`` forces one)."""
-    ckpt = Checkpoint.open(path)
+    """Open a model folder (or a Hugging Face repo id ``org/name[@revision]``) and detect its
+    format from its data (``fmt`` forces one)."""
+    folder, link_root = hub.resolve(path)
+    ckpt = Checkpoint.open(folder, link_root)
     if fmt is not None:
         f = formats.get(fmt)
         det = f.detect(ckpt)
