@@ -150,22 +150,23 @@ class Checkpoint:
 MAX_JSON_BYTES = 64 * 2**20  # config.json / index of any real model is far smaller
 
 
-def _bounded_text(path: Path) -> str:
-    size = path.stat().st_size
-    if size > MAX_JSON_BYTES:
-        raise InputError(f"{path}: {size} bytes is too large for a JSON file of a model folder (limit {MAX_JSON_BYTES})")
-    return path.read_text(encoding="utf-8")
+def load_json(path: Path):
+    """A model folder's JSON file, size-capped; any problem is one InputError naming the file."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise InputError(f"{path}: {size} bytes is too large for a JSON file of a model folder (limit {MAX_JSON_BYTES})")
+        return json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
 
 
 def read_config(path: Path) -> dict:
     if not path.exists():
         raise InputError(f"{path}: missing (every model folder needs a config.json)")
-    try:
-        config = json.loads(_bounded_text(path))
-    except RecursionError:
-        raise InputError(f"{path}: JSON nested too deeply") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
+    config = load_json(path)
     if not isinstance(config, dict):
         raise InputError(f"{path}: expected a JSON object")
     qc = config.get("quantization_config")
@@ -175,12 +176,7 @@ def read_config(path: Path) -> dict:
 
 
 def _read_index(index: Path, root: Path, trust: Path) -> dict[str, str]:
-    try:
-        data = json.loads(_bounded_text(index))
-    except RecursionError:
-        raise InputError(f"{index}: JSON nested too deeply") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{index}: not valid JSON ({e})") from None
+    data = load_json(index)
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise InputError(f"{index}: missing or empty weight_map")
