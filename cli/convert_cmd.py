@@ -1,6 +1,7 @@
 import click
 
 from repack.checkpoint import DEFAULT_SHARD_SIZE
+from repack import hub
 from repack.convert import convert
 
 from .common import emit_json, handle_errors, show_progress
@@ -34,8 +35,11 @@ def parse_size(text: str) -> int:
 @click.option("--shard-size", default=str(DEFAULT_SHARD_SIZE), show_default=True, help="Max bytes per shard, e.g. 2GB.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar, no table.")
+@click.option("--push-to-hub", "push_to", default=None, metavar="ORG/NAME",
+              help="Upload the finished folder to this Hugging Face repo (created if missing).")
 @handle_errors
-def convert_cmd(src, dst, to, variant, source_format, force, dry_run, allow_lossy, scale_dtype, shard_size, as_json, quiet):
+def convert_cmd(src, dst, to, variant, source_format, force, dry_run, allow_lossy, scale_dtype, shard_size, as_json, quiet,
+                push_to):
     """Convert SRC (a model folder) into format --to at DST.
 
     Exact conversions are written; if any layer would change, nothing is written and a table of
@@ -49,8 +53,9 @@ def convert_cmd(src, dst, to, variant, source_format, force, dry_run, allow_loss
     plan = convert(src, dst, to, variant, force=force, dry_run=dry_run, allow_lossy=allow_lossy,
                    scale_dtype=scale_dtype, shard_size=parse_size(shard_size), source_format=source_format,
                    progress=show_progress(quiet, as_json))
+    url = hub.push(dst, push_to) if push_to and not dry_run else None
     if as_json:
-        emit_json(plan.to_dict())
+        emit_json(plan.to_dict() | ({"pushed_to": url} if url else {}))
         return
     if quiet:
         return
@@ -65,3 +70,5 @@ def convert_cmd(src, dst, to, variant, source_format, force, dry_run, allow_loss
     action = "would write" if dry_run else "wrote"
     click.echo(f"{len(plan.layers)} quantized layers ({verdict}), {plan.passthrough} tensors copied; "
                f"{action} {plan.output_bytes / 1e6:.1f} MB")
+    if url:
+        click.echo(f"uploaded to {url}")

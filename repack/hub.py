@@ -49,3 +49,22 @@ def resolve(src: str | os.PathLike) -> tuple[Path, Path | None]:
         raise InputError(f"{text}: cannot fetch from the Hugging Face Hub: {e}") from None
     # .../models--org--name/snapshots/<commit>: links point into .../models--org--name/blobs
     return folder, folder.parent.parent
+
+
+def push(folder: str | os.PathLike, repo: str, private: bool = False) -> str:
+    """Upload a finished model folder to ``repo`` (created if missing); returns the repo URL."""
+    if not REPO_ID.match(repo) or "@" in repo:
+        raise InputError(f"{repo}: not a repo id like org/name")
+    try:
+        from huggingface_hub import HfApi
+        api = HfApi()
+        url = api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo, repo_type="model",
+                          commit_message="Upload converted checkpoint (repack)")
+    except ImportError:  # pragma: no cover - a runtime dependency
+        raise InputError("--push-to-hub needs huggingface_hub") from None
+    except Exception as e:  # noqa: BLE001 - network/auth errors of any kind become one line
+        from .errors import OutputError
+        raise OutputError(f"{repo}: upload failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                          f"the converted folder is kept at {folder}") from None
+    return str(url)

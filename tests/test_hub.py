@@ -91,3 +91,34 @@ def test_links_leaving_the_cache_repo_are_still_refused(tmp_path, offline_cache)
     os.symlink(outside, snap / "model.safetensors")
     with pytest.raises(InputError, match="symlink leaves the model folder"):
         open_source("acme/evil")
+
+
+class FakeApi:
+    calls: list = []
+    fail = False
+
+    def create_repo(self, repo, **kw):
+        FakeApi.calls.append(("create", repo, kw))
+        return f"https://huggingface.co/{repo}"
+
+    def upload_folder(self, **kw):
+        if FakeApi.fail:
+            raise RuntimeError("401 Client Error: Unauthorized\nmore detail")
+        FakeApi.calls.append(("upload", kw["repo_id"], sorted(p.name for p in Path(kw["folder_path"]).iterdir())))
+
+
+def test_push_to_hub_uploads_the_finished_folder(tmp_path, monkeypatch):
+    import huggingface_hub
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    FakeApi.calls, FakeApi.fail = [], False
+    src = write_gptq(tmp_path / "src", random_model(seed=101), "v1")
+    r = CliRunner().invoke(main, ["convert", str(src), str(tmp_path / "out"), "--to", "auto_awq", "--push-to-hub", "me/tiny-awq"])
+    assert r.exit_code == 0, r.output
+    assert "uploaded to https://huggingface.co/me/tiny-awq" in r.output
+    assert FakeApi.calls[0][:2] == ("create", "me/tiny-awq")
+    assert FakeApi.calls[1][0] == "upload" and "model.safetensors" in FakeApi.calls[1][2] and "config.json" in FakeApi.calls[1][2]
+    FakeApi.fail = True
+    r = CliRunner().invoke(main, ["convert", str(src), str(tmp_path / "out2"), "--to", "auto_awq", "--push-to-hub", "me/x"])
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "upload failed (RuntimeError: 401 Client Error: Unauthorized)" in r.stderr and "kept at" in r.stderr
+    assert (tmp_path / "out2" / "model.safetensors").exists()
