@@ -1,16 +1,14 @@
 """auto_round and compressed_tensors: read from reference-packed files, written back byte for byte,
 converted exactly to and from the other formats, and per-module settings carried across formats."""
 
-import copy
 import json
 
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 
 from fixtures.checkpoints import (base_config, float_tensors, gptq_tensors, random_layer, random_model, write_auto_round,
-                                  write_compressed, write_folder, write_gptq)
+                                  write_compressed, write_folder)
 from repack.convert import convert
 from repack.errors import UnsupportedError
 from repack.source import open_source

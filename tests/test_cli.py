@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
-from fixtures.checkpoints import random_model, write_awq, write_gptq
+from fixtures.checkpoints import random_model, write_gptq
 from tests.conftest import leftovers, tree_hash
 
 ROOT = Path(__file__).resolve().parents[1]

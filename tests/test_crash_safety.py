@@ -1,8 +1,6 @@
 """Killing a conversion at any moment, a full disk and two writers of one target lose nothing:
 no partial target, the source byte-identical, and the next run cleans up after the dead one."""
 
-import json
-import os
 import random
 import resource
 import signal

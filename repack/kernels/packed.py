@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..packing import pack_rows  # noqa: F401  (re-exported for kernel tests that build layouts)
 from ..tensor import QuantTensor
 
 # how the codes are packed
