@@ -17,6 +17,8 @@ This module imports Triton at the top: import it only where CUDA is present (ker
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -111,7 +113,7 @@ def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.conste
 
 
 # kernel paths (host picks one):
-GENERAL, GEMV_K, GEMV_N, DOT_K = 0, 1, 2, 3
+GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT = 0, 1, 2, 3, 4
 
 
 @triton.jit
@@ -212,6 +214,30 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
         mask = (offs_m[:, None] < M) & n_ok[None, :]
         _finish(acc, y_ptr + offs_m[:, None] * sym + offs_n[None, :] * syn, ws_ptr + offs_m[:, None] * N + offs_n[None, :],
                 mask, cnt_ptr, tile, split_k, SPLIT)
+    elif PATH == 4:
+        # tensor-core tile computed transposed, y^T = W x^T: the dequantized weight is the A
+        # operand, built in registers as [BLOCK_N, BLOCK_K] in natural K order (word row r, field
+        # f -> input PER*r + f: a reshape of the two trailing axes), and x^T is the B operand
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        fields = tl.arange(0, PER)
+        for kk in range(0, K_SPLIT, BLOCK_K):
+            k0 = k_begin + kk
+            offs_kw = k0 // PER + tl.arange(0, KW)
+            kw_ok = offs_kw < K // PER
+            m2 = n_ok[:, None] & kw_ok[None, :]
+            words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb, mask=m2, other=0)  # [BN, KW]
+            g = (offs_kw * PER) // group_size
+            z = _zero_at(z_ptr, g[None, :], offs_n[:, None], m2, sza, szb, zero_offset, BITS, ZLAYOUT)
+            s = tl.load(s_ptr + g[None, :] * ssg + offs_n[:, None] * ssn, mask=m2, other=0.0)
+            q = (words[:, :, None] >> (fields * BITS)[None, None, :]) & FMASK  # [BN, KW, PER]
+            w = tl.reshape(_dequant(q, z[:, :, None], s[:, :, None], XT), (BLOCK_N, BLOCK_K))
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            xt = tl.load(x_ptr + offs_k[:, None] * sxk + offs_m[None, :] * sxm,
+                         mask=(offs_k[:, None] < K) & (offs_m[None, :] < M), other=0.0)  # [BK, BM]
+            acc = tl.dot(w, xt, acc)
+        mask = n_ok[:, None] & (offs_m[None, :] < M)
+        _finish(acc, y_ptr + offs_n[:, None] * syn + offs_m[None, :] * sym, ws_ptr + offs_m[None, :] * N + offs_n[:, None],
+                mask, cnt_ptr, tile, split_k, SPLIT)
     else:
         # general: any layout, any group map; codes addressed per element (duplicate word loads)
         if BLOCK_M > 1:
@@ -299,7 +325,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         if block_m == 1:
             path = GENERAL if act else GEMV_K
         else:
-            path = DOT_K
+            path = DOT_KT if (os.environ.get("REPACK_DOT") == "kt" and not act) else DOT_K
             block_k = max(block_k, 16 * per)  # each field's dot needs K >= 16
             if act:  # per-input scale and zero gathers: a tile of them per field; keep it in shared memory
                 block_m, stages = min(block_m, 64), min(stages, 2)
