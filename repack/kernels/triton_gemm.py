@@ -17,8 +17,6 @@ This module imports Triton at the top: import it only where CUDA is present (ker
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -325,7 +323,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         if block_m == 1:
             path = GENERAL if act else GEMV_K
         else:
-            path = DOT_KT if (os.environ.get("REPACK_DOT") == "kt" and not act) else DOT_K
+            # small M: the transposed tile (weight as the A operand, wgmma with M = BLOCK_N) measured
+            # 1.2-1.5x faster at M = 16..64; large M keeps the x-as-A tile (benchmarks/NOTES-gemm.md)
+            path = DOT_KT if (block_m <= 64 and cfg.block_n <= 128 and not act) else DOT_K
             block_k = max(block_k, 16 * per)  # each field's dot needs K >= 16
             if act:  # per-input scale and zero gathers: a tile of them per field; keep it in shared memory
                 block_m, stages = min(block_m, 64), min(stages, 2)
