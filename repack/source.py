@@ -39,9 +39,10 @@ class Source:
     def read(self, module: str) -> QuantTensor:
         return self.format.read(self.ckpt, self.detection, module)
 
-    def packed(self, module: str):
-        """The module's tensors in the format's own layout (:class:`repack.kernels.packed.PackedWeight`)."""
-        return self.format.packed(self.ckpt, self.detection, module)
+    def packed(self, module: str, qt: QuantTensor | None = None):
+        """The module's tensors in the format's own layout (:class:`repack.kernels.packed.PackedWeight`);
+        ``qt``: the module as :meth:`read` returned it, to skip reading it again."""
+        return self.format.packed(self.ckpt, self.detection, module, qt)
 
     def passthrough(self) -> list[str]:
         return list(self._passthrough)
@@ -95,9 +96,9 @@ class RtnSource(Source):
         consumed = {f"{m}.weight" for m in self._modules}
         self._passthrough = [n for n in ckpt.names() if n not in consumed]
 
-    def packed(self, module: str):
+    def packed(self, module: str, qt: QuantTensor | None = None):
         from .kernels.packed import PackedWeight
-        return PackedWeight.from_quant_tensor(self.read(module), "rtn")
+        return PackedWeight.from_quant_tensor(qt if qt is not None else self.read(module), "rtn")
 
     def read(self, module: str) -> QuantTensor:
         w = self.ckpt.get(f"{module}.weight")

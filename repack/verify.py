@@ -178,7 +178,7 @@ def check_layer(module: str, sa: Source, sb: Source, backend: str, dtype: torch.
             raise InputError(f"{against.root}: tensor '{name}' is {list(ref.shape)}, the quantized layer is {list(wa.shape)}")
         check.against_a, check.against_b = quant_error(wa, ref), quant_error(wb, ref)
     del wa, wb
-    pa, pb = sa.packed(module), sb.packed(module)
+    pa, pb = sa.packed(module, qa), sb.packed(module, qb)
     for m in ms:
         g = torch.Generator().manual_seed(_seed(seed, module, m))
         x = torch.randn(m, qa.in_features, generator=g).to(dtype).to(device)

@@ -97,7 +97,7 @@ class AutoRoundFormat(Format):
         if variant != "awq":
             # the packing names the zero convention; the data check still speaks when it disagrees
             det.notes = [n for n in det.notes if "checkpoint_format" not in n]
-            data = self._gptq._variant_from_data(ckpt, modules[0], self._gptq.module_bits(ckpt, inner, modules[0]))
+            data = inner.options["data_variant"]
             if data and data != _INNER[variant]:
                 det.notes.append(f"packing_format {packing!r} implies {_INNER[variant]} zeros but the stored zeros are {data}; reading as {data}")
             det.bits = inner.bits
@@ -118,8 +118,8 @@ class AutoRoundFormat(Format):
     def read(self, ckpt: Checkpoint, det: Detection, module: str) -> QuantTensor:
         return self._inner(det.variant).read(ckpt, self._inner_det(det), module)
 
-    def packed(self, ckpt: Checkpoint, det: Detection, module: str):
-        return self._inner(det.variant).packed(ckpt, self._inner_det(det), module)
+    def packed(self, ckpt: Checkpoint, det: Detection, module: str, qt: QuantTensor | None = None):
+        return self._inner(det.variant).packed(ckpt, self._inner_det(det), module, qt)
 
     # -- writing ------------------------------------------------------------------------------
     def capabilities(self, variant: str) -> Capabilities:

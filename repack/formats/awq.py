@@ -179,8 +179,8 @@ class AwqFormat(Format):
         except ValueError as e:
             raise bad("qweight", str(e)) from None
 
-    def packed(self, ckpt: Checkpoint, det: Detection, module: str) -> PackedWeight:
-        qt = self.read(ckpt, det, module)  # validates every shape first
+    def packed(self, ckpt: Checkpoint, det: Detection, module: str, qt: QuantTensor | None = None) -> PackedWeight:
+        qt = qt if qt is not None else self.read(ckpt, det, module)  # read() validates every shape
         qweight, qzeros, scales = (ckpt.get(f"{module}.{s}") for s in ("qweight", "qzeros", "scales"))
         args = (4, qt.in_features, qt.out_features, qt.group_size)
         if det.variant == "gemm":

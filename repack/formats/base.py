@@ -109,11 +109,12 @@ class Format:
     def read(self, ckpt: Checkpoint, det: Detection, module: str) -> QuantTensor:
         raise NotImplementedError
 
-    def packed(self, ckpt: Checkpoint, det: Detection, module: str) -> "PackedWeight":
-        """The module's tensors as stored, for a kernel that reads this layout directly. The
-        default hands over the canonical layout; formats with their own layout override it."""
+    def packed(self, ckpt: Checkpoint, det: Detection, module: str, qt: QuantTensor | None = None) -> "PackedWeight":
+        """The module's tensors as stored, for a kernel that reads this layout directly; ``qt`` is
+        the module as :meth:`read` returned it, when the caller has it already. The default hands
+        over the canonical layout; formats with their own layout override it."""
         from ..kernels.packed import PackedWeight
-        return PackedWeight.from_quant_tensor(self.read(ckpt, det, module), f"{self.name}/{det.variant}")
+        return PackedWeight.from_quant_tensor(qt if qt is not None else self.read(ckpt, det, module), f"{self.name}/{det.variant}")
 
     # -- writing ------------------------------------------------------------------------------
     def capabilities(self, variant: str) -> Capabilities:

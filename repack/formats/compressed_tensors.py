@@ -27,7 +27,7 @@ from ..packing import pack_rows, packed_rows, unpack_rows
 from ..safetensors_header import TORCH_TO_ST
 from ..tensor import QuantTensor, num_groups
 from .base import Capabilities, Detection, Format, Scheme, any_shape, quant_config, settings_from_overrides
-from .overrides import clean_settings, ct_ignored, ct_targets_match
+from .overrides import clean_settings, ct_targets_match
 
 BITS = (2, 4, 8)
 
@@ -211,4 +211,4 @@ class CompressedTensorsFormat(Format):
                 "ignore": sorted(scheme.unquantized_linears), "kv_cache_scheme": None, "sparsity_config": {}}
 
 
-__all__ = ["CompressedTensorsFormat", "ct_ignored"]
+__all__ = ["CompressedTensorsFormat"]

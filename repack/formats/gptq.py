@@ -88,6 +88,7 @@ class GptqFormat(Format):
         label = str(qc.get("checkpoint_format", qc.get("format", "gptq"))).lower()
         label_variant = "v2" if label == "gptq_v2" else "v1"
         data_variant = self._variant_from_data(ckpt, first, first_bits)
+        det.options["data_variant"] = data_variant  # what the zeros alone say (None: not decisive)
         det.variant = data_variant or label_variant
         if data_variant and data_variant != label_variant:
             det.notes.append(f"config says checkpoint_format {label!r} ({label_variant}) but the stored zeros are {data_variant}; reading as {data_variant}")
@@ -208,8 +209,8 @@ class GptqFormat(Format):
         except ValueError as e:
             raise bad("qweight", str(e)) from None
 
-    def packed(self, ckpt: Checkpoint, det: Detection, module: str) -> PackedWeight:
-        qt = self.read(ckpt, det, module)  # validates every shape first
+    def packed(self, ckpt: Checkpoint, det: Detection, module: str, qt: QuantTensor | None = None) -> PackedWeight:
+        qt = qt if qt is not None else self.read(ckpt, det, module)  # read() validates every shape
         return PackedWeight(CODES_ALONG_K, ZEROS_ALONG_N, qt.bits, qt.in_features, qt.out_features, qt.group_size,
                             ckpt.get(f"{module}.qweight"), ckpt.get(f"{module}.scales"), ckpt.get(f"{module}.qzeros"),
                             1 if det.variant == "v1" else 0, qt.g_idx, f"{self.name}/{det.variant}")

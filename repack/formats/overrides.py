@@ -101,6 +101,3 @@ def ct_targets_match(targets, module: str) -> int:
             best = max(best, 1)
     return best
 
-
-def ct_ignored(ignore, module: str) -> bool:
-    return ct_targets_match(list(ignore or []), module) == 2
