@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import main
-from fixtures.checkpoints import random_model, write_gptq
+from fixtures.checkpoints import random_model, set_index_entry, write_gptq
 from tests.conftest import leftovers, tree_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,8 +86,10 @@ def _sharded(tmp_path):
     return write_gptq(tmp_path / "src", random_model(seed=4), "v1", shards=2)
 
 
-def _index(src):
-    return json.loads((src / "model.safetensors.index.json").read_text())
+def _set_quant_config(src, key, value):
+    config = json.loads((src / "config.json").read_text())
+    config["quantization_config"][key] = value
+    (src / "config.json").write_text(json.dumps(config))
 
 
 def missing_shard(tmp_path):
@@ -121,33 +123,25 @@ def huge_header_length(tmp_path):
 
 def index_names_missing_tensor(tmp_path):
     src = _sharded(tmp_path)
-    index = _index(src)
-    index["weight_map"]["model.layers.9.mlp.up_proj.qweight"] = "model-00001-of-00002.safetensors"
-    (src / "model.safetensors.index.json").write_text(json.dumps(index))
+    set_index_entry(src, "model.layers.9.mlp.up_proj.qweight", "model-00001-of-00002.safetensors")
     return src, "tensor 'model.layers.9.mlp.up_proj.qweight': listed in model.safetensors.index.json but not in the file"
 
 
 def index_path_traversal(tmp_path):
     src = _sharded(tmp_path)
-    index = _index(src)
-    index["weight_map"]["model.norm.weight"] = "../outside.safetensors"
-    (src / "model.safetensors.index.json").write_text(json.dumps(index))
+    set_index_entry(src, "model.norm.weight", "../outside.safetensors")
     return src, "is not a plain file name inside the folder"
 
 
 def group_size_contradicts_config(tmp_path):
     src = write_gptq(tmp_path / "src", random_model(seed=4, group_size=64), "v1")
-    config = json.loads((src / "config.json").read_text())
-    config["quantization_config"]["group_size"] = 32
-    (src / "config.json").write_text(json.dumps(config))
+    _set_quant_config(src, "group_size", 32)
     return src, "contradicts group_size 32"
 
 
 def bits_contradict_config(tmp_path):
     src = write_gptq(tmp_path / "src", random_model(seed=4), "v1")
-    config = json.loads((src / "config.json").read_text())
-    config["quantization_config"]["bits"] = 8
-    (src / "config.json").write_text(json.dumps(config))
+    _set_quant_config(src, "bits", 8)
     return src, "config says 8-bit but the shape is 4-bit"
 
 

@@ -8,30 +8,23 @@ import os
 import struct
 from pathlib import Path
 
-from fixtures.checkpoints import random_model, write_gptq
+from fixtures.checkpoints import random_model, set_index_entry, write_gptq
 
 
 def _valid(tmp: Path, shards: int = 1) -> Path:
     return write_gptq(tmp / "src", random_model(seed=90), "v1", shards=shards)
 
 
-def _set_index(src: Path, name: str, file) -> None:
-    index_path = src / "model.safetensors.index.json"
-    index = json.loads(index_path.read_text())
-    index["weight_map"][name] = file
-    index_path.write_text(json.dumps(index))
-
-
 def path_traversal(tmp: Path):
     src = _valid(tmp, shards=2)
     (tmp / "outside.safetensors").write_bytes((src / "model-00001-of-00002.safetensors").read_bytes())
-    _set_index(src, "model.norm.weight", "../outside.safetensors")
+    set_index_entry(src, "model.norm.weight", "../outside.safetensors")
     return src, "is not a plain file name inside the folder"
 
 
 def absolute_path(tmp: Path):
     src = _valid(tmp, shards=2)
-    _set_index(src, "model.norm.weight", "/etc/passwd")
+    set_index_entry(src, "model.norm.weight", "/etc/passwd")
     return src, "is not a plain file name inside the folder"
 
 
