@@ -71,7 +71,6 @@ def main() -> None:
             r["vs_tinygemm"] = r["tinygemm_ms"] / r["ours_ms"] if tg else None
             rows.append(r)
             print(json.dumps(r), file=sys.stderr, flush=True)
-        del gptq, awq, dense, gptqs, denses
         torch.cuda.empty_cache()
     print("do_bench medians (ms, L2 flushed, CPU launch overhead included where it exceeds the flush); "
           "graph: per-call kernel time from a CUDA graph over weight copies larger than L2")

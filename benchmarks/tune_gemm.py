@@ -28,14 +28,18 @@ SMS = 132
 
 
 def candidates(M: int):
-    """(block_m, block_n, block_k, warps, stages, target programs) worth trying for M rows."""
+    """(block_m, block_n, block_k, warps, stages, target programs) worth trying for M rows, the
+    likeliest first (each bucket stops at its share of the budget). 4-bit GPTQ-order layers run
+    the joined paths (GEMV_KJ for block_m 1, DOT_KTJ above): block_n is the wgmma M side there."""
     if M <= 4:
-        return itertools.product([1], [32, 64, 128], [128, 256, 512], [4], [2, 3], [0, 2 * SMS, 4 * SMS, 8 * SMS])
+        return itertools.product([1], [64, 128, 256], [128], [4, 8], [2, 3], [528, 264, 1056])
     if M <= 16:
-        return itertools.product([16], [32, 64, 128], [128, 256], [4], [3, 4], [0, 2 * SMS, 4 * SMS])
+        return itertools.product([16], [64, 128], [64, 128], [4], [3, 4], [528, 264, 1056])
     if M <= 64:
-        return itertools.product([32, 64], [64, 128], [128], [4, 8], [3, 4], [0, 2 * SMS])
-    return itertools.product([64, 128], [128, 256], [128], [4, 8], [3, 4], [0])
+        return itertools.product([64], [64, 128], [128, 64], [4], [3, 4], [264, 528, 0])
+    tiles = [(256, 128, 8), (128, 128, 8), (128, 64, 4), (256, 64, 4), (128, 256, 8)]
+    return ((bm, bn, bk, warps, stages, target) for (bm, bn, warps), bk, stages, target
+            in itertools.product(tiles, [128, 64], [3, 4], [0, 264]))
 
 
 def main() -> None:
@@ -73,7 +77,6 @@ def main() -> None:
             ms, cfg, target = best
             print(f"M={M} {K}x{N}: {ms:.4f} ms {cfg} target {target}", flush=True)
             entries.append({"K": K, "N": N, "ms": ms, "target_programs": target, "config": cfg.to_dict()})
-            del w
             torch.cuda.empty_cache()
         if entries:
             table[str(M)] = entries

@@ -42,10 +42,10 @@ def oracle(x: torch.Tensor, L) -> torch.Tensor:
     return x.double().cpu() @ w.t()
 
 
-def run_and_check(x, packed, L, config=None, seed=None):
+def run_and_check(x, packed, L, config=None, seed=None, path=None):
     from repack.kernels.triton_gemm import triton_gemm
     out = torch.full((x.shape[0], N), float("nan"), dtype=x.dtype, device="cuda")
-    y = triton_gemm(x, packed.to("cuda"), config, out=out)
+    y = triton_gemm(x, packed.to("cuda"), config, out=out, path_override=path)
     torch.cuda.synchronize()
     assert y.data_ptr() == out.data_ptr()
     assert torch.isfinite(y).all(), f"unwritten or non-finite outputs (seed {seed}, {config})"
@@ -88,7 +88,8 @@ def test_bf16_activations(tmp_path):
 
 CONFIGS = [TileConfig(1, 32, 128, 1, 4, 2), TileConfig(1, 64, 256, 8, 4, 3), TileConfig(1, 128, 64, 16, 8, 2),
            TileConfig(16, 64, 128, 4, 4, 4), TileConfig(16, 128, 64, 1, 4, 3), TileConfig(64, 64, 64, 3, 4, 3),
-           TileConfig(128, 128, 64, 1, 8, 3), TileConfig(64, 256, 32, 2, 8, 3)]
+           TileConfig(128, 128, 64, 1, 8, 3), TileConfig(64, 256, 32, 2, 8, 3), TileConfig(256, 128, 128, 1, 8, 3),
+           TileConfig(256, 64, 64, 2, 4, 4)]
 
 
 @pytest.mark.parametrize("layout, act", [("gptq_v2", False), ("gptq_v1", True), ("awq_gemm", False), ("awq_gemv", False)])
@@ -97,11 +98,31 @@ def test_every_tile_shape_and_split(tmp_path, layout, act):
     as a wrong or moving result, so each config runs three times on fresh inputs."""
     L, packed, _ = layout_case(tmp_path, layout, 64, act)
     for cfg in CONFIGS:
-        for M in {1: (1, 3), 16: (7, 16, 33), 64: (64, 100), 128: (128, 300)}[cfg.block_m]:
+        for M in {1: (1, 3), 16: (7, 16, 33), 64: (64, 100), 128: (128, 300), 256: (256, 1000)}[cfg.block_m]:
             for _ in range(3):
                 seed = random.randrange(2**31)
                 run_and_check(torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).half().cuda(),
                               packed, L, cfg, seed)
+
+
+def _paths():
+    from repack.kernels import triton_gemm as tg
+    return [(tg.GEMV_KJ, TileConfig(1, 64, 128, 4, 4, 2), (1, 5)), (tg.GEMV_K, TileConfig(1, 64, 256, 4, 4, 2), (1, 5)),
+            (tg.DOT_KTJ, TileConfig(16, 64, 64, 3, 4, 3), (7, 16, 33)), (tg.DOT_KT, TileConfig(16, 64, 128, 2, 4, 3), (7, 16)),
+            (tg.DOT_KTJ, TileConfig(256, 128, 64, 1, 8, 3), (128, 1000)), (tg.DOT_K, TileConfig(128, 128, 128, 1, 8, 3), (128, 300))]
+
+
+@pytest.mark.parametrize("case", range(6))
+@pytest.mark.parametrize("gs", [32, 128])
+def test_each_kernel_path_on_4bit_gptq(tmp_path, case, gs):
+    """4-bit GPTQ-order layers take the joined paths by default; the general ones stay correct too
+    (2/8-bit and act-order layers use them), forced here on the same layer."""
+    path, cfg, ms = _paths()[case]
+    L, packed, _ = layout_case(tmp_path, "gptq_v2", gs)
+    for M in ms:
+        seed = random.randrange(2**31)
+        run_and_check(torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).half().cuda(), packed, L, cfg,
+                      seed, path)
 
 
 def test_heuristic_and_tuned_configs_cover_every_m():

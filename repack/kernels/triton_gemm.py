@@ -93,6 +93,28 @@ def _as_f32_int(q):
 
 
 @triton.jit
+def _unpack8_along_last(words, BITS: tl.constexpr):
+    """int32 words [R, C] with 8 fields each -> codes [R, C * 8], field f of word c at 8c + f.
+    Built with joins so each thread keeps a word's eight codes together (contiguous, so the
+    dequantized tile is stored to shared memory with vector stores); a broadcast shift instead
+    spreads the fields over threads and every code becomes its own 2-byte store."""
+    FMASK: tl.constexpr = (1 << BITS) - 1
+    f0 = words & FMASK
+    f1 = (words >> BITS) & FMASK
+    f2 = (words >> (2 * BITS)) & FMASK
+    f3 = (words >> (3 * BITS)) & FMASK
+    f4 = (words >> (4 * BITS)) & FMASK
+    f5 = (words >> (5 * BITS)) & FMASK
+    f6 = (words >> (6 * BITS)) & FMASK
+    f7 = (words >> (7 * BITS)) & FMASK
+    # joins append a minor axis: the first level ends outermost, so field = 4c + 2b + a
+    c = tl.join(tl.join(tl.join(f0, f4), tl.join(f2, f6)), tl.join(tl.join(f1, f5), tl.join(f3, f7)))
+    R: tl.constexpr = words.shape[0]
+    C: tl.constexpr = words.shape[1]
+    return tl.reshape(c, (R, C * 8))
+
+
+@triton.jit
 def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.constexpr):
     """Write a tile's result, or add it to the split-K workspace; the tile's last program writes."""
     if not SPLIT:
@@ -111,7 +133,7 @@ def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.conste
 
 
 # kernel paths (host picks one):
-GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT = 0, 1, 2, 3, 4
+GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ = 0, 1, 2, 3, 4, 7, 9
 
 
 @triton.jit
@@ -120,7 +142,8 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                    sxm, sxk, sqa, sqb, ssg, ssn, sza, szb, sym, syn,
                    BITS: tl.constexpr, QLAYOUT: tl.constexpr, ZLAYOUT: tl.constexpr,
                    ACT_ORDER: tl.constexpr, PATH: tl.constexpr,
-                   SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                   SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                   EVEN: tl.constexpr = False):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -236,6 +259,58 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
         mask = n_ok[:, None] & (offs_m[None, :] < M)
         _finish(acc, y_ptr + offs_n[:, None] * syn + offs_m[None, :] * sym, ws_ptr + offs_m[None, :] * N + offs_n[:, None],
                 mask, cnt_ptr, tile, split_k, SPLIT)
+    elif PATH == 7:
+        # tensor-core tile on 4-bit codes along K, computed transposed (y^T = W x^T: the weight is
+        # wgmma's A operand). Each word is loaded once and its eight codes stay in one thread
+        # (_unpack8_along_last), so the dequantized [BLOCK_N, BLOCK_K] tile is built without any
+        # exchange between threads; the tile lies in one group, so scales and zeros are one row.
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        for kk in range(0, tl.minimum(K_SPLIT, K - k_begin), BLOCK_K):  # a tile past K has no group
+            k0 = k_begin + kk
+            offs_kw = k0 // PER + tl.arange(0, KW)
+            g = k0 // group_size
+            z = _zero_at(z_ptr, g, offs_n, n_ok, sza, szb, zero_offset, BITS, ZLAYOUT)
+            s = tl.load(s_ptr + g * ssg + offs_n * ssn, mask=n_ok, other=0.0)
+            if EVEN:
+                words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb)  # [BN, KW]
+            else:
+                words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb,
+                                mask=n_ok[:, None] & (offs_kw < K // PER)[None, :], other=0)
+            w = _dequant(_unpack8_along_last(words, BITS), z[:, None], s[:, None], XT)  # [BN, BK]
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            xt = tl.load(x_ptr + offs_k[:, None] * sxk + offs_m[None, :] * sxm,
+                         mask=(offs_k[:, None] < K) & (offs_m[None, :] < M), other=0.0)  # [BK, BM]
+            acc = tl.dot(w, xt, acc)
+        mask = n_ok[:, None] & (offs_m[None, :] < M)
+        _finish(acc, y_ptr + offs_n[:, None] * syn + offs_m[None, :] * sym,
+                ws_ptr + offs_m[None, :] * N + offs_n[:, None], mask, cnt_ptr, tile, split_k, SPLIT)
+    elif PATH == 9:
+        # GEMV on 4-bit codes along K: each word loaded once, its eight codes kept in one thread
+        # next to the eight inputs they meet (one vector load of x); the tile lies in one group,
+        # so s * (sum x q - z sum x) is applied per column once per tile
+        acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        for kk in range(0, tl.minimum(K_SPLIT, K - k_begin), BLOCK_K):  # a tile past K has no group
+            k0 = k_begin + kk
+            offs_kw = k0 // PER + tl.arange(0, KW)
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            g = k0 // group_size
+            if EVEN:
+                words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb)  # [BN, KW]
+                x = tl.load(x_ptr + pid_m * sxm + offs_k * sxk).to(tl.float32)
+                z = _zero_at(z_ptr, g, offs_n, n_ok, sza, szb, zero_offset, BITS, ZLAYOUT)
+                s = tl.load(s_ptr + g * ssg + offs_n * ssn).to(tl.float32)
+            else:
+                kw_ok = offs_kw < K // PER
+                words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb,
+                                mask=n_ok[:, None] & kw_ok[None, :], other=0)
+                x = tl.load(x_ptr + pid_m * sxm + offs_k * sxk, mask=offs_k < K, other=0.0).to(tl.float32)
+                z = _zero_at(z_ptr, g, offs_n, n_ok, sza, szb, zero_offset, BITS, ZLAYOUT)
+                s = tl.load(s_ptr + g * ssg + offs_n * ssn, mask=n_ok, other=0.0).to(tl.float32)
+            # (2^23 + q) - (2^23 + z) is q - z exactly, in two float ops (no int->float convert)
+            qz = _as_f32_int(_unpack8_along_last(words, BITS)) - _as_f32_int(z)[:, None]
+            acc += tl.sum(qz * x[None, :], axis=1) * s
+        _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
+                cnt_ptr, tile, split_k, SPLIT)
     else:
         # general: any layout, any group map; codes addressed per element (duplicate word loads)
         if BLOCK_M > 1:
@@ -296,9 +371,20 @@ def supports(w: PackedWeight) -> str | None:
     return None
 
 
+def _joined_block_k(w: PackedWeight, block_k: int, tensor_core: bool) -> int | None:
+    """The K tile of the joined paths (GEMV_KJ, DOT_KTJ) for this layer, or None where they cannot
+    run it: 4-bit codes along K, sequential groups, and a power-of-two K tile inside one group."""
+    if w.codes != CODES_ALONG_K or w.bits != 4 or w.g_idx is not None:
+        return None
+    gs = w.effective_group_size
+    bk = min(block_k, gs & -gs)  # the largest power of two dividing the group, at most the tuned tile
+    return bk if bk >= (16 if tensor_core else 8) else None
+
+
 def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = None,
-                out: torch.Tensor | None = None) -> torch.Tensor:
-    """``x`` [..., K] fp16/bf16 on CUDA -> [..., N] in x's dtype (written into ``out`` [M, N] if given)."""
+                out: torch.Tensor | None = None, path_override: int | None = None) -> torch.Tensor:
+    """``x`` [..., K] fp16/bf16 on CUDA -> [..., N] in x's dtype (written into ``out`` [M, N] if given).
+    ``path_override`` forces one of the kernel paths (tests and benchmarks compare them)."""
     why = supports(w)
     if why:
         raise ValueError(f"triton backend cannot run this layer: {why}")
@@ -319,14 +405,26 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     per = 32 // w.bits
     block_m, block_k = (1, cfg.block_k) if cfg.block_m == 1 else (max(16, cfg.block_m), cfg.block_k)
     block_n, stages = cfg.block_n, cfg.num_stages
-    if w.codes == CODES_ALONG_K:
+    joined_bk = _joined_block_k(w, block_k, tensor_core=block_m > 1)
+    if path_override is not None and path_override not in (GEMV_KJ, DOT_KTJ):
+        joined_bk = None
+    if joined_bk is not None and path_override in (None, GEMV_KJ, DOT_KTJ):
+        # 4-bit GPTQ-order layers: each word loaded once, its codes unpacked inside one thread
+        # (2-3x faster than the paths below at M >= 16 on the H200: benchmarks/NOTES-gemm.md)
+        path, block_k = (GEMV_KJ if block_m == 1 else DOT_KTJ), joined_bk
+    elif w.codes == CODES_ALONG_K:
         if block_m == 1:
             path = GENERAL if act else GEMV_K
         else:
-            # small M: the transposed tile (weight as the A operand, wgmma with M = BLOCK_N) measured
-            # 1.2-1.5x faster at M = 16..64; large M keeps the x-as-A tile (benchmarks/NOTES-gemm.md)
             path = DOT_KT if (block_m <= 64 and cfg.block_n <= 128 and not act) else DOT_K
             block_k = max(block_k, 16 * per)  # each field's dot needs K >= 16
+            # the tuned tiles are the joined path's; these paths stage x and the dequantized
+            # weight tile in shared memory each stage: keep that within the 227 KB of an SM
+            block_m = min(block_m, 128)
+            while stages > 2 and stages * (block_m + block_n) * block_k * 2 > 160 * 1024:
+                stages -= 1
+            while block_n > 32 and stages * (block_m + block_n) * block_k * 2 > 160 * 1024:
+                block_n //= 2
             if act:  # per-input scale and zero gathers: a tile of them per field; keep it in shared memory
                 block_m, stages = min(block_m, 64), min(stages, 2)
                 block_n = min(block_n, 64)
@@ -338,8 +436,11 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             block_k, stages = min(block_k, 32), min(stages, 2)
         if path == GEMV_N:
             block_k = min(block_k, gs) if gs % min(block_k, gs) == 0 else 8  # a tile lies in one group
+    if path_override is not None and path != path_override:
+        raise ValueError(f"kernel path {path_override} cannot run this layer with this tile (dispatch chose {path})")
     k_split = _cdiv(_cdiv(K, cfg.split_k), block_k) * block_k
     split = _cdiv(K, k_split)
+    even = N % block_n == 0 and K % k_split == 0
     grid = (_cdiv(N, block_n), _cdiv(M, block_m), split)
     stream = torch.cuda.current_stream(x.device).cuda_stream if x.is_cuda else 0
     ws, cnt = _workspace(x.device, stream, M * N, grid[0] * grid[1]) if split > 1 else (y, y)
@@ -348,12 +449,12 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             M, N, K, k_split, split, gs, w.zero_offset,
             x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1), w.scales.stride(0), w.scales.stride(1),
             w.zeros.stride(0), w.zeros.stride(1), y.stride(0), y.stride(1))
-    consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k)
+    consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even)
     _launch(grid, args, consts, cfg.num_warps, stages, x.device, stream)
     return y.reshape(*lead, N)
 
 
-_CONST_NAMES = ("BITS", "QLAYOUT", "ZLAYOUT", "ACT_ORDER", "PATH", "SPLIT", "BLOCK_M", "BLOCK_N", "BLOCK_K")
+_CONST_NAMES = ("BITS", "QLAYOUT", "ZLAYOUT", "ACT_ORDER", "PATH", "SPLIT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "EVEN")
 _compiled: dict[tuple, object] = {}
 
 
