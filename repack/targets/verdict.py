@@ -35,4 +35,4 @@ class Verdict:
         if not self.kernels:
             return None
         (main, _), *rest = self.kernels.most_common()
-        return main + (" (" + ", ".join(f"{k}: {n} modules" for k, n in rest) + ")" if rest else "")
+        return main + (" (" + ", ".join(f"{k}: {n} module{'s' if n > 1 else ''}" for k, n in rest) + ")" if rest else "")

@@ -77,7 +77,7 @@ def _gptq_layers(p: Profile, v: Verdict, expected_zeros: str) -> None:
             v.fail("gptq-shape", l.module, f"in_features {l.K} is not a multiple of group_size {l.group_size}")
         elif l.N % pack:
             v.fail("gptq-shape", l.module, f"out_features {l.N} is not a multiple of the pack factor {pack}")
-        elif not l.sym and p.zeros is not None and p.zeros != expected_zeros:
+        elif p.zeros is not None and p.zeros != expected_zeros:
             # gptq_gemm adds 1 to stored zeros unless told the checkpoint is v2 (hf.md §1.6, §5.2)
             v.fail("gptq-zero-convention", l.module, f"zeros are stored {p.zeros}-style but vLLM reads them "
                    f"{expected_zeros}-style (off by one)")
