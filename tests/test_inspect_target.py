@@ -60,6 +60,16 @@ def test_vllm_act_order_is_fine_for_marlin(tmp_path):
     assert r.loads and r.kernel == "gptq_marlin"
 
 
+def test_vllm_marlin_needs_desc_act_stated(tmp_path):
+    src = gptq(tmp_path, sym=True, group_size=128)
+    config = json.loads((src / "config.json").read_text())
+    del config["quantization_config"]["desc_act"]
+    (src / "config.json").write_text(json.dumps(config))
+    (src / "quantize_config.json").unlink(missing_ok=True)
+    r = report(src, "vllm")
+    assert r.loads and r.kernel == "gptq"
+
+
 def test_vllm_asymmetric_gptq_runs_the_gptq_method(tmp_path):
     r = report(gptq(tmp_path, sym=False, group_size=32), "vllm")
     assert r.loads and r.kernel == "gptq"
@@ -263,3 +273,19 @@ def test_cli_exit_codes_text_and_json(tmp_path):
     assert text.exit_code == 2 and "fix: repack convert" in text.stdout and "--variant v1" in text.stdout
     unknown = CliRunner().invoke(main, ["inspect", str(src), "--target", "tgi"])
     assert unknown.exit_code == 2 and "Traceback" not in unknown.output
+
+
+def test_per_module_override_fails_only_that_module(tmp_path):
+    import numpy as np
+    from fixtures.checkpoints import random_layer
+    layers = random_model(seed=17, sym=True, group_size=128)
+    layers[DOWN] = random_layer(np.random.default_rng(1), 256, 128, bits=8, group_size=128, sym=True)
+    src = write_gptq(tmp_path / "g", layers, "v1", sym=True)
+    config = json.loads((src / "config.json").read_text())
+    config["quantization_config"]["dynamic"] = {r"+:^model\.layers\.0\.mlp\.down_proj$": {"bits": 8}}
+    (src / "config.json").write_text(json.dumps(config))
+    r = report(src, "vllm")
+    assert r.loads and r.kernel == "gptq_marlin"  # uint8b128 for the 8-bit module
+    r = report(src, "lmdeploy")
+    assert not r.loads and [(f.rule, f.module) for f in r.failures] == [("bits", DOWN)]
+    assert r.fix is None and "--allow-lossy" in r.no_fix  # 8 -> 4 bits re-quantizes

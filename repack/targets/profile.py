@@ -61,12 +61,13 @@ def profile_of(source: Source, info: Inspection) -> Profile:
 
 def converted(p: Profile, fmt: str, variant: str) -> Profile:
     """The profile ``repack convert --to fmt --variant variant`` writes: the same layers (narrow codes
-    widened to the target's smallest wider width, as fit() does) and a config that matches the data."""
+    widened to the target's smallest wider width, or re-quantized to its widest, as fit() does) and a config that matches the data."""
     caps_bits = formats.get(fmt).capabilities(variant).bits if formats.get(fmt).quantized else None
     all_sym = all(l.sym for l in p.layers)
     layers = []
     for l in p.layers:
-        bits = l.bits if not caps_bits or l.bits in caps_bits else min((b for b in caps_bits if b > l.bits), default=l.bits)
+        bits = l.bits if not caps_bits or l.bits in caps_bits else \
+            min((b for b in caps_bits if b > l.bits), default=max(caps_bits))  # lossy when narrower
         label = all_sym if fmt == "auto_awq" else l.sym  # AWQ has one zero_point flag per model
         layers.append(dataclasses.replace(l, bits=bits, label_sym=label))
     zeros = _ZEROS.get((fmt, variant))

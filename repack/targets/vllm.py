@@ -59,8 +59,10 @@ def _mp_kernel(v: Verdict, l: Layer, marlin: str, zero_points: bool) -> None:
 
 
 def _gptq_layers(p: Profile, v: Verdict, expected_zeros: str) -> None:
+    # is_gptq_marlin_compatible wants bits, group_size, sym and desc_act all stated in the config
+    stated = p.format != "auto_gptq" or p.label_desc_act is not None
     for l in p.layers:
-        if (l.bits, l.label_sym) in ((4, True), (8, True)) and l.group_size in MARLIN_GROUPS:
+        if stated and (l.bits, l.label_sym) in ((4, True), (8, True)) and l.group_size in MARLIN_GROUPS:
             if not l.sym:
                 # uint4b8 / uint8b128 have the zero built in; GPTQ-Marlin drops qzeros (kernels.md §1.2)
                 v.fail("marlin-sym-label", l.module, "config says sym=true but the stored zeros are not all "
