@@ -113,6 +113,10 @@ def test_vllm_awq(tmp_path):
     assert r.loads and r.kernel == "awq_marlin"
     r = report(write_awq(tmp_path / "s", random_model(seed=5, group_size=128, sym=True), sym=True), "vllm")
     assert r.loads and r.kernel == "awq"  # zero_point false: no AWQ-Marlin type without zero points
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    del config["quantization_config"]["zero_point"]
+    (tmp_path / "a" / "config.json").write_text(json.dumps(config))
+    assert report(tmp_path / "a", "vllm").kernel == "awq"
 
 
 def test_vllm_awq_gemv_fails_and_gemm_fixes_it(tmp_path):

@@ -90,7 +90,7 @@ def _gptq_layers(p: Profile, v: Verdict, expected_zeros: str) -> None:
 
 def _awq_layers(p: Profile, v: Verdict) -> None:
     for l in p.layers:
-        zero_point = l.label_sym is not True
+        zero_point = l.label_sym is False  # AWQ-Marlin needs zero_point stated (hf.md §5.2)
         # AWQ-Marlin: uint4 with runtime zero points only (query_marlin_supported_quant_types(has_zp=True))
         if l.bits == 4 and zero_point and l.group_size in MARLIN_GROUPS:
             if _marlin_shape(l) is None:
