@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks.gemm_common import bench_ms, copies_for, graph_ms, packed_weight  # noqa: E402
+from repack.kernels import triton_gemm as tg  # noqa: E402
 from repack.kernels.triton_gemm import DOT_KTJ, GEMV_KJ, triton_gemm  # noqa: E402
 from repack.kernels.tuned import TileConfig, pick_config, split_for  # noqa: E402
 
@@ -28,15 +29,15 @@ SMS = 132
 
 
 def candidates(M: int):
-    """(path, block_m, block_n, block_k, warps, stages, target programs)."""
+    """(path, paired dequantization, block_m, block_n, block_k, warps, stages, target programs)."""
     if M <= 4:
-        yield from itertools.product([GEMV_KJ], [1], [32, 64, 128], [128], [4], [2, 3], [0, 264, 528])
+        yield from itertools.product([GEMV_KJ], [False], [1], [128, 256], [128], [4], [2, 3], [528, 1056])
     elif M <= 64:
         bm = 16 if M <= 16 else 64
-        yield from itertools.product([DOT_KTJ], [bm], [64, 128], [64, 128], [4], [3, 4], [0, 264, 528])
+        yield from itertools.product([DOT_KTJ], [True, False], [bm], [64, 128], [64, 128], [4], [3], [264, 528, 1056])
     else:
-        yield from itertools.product([DOT_KTJ], [128, 256], [128], [64, 128], [8], [2, 3, 4], [0])
-        yield from itertools.product([DOT_KTJ], [128], [64], [64, 128], [4], [3], [0])
+        yield from itertools.product([DOT_KTJ], [True, False], [128, 256], [128], [64, 128], [8], [3], [0])
+        yield from itertools.product([DOT_KTJ], [True], [128, 256], [64], [64, 128], [4], [3, 4], [0, 264])
 
 
 def main() -> None:
@@ -56,6 +57,7 @@ def main() -> None:
         dense_copies = [torch.randn(N, K, device="cuda", dtype=torch.float16) for _ in range(copies_for(K * N * 2))]
         for M in ms_list:
             x = torch.randn(M, K, device="cuda", dtype=torch.float16)
+            tg.PAIRED_DEQUANT = False
             ref = triton_gemm(x, w).float()  # the default path, itself tested against the reference in tests/
             cublas = bench_ms(lambda: torch.nn.functional.linear(x, dense_copies[0]))
             cublas_g = graph_ms([lambda d=d: torch.nn.functional.linear(x, d) for d in dense_copies])
@@ -64,7 +66,8 @@ def main() -> None:
             print(f"{K}x{N} M={M}: cuBLAS {cublas * 1e3:.1f} us (graph {cublas_g * 1e3:.1f}); default {pick_config(M, N, K)} "
                   f"{default_ms * 1e3:.1f} us (graph {default_g * 1e3:.1f})", flush=True)
             best = None
-            for path, bm, bn, bk, warps, stages, target in candidates(M):
+            for path, paired, bm, bn, bk, warps, stages, target in candidates(M):
+                tg.PAIRED_DEQUANT = paired
                 if time.time() - t0 > args.budget_s:
                     break
                 tiles = -(-M // bm) * -(-N // bn)
@@ -74,23 +77,24 @@ def main() -> None:
                     y = triton_gemm(x, w, cfg, path_override=path).float()
                     err = ((y - ref).norm() / ref.norm()).item()
                     if not err < 2e-3:
-                        print(f"  path {path} {cfg}: WRONG rel err {err:.2e}", flush=True)
+                        print(f"  path {path} paired={paired} {cfg}: WRONG rel err {err:.2e}", flush=True)
                         continue
                     ms = bench_ms(lambda: triton_gemm(x, w, cfg, path_override=path))
                 except Exception as e:  # noqa: BLE001 - a tile that does not compile is reported and skipped
-                    print(f"  path {path} {cfg}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+                    print(f"  path {path} paired={paired} {cfg}: {type(e).__name__}: {str(e)[:120]}", flush=True)
                     continue
-                print(f"  path {path} {cfg}: {ms * 1e3:.1f} us  x cuBLAS {cublas / ms:.2f}", flush=True)
+                print(f"  path {path} paired={paired} {cfg}: {ms * 1e3:.1f} us  x cuBLAS {cublas / ms:.2f}", flush=True)
                 if best is None or ms < best[0]:
-                    best = (ms, path, cfg, target)
+                    best = (ms, path, cfg, target, paired)
             if best:
-                ms, path, cfg, target = best
+                ms, path, cfg, target, paired = best
+                tg.PAIRED_DEQUANT = paired
                 g = graph_ms([lambda c=c: triton_gemm(x, c, cfg, path_override=path) for c in copies])
-                r = {"K": K, "N": N, "M": M, "path": path, "config": cfg.to_dict(), "ms": ms, "graph_ms": g,
+                r = {"K": K, "N": N, "M": M, "path": path, "paired": paired, "config": cfg.to_dict(), "ms": ms, "graph_ms": g,
                      "target_programs": target, "cublas_ms": cublas, "cublas_graph_ms": cublas_g,
                      "default_ms": default_ms, "default_graph_ms": default_g}
                 rows.append(r)
-                print(f"BEST {K}x{N} M={M}: path {path} {cfg} {ms * 1e3:.1f} us (graph {g * 1e3:.1f}) "
+                print(f"BEST {K}x{N} M={M}: path {path} paired={paired} {cfg} {ms * 1e3:.1f} us (graph {g * 1e3:.1f}) "
                       f"x cuBLAS {cublas / ms:.2f} (graph {cublas_g / g:.2f}); default x cuBLAS {cublas / default_ms:.2f}",
                       flush=True)
     if args.json:

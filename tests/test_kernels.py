@@ -79,8 +79,9 @@ def test_other_bit_widths(tmp_path, bits):
         run_and_check(torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).half().cuda(), packed, L, seed=seed)
 
 
-def test_bf16_activations(tmp_path):
-    L, packed, _ = layout_case(tmp_path, "awq_gemm", 128)
+@pytest.mark.parametrize("layout", ["awq_gemm", "gptq_v1", "gptq_v2"])
+def test_bf16_activations(tmp_path, layout):
+    L, packed, _ = layout_case(tmp_path, layout, 128)
     for M in M_VALUES:
         seed = random.randrange(2**31)
         run_and_check(torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).bfloat16().cuda(), packed, L, seed=seed)
@@ -114,9 +115,12 @@ def _paths():
 
 @pytest.mark.parametrize("case", range(6))
 @pytest.mark.parametrize("gs", [32, 128])
-def test_each_kernel_path_on_4bit_gptq(tmp_path, case, gs):
+@pytest.mark.parametrize("paired", [True, False])
+def test_each_kernel_path_on_4bit_gptq(tmp_path, case, gs, paired, monkeypatch):
     """4-bit GPTQ-order layers take the joined paths by default; the general ones stay correct too
     (2/8-bit and act-order layers use them), forced here on the same layer."""
+    from repack.kernels import triton_gemm as tg
+    monkeypatch.setattr(tg, "PAIRED_DEQUANT", paired)
     path, cfg, ms = _paths()[case]
     L, packed, _ = layout_case(tmp_path, "gptq_v2", gs)
     for M in ms:
@@ -144,3 +148,39 @@ def test_verify_runs_each_layout_kernel(tmp_path):
     bad = write_awq(tmp_path / "bad", layers, "gemm")
     report = verify(g, bad, backend="triton")
     assert [l.module for l in report.layers if not l.ok] == ["model.layers.0.mlp.down_proj"]
+
+
+def _random_gptq_words(K: int, N: int, gs: int, seed: int):
+    """A 4-bit GPTQ v1 layer from random words on the GPU, and its float64 weight [N, K] unpacked
+    here from the layout (field f of word row r is input 8r + f, LSB first; zeros packed along N,
+    stored as z - 1)."""
+    from repack.kernels.packed import CODES_ALONG_K, ZEROS_ALONG_N, PackedWeight
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    qweight = torch.randint(-2**31, 2**31 - 1, (K // 8, N), dtype=torch.int32, device="cuda", generator=g)
+    qzeros = torch.randint(-2**31, 2**31 - 1, (K // gs, N // 8), dtype=torch.int32, device="cuda", generator=g)
+    scales = (torch.rand(K // gs, N, device="cuda", generator=g) * 0.01 + 0.001).half()
+    w = PackedWeight(CODES_ALONG_K, ZEROS_ALONG_N, 4, K, N, gs, qweight, scales, qzeros, 1, None, "test/gptq")
+    q = torch.stack([(qweight >> (4 * f)) & 15 for f in range(8)], 1).reshape(K, N).double()
+    z = torch.stack([(qzeros >> (4 * f)) & 15 for f in range(8)], 2).reshape(K // gs, N).double() + 1
+    grp = torch.arange(K, device="cuda") // gs
+    return w, ((q - z[grp]) * scales.double()[grp]).t()
+
+
+@pytest.mark.parametrize("paired", [True, False])
+@pytest.mark.parametrize("M, cfg", [(1024, TileConfig(256, 64, 64, 2, 4, 3)), (64, TileConfig(64, 128, 64, 9, 4, 3)),
+                                    (1, TileConfig(1, 128, 128, 16, 4, 2))])
+def test_split_k_partial_sums_meet_without_a_race(M, cfg, paired, monkeypatch):
+    """Before every thread fenced its partial sums, the H200 gave wrong tiles now and then (relative
+    error 1e-2 to 6e-2) with these tiles and split 2..9 (benchmarks/results/diag-splitk-h200-before-fix.log);
+    each runs five times on fresh inputs, paired dequantization on and off."""
+    from repack.kernels import triton_gemm as tg
+    monkeypatch.setattr(tg, "PAIRED_DEQUANT", paired)
+    K, N = 4096, 4096
+    w, W = _random_gptq_words(K, N, 128, random.randrange(2**31))
+    for _ in range(5):
+        seed = random.randrange(2**31)
+        x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).half().cuda()
+        want = x.double() @ W.t()
+        y = tg.triton_gemm(x, w, cfg).double()
+        rel = float((y - want).norm() / want.norm())
+        assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg}, paired={paired})"

@@ -115,25 +115,125 @@ def _unpack8_along_last(words, BITS: tl.constexpr):
 
 
 @triton.jit
+def _dequant8_pairs(words, zz, ss, OUT: tl.constexpr):
+    """Eight fp16/bf16 weights s * (q - z) per 4-bit GPTQ-order word, two per instruction.
+
+    ``(w >> 4j) & 0x000F000F | MAGIC`` puts code j in the low half and code j + 4 in the high half,
+    each as the 16-bit float MAGIC + q, exact (fp16: 0x6400 = 1024 + q; bf16: 0x4300 = 128 + q);
+    one paired subtract of ``zz`` (MAGIC + z in both halves) leaves q - z exactly, and one paired
+    multiply by ``ss`` rounds the exact product once, as the reference does. The halves are then
+    handed out in field order. ``zz`` and ``ss`` are int32 with the same 16 bits in both halves.
+    Four shifts, four lop3, eight paired float ops per word instead of ~10 scalar ops per code."""
+    if OUT == tl.float16:
+        return tl.inline_asm_elementwise(
+            asm="""{
+            .reg .b32 t0, t1, t2, t3, u;
+            lop3.b32 t0, $8, 0x000F000F, 0x64006400, 0xEA;
+            shr.u32 u, $8, 4;
+            lop3.b32 t1, u, 0x000F000F, 0x64006400, 0xEA;
+            shr.u32 u, $8, 8;
+            lop3.b32 t2, u, 0x000F000F, 0x64006400, 0xEA;
+            shr.u32 u, $8, 12;
+            lop3.b32 t3, u, 0x000F000F, 0x64006400, 0xEA;
+            sub.f16x2 t0, t0, $9;
+            sub.f16x2 t1, t1, $9;
+            sub.f16x2 t2, t2, $9;
+            sub.f16x2 t3, t3, $9;
+            mul.f16x2 t0, t0, $10;
+            mul.f16x2 t1, t1, $10;
+            mul.f16x2 t2, t2, $10;
+            mul.f16x2 t3, t3, $10;
+            mov.b32 {$0, $4}, t0;
+            mov.b32 {$1, $5}, t1;
+            mov.b32 {$2, $6}, t2;
+            mov.b32 {$3, $7}, t3;
+            }""",
+            constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zz, ss],
+            dtype=(tl.float16,) * 8, is_pure=True, pack=1)
+    else:
+        return tl.inline_asm_elementwise(
+            asm="""{
+            .reg .b32 t0, t1, t2, t3, u;
+            lop3.b32 t0, $8, 0x000F000F, 0x43004300, 0xEA;
+            shr.u32 u, $8, 4;
+            lop3.b32 t1, u, 0x000F000F, 0x43004300, 0xEA;
+            shr.u32 u, $8, 8;
+            lop3.b32 t2, u, 0x000F000F, 0x43004300, 0xEA;
+            shr.u32 u, $8, 12;
+            lop3.b32 t3, u, 0x000F000F, 0x43004300, 0xEA;
+            sub.rn.bf16x2 t0, t0, $9;
+            sub.rn.bf16x2 t1, t1, $9;
+            sub.rn.bf16x2 t2, t2, $9;
+            sub.rn.bf16x2 t3, t3, $9;
+            mul.rn.bf16x2 t0, t0, $10;
+            mul.rn.bf16x2 t1, t1, $10;
+            mul.rn.bf16x2 t2, t2, $10;
+            mul.rn.bf16x2 t3, t3, $10;
+            mov.b32 {$0, $4}, t0;
+            mov.b32 {$1, $5}, t1;
+            mov.b32 {$2, $6}, t2;
+            mov.b32 {$3, $7}, t3;
+            }""",
+            constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zz, ss],
+            dtype=(tl.bfloat16,) * 8, is_pure=True, pack=1)
+
+
+@triton.jit
+def _paired_halves(h16):
+    """int32 with the 16-bit pattern ``h16`` (int32 holding 0..65535) in both halves."""
+    return h16 | (h16 << 16)
+
+
+@triton.jit
+def _dequant_tile_asm(words, z, s, OUT: tl.constexpr):
+    """[R, C] 4-bit words, zeros z [R] (true zero points), scales s [R] -> [R, C * 8] in OUT, the
+    eight codes of word c at 8c .. 8c + 7 (joins keep them in one thread, see _unpack8_along_last)."""
+    MAGIC: tl.constexpr = 0x6400 if OUT == tl.float16 else 0x4300
+    zz = _paired_halves(MAGIC | z)[:, None]
+    sbits = s.to(OUT).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    ss = _paired_halves(sbits)[:, None]
+    f0, f1, f2, f3, f4, f5, f6, f7 = _dequant8_pairs(words, zz, ss, OUT)
+    c = tl.join(tl.join(tl.join(f0, f4), tl.join(f2, f6)), tl.join(tl.join(f1, f5), tl.join(f3, f7)))
+    R: tl.constexpr = words.shape[0]
+    C: tl.constexpr = words.shape[1]
+    return tl.reshape(c, (R, C * 8))
+
+
+@triton.jit
+def _fence_gpu(dep):
+    """fence.acq_rel.gpu in every thread (``dep``: any scalar, the asm needs an operand)."""
+    return tl.inline_asm_elementwise("fence.acq_rel.gpu;\n\tmov.u32 $0, 0;", "=r,r", [dep], dtype=tl.int32,
+                                     is_pure=False, pack=1)
+
+
+@triton.jit
 def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.constexpr):
     """Write a tile's result, or add it to the split-K workspace; the tile's last program writes."""
     if not SPLIT:
         tl.store(y_ptrs, acc.to(y_ptrs.dtype.element_ty), mask=mask)
     else:
         tl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
-        tl.debug_barrier()  # every thread's partial sum is issued before the tile's counter moves
+        # Every thread fences its own partial sums at GPU scope before the tile's counter moves:
+        # a barrier and one release by the thread that bumps the counter was not enough (the H200
+        # showed 1-6% wrong tiles with split 2..9 and 4 warps: benchmarks/diag_paired.py), since
+        # the other warps' reductions could still be in flight.
+        _fence_gpu(split_k)
+        tl.debug_barrier()
         arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
         if arrived == split_k - 1:
-            # the other programs of the tile are done with it: read the sums from L2 (.cg: the
-            # atomics never went through this SM's L1) and leave zeros for the next launch
-            total = tl.load(ws_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
+            # the other programs of the tile are done with it: take the sums where the atomics
+            # were performed (an atomic exchange at L2, leaving zeros for the next launch)
+            _fence_gpu(split_k)
+            total = tl.atomic_xchg(ws_ptrs, tl.zeros_like(acc), mask=mask, sem="acquire")
             tl.store(y_ptrs, total.to(y_ptrs.dtype.element_ty), mask=mask)
-            tl.store(ws_ptrs, tl.zeros_like(total), mask=mask)
             tl.atomic_xchg(cnt_ptr + tile, 0, sem="relaxed")
 
 
 # kernel paths (host picks one):
 GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ = 0, 1, 2, 3, 4, 7, 9
+# dequantize the joined tensor-core paths two weights per instruction (inline PTX, see
+# _dequant8_pairs); a module switch so benchmarks can compare both ways in one process
+PAIRED_DEQUANT = True
 
 
 @triton.jit
@@ -143,7 +243,7 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                    BITS: tl.constexpr, QLAYOUT: tl.constexpr, ZLAYOUT: tl.constexpr,
                    ACT_ORDER: tl.constexpr, PATH: tl.constexpr,
                    SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   EVEN: tl.constexpr = False):
+                   EVEN: tl.constexpr = False, PAIRED: tl.constexpr = False):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -276,11 +376,19 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             else:
                 words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb,
                                 mask=n_ok[:, None] & (offs_kw < K // PER)[None, :], other=0)
-            w = _dequant(_unpack8_along_last(words, BITS), z[:, None], s[:, None], XT)  # [BN, BK]
+            if PAIRED:
+                w = _dequant_tile_asm(words, z, s, XT)  # [BN, BK]
+            else:
+                w = _dequant(_unpack8_along_last(words, BITS), z[:, None], s[:, None], XT)
             offs_k = k0 + tl.arange(0, BLOCK_K)
-            xt = tl.load(x_ptr + offs_k[:, None] * sxk + offs_m[None, :] * sxm,
-                         mask=(offs_k[:, None] < K) & (offs_m[None, :] < M), other=0.0)  # [BK, BM]
-            acc = tl.dot(w, xt, acc)
+            # x is loaded as stored ([BM, BK], K contiguous: vector loads the pipeliner stages in
+            # shared memory) and transposed there; loading x^T directly gave scalar loads, unpipelined
+            if EVEN:
+                x = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :] * sxk, mask=(offs_m < M)[:, None], other=0.0)
+            else:
+                x = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :] * sxk,
+                            mask=(offs_m[:, None] < M) & (offs_k[None, :] < K), other=0.0)
+            acc = tl.dot(w, tl.trans(x), acc)
         mask = n_ok[:, None] & (offs_m[None, :] < M)
         _finish(acc, y_ptr + offs_n[:, None] * syn + offs_m[None, :] * sym,
                 ws_ptr + offs_m[None, :] * N + offs_n[:, None], mask, cnt_ptr, tile, split_k, SPLIT)
@@ -408,7 +516,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     joined_bk = _joined_block_k(w, block_k, tensor_core=block_m > 1)
     if path_override is not None and path_override not in (GEMV_KJ, DOT_KTJ):
         joined_bk = None
-    if joined_bk is not None and path_override in (None, GEMV_KJ, DOT_KTJ):
+    if joined_bk is not None:
         # 4-bit GPTQ-order layers: each word loaded once, its codes unpacked inside one thread
         # (2-3x faster than the paths below at M >= 16 on the H200: benchmarks/NOTES-gemm.md)
         path, block_k = (GEMV_KJ if block_m == 1 else DOT_KTJ), joined_bk
@@ -449,12 +557,13 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             M, N, K, k_split, split, gs, w.zero_offset,
             x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1), w.scales.stride(0), w.scales.stride(1),
             w.zeros.stride(0), w.zeros.stride(1), y.stride(0), y.stride(1))
-    consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even)
+    consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even,
+              PAIRED_DEQUANT and x.is_cuda)
     _launch(grid, args, consts, cfg.num_warps, stages, x.device, stream)
     return y.reshape(*lead, N)
 
 
-_CONST_NAMES = ("BITS", "QLAYOUT", "ZLAYOUT", "ACT_ORDER", "PATH", "SPLIT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "EVEN")
+_CONST_NAMES = ("BITS", "QLAYOUT", "ZLAYOUT", "ACT_ORDER", "PATH", "SPLIT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "EVEN", "PAIRED")
 _compiled: dict[tuple, object] = {}
 
 
