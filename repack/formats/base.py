@@ -137,6 +137,17 @@ class Format:
     def extra_files(self, scheme: Scheme, variant: str) -> dict[str, dict]:
         return {}
 
+    def writer(self, target, specs: list[TensorSpec], *, force: bool, shard_size: int, source, config: dict,
+               variant: str):
+        """The output writer (a context manager with ``write(name, data)`` and ``finish(...)``):
+        a sharded safetensors folder by default; a format with its own container overrides it."""
+        from ..checkpoint import CheckpointWriter
+        return CheckpointWriter(target, specs, force=force, shard_size=shard_size)
+
+    def output_notes(self, source) -> list[str]:
+        """What the plan should say about writing ``source`` in this format (e.g. what is left out)."""
+        return []
+
 
 def quant_config(ckpt: Checkpoint) -> dict:
     return ckpt.config.get("quantization_config") or {}
