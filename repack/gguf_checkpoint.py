@@ -135,6 +135,8 @@ def find_gguf(path: Path) -> Path | None:
         files = sorted(path.glob("*.gguf"))
         if len(files) > 1:
             raise InputError(f"{path}: holds {len(files)} .gguf files ({', '.join(f.name for f in files[:3])}); name one")
+        if files and not files[0].resolve().is_relative_to(path.resolve()):
+            raise InputError(f"{files[0]}: symlink that leaves the model folder")
         return files[0] if files else None
     return None
 
