@@ -47,22 +47,28 @@ def _reader_class():
     class BoundedReader(gguf.GGUFReader):
         """gguf's reader with every read checked against the file size before it happens."""
 
+        def __init__(self, path, mode="r"):
+            self._size = os.path.getsize(path)
+            super().__init__(path, mode)
+
         def _get(self, offset, dtype, count=1, override_order=None):
             count = int(count)
-            end = int(offset) + np.dtype(dtype).itemsize * count
-            if count < 0 or end > len(self.data):
+            size = _ITEMSIZE.get(dtype) or _ITEMSIZE.setdefault(dtype, np.dtype(dtype).itemsize)
+            end = int(offset) + size * count
+            if count < 0 or end > self._size:
                 raise _Bad(f"truncated: a {count}-item read at byte {int(offset)} runs past the end ({len(self.data)} bytes)")
             return super()._get(offset, dtype, count, override_order)
 
         def _get_field_parts(self, orig_offs, raw_type):
-            if raw_type == gguf.GGUFValueType.ARRAY:
+            rt = int(raw_type)
+            if rt == 9:  # ARRAY: item type u32, item count u64, items
                 itype, alen = int(self._get(orig_offs, np.uint32)[0]), int(self._get(orig_offs + 4, np.uint64)[0])
                 np_type = self.gguf_scalar_to_np.get(gguf.GGUFValueType(itype)) if itype in _VALUE_TYPES else None
                 least = 8 if itype in (8, 9) else (np.dtype(np_type).itemsize if np_type else 1)
                 if alen * least > len(self.data) - orig_offs:
                     raise _Bad(f"metadata array of {alen} items at byte {orig_offs} is larger than the file")
-            elif raw_type not in _VALUE_TYPES:
-                raise _Bad(f"unknown metadata value type {int(raw_type)} at byte {orig_offs}")
+            elif rt not in _VALUE_TYPES:
+                raise _Bad(f"unknown metadata value type {rt} at byte {orig_offs}")
             return super()._get_field_parts(orig_offs, raw_type)
 
         def _build_fields(self, offs, count):
@@ -83,7 +89,8 @@ def _reader_class():
     return BoundedReader
 
 
-_VALUE_TYPES = set(range(13))  # gguf.md §1: UINT8=0 .. FLOAT64=12
+_VALUE_TYPES = set(range(13))
+_ITEMSIZE: dict = {}  # gguf.md §1: UINT8=0 .. FLOAT64=12
 
 
 def _check_tensor(field, start: int, size: int, alignment: int) -> None:
