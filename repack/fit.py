@@ -36,12 +36,6 @@ def fit(qt: QuantTensor, caps: Capabilities, scale_dtype: torch.dtype | None = N
         measure: bool = True) -> Fit:
     out = Fit(qt)
     t = qt
-    if t.offsets is not None and not caps.float_offsets:
-        t, exact = offsets_to_zeros(t, caps.zero_range(t.bits))
-        if exact:
-            out.exact_notes.append("float offsets are integer zero points (exact)")
-        else:
-            out.lossy.append("float offsets (W = d*q + m) rounded to integer zero points")
     if t.bits not in caps.bits:
         wider = [b for b in caps.bits if b > t.bits]
         if wider:
@@ -52,6 +46,12 @@ def fit(qt: QuantTensor, caps: Capabilities, scale_dtype: torch.dtype | None = N
             b = max(caps.bits)
             out.lossy.append(f"{qt.bits}-bit not supported, re-quantized to {b}-bit")
             t = _requantize(t, b, t.group_size, caps)
+    if t.offsets is not None and not caps.float_offsets:  # after any re-quantization, which drops them
+        t, exact = offsets_to_zeros(t, caps.zero_range(t.bits))
+        if exact:
+            out.exact_notes.append("float offsets are integer zero points (exact)")
+        else:
+            out.lossy.append("float offsets (W = d*q + m) rounded to integer zero points")
     shape = caps.shape_problem(t.in_features, t.out_features, t.bits, t.group_size)
     if shape:
         out.unsupported.append(shape)

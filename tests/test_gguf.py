@@ -338,3 +338,32 @@ def test_non_llama_float_model_is_refused_for_writing(tmp_path):
     with pytest.raises(UnsupportedError, match="supports the Llama family"):
         convert(src, tmp_path / "out", "gguf")
     assert not leftovers(tmp_path) and not (tmp_path / "out").exists()
+
+
+def test_reference_quantized_q4_0_with_negative_scales_converts_exactly(tmp_path):
+    """llama.cpp's Q4_0 quantizer (gguf-py's copy) makes d < 0 in about half the blocks (gguf.md §2.1):
+    the canonical tensor keeps them, and an integer-zero target holds them exactly."""
+    src = tmp_path / "src"
+    src.mkdir()
+    w = gguf.GGUFWriter(src / "model.gguf", "llama")
+    for key, v in (("add_embedding_length", 128), ("add_block_count", 1), ("add_head_count", 4),
+                   ("add_head_count_kv", 2), ("add_context_length", 64), ("add_feed_forward_length", 256)):
+        getattr(w, key)(v)
+    w.add_layer_norm_rms_eps(1e-5)
+    x = np.random.default_rng(5).standard_normal((256, 128)).astype(np.float32)
+    blocks = gguf.quantize(x, gguf.GGMLQuantizationType.Q4_0)
+    w.add_tensor("blk.0.ffn_up.weight", blocks, raw_dtype=gguf.GGMLQuantizationType.Q4_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    qt = open_source(src).read("model.layers.0.mlp.up_proj")
+    assert qt.sym and qt.bits == 4 and 0.3 < float((qt.scales < 0).float().mean()) < 0.7
+    want = gguf.dequantize(blocks, gguf.GGMLQuantizationType.Q4_0)
+    assert np.array_equal(qt.dequantize(torch.float32).numpy(), want)
+    plan = convert(src, tmp_path / "gptq", "auto_gptq", "v2")
+    assert plan.exact
+    back = open_source(tmp_path / "gptq").read("model.layers.0.mlp.up_proj")
+    assert np.array_equal(back.dequantize(torch.float32).numpy(), want)
+    again = convert(tmp_path / "gptq", tmp_path / "gguf", "gguf")
+    assert again.exact and np.array_equal(np.asarray(gguf_tensors(tmp_path / "gguf")["blk.0.ffn_up.weight"].data), blocks)
