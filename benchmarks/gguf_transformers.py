@@ -63,6 +63,16 @@ def main() -> None:
            "max_abs_logit_diff": float((la - lb).abs().max()), "max_abs_logit": float(lb.abs().max()),
            "same_argmax": bool(torch.equal(la.argmax(-1), lb.argmax(-1))),
            "tokenizer_files_from_repack": sorted(p.name for p in dense.iterdir() if "token" in p.name)}
+    try:  # llama.cpp on the same file, against repack's dense model (llama.cpp also quantizes activations)
+        from llama_cpp import Llama
+    except ImportError:
+        out["llama_cpp"] = "llama-cpp-python not installed"
+    else:
+        llm = Llama(model_path=str(args.gguf_file), n_ctx=64, logits_all=True, verbose=False, n_threads=2)
+        llm.eval(ids[0].tolist())
+        lc = torch.tensor(llm.scores[:ids.shape[1]], dtype=torch.float32)
+        out["llama_cpp_max_abs_logit_diff"] = float((lc - la[0]).abs().max())
+        out["llama_cpp_same_argmax"] = float((lc.argmax(-1) == la[0].argmax(-1)).float().mean())
     print(json.dumps(out, indent=2))
 
 
