@@ -211,6 +211,8 @@ class GgufCheckpoint:
         if "vocab_size" not in cfg and isinstance(tokens, list):
             cfg["vocab_size"] = len(tokens)
         cfg["tie_word_embeddings"] = "output.weight" not in names
+        if meta.get(f"{a}.rope.scaling.type") == "linear" and isinstance(meta.get(f"{a}.rope.scaling.factor"), float):
+            cfg["rope_scaling"] = {"rope_type": "linear", "factor": float(str(np.float32(meta[f"{a}.rope.scaling.factor"])))}
         for key in ("bos", "eos", "pad"):
             v = meta.get(f"tokenizer.ggml.{key}_token_id")
             if isinstance(v, int) and not isinstance(v, bool):
@@ -224,8 +226,10 @@ class GgufCheckpoint:
         heads = None
         if self.arch == "llama":
             name = arch.hf_name(t.name) or t.name
-            if name == t.name and not t.name.startswith("rope_freqs"):
-                self.notes.append(f"tensor '{t.name}' has no Hugging Face name; kept as is")
+            if name == t.name:
+                self.notes.append(f"tensor '{t.name}' has no Hugging Face name; kept as is"
+                                  + (" (Llama-3 rope scaling factors: config.json gets no rope_scaling)"
+                                     if t.name.startswith("rope_freqs") else ""))
             heads = arch.permuted_heads(name, self.config)
             if heads is not None and shape[0] % (2 * heads):
                 raise InputError(f"{self.root}: tensor '{t.name}': {shape[0]} rows do not split into {heads} heads")

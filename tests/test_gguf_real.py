@@ -66,6 +66,11 @@ def test_gguf_to_gguf_is_byte_identical(smollm2, tmp_path):
     assert set(a) == set(b)
     for name, t in a.items():
         assert b[name].tensor_type == t.tensor_type and np.array_equal(np.asarray(b[name].data), np.asarray(t.data)), name
+    fa, fb = gguf.GGUFReader(smollm2).fields, gguf.GGUFReader(tmp_path / "again" / "model.gguf").fields
+    keys = sorted(k for k in fa if not k.startswith("GGUF."))
+    assert keys == sorted(k for k in fb if not k.startswith("GGUF."))
+    for k in keys:
+        assert fa[k].types == fb[k].types and fa[k].contents() == fb[k].contents(), k
 
 
 def test_q4_1_to_gptq_is_refused_as_lossy(smollm2, tmp_path):

@@ -18,6 +18,10 @@ PER_LAYER = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn
              "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
              "ffn_norm": "post_attention_layernorm", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
              "ffn_down": "mlp.down_proj"}
+# Llama-3 rope scaling factors: no Hugging Face tensor (HF recomputes them from config.rope_scaling,
+# which a GGUF does not carry); kept under the GGUF name so GGUF -> GGUF keeps them
+KEPT = {"rope_freqs": "rope_freqs"}
+TOP_LEVEL |= KEPT
 HF_TOP = {v: k for k, v in TOP_LEVEL.items()}
 HF_LAYER = {v: k for k, v in PER_LAYER.items()}
 _GGUF_BLK = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")

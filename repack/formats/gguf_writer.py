@@ -102,7 +102,9 @@ class GgufWriter(CheckpointWriter):
         heads = int(c["num_attention_heads"])
         hidden = int(c["hidden_size"])
         head_dim = int(c.get("head_dim") or hidden // heads)
-        w.add_name(self.target.name)
+        from ..gguf_checkpoint import GgufCheckpoint
+        if not isinstance(self.source.ckpt, GgufCheckpoint):  # a GGUF source keeps its own general.* keys
+            w.add_name(self.target.name)
         w.add_context_length(int(c.get("max_position_embeddings") or arch.HF_DEFAULTS["max_position_embeddings"]))
         w.add_embedding_length(hidden)
         w.add_block_count(int(c["num_hidden_layers"]))
@@ -142,11 +144,13 @@ class GgufWriter(CheckpointWriter):
     def _tokenizer(self, gguf) -> None:
         from ..gguf_checkpoint import GgufCheckpoint
         ckpt = self.source.ckpt
-        if isinstance(ckpt, GgufCheckpoint):  # GGUF -> GGUF: the tokenizer keys travel as they are
+        if isinstance(ckpt, GgufCheckpoint):  # GGUF -> GGUF: tokenizer and other keys travel as they are
+            written = self.gw.kv_data[0]
             for key, field in ckpt.reader.fields.items():
-                if key.startswith("tokenizer."):
-                    types = field.types
-                    self.gw.add_key_value(key, field.contents(), types[0], types[1] if len(types) > 1 else None)
+                if key.startswith("GGUF.") or key in written or key == "general.alignment":
+                    continue
+                types = field.types
+                self.gw.add_key_value(key, field.contents(), types[0], types[1] if len(types) > 1 else None)
             return
         from .gguf_tokenizer import read_tokenizer
         entries, _ = read_tokenizer(Path(ckpt.root), self.config)
