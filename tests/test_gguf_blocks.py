@@ -106,3 +106,56 @@ def test_any_block_bytes_survive_decode_encode(kind):
     t = gb.TYPES[kind]
     data = np.random.default_rng(1).integers(0, 256, size=(7, 3 * t.type_size), dtype=np.uint8)
     assert np.array_equal(gb.encode(t, *gb.decode(t, data)), data)
+
+
+# ---- canonical tensor <-> blocks (repack/formats/gguf_tensor.py), property-based ------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+import torch  # noqa: E402
+
+from fixtures.checkpoints import RefLayer, gguf_block_data, random_layer  # noqa: E402
+from repack.formats import gguf_tensor  # noqa: E402
+from repack.tensor import QuantTensor  # noqa: E402
+
+
+def canonical(L: RefLayer, sym: bool) -> QuantTensor:
+    return QuantTensor.from_codes(L.q, torch.from_numpy(L.s), L.z, L.bits, L.group_size, sym=sym)
+
+
+@given(bits=st.sampled_from([2, 3, 4, 8]), gs=st.sampled_from([32, 64, 128, -1]), K=st.integers(1, 9),
+       N=st.integers(1, 5), sym=st.booleans(), seed=st.integers(0, 2**16))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_smallest_exact_type_round_trips(bits, gs, K, N, sym, seed):
+    """Any canonical tensor with 32-multiple groups: the chosen type's bytes equal the loop encoder's,
+    and reading them back gives the same weights (and, for the integer-zero types, the same codes)."""
+    L = random_layer(np.random.default_rng(seed), 32 * K, N, bits, gs, sym, zero_range=(0, 2**bits - 1))
+    qt = canonical(L, sym)
+    bt = gguf_tensor.exact_type(qt)
+    lo, hi = int((L.q - L.z[L.groups()]).min()), int((L.q - L.z[L.groups()]).max())
+    if bt is None:  # only 8-bit asymmetric codes can leave Q8_0's -128..127 (and 5-bit codes)
+        assert bits == 8 and not sym and (lo < -128 or hi > 127) and L.q.max() > 31
+        return
+    if bits <= 4 and sym:
+        assert bt is gb.Q4_0  # symmetric 2/3/4-bit: v = q - 2^(b-1) fits -8..7
+    elif bits <= 4:
+        assert bt in (gb.Q4_0, gb.Q4_1, gb.Q5_0)  # asymmetric 4-bit is exact in Q5_0 at worst
+    data = gguf_tensor.encode(qt, bt)
+    assert np.array_equal(data, gguf_block_data(L, bt.name))
+    back = gguf_tensor.to_canonical(bt, data)
+    assert torch.equal(back.dequantize(torch.float32), qt.dequantize(torch.float32))
+    if not bt.has_min:
+        assert np.array_equal(back.codes().numpy().astype(int) - back.zeros.numpy()[back.group_index().numpy()],
+                              L.q - L.z[L.groups()])
+        assert lo >= gguf_tensor.value_range(bt)[0] and hi <= gguf_tensor.value_range(bt)[1]
+
+
+def test_group_blocks_merges_only_identical_neighbours():
+    d = np.array([[1, 1, 2, 2, 3, 3], [4, 4, 5, 5, 6, 6]], np.float16)
+    assert gguf_tensor.group_blocks(d, None) == 2
+    assert gguf_tensor.group_blocks(d, np.zeros_like(d)) == 2
+    m = d.copy()
+    m[1, 1] = 9
+    assert gguf_tensor.group_blocks(d, m) == 1
+    assert gguf_tensor.group_blocks(np.full((3, 5), 7, np.float16), None) == 5  # one group per row
+    neg0 = np.array([[0.0, -0.0]], np.float16)
+    assert gguf_tensor.group_blocks(neg0, None) == 1  # -0.0 and 0.0 are different bit patterns
