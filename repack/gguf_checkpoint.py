@@ -29,6 +29,7 @@ import torch
 
 from .errors import InputError, UnsupportedError
 from .formats import gguf_arch as arch
+from .safetensors_header import DTYPES
 
 READ_CHUNK = 64 * 1024 * 1024
 _NATIVE = {0: ("F32", np.float32), 1: ("F16", np.float16), 24: ("I8", np.int8), 25: ("I16", np.int16),
@@ -130,7 +131,6 @@ class GgufTensorInfo:
 
     @property
     def nbytes(self) -> int:
-        from .safetensors_header import DTYPES
         return math.prod(self.shape) * DTYPES[self.dtype][0]
 
 
@@ -172,6 +172,8 @@ class GgufCheckpoint:
         except (ValueError, IndexError, KeyError, OverflowError, TypeError, UnicodeDecodeError, OSError, MemoryError) as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise InputError(f"{file}: not a readable GGUF file ({msg})") from None
+        if self.reader.byte_order != "I":  # block fields are read as little-endian (gguf.md §2)
+            raise InputError(f"{file}: a big-endian GGUF file; only little-endian files are supported")
         self.metadata = _metadata(self.reader, file)
         self.arch = self.metadata.get("general.architecture")
         if not isinstance(self.arch, str):
@@ -252,41 +254,32 @@ class GgufCheckpoint:
         except KeyError:
             raise InputError(f"{self.root}: tensor '{name}' not found") from None
 
-    def _rows(self, info: GgufTensorInfo, data: np.ndarray) -> np.ndarray:
-        return data[arch.rows_to_hf(data.shape[0], info.heads)] if info.heads else data
-
     def blocks(self, name: str) -> np.ndarray:
         """The stored bytes of a block-quantized 2-D tensor, uint8 [rows, bytes per row], rows in HF order."""
         info = self.info(name)
         data = self.reader.tensors[info.index].data
         if data.dtype != np.uint8 or data.ndim != 2:
             raise InputError(f"{self.root}: tensor '{info.gguf_name}': expected 2-D block data, got {data.dtype} {data.shape}")
-        return np.ascontiguousarray(self._rows(info, data))
+        return np.ascontiguousarray(data[arch.rows_to_hf(data.shape[0], info.heads)] if info.heads else data)
 
     def get(self, name: str, rows: int | None = None) -> torch.Tensor:
-        """One tensor in HF order: native dtypes as stored, block types dequantized to float32."""
+        """One tensor in HF order (a private copy): native dtypes as stored, block types dequantized to float32."""
         import gguf
         info = self.info(name)
         t = self.reader.tensors[info.index]
         if info.ggml_type in _NATIVE:
-            arr = np.array(t.data)
+            out = torch.from_numpy(np.array(t.data).reshape(info.shape))
         elif info.ggml_type == BF16_ID:
-            raw = np.ascontiguousarray(t.data).reshape(-1)
-            out = torch.from_numpy(raw.copy()).view(torch.bfloat16).reshape(info.shape)
-            return self._rows_torch(info, out)[:rows]
+            out = torch.from_numpy(np.array(t.data).reshape(-1)).view(torch.bfloat16).reshape(info.shape)
         else:
             try:
-                arr = gguf.dequantize(t.data, t.tensor_type)
+                out = torch.from_numpy(np.ascontiguousarray(gguf.dequantize(t.data, t.tensor_type)).reshape(info.shape))
             except NotImplementedError:
                 raise UnsupportedError(f"{self.root}: tensor '{info.gguf_name}': gguf cannot dequantize type "
                                        f"{t.tensor_type.name}") from None
-        arr = np.ascontiguousarray(arr.reshape(info.shape))
-        return torch.from_numpy(self._rows(info, arr).copy() if info.heads else arr)[:rows]
-
-    def _rows_torch(self, info: GgufTensorInfo, t: torch.Tensor) -> torch.Tensor:
-        if not info.heads:
-            return t
-        return t[torch.from_numpy(arch.rows_to_hf(t.shape[0], info.heads))]
+        if info.heads:
+            out = out[torch.from_numpy(arch.rows_to_hf(out.shape[0], info.heads))]
+        return out[:rows].contiguous()
 
     def iter_raw(self, name: str) -> Iterator[bytes]:
         """The tensor as :meth:`get` returns it, as bytes (little-endian), in chunks."""
