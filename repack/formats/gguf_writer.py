@@ -17,6 +17,7 @@ Float tensors: 1-D as F32 (llama.cpp's convention for norms), F16 stays F16, BF1
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,7 @@ class GgufWriter(CheckpointWriter):
                     if info.ggml_type not in NATIVE_TYPES and len(info.shape) == 2:
                         self.raw[s.name] = info.ggml_type
         self.gw = None
+        self._nbytes: dict[str, int] = {}  # GGUF bytes of each written tensor, declared in the header
 
     def __enter__(self) -> "GgufWriter":
         super().__enter__()
@@ -84,7 +86,7 @@ class GgufWriter(CheckpointWriter):
             self.gw.write_kv_data_to_file()
             self.gw.write_ti_data_to_file()
         except BaseException:
-            self.__exit__(*__import__("sys").exc_info())
+            self.__exit__(*sys.exc_info())
             raise
         return self
 
@@ -160,16 +162,15 @@ class GgufWriter(CheckpointWriter):
     def _tensor_info(self, gguf, s) -> None:
         name = self.names[s.name]
         qtype = getattr(s, "ggml_type", -1)
-        if qtype >= 0:
-            self.gw.add_tensor_info(name, s.shape, np.dtype(np.uint8), s.nbytes, gguf.GGMLQuantizationType(qtype))
-            return
-        if s.name in self.raw:
-            qt = gguf.GGMLQuantizationType(self.raw[s.name])
-            shape = gguf.quant_shape_to_byte_shape(s.shape, qt)
-            self.gw.add_tensor_info(name, shape, np.dtype(np.uint8), math.prod(shape), qt)
-            return
-        out = self._float_dtype(s)
-        self.gw.add_tensor_info(name, s.shape, np.dtype(out), math.prod(s.shape) * np.dtype(out).itemsize)
+        if qtype >= 0:  # block bytes [rows, bytes per row]: gguf-py turns the byte shape into elements
+            dtype, shape, raw = np.dtype(np.uint8), s.shape, gguf.GGMLQuantizationType(qtype)
+        elif s.name in self.raw:
+            raw = gguf.GGMLQuantizationType(self.raw[s.name])
+            dtype, shape = np.dtype(np.uint8), gguf.quant_shape_to_byte_shape(s.shape, raw)
+        else:
+            dtype, shape, raw = np.dtype(self._float_dtype(s)), s.shape, None
+        self._nbytes[s.name] = math.prod(shape) * dtype.itemsize
+        self.gw.add_tensor_info(name, shape, dtype, self._nbytes[s.name], raw)
 
     @staticmethod
     def _float_dtype(s):
@@ -193,9 +194,8 @@ class GgufWriter(CheckpointWriter):
         heads = arch.permuted_heads(name, self.config)
         if heads:
             arr = arr[arch.rows_to_gguf(arr.shape[0], heads)]
-        expected = self.gw.tensors[0][self.names[name]].nbytes
-        if arr.nbytes != expected:
-            raise OutputError(f"tensor '{name}': {arr.nbytes} bytes, declared {expected}")
+        if arr.nbytes != self._nbytes[name]:
+            raise OutputError(f"tensor '{name}': {arr.nbytes} bytes, declared {self._nbytes[name]}")
         self.gw.write_tensor_data(np.ascontiguousarray(arr))
 
     def _array(self, spec, data) -> np.ndarray:
