@@ -183,7 +183,10 @@ class GgufCheckpoint:
         for i, t in enumerate(self.reader.tensors):
             self._add(i, t)
         self._side_dir: Path | None = None
-        if importlib.util.find_spec("transformers") is None:
+        self.has_tokenizer = isinstance(self.metadata.get("tokenizer.ggml.model"), str)
+        if not self.has_tokenizer:
+            self.notes.append("tokenizer: the GGUF file has no tokenizer metadata")
+        elif importlib.util.find_spec("transformers") is None:
             self.notes.append("tokenizer: transformers is not installed, so converting to a non-GGUF format makes no "
                               "Hugging Face tokenizer files from the GGUF metadata (pip install transformers)")
 
@@ -295,7 +298,8 @@ class GgufCheckpoint:
             atexit.register(shutil.rmtree, self._side_dir, True)
             try:
                 from .formats.gguf_tokenizer import hf_tokenizer_files
-                hf_tokenizer_files(self.root, self._side_dir)
+                if self.has_tokenizer:
+                    hf_tokenizer_files(self.root, self._side_dir)
             except ImportError:
                 pass
         return sorted(p for p in self._side_dir.iterdir() if p.is_file())

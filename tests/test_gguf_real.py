@@ -77,3 +77,35 @@ def test_q4_1_to_gptq_is_refused_as_lossy(smollm2, tmp_path):
     with pytest.raises(LossyConversionError, match="float offsets"):
         convert(smollm2, tmp_path / "gptq", "auto_gptq", "v2")
     assert not (tmp_path / "gptq").exists()
+
+
+def test_written_gguf_runs_in_llama_cpp(tmp_path):
+    """Optional: llama-cpp-python (built from source) and transformers. A tiny Llama quantized to
+    GPTQ sym 4-bit, written as Q4_0 by repack, loaded by llama.cpp: logits close to transformers on
+    repack's dense fp32 copy (llama.cpp quantizes activations to 8 bits, gguf.md §2.10, so not equal)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    transformers = pytest.importorskip("transformers")
+    import json
+    import torch
+    from repack.checkpoint import Checkpoint
+    from repack.source import RtnSource
+    from repack.synthetic import llama_config, write_float_model
+
+    vocab = {chr(0x100 + i): i for i in range(255)} | {"\u0100\u0101": 255}  # one merge, as llama.cpp requires
+    cfg = llama_config(hidden=256, intermediate=512, layers=2, heads=4, kv_heads=2, vocab=256)
+    fl = write_float_model(tmp_path / "float", cfg)
+    (fl / "tokenizer.json").write_text(json.dumps({"model": {"type": "BPE", "vocab": vocab, "merges": ["\u0100 \u0101"]}}))
+    convert(RtnSource(Checkpoint.open(fl), 4, 64, True), tmp_path / "gptq", "auto_gptq", "v1")
+    assert convert(tmp_path / "gptq", tmp_path / "gguf", "gguf").exact
+    convert(tmp_path / "gptq", tmp_path / "dense", "dense", "fp32")
+    ids = [int(i) for i in np.random.default_rng(0).integers(3, 250, size=12)]
+    ref_model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "dense"), dtype=torch.float32)
+    with torch.no_grad():
+        ref = ref_model(torch.tensor([ids])).logits[0].numpy()
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "gguf" / "model.gguf"), n_ctx=32, logits_all=True, verbose=False)
+    llm.eval(ids)
+    got = np.array(llm.scores[:len(ids)], dtype=np.float32)
+    diff = float(np.abs(got - ref).max())
+    print(f"llama.cpp vs reference: max abs logit diff {diff:.4g} (max |logit| {np.abs(ref).max():.3g})")
+    assert diff < 0.05 * float(np.abs(ref).max())
+    assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.9

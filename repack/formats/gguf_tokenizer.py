@@ -73,10 +73,13 @@ def read_tokenizer(folder: Path, config: dict | None = None) -> tuple[list[tuple
         merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []
                   if isinstance(m, str) or (isinstance(m, list) and len(m) == 2 and all(isinstance(x, str) for x in m))]
         out.append(("tokenizer.ggml.pre", "default", STRING, None))
-        if merges:
-            out.append(("tokenizer.ggml.merges", merges, ARRAY, STRING))
         note = ("tokenizer: byte-level BPE written with tokenizer.ggml.pre = 'default' (GPT-2 pre-tokenizer); "
                 "llama.cpp may split digits/whitespace differently from this model's own pre-tokenizer")
+        if merges:
+            out.append(("tokenizer.ggml.merges", merges, ARRAY, STRING))
+        else:  # GGUF cannot store an empty array, and llama.cpp refuses a "gpt2" vocabulary without merges
+            note += "; tokenizer.json has no merges, which llama.cpp requires for byte-level BPE"
+
     cfg = config or {}
     for key in ("bos", "eos", "unk", "pad"):
         i = _token_id(tcfg.get(f"{key}_token"), vocab, ids)
