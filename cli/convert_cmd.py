@@ -3,6 +3,7 @@ import click
 from repack.checkpoint import DEFAULT_SHARD_SIZE
 from repack import hub
 from repack.convert import convert
+from repack.formats.gguf import check_gguf_type
 
 from .common import emit_json, handle_errors, show_progress
 
@@ -27,6 +28,8 @@ def parse_size(text: str) -> int:
 @click.argument("dst")
 @click.option("--to", "to", required=True, help="Target format (see `repack formats`).")
 @click.option("--variant", default=None, help="Target variant, e.g. v1/v2 for auto_gptq, gemm/gemv for auto_awq.")
+@click.option("--gguf-type", default=None, metavar="q4_0|q4_1|q5_0|q5_1|q8_0",
+              help="With --to gguf: the block type (default: per layer, the smallest exact one).")
 @click.option("--from", "source_format", default=None, help="Force the source format instead of detecting it.")
 @click.option("--force", is_flag=True, help="Replace DST if it exists.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and exactness table; write nothing.")
@@ -38,7 +41,7 @@ def parse_size(text: str) -> int:
 @click.option("--push-to-hub", "push_to", default=None, metavar="ORG/NAME",
               help="Upload the finished folder to this Hugging Face repo (created if missing).")
 @handle_errors
-def convert_cmd(src, dst, to, variant, source_format, force, dry_run, allow_lossy, scale_dtype, shard_size, as_json, quiet,
+def convert_cmd(src, dst, to, variant, gguf_type, source_format, force, dry_run, allow_lossy, scale_dtype, shard_size, as_json, quiet,
                 push_to):
     """Convert SRC (a model folder) into format --to at DST.
 
@@ -49,7 +52,13 @@ def convert_cmd(src, dst, to, variant, source_format, force, dry_run, allow_loss
     Examples:
       repack convert ./model-gptq ./model-awq --to auto_awq
       repack convert ./model-awq ./model-gptq --to auto_gptq --variant v2 --dry-run
+      repack convert ./model-gptq ./model-gguf --to gguf --gguf-type q4_0   # OUT/model.gguf
+      repack convert ./model.Q4_0.gguf ./model-fp32 --to dense --variant fp32
     """
+    if gguf_type is not None:
+        if to != "gguf" or variant not in (None, gguf_type):
+            raise click.UsageError("--gguf-type goes with --to gguf (and replaces --variant)")
+        variant = check_gguf_type(gguf_type)
     plan = convert(src, dst, to, variant, force=force, dry_run=dry_run, allow_lossy=allow_lossy,
                    scale_dtype=scale_dtype, shard_size=parse_size(shard_size), source_format=source_format,
                    progress=show_progress(quiet, as_json))

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import formats
-from .checkpoint import CheckpointWriter, DEFAULT_SHARD_SIZE, TensorSpec, check_target
+from .checkpoint import DEFAULT_SHARD_SIZE, TensorSpec, check_target
 from .errors import LossyConversionError, UnsupportedError
 from .fit import DTYPE_NAMES, Fit, fit
 from .formats.base import Scheme
@@ -94,7 +94,7 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
                                f"use `repack quantize` to make a {to} checkpoint from it")
     caps = target.capabilities(variant)
     plan = Plan(str(source.path), source.detection.format, source.detection.variant, str(dst), to, variant,
-                notes=list(source.detection.notes))
+                notes=list(source.detection.notes) + target.output_notes(source))
 
     # -- plan pass ---------------------------------------------------------------------------
     items: list[tuple[str, str]] = [(m, "module") for m in source.modules()]
@@ -138,7 +138,9 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
             "run with --dry-run for the table, or --allow-lossy to accept", plan)
 
     # -- write pass --------------------------------------------------------------------------
-    with CheckpointWriter(dst, specs, force=force, shard_size=shard_size) as writer:
+    config = _config(source, target, scheme, variant, specs)
+    with target.writer(dst, specs, force=force, shard_size=shard_size, source=source, config=config,
+                       variant=variant) as writer:
         for name, kind in progress_bar(items, "write", progress):
             if kind == "tensor":
                 writer.write(name, source.ckpt.iter_raw(name))
@@ -146,7 +148,7 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
             f: Fit = fit(source.read(name), caps, sdt, measure=False)
             for tname, tensor in target.pack(name, f.tensor, variant).items():
                 writer.write(tname, tensor)
-        writer.finish(_config(source, target, scheme, variant, specs), source.ckpt.side_files(),
+        writer.finish(config, source.ckpt.side_files(),
                       target.extra_files(scheme, variant) if scheme else {})
     plan.written = True
     return plan

@@ -40,12 +40,18 @@ def fit(qt: QuantTensor, caps: Capabilities, scale_dtype: torch.dtype | None = N
         wider = [b for b in caps.bits if b > t.bits]
         if wider:
             b = min(wider)
-            t = QuantTensor.from_codes(t.codes(), t.scales, t.zeros, b, t.group_size, t.g_idx, sym=False)
+            t = QuantTensor.from_codes(t.codes(), t.scales, t.zeros, b, t.group_size, t.g_idx, sym=False, offsets=t.offsets)
             out.exact_notes.append(f"widened {qt.bits}->{b} bits (same codes)")
         else:
             b = max(caps.bits)
             out.lossy.append(f"{qt.bits}-bit not supported, re-quantized to {b}-bit")
             t = _requantize(t, b, t.group_size, caps)
+    if t.offsets is not None and not caps.float_offsets:  # after any re-quantization, which drops them
+        t, exact = offsets_to_zeros(t, caps.zero_range(t.bits))
+        if exact:
+            out.exact_notes.append("float offsets are integer zero points (exact)")
+        else:
+            out.lossy.append("float offsets (W = d*q + m) rounded to integer zero points")
     shape = caps.shape_problem(t.in_features, t.out_features, t.bits, t.group_size)
     if shape:
         out.unsupported.append(shape)
@@ -55,7 +61,7 @@ def fit(qt: QuantTensor, caps: Capabilities, scale_dtype: torch.dtype | None = N
         t = _requantize(t, t.bits, t.group_size, caps)
     lo, hi = caps.zero_range(t.bits)
     zmin, zmax = int(t.zeros.min()), int(t.zeros.max())
-    if zmin < lo or zmax > hi:
+    if t.offsets is None and (zmin < lo or zmax > hi):
         out.lossy.append(f"zero points {zmin}..{zmax} outside the storable {lo}..{hi}, clamped")
         t = _clamp_zeros(t, lo, hi)
     if scale_dtype is not None and t.scales.dtype != scale_dtype:
@@ -65,10 +71,25 @@ def fit(qt: QuantTensor, caps: Capabilities, scale_dtype: torch.dtype | None = N
         else:
             out.lossy.append(f"scales {_dtype_name(t.scales.dtype)}->{_dtype_name(scale_dtype)} rounds")
         t = t.replace(scales=s)
+    if caps.check is not None:  # the target's own rules (e.g. GGUF block types), after the generic ones
+        t = caps.check(t, out)
+        if out.unsupported:
+            return out
     out.tensor = t
     if out.lossy and measure:
         out.max_abs_err = float((qt.dequantize(torch.float32) - t.dequantize(torch.float32)).abs().max())
     return out
+
+
+def offsets_to_zeros(t: QuantTensor, zero_range: tuple[int, int]) -> tuple[QuantTensor, bool]:
+    """``s*q + m`` as ``s*(q - z)`` with ``z = round(-m/s)`` clamped to ``zero_range`` (0 where s is 0);
+    exact when every dequantized weight is unchanged (fp32), i.e. ``-m/s`` is an in-range integer and
+    ``s*z`` rounds to ``-m`` (gguf.md §5.2: true for 0.27 % of real Q4_1 blocks)."""
+    s, m = t.scales.to(torch.float64), t.offsets.to(torch.float64)
+    z = torch.where(s != 0, -m / torch.where(s != 0, s, 1), torch.zeros_like(s)).nan_to_num(0.0, 0.0, 0.0)
+    z = z.round().clamp(*zero_range).to(torch.int16)
+    moved = QuantTensor(t.qweight, t.scales, z, t.bits, t.group_size, t.in_features, t.g_idx, sym=False)
+    return moved, torch.equal(moved.dequantize(torch.float32), t.dequantize(torch.float32))
 
 
 def _requantize(t: QuantTensor, bits: int, group_size: int, caps: Capabilities) -> QuantTensor:

@@ -15,6 +15,7 @@ import torch
 
 from .checkpoint import Checkpoint
 from .errors import FormatError, InputError
+from .gguf_checkpoint import open_gguf
 from .formats.base import Detection, Format
 from .quantize.rtn import rtn_quantize
 from .tensor import QuantTensor
@@ -57,6 +58,12 @@ def open_source(path: str | os.PathLike, fmt: str | None = None) -> Source:
     """Open a model folder (or a Hugging Face repo id ``org/name[@revision]``) and detect its
     format from its data (``fmt`` forces one)."""
     folder, link_root = hub.resolve(path)
+    gguf_file = open_gguf(folder)
+    if gguf_file is not None:  # a GGUF file (or a folder holding one) is read by the gguf format only
+        if fmt not in (None, "gguf"):
+            raise FormatError(f"{gguf_file.root}: is a GGUF file; it can only be read as gguf")
+        f = formats.get("gguf")
+        return Source(gguf_file, f, f.detect(gguf_file))
     ckpt = Checkpoint.open(folder, link_root)
     if fmt is not None:
         f = formats.get(fmt)

@@ -11,6 +11,10 @@ has a real act-order group map, else ``k // group_size``.
 - ``g_idx``: int32 ``[K]`` or ``None``. A g_idx equal to ``k // group_size`` is dropped on
   construction: sequential groups are never called act-order.
 - ``sym``: symmetric quantization, i.e. every zero is ``2**(bits-1)``.
+- ``offsets``: float ``[G, N]`` or ``None``. Formats whose offset is a float (GGUF Q4_1/Q5_1:
+  ``w = d*q + m``) are held exactly with it: then ``W[n, k] = scales[g, n] * q[k, n] + offsets[g, n]``
+  (products and sum in fp32, as llama.cpp and gguf-py dequantize), and every zero is 0. Integer
+  zeros can hold it only where ``-m/d`` is an integer in range (:func:`repack.fit.fit` checks).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class QuantTensor:
     in_features: int
     g_idx: torch.Tensor | None = None
     sym: bool = False
+    offsets: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.bits not in SUPPORTED_BITS:
@@ -65,6 +70,11 @@ class QuantTensor:
             raise ValueError(f"zeros must lie in 0..{2**self.bits}, found {int(self.zeros.min())}..{int(self.zeros.max())}")
         if self.sym and bool((self.zeros != 2 ** (self.bits - 1)).any()):
             raise ValueError(f"sym=True but some zeros differ from {2 ** (self.bits - 1)}")
+        if self.offsets is not None:
+            if self.offsets.dtype not in FLOAT_DTYPES or tuple(self.offsets.shape) != (G, N):
+                raise ValueError(f"offsets must be float [{G}, {N}], got {self.offsets.dtype} {tuple(self.offsets.shape)}")
+            if self.sym or bool(self.zeros.any()):
+                raise ValueError("a tensor with float offsets has no integer zeros (all 0, sym=False)")
         if self.g_idx is not None:
             g = self.g_idx
             if g.dim() != 1 or g.shape[0] != K:
@@ -113,23 +123,28 @@ class QuantTensor:
         return self._codes
 
     def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Float [N, K]: ``s * (q - z)`` computed in fp32 (exact for the product) and cast once."""
+        """Float [N, K]: ``s * (q - z)`` (or ``s * q + offset``) computed in fp32 and cast once."""
         g = self.group_index()
         q = self.codes().to(torch.float32)
-        w = (q - self.zeros.to(torch.float32)[g]) * self.scales.to(torch.float32)[g]
+        if self.offsets is not None:
+            w = q * self.scales.to(torch.float32)[g] + self.offsets.to(torch.float32)[g]
+        else:
+            w = (q - self.zeros.to(torch.float32)[g]) * self.scales.to(torch.float32)[g]
         return w.t().contiguous().to(dtype or self.scales.dtype)
 
     def columns(self, start: int, stop: int) -> "QuantTensor":
         """The output channels ``start:stop`` as their own tensor (for streaming a large layer)."""
         return dataclasses.replace(self, qweight=self.qweight[:, start:stop].contiguous(),
                                    scales=self.scales[:, start:stop].contiguous(),
-                                   zeros=self.zeros[:, start:stop].contiguous())
+                                   zeros=self.zeros[:, start:stop].contiguous(),
+                                   offsets=None if self.offsets is None else self.offsets[:, start:stop].contiguous())
 
     def replace(self, **changes) -> "QuantTensor":
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_codes(cls, codes, scales, zeros, bits: int, group_size: int, g_idx=None, sym: bool = False) -> "QuantTensor":
+    def from_codes(cls, codes, scales, zeros, bits: int, group_size: int, g_idx=None, sym: bool = False,
+                   offsets: torch.Tensor | None = None) -> "QuantTensor":
         """Build from unpacked codes [K, N] (any integer array or tensor)."""
         c = codes.numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
         if c.size and (int(c.min()) < 0 or int(c.max()) >= 2**bits):
@@ -137,8 +152,8 @@ class QuantTensor:
         qweight = torch.from_numpy(pack_rows(c, bits))
         zeros = torch.as_tensor(np.asarray(zeros)).to(torch.int16)
         g = None if g_idx is None else torch.as_tensor(np.asarray(g_idx)).to(torch.int32)
-        return cls(qweight, scales, zeros, bits, group_size, c.shape[0], g, sym)
+        return cls(qweight, scales, zeros, bits, group_size, c.shape[0], g, sym, offsets)
 
     def describe(self) -> str:
         gs = "per-channel" if self.group_size == -1 else f"g{self.group_size}"
-        return f"{self.bits}-bit {gs} {'sym' if self.sym else 'asym'}{' act-order' if self.act_order else ''} [{self.out_features}x{self.in_features}]"
+        return f"{self.bits}-bit {gs} {'sym' if self.sym else 'float-offset' if self.offsets is not None else 'asym'}{' act-order' if self.act_order else ''} [{self.out_features}x{self.in_features}]"

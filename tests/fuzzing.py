@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fixtures.checkpoints import (random_layer, write_auto_round, write_awq, write_compressed, write_folder, write_gptq,
-                                  base_config, float_tensors)
+from fixtures.checkpoints import (random_layer, write_auto_round, write_awq, write_compressed, write_folder, write_gguf,
+                                  write_gptq, base_config, float_tensors)
 from repack.errors import RepackError
 from repack.source import open_source
 
@@ -44,6 +44,9 @@ SEEDS = {
     "auto_round": lambda p: write_auto_round(p, _layers(), "gptq", extra_config={MODULES[1]: {"bits": 4}}),
     "compressed_tensors": lambda p: write_compressed(p, _layers()),
     "dense": _dense,
+    "gguf_q4_0": lambda p: write_gguf(p, {m: random_layer(np.random.default_rng(7), 128, 64, 4, 32, sym=True)
+                                         for m in MODULES}, "q4_0", config={"num_hidden_layers": 1}),
+    "gguf_q5_1": lambda p: write_gguf(p, _layers(), "q5_1", config={"num_hidden_layers": 1}),
 }
 
 
@@ -67,13 +70,16 @@ def time_limit(seconds: int):
 # ---- mutators: each takes (folder, rng) and damages one file in place ------------------------------
 
 def _weights(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.safetensors"))
+    return sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.gguf"))
+
+
+GGUF_HEADER_GUESS = 4096  # a GGUF's metadata and tensor infos: the first few KiB of the seeds
 
 
 def flip_bits(folder, rng):
     f = rng.choice(_weights(folder))
     data = bytearray(f.read_bytes())
-    header_end = 8 + struct.unpack("<Q", data[:8])[0]
+    header_end = GGUF_HEADER_GUESS if data[:4] == b"GGUF" else 8 + struct.unpack("<Q", data[:8])[0]
     for _ in range(rng.randint(1, 8)):  # mostly in the header, where parsing decisions are made
         pos = rng.randrange(min(header_end, len(data))) if rng.random() < 0.7 else rng.randrange(len(data))
         data[pos] ^= 1 << rng.randrange(8)
@@ -128,6 +134,8 @@ def _rewrite(f: Path, data: bytes, n: int, header: bytes):
 
 def edit_config(folder, rng):
     f = folder / "config.json"
+    if not f.exists():  # a GGUF folder: its metadata is in the file
+        return flip_bits(folder, rng)
     config = json.loads(f.read_text())
     qc = config.get("quantization_config")
     target = qc if isinstance(qc, dict) and rng.random() < 0.8 else config

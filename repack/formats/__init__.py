@@ -41,11 +41,13 @@ from .awq import AwqFormat  # noqa: E402
 from .dense import DenseFormat  # noqa: E402
 from .auto_round import AutoRoundFormat  # noqa: E402
 from .compressed_tensors import CompressedTensorsFormat  # noqa: E402
+from .gguf import GgufFormat  # noqa: E402
 
 register(GptqFormat())
 register(AwqFormat())
 register(DenseFormat())
 register(AutoRoundFormat())
 register(CompressedTensorsFormat())
+register(GgufFormat())
 
 __all__ = ["Capabilities", "Detection", "Format", "Scheme", "all_formats", "get", "register", "resolve_variant"]

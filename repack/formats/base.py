@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -28,6 +28,9 @@ class Capabilities:
     act_order: bool
     shape_problem: Callable[[int, int, int, int], str | None]  # (K, N, bits, group_size) -> why not
     scale_dtypes: tuple[torch.dtype, ...] | None = None  # None: any float dtype
+    float_offsets: bool = False  # can hold W = s*q + m with a float m (QuantTensor.offsets)
+    # a format's own fitting step, run last: (tensor, fit so far) -> tensor, adding notes/loss/refusals to the fit
+    check: Callable[[QuantTensor, Any], QuantTensor] | None = None
 
 
 def any_shape(K: int, N: int, bits: int, group_size: int) -> str | None:
@@ -133,6 +136,17 @@ class Format:
 
     def extra_files(self, scheme: Scheme, variant: str) -> dict[str, dict]:
         return {}
+
+    def writer(self, target, specs: list[TensorSpec], *, force: bool, shard_size: int, source, config: dict,
+               variant: str):
+        """The output writer (a context manager with ``write(name, data)`` and ``finish(...)``):
+        a sharded safetensors folder by default; a format with its own container overrides it."""
+        from ..checkpoint import CheckpointWriter
+        return CheckpointWriter(target, specs, force=force, shard_size=shard_size)
+
+    def output_notes(self, source) -> list[str]:
+        """What the plan should say about writing ``source`` in this format (e.g. what is left out)."""
+        return []
 
 
 def quant_config(ckpt: Checkpoint) -> dict:

@@ -25,7 +25,8 @@ class DenseFormat(Format):
     quantized = False
 
     def capabilities(self, variant: str) -> Capabilities:
-        return Capabilities(bits=(2, 3, 4, 8), zero_range=full_zero_range, act_order=True, shape_problem=any_shape)
+        return Capabilities(bits=(2, 3, 4, 8), zero_range=full_zero_range, act_order=True, shape_problem=any_shape,
+                            float_offsets=True)
 
     def detect(self, ckpt: Checkpoint) -> Detection | None:
         if ckpt.config.get("quantization_config"):

@@ -48,7 +48,7 @@ def gemm(x: torch.Tensor, qt: QuantTensor | None = None, packed: PackedWeight | 
     if qt is None and packed is None:
         raise ValueError("gemm needs a QuantTensor or a PackedWeight")
     chosen = resolve_backend(backend, x.device)
-    if chosen == "triton":
+    if chosen == "triton" and (qt is None or qt.offsets is None):  # packed layouts hold integer zeros only
         from .triton_gemm import supports, triton_gemm
         w = packed if packed is not None else PackedWeight.from_quant_tensor(qt)
         why = supports(w)

@@ -8,7 +8,7 @@ import os
 import struct
 from pathlib import Path
 
-from fixtures.checkpoints import random_model, set_index_entry, write_gptq
+from fixtures.checkpoints import random_model, set_index_entry, write_gguf, write_gptq
 
 
 def _valid(tmp: Path, shards: int = 1) -> Path:
@@ -87,5 +87,46 @@ def absurd_config_types(tmp: Path):
     return src, "quantization_config.dynamic"
 
 
+def _gguf(tmp: Path) -> Path:
+    return write_gguf(tmp / "src", random_model(seed=92, sym=True, group_size=32,
+                                                shapes={"model.layers.0.mlp.up_proj": (64, 32)}), "q4_0",
+                      config={"num_hidden_layers": 1})
+
+
+def gguf_array_bomb(tmp: Path):
+    """A metadata array claiming 2^60 items: gguf-py alone would loop over empty reads for ever."""
+    import gguf
+    src = tmp / "src"
+    src.mkdir()
+    w = gguf.GGUFWriter(src / "model.gguf", "llama")
+    w.add_token_list(["a", "b", "c"])
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    f = src / "model.gguf"
+    field = gguf.GGUFReader(f).fields["tokenizer.ggml.tokens"]
+    at = field.offset + 8 + len(field.name) + 4 + 4  # key length, key, value type, item type -> item count
+    data = bytearray(f.read_bytes())
+    data[at:at + 8] = struct.pack("<Q", 2**60)
+    f.write_bytes(bytes(data))
+    return src, "metadata array of 1152921504606846976 items"
+
+
+def gguf_data_past_the_end(tmp: Path):
+    src = _gguf(tmp)
+    f = src / "model.gguf"
+    f.write_bytes(f.read_bytes()[:-64])
+    return src, "lies outside the file"
+
+
+def gguf_symlink_escape(tmp: Path):
+    src = _gguf(tmp)
+    outside = tmp / "elsewhere.gguf"
+    os.rename(src / "model.gguf", outside)
+    os.symlink(outside, src / "model.gguf")
+    return src, "symlink that leaves the model folder"
+
+
 ATTACKS = [path_traversal, absolute_path, shard_symlink_escape, declared_2_to_40_bytes, header_bomb, nested_header,
-           nested_config, huge_config, absurd_config_types]
+           nested_config, huge_config, absurd_config_types, gguf_array_bomb, gguf_data_past_the_end, gguf_symlink_escape]

@@ -1,0 +1,216 @@
+"""Writing one GGUF file, tensor by tensor, into the atomic output folder (``OUT/model.gguf``).
+
+The output is a folder like every other repack output, holding ``model.gguf`` (llama.cpp takes
+the file, transformers ``from_pretrained(OUT, gguf_file="model.gguf")``). It is written into
+``.<name>.repack-tmp-*`` beside the target and renamed at the end (:class:`CheckpointWriter`'s
+lock, temp folder and commit). The header (metadata + every tensor's name, shape, type and offset)
+is known from the plan before any data exists, so each tensor's bytes stream straight into place
+(gguf-py ``GGUFWriter``: ``add_tensor_info`` for all, header/KV/tensor-info, then
+``write_tensor_data`` once per tensor in the same order; gguf.md §3.2).
+
+Names become GGUF's (gguf.md §4.1) and the rows of q_proj/k_proj are permuted for llama.cpp's
+rotary layout (§4.2) — whole rows, so block bytes are permuted as they are, never re-encoded.
+Float tensors: 1-D as F32 (llama.cpp's convention for norms), F16 stays F16, BF16 and F32 as F32
+(exact), F64 and integers as they are.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint import CheckpointWriter
+from ..errors import OutputError, UnsupportedError
+from ..safetensors_header import DTYPES
+from . import gguf_arch as arch
+
+GGUF_NAME = "model.gguf"
+_FLOAT_OUT = {"F16": np.float16, "F32": np.float32, "BF16": np.float32, "F64": np.float64,
+              "I8": np.int8, "I16": np.int16, "I32": np.int32, "I64": np.int64}
+_DROPPED = (".rotary_emb.inv_freq",)  # recomputed by every runtime; llama.cpp's converter skips them too
+
+
+def tokenizer_note(source) -> list[str]:
+    from ..gguf_checkpoint import GgufCheckpoint
+    if isinstance(source.ckpt, GgufCheckpoint):
+        return []
+    from .gguf_tokenizer import read_tokenizer
+    _, note = read_tokenizer(Path(source.ckpt.root))
+    return [note] if note else []
+
+
+class GgufWriter(CheckpointWriter):
+    def __init__(self, target, specs, *, force: bool, source, config: dict):
+        super().__init__(target, specs, force=force)
+        self.specs = specs
+        self.source = source
+        self.config = config
+        if str(config.get("model_type")) not in arch.LLAMA_MODEL_TYPES:
+            raise UnsupportedError(f"{source.path}: GGUF writing supports the Llama family (model_type "
+                                   f"{'/'.join(arch.LLAMA_MODEL_TYPES)}), not {config.get('model_type')!r}")
+        self.names: dict[str, str] = {}
+        for s in specs:
+            if s.name.endswith(_DROPPED):
+                continue
+            g = arch.gguf_name(s.name)
+            if g is None:
+                raise UnsupportedError(f"{source.path}: tensor '{s.name}' has no GGUF (llama) name")
+            self.names[s.name] = g
+        # GGUF -> GGUF: tensors that pass through as floats but are stored in some other block type
+        # (K-quants, IQ types, the Q8_0 embedding) are copied as their stored blocks, not widened to F32
+        self.raw: dict[str, int] = {}
+        from ..gguf_checkpoint import GgufCheckpoint, NATIVE_TYPES
+        if isinstance(source.ckpt, GgufCheckpoint):
+            for s in specs:
+                if getattr(s, "ggml_type", -1) < 0 and s.name in source.ckpt and s.name in self.names:
+                    info = source.ckpt.info(s.name)
+                    if info.ggml_type not in NATIVE_TYPES and len(info.shape) == 2:
+                        self.raw[s.name] = info.ggml_type
+        self.gw = None
+        self._nbytes: dict[str, int] = {}  # GGUF bytes of each written tensor, declared in the header
+
+    def __enter__(self) -> "GgufWriter":
+        super().__enter__()
+        import gguf
+        try:
+            self.gw = gguf.GGUFWriter(self.tmp / GGUF_NAME, "llama")
+            self._metadata(gguf)
+            for s in self.specs:
+                if s.name in self.names:
+                    self._tensor_info(gguf, s)
+            self.gw.write_header_to_file()
+            self.gw.write_kv_data_to_file()
+            self.gw.write_ti_data_to_file()
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.gw is not None:
+            try:
+                self.gw.close()
+            except OSError:
+                pass
+        super().__exit__(exc_type, exc, tb)
+
+    # -- header -------------------------------------------------------------------------------
+    def _metadata(self, gguf) -> None:
+        c, w = self.config, self.gw
+        heads = int(c["num_attention_heads"])
+        hidden = int(c["hidden_size"])
+        head_dim = int(c.get("head_dim") or hidden // heads)
+        from ..gguf_checkpoint import GgufCheckpoint
+        if not isinstance(self.source.ckpt, GgufCheckpoint):  # a GGUF source keeps its own general.* keys
+            w.add_name(self.target.name)
+        w.add_context_length(int(c.get("max_position_embeddings") or arch.HF_DEFAULTS["max_position_embeddings"]))
+        w.add_embedding_length(hidden)
+        w.add_block_count(int(c["num_hidden_layers"]))
+        w.add_feed_forward_length(int(c["intermediate_size"]))
+        w.add_head_count(heads)
+        w.add_head_count_kv(int(c.get("num_key_value_heads") or heads))
+        w.add_rope_freq_base(float(c.get("rope_theta") or arch.HF_DEFAULTS["rope_theta"]))
+        w.add_layer_norm_rms_eps(float(c.get("rms_norm_eps") or arch.HF_DEFAULTS["rms_norm_eps"]))
+        w.add_rope_dimension_count(head_dim)
+        if c.get("head_dim"):
+            w.add_key_length(head_dim)
+            w.add_value_length(head_dim)
+        if c.get("vocab_size"):
+            w.add_vocab_size(int(c["vocab_size"]))
+        scaling = c.get("rope_scaling")
+        if isinstance(scaling, dict):
+            kind = scaling.get("rope_type") or scaling.get("type")
+            if kind != "linear":
+                raise UnsupportedError(f"{self.source.path}: rope_scaling {kind!r} is not written to GGUF (only linear)")
+            w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            w.add_rope_scaling_factor(float(scaling["factor"]))
+        w.add_file_type(self._file_type(gguf))
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        self._tokenizer(gguf)
+
+    def _file_type(self, gguf) -> int:
+        """general.file_type: the block type most quantized tensors have (llama.cpp labels a file so)."""
+        by_type = {2: gguf.LlamaFileType.MOSTLY_Q4_0, 3: gguf.LlamaFileType.MOSTLY_Q4_1,
+                   6: gguf.LlamaFileType.MOSTLY_Q5_0, 7: gguf.LlamaFileType.MOSTLY_Q5_1,
+                   8: gguf.LlamaFileType.MOSTLY_Q8_0}
+        kinds = [s.ggml_type for s in self.specs if getattr(s, "ggml_type", -1) in by_type]
+        if not kinds:
+            f16 = any(s.dtype == "F16" and len(s.shape) == 2 for s in self.specs)
+            return int(gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32)
+        return int(by_type[max(set(kinds), key=kinds.count)])
+
+    def _tokenizer(self, gguf) -> None:
+        from ..gguf_checkpoint import GgufCheckpoint
+        ckpt = self.source.ckpt
+        if isinstance(ckpt, GgufCheckpoint):  # GGUF -> GGUF: tokenizer and other keys travel as they are
+            written = self.gw.kv_data[0]
+            for key, field in ckpt.reader.fields.items():
+                if key.startswith("GGUF.") or key in written or key == "general.alignment":
+                    continue
+                types = field.types
+                self.gw.add_key_value(key, field.contents(), types[0], types[1] if len(types) > 1 else None)
+            return
+        from .gguf_tokenizer import read_tokenizer
+        entries, _ = read_tokenizer(Path(ckpt.root), self.config)
+        for key, value, vtype, sub in entries:
+            self.gw.add_key_value(key, value, vtype, sub)
+
+    def _tensor_info(self, gguf, s) -> None:
+        name = self.names[s.name]
+        qtype = getattr(s, "ggml_type", -1)
+        if qtype >= 0:  # block bytes [rows, bytes per row]: gguf-py turns the byte shape into elements
+            dtype, shape, raw = np.dtype(np.uint8), s.shape, gguf.GGMLQuantizationType(qtype)
+        elif s.name in self.raw:
+            raw = gguf.GGMLQuantizationType(self.raw[s.name])
+            dtype, shape = np.dtype(np.uint8), gguf.quant_shape_to_byte_shape(s.shape, raw)
+        else:
+            dtype, shape, raw = np.dtype(self._float_dtype(s)), s.shape, None
+        self._nbytes[s.name] = math.prod(shape) * dtype.itemsize
+        self.gw.add_tensor_info(name, shape, dtype, self._nbytes[s.name], raw)
+
+    @staticmethod
+    def _float_dtype(s):
+        if s.dtype not in _FLOAT_OUT:
+            raise UnsupportedError(f"tensor '{s.name}': dtype {s.dtype} cannot be stored in GGUF")
+        return np.float32 if len(s.shape) == 1 and s.dtype in ("F16", "BF16") else _FLOAT_OUT[s.dtype]
+
+    # -- data ---------------------------------------------------------------------------------
+    def write(self, name: str, data) -> None:
+        if self._pos >= len(self._order):
+            raise OutputError(f"tensor '{name}' was not declared")
+        spec = self._order[self._pos][1]
+        if spec.name != name:
+            raise OutputError(f"tensor '{name}' written out of order (expected '{spec.name}')")
+        self._pos += 1
+        if name not in self.names:
+            for _ in ([] if isinstance(data, torch.Tensor) else data):
+                pass
+            return
+        arr = self.source.ckpt.blocks(name) if name in self.raw else self._array(spec, data)
+        heads = arch.permuted_heads(name, self.config)
+        if heads:
+            arr = arr[arch.rows_to_gguf(arr.shape[0], heads)]
+        if arr.nbytes != self._nbytes[name]:
+            raise OutputError(f"tensor '{name}': {arr.nbytes} bytes, declared {self._nbytes[name]}")
+        self.gw.write_tensor_data(np.ascontiguousarray(arr))
+
+    def _array(self, spec, data) -> np.ndarray:
+        if isinstance(data, torch.Tensor):
+            return data.detach().cpu().contiguous().numpy()
+        raw = bytearray()
+        for chunk in data:
+            raw += chunk
+        t = torch.frombuffer(raw, dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
+        t = t.view(DTYPES[spec.dtype][1]).reshape(spec.shape)
+        out = self._float_dtype(spec)
+        return t.to({np.float32: torch.float32, np.float16: torch.float16}.get(out, t.dtype)).numpy()
+
+    def finish(self, config: dict, side_files=(), extra_json=None) -> Path:
+        if self._pos != len(self._order):
+            raise OutputError(f"tensor '{self._order[self._pos][1].name}' was declared but never written")
+        self.gw.close()
+        return self._commit()
