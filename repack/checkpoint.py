@@ -8,6 +8,7 @@ peak memory is one tensor, not one shard.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -118,6 +119,11 @@ class Checkpoint:
         if not buf:
             return torch.empty(info.shape, dtype=info.torch_dtype)
         return torch.frombuffer(buf, dtype=torch.uint8).view(info.torch_dtype).reshape(info.shape)
+
+    def raw_slice(self, name: str) -> "RawSlice":
+        """Where the tensor's stored bytes lie, for a writer that copies them file to file."""
+        info = self.info(name)
+        return RawSlice(name, Path(info.file), info.begin, info.nbytes)
 
     def iter_raw(self, name: str) -> Iterator[bytes]:
         """The tensor's stored bytes, in chunks: pass-through copies are byte-identical by construction."""
@@ -233,12 +239,24 @@ def _header_bytes(shard: list[TensorSpec]) -> bytes:
     return len(raw).to_bytes(8, "little") + raw
 
 
+@dataclass(frozen=True)
+class RawSlice:
+    """A tensor's bytes in a source file: copied by the kernel (``copy_file_range``), never through Python."""
+
+    name: str
+    file: Path
+    begin: int
+    nbytes: int
+
+
 class CheckpointWriter:
     """Writes a model folder into ``.<name>.repack-tmp-*`` beside ``target`` and renames it at the end.
 
     Use as a context manager; on any exception the temporary folder is removed and the target is
     untouched. ``write`` must be called once per declared tensor, in declaration order.
     """
+
+    accepts_raw_slices = True  # write() takes a RawSlice for a pass-through tensor
 
     def __init__(self, target: str | os.PathLike, specs: list[TensorSpec], *, force: bool = False,
                  shard_size: int = DEFAULT_SHARD_SIZE):
@@ -311,7 +329,9 @@ class CheckpointWriter:
             self._fh = open(self.tmp / self.files[shard], "wb")
             self._fh.write(_header_bytes(self.shards[shard]))
         written = 0
-        if isinstance(data, torch.Tensor):
+        if isinstance(data, RawSlice):
+            written = self._copy_slice(data)
+        elif isinstance(data, torch.Tensor):
             got = TensorSpec.of(name, data)
             if got != spec:
                 raise OutputError(f"tensor '{name}': declared {spec.dtype}{list(spec.shape)}, got {got.dtype}{list(got.shape)}")
@@ -326,6 +346,37 @@ class CheckpointWriter:
         if written != spec.nbytes:
             raise OutputError(f"tensor '{name}': wrote {written} bytes, declared {spec.nbytes}")
         self._pos += 1
+
+    def _copy_slice(self, src: RawSlice) -> int:
+        """Copy a pass-through tensor file to file in the kernel, as `cp` does (no user-space copy);
+        a read/write loop where the file system cannot."""
+        self._fh.flush()
+        out = self._fh.fileno()
+        done = 0
+        try:
+            with open(src.file, "rb") as f:
+                fd = f.fileno()
+                try:
+                    while done < src.nbytes:
+                        n = os.copy_file_range(fd, out, src.nbytes - done, src.begin + done)
+                        if n == 0:
+                            break
+                        done += n
+                except OSError as e:
+                    if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                        raise
+                    f.seek(src.begin + done)
+                    while done < src.nbytes:
+                        chunk = f.read(min(src.nbytes - done, READ_CHUNK))
+                        if not chunk:
+                            break
+                        os.write(out, chunk)
+                        done += len(chunk)
+        except OSError as e:
+            raise InputError(f"{src.file}: tensor '{src.name}': cannot copy: {e.strerror or e}") from None
+        if done != src.nbytes:
+            raise InputError(f"{src.file}: tensor '{src.name}': truncated (copied {done} of {src.nbytes} bytes)")
+        return done
 
     def finish(self, config: dict, side_files: list[Path] = (), extra_json: dict[str, dict] | None = None) -> Path:
         """Write config, index and side files, then move the folder into place atomically."""

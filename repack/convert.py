@@ -21,6 +21,7 @@ from .checkpoint import DEFAULT_SHARD_SIZE, TensorSpec, check_target
 from .errors import LossyConversionError, UnsupportedError
 from .fit import DTYPE_NAMES, Fit, fit
 from .formats.base import Scheme
+from .pipeline import ahead
 from .progress import progress_bar
 from .source import Source, open_source
 
@@ -102,12 +103,15 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
     items.sort()
     specs: list[TensorSpec] = []
     settings: dict[str, tuple] = {}
-    for name, kind in progress_bar(items, "plan", progress):
+    def read_ahead():
+        for name, kind in items:
+            yield name, kind, (source.read(name) if kind == "module" else None)
+
+    for name, kind, qt in progress_bar(ahead(read_ahead()), "plan", progress, total=len(items)):
         if kind == "tensor":
             info = source.ckpt.info(name)
             specs.append(TensorSpec(name, info.dtype, info.shape))
             continue
-        qt = source.read(name)
         f = fit(qt, caps, sdt)
         plan.layers.append(LayerReport(name, qt.describe(), f.status, f.unsupported + f.lossy + f.exact_notes, f.max_abs_err))
         if f.unsupported:
@@ -141,12 +145,19 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
     config = _config(source, target, scheme, variant, specs)
     with target.writer(dst, specs, force=force, shard_size=shard_size, source=source, config=config,
                        variant=variant) as writer:
-        for name, kind in progress_bar(items, "write", progress):
-            if kind == "tensor":
-                writer.write(name, source.ckpt.iter_raw(name))
-                continue
-            f: Fit = fit(source.read(name), caps, sdt, measure=False)
-            for tname, tensor in target.pack(name, f.tensor, variant).items():
+        slices = getattr(writer, "accepts_raw_slices", False) and hasattr(source.ckpt, "raw_slice")
+
+        def packed_items():
+            for name, kind in items:
+                if kind == "tensor":
+                    yield [(name, source.ckpt.raw_slice(name) if slices else source.ckpt.iter_raw(name))]
+                else:
+                    f: Fit = fit(source.read(name), caps, sdt, measure=False)
+                    yield list(target.pack(name, f.tensor, variant).items())
+
+        # modules are read and packed one step ahead of the writes (pipeline.py), in order
+        for tensors in progress_bar(ahead(packed_items()), "write", progress, total=len(items)):
+            for tname, tensor in tensors:
                 writer.write(tname, tensor)
         writer.finish(config, source.ckpt.side_files(),
                       target.extra_files(scheme, variant) if scheme else {})

@@ -14,7 +14,7 @@ import torch
 from .errors import UnsupportedError
 from .formats.base import Capabilities
 from .quantize.rtn import rtn_quantize
-from .tensor import QuantTensor
+from .tensor import QuantTensor, int_bounds
 
 DTYPE_NAMES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -60,7 +60,7 @@ def fit(qt: QuantTensor, caps: Capabilities, scale_dtype: torch.dtype | None = N
         out.lossy.append("act-order g_idx not supported, re-quantized with sequential groups")
         t = _requantize(t, t.bits, t.group_size, caps)
     lo, hi = caps.zero_range(t.bits)
-    zmin, zmax = int(t.zeros.min()), int(t.zeros.max())
+    zmin, zmax = int_bounds(t.zeros)
     if t.offsets is None and (zmin < lo or zmax > hi):
         out.lossy.append(f"zero points {zmin}..{zmax} outside the storable {lo}..{hi}, clamped")
         t = _clamp_zeros(t, lo, hi)

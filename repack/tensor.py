@@ -31,6 +31,14 @@ from .packing import SUPPORTED_BITS, pack_rows, packed_rows, unpack_rows
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
+def int_bounds(t: torch.Tensor) -> tuple[int, int]:
+    """(min, max) of a non-empty integer tensor through numpy: torch's CPU reductions over int16
+    took ~7 ms per [32, 11008] zeros tensor here (numpy: 0.07 ms), the largest cost of a v1 -> v2
+    conversion."""
+    a = t.detach().cpu().numpy()
+    return int(a.min()), int(a.max())
+
+
 def num_groups(in_features: int, group_size: int) -> int:
     return 1 if group_size == -1 else -(-in_features // group_size)
 
@@ -66,10 +74,12 @@ class QuantTensor:
             raise ValueError(f"zeros must be [{G}, {N}], got {tuple(self.zeros.shape)}")
         if self.zeros.dtype != torch.int16:
             object.__setattr__(self, "zeros", self.zeros.to(torch.int16))
-        if G and N and (int(self.zeros.min()) < 0 or int(self.zeros.max()) > 2**self.bits):
-            raise ValueError(f"zeros must lie in 0..{2**self.bits}, found {int(self.zeros.min())}..{int(self.zeros.max())}")
-        if self.sym and bool((self.zeros != 2 ** (self.bits - 1)).any()):
-            raise ValueError(f"sym=True but some zeros differ from {2 ** (self.bits - 1)}")
+        if G and N:
+            zmin, zmax = int_bounds(self.zeros)
+            if zmin < 0 or zmax > 2**self.bits:
+                raise ValueError(f"zeros must lie in 0..{2**self.bits}, found {zmin}..{zmax}")
+            if self.sym and (zmin, zmax) != (2 ** (self.bits - 1),) * 2:
+                raise ValueError(f"sym=True but some zeros differ from {2 ** (self.bits - 1)}")
         if self.offsets is not None:
             if self.offsets.dtype not in FLOAT_DTYPES or tuple(self.offsets.shape) != (G, N):
                 raise ValueError(f"offsets must be float [{G}, {N}], got {self.offsets.dtype} {tuple(self.offsets.shape)}")
@@ -79,8 +89,10 @@ class QuantTensor:
             g = self.g_idx
             if g.dim() != 1 or g.shape[0] != K:
                 raise ValueError(f"g_idx must be [{K}], got {tuple(g.shape)}")
-            if K and (int(g.min()) < 0 or int(g.max()) >= G):
-                raise ValueError(f"g_idx values must lie in 0..{G - 1}, found {int(g.min())}..{int(g.max())}")
+            if K:
+                gmin, gmax = int_bounds(g)
+                if gmin < 0 or gmax >= G:
+                    raise ValueError(f"g_idx values must lie in 0..{G - 1}, found {gmin}..{gmax}")
             g = g.to(torch.int32)
             object.__setattr__(self, "g_idx", None if torch.equal(g, self.sequential_g_idx()) else g)
 

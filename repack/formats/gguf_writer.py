@@ -44,6 +44,7 @@ def tokenizer_note(source) -> list[str]:
 
 
 class GgufWriter(CheckpointWriter):
+    accepts_raw_slices = False  # tensors are re-encoded or re-typed on the way in
     def __init__(self, target, specs, *, force: bool, source, config: dict):
         super().__init__(target, specs, force=force)
         self.specs = specs

@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..packing import SUPPORTED_BITS, pack_cols, packed_rows, unpack_cols, unpack_rows, values_per_block
 from ..safetensors_header import TORCH_TO_ST
 from ..kernels.packed import CODES_ALONG_K, ZEROS_ALONG_N, PackedWeight
-from ..tensor import QuantTensor, num_groups
+from ..tensor import QuantTensor, int_bounds, num_groups
 from .base import Capabilities, Detection, Format, Scheme, quant_config, settings_from_overrides
 from .overrides import gptq_dynamic, gptq_lookup, gptq_rules
 
@@ -205,8 +205,9 @@ class GptqFormat(Format):
         if g_idx is not None:
             if g_idx.dtype not in (torch.int32, torch.int64):
                 raise bad("g_idx", f"expected int32, got {g_idx.dtype}")
-            if K and (int(g_idx.min()) < 0 or int(g_idx.max()) >= G):
-                raise bad("g_idx", f"group indices {int(g_idx.min())}..{int(g_idx.max())} outside 0..{G - 1}")
+            gmin, gmax = int_bounds(g_idx) if K else (0, 0)
+            if K and (gmin < 0 or gmax >= G):
+                raise bad("g_idx", f"group indices {gmin}..{gmax} outside 0..{G - 1}")
         try:
             return QuantTensor(qweight, scales, zeros, bits, gs, K, g_idx, sym)
         except ValueError as e:
