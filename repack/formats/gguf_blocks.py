@@ -78,15 +78,13 @@ def _unnibble(qs: np.ndarray) -> np.ndarray:
 
 
 def _qh(codes: np.ndarray) -> np.ndarray:
-    """Bit 4 of element i -> bit i of a little-endian u32: [R, B, 32] -> uint8 [R, B, 4]."""
-    bits = ((codes >> 4) & 1).astype(np.uint32)
-    word = (bits << np.arange(BLOCK, dtype=np.uint32)).sum(axis=-1, dtype=np.uint32)
-    return np.ascontiguousarray(word.astype("<u4")).view(np.uint8).reshape(*word.shape, 4)
+    """Bit 4 of element i -> bit i of a little-endian u32: [R, B, 32] -> uint8 [R, B, 4]
+    (``packbits`` little: byte j holds elements 8j..8j+7, element 8j in bit 0)."""
+    return np.packbits(((codes >> 4) & 1).astype(np.uint8), axis=-1, bitorder="little")
 
 
 def _unqh(qh: np.ndarray) -> np.ndarray:
-    word = np.ascontiguousarray(qh).view("<u4")[..., 0].astype(np.uint32)  # [R, B]
-    return ((word[..., None] >> np.arange(BLOCK, dtype=np.uint32)) & 1).astype(np.uint8)
+    return np.unpackbits(np.ascontiguousarray(qh, dtype=np.uint8), axis=-1, bitorder="little")
 
 
 def _check(t: BlockType, codes: np.ndarray, d: np.ndarray, m: np.ndarray | None) -> tuple[int, int]:

@@ -27,6 +27,8 @@ store q and ``m = -s*z``, exact only when fp16 holds -s*z (s has 11 significant 
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
 
@@ -75,11 +77,32 @@ def _per_block(t: QuantTensor, values: torch.Tensor) -> np.ndarray:
     return values[t.group_index()[first_cols]].t().contiguous().numpy()
 
 
+_spans: "weakref.WeakKeyDictionary[QuantTensor, tuple[int, int, int]]" = weakref.WeakKeyDictionary()
+
+
 def spans(t: QuantTensor) -> tuple[int, int, int]:
-    """(min, max) of q - z over every weight, and the largest code."""
-    q = t.codes().to(torch.int16)
-    v = q - t.zeros[t.group_index()].to(torch.int16)
-    return int(v.min()), int(v.max()), int(q.max())
+    """(min, max) of q - z over every weight, and the largest code (remembered per tensor: the
+    type search asks several times). Per group: the codes' min and max along K, then z."""
+    got = _spans.get(t)
+    if got is None:
+        N, K = t.out_features, t.in_features
+        zt = t.zeros.numpy().astype(np.int16).T  # [N, G]
+        gs = t.effective_group_size
+        lo = hi = qmax = None
+        for r0 in range(0, N, _row_step(K)):
+            r1 = min(N, r0 + _row_step(K))
+            q = _codes_nk(t, r0, r1)
+            if t.g_idx is None and K % gs == 0:
+                g = q.reshape(r1 - r0, K // gs, gs)
+                lo_q, hi_q, z = g.min(axis=2).astype(np.int16), g.max(axis=2).astype(np.int16), zt[r0:r1]  # [R, G]
+            else:  # act-order or a short last group: per input column
+                lo_q = hi_q = q.astype(np.int16)
+                z = zt[r0:r1][:, t.group_index().numpy()]
+            parts = (int((lo_q - z).min()), int((hi_q - z).max()), int(hi_q.max()))
+            lo, hi, qmax = parts if lo is None else (min(lo, parts[0]), max(hi, parts[1]), max(qmax, parts[2]))
+        got = (lo, hi, qmax) if lo is not None and K else (0, 0, 0)
+        _spans[t] = got
+    return got
 
 
 def offsets_fp16(t: QuantTensor) -> tuple[torch.Tensor, bool]:
@@ -118,11 +141,52 @@ def exact_type(t: QuantTensor, only: gb.BlockType | None = None) -> gb.BlockType
 def encode(t: QuantTensor, bt: gb.BlockType) -> np.ndarray:
     """Block bytes uint8 [N, K/32 * type_size] of a tensor :func:`exact_type` accepts for ``bt``."""
     d = _per_block(t, t.scales.to(torch.float16))
-    q = t.codes().to(torch.int16)
-    if bt.has_min:
-        m = _per_block(t, offsets_fp16(t)[0])
-        codes = q
-    else:
-        m = None
-        codes = q - t.zeros[t.group_index()].to(torch.int16) + bt.zero
-    return gb.encode(bt, codes.t().contiguous().numpy(), d, m)
+    m = _per_block(t, offsets_fp16(t)[0]) if bt.has_min else None
+    N, K = t.out_features, t.in_features
+    gs = t.effective_group_size
+    shift = None if bt.has_min else (bt.zero - t.zeros.numpy().astype(np.int16)).T  # [N, G]: v + zero = q + shift
+    out = np.empty((N, K // gb.BLOCK * bt.type_size), np.uint8)
+    step = _row_step(K)
+    for r0 in range(0, N, step):
+        r1 = min(N, r0 + step)
+        codes = _codes_nk(t, r0, r1)  # blocks run along K
+        if shift is not None:
+            if t.g_idx is None and K % gs == 0:  # the shift broadcast over each group's columns
+                codes = (codes.reshape(r1 - r0, K // gs, gs).astype(np.int16) + shift[r0:r1, :, None]).reshape(r1 - r0, K)
+            else:
+                codes = codes.astype(np.int16) + shift[r0:r1][:, t.group_index().numpy()]
+        out[r0:r1] = gb.encode(bt, codes, d[r0:r1], None if m is None else m[r0:r1])
+    return out
+
+
+_bytes_cache: "weakref.WeakKeyDictionary[QuantTensor, np.ndarray]" = weakref.WeakKeyDictionary()
+
+
+def _bytes_nk(t: QuantTensor) -> np.ndarray:
+    """4/8-bit: the packed words transposed to [N, K/per] and seen as bytes, remembered per tensor
+    (the type search and the encoder share them). Byte b of a little-endian GPTQ word holds codes
+    2b (low nibble) and 2b+1 (high nibble) at 4 bits, code b at 8 bits (hf.md §1.3, LSB first)."""
+    got = _bytes_cache.get(t)
+    if got is None:
+        got = np.ascontiguousarray(t.qweight.numpy().T).view(np.uint8)
+        _bytes_cache[t] = got
+    return got
+
+
+def _codes_nk(t: QuantTensor, r0: int, r1: int) -> np.ndarray:
+    """uint8 codes of output rows r0:r1, [r1 - r0, K]. Transposing the packed words (4-byte
+    elements) and splitting bytes per block of rows replaced unpacking along K and transposing the
+    codes, the slowest step of writing a GGUF."""
+    if t.bits == 8:
+        return _bytes_nk(t)[r0:r1, :t.in_features]
+    if t.bits == 4:
+        by = _bytes_nk(t)[r0:r1]
+        codes = np.empty((by.shape[0], by.shape[1], 2), np.uint8)
+        np.bitwise_and(by, 0x0F, out=codes[:, :, 0])
+        np.right_shift(by, 4, out=codes[:, :, 1])
+        return codes.reshape(by.shape[0], -1)[:, :t.in_features]
+    return np.ascontiguousarray(t.codes().numpy()[:, r0:r1].T)
+
+
+def _row_step(K: int) -> int:
+    return max(1, (1 << 20) // max(K, 1))  # ~1 M codes a step: the passes over them stay in L2
