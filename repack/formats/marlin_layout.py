@@ -123,17 +123,18 @@ def scale_perm(grouped: bool) -> np.ndarray:
     return np.array([2 * i + o for i in range(4) for o in (0, 1, 8, 9, 16, 17, 24, 25)])
 
 
-def _chunked(a: np.ndarray, perm: np.ndarray) -> np.ndarray:
+def _chunked(a, perm: np.ndarray):
+    """Gather ``perm`` within each chunk of ``len(perm)`` columns of ``a`` [G, N] (numpy or torch)."""
     G, N = a.shape
     return a.reshape(G, N // len(perm), len(perm))[:, :, perm].reshape(G, N)
 
 
-def permute_scales(s: np.ndarray, groups: int) -> np.ndarray:
-    """``[G, N]`` scales (or a bias row) in kernel order; ``groups`` = G of the layer."""
+def permute_scales(s, groups: int):
+    """``[G, N]`` scales (numpy or torch, any float dtype) in kernel order; ``groups`` = G of the layer."""
     return _chunked(s, scale_perm(groups > 1))
 
 
-def unpermute_scales(s: np.ndarray, groups: int) -> np.ndarray:
+def unpermute_scales(s, groups: int):
     return _chunked(s, np.argsort(scale_perm(groups > 1)))
 
 
