@@ -7,19 +7,23 @@ expected Marlin bytes come from tests/marlin_reference.py, built from the kernel
 from __future__ import annotations
 
 import json
+import shlex
 
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from safetensors.torch import save_file
 
-from fixtures.checkpoints import (RefLayer, awq_tensors, base_config, float_tensors, gptq_tensors, random_layer,
-                                  random_model, write_awq, write_folder, write_gptq)
+from cli.main import main
+from fixtures.checkpoints import (RefLayer, base_config, float_tensors, marlin_tensors, random_layer, random_model,
+                                  write_awq, write_folder, write_gptq, write_marlin)
 from repack.checkpoint import Checkpoint
 from repack.convert import convert
 from repack.errors import LossyConversionError, UnsupportedError
 from repack.formats import marlin_layout as layout
 from repack.source import open_source
+from repack.targets import inspect_targets
 from repack.verify import verify
 from tests import marlin_reference as mref
 
@@ -68,27 +72,13 @@ def tensors_of(path) -> dict[str, torch.Tensor]:
     return {n: ck.get(n) for n in ck.names()}
 
 
-def expected_marlin(m: str, L: RefLayer, variant: str) -> dict[str, np.ndarray]:
-    """What each variant must store for one layer, from the reference only."""
-    q, g = L.q, L.groups()
-    out = {}
-    if L.g_idx is not None and not np.array_equal(L.g_idx, np.sort(L.g_idx)):  # a one-group layer has none
-        perm = mref.sort_perm(L.g_idx)
-        q = q[perm]
-        out[f"{m}.g_idx"] = g[perm].astype(np.int32)
-        out[f"{m}.g_idx_sort_indices"] = perm
-    w, s = ("B", "s") if variant == "checkpoint" else ("qweight", "scales")
-    out[f"{m}.{w}"] = mref.pack_weight(q, L.bits)
-    out[f"{m}.{s}"] = mref.permute_scales(L.s)
-    if variant == "awq":
-        out[f"{m}.qzeros"] = mref.pack_zeros(L.z, L.bits)
-    return out
+def expected_marlin(m: str, L: RefLayer, variant: str) -> dict[str, torch.Tensor]:
+    return marlin_tensors(m, L, variant)
 
 
 def assert_same_tensors(got: dict[str, torch.Tensor], expected: dict) -> None:
     for name, e in expected.items():
         t = got[name]
-        e = torch.as_tensor(np.ascontiguousarray(e))
         assert t.dtype == e.dtype and t.shape == e.shape, (name, t.dtype, e.dtype, t.shape, e.shape)
         assert torch.equal(t.view(torch.uint8) if t.is_floating_point() else t,
                            e.view(torch.uint8) if e.is_floating_point() else e), f"tensor {name} differs"
@@ -191,7 +181,7 @@ def test_reads_autogptq_marlin_checkpoint_written_by_reference(tmp_path):
               "model.layers.0.mlp.down_proj": random_layer(rng, 256, 256, 4, -1, sym=True)}
     t = float_tensors()
     for m, L in layers.items():
-        t |= {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in expected_marlin(m, L, "checkpoint").items()}
+        t |= expected_marlin(m, L, "checkpoint")
     qc = {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False, "sym": True, "is_marlin_format": True}
     path = write_folder(tmp_path / "m", t, base_config() | {"quantization_config": qc})
     src = open_source(path)
@@ -271,3 +261,46 @@ def test_verify_gptq_against_its_marlin_conversion(tmp_path):
     save_file(t, str(tmp_path / "m" / "model.safetensors"), metadata={"format": "pt"})
     report = verify(src, tmp_path / "m", backend="reference")
     assert [l.module for l in report.layers if not l.ok] == ["model.layers.1.mlp.down_proj"]
+
+
+# ---- inspect / targets / CLI ------------------------------------------------------------------
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("variant,rule,fix_to,kernel", [
+    ("gptq", "marlin-repacked", "auto_gptq", "gptq_marlin"),
+    ("awq", "marlin-repacked", "auto_awq", "awq_marlin"),
+    ("checkpoint", "marlin-checkpoint-removed", "auto_gptq", "gptq_marlin")])
+def test_vllm_target_names_the_marlin_path_and_an_exact_fix(tmp_path, variant, rule, fix_to, kernel):
+    sym = variant != "awq"
+    layers = random_model(seed=8, group_size=128, sym=sym, zero_range=(0, 15),
+                          shapes=CKPT_SHAPES if variant == "checkpoint" else None)
+    path = write_marlin(tmp_path / "m", layers, variant)
+    info, (r,) = inspect_targets(str(path), ["vllm"])
+    assert (info.format, info.variant) == ("marlin", variant)
+    assert not r.loads and [f.rule for f in r.failures] == [rule]
+    args = shlex.split(r.fix)
+    assert args[:2] == ["repack", "convert"] and args[args.index("--to") + 1] == fix_to
+    args[3] = str(tmp_path / "fixed")
+    res = run(*args[1:])
+    assert res.exit_code == 0, res.output
+    _, (fixed,) = inspect_targets(str(tmp_path / "fixed"), ["vllm"])
+    assert fixed.loads and fixed.kernel == kernel
+
+
+def test_cli_formats_inspect_and_convert(tmp_path):
+    r = run("formats", "--json")
+    assert {f["name"]: f["variants"] for f in json.loads(r.stdout)}["marlin"] == ["gptq", "awq", "checkpoint"]
+    layers = random_model(seed=10, group_size=64, sym=True, act_order=True)
+    src = write_gptq(tmp_path / "g", layers, "v1", sym=True, act_order=True)
+    r = run("convert", src, tmp_path / "m", "--to", "marlin", "--variant", "gptq")
+    assert r.exit_code == 0, r.output
+    r = run("inspect", tmp_path / "m", "--json")
+    info = json.loads(r.stdout)
+    assert (info["format"], info["variant"], info["bits"], info["group_size"], info["sym"], info["act_order"]) == \
+        ("marlin", "gptq", 4, 64, True, True)
+    assert info["targets"]["auto_gptq/v1"] == "exact" and info["targets"]["marlin/checkpoint"] != "exact"
+    r = run("verify", src, tmp_path / "m")
+    assert r.exit_code == 0 and r.output.splitlines()[-1].startswith("OK:"), r.output
