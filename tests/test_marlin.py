@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from hypothesis import given, settings, strategies as st
 from safetensors.torch import save_file
 
 from cli.main import main
@@ -134,6 +135,20 @@ def test_awq_to_marlin_awq_and_back_is_exact(tmp_path, hashed, group_size):
     convert(hashed(tmp_path / "marlin"), tmp_path / "back", "auto_awq", "gemm")
     back, orig = tensors_of(tmp_path / "back"), tensors_of(src)
     assert sorted(back) == sorted(orig)
+    for name in orig:
+        assert torch.equal(back[name], orig[name]), name
+
+
+def test_8bit_asymmetric_gptq_through_marlin_awq_is_exact(tmp_path, hashed):
+    layers = random_model(seed=13, bits=8, group_size=32, zero_range=(0, 255))
+    src = hashed(write_gptq(tmp_path / "gptq", layers, "v2"))
+    assert convert(src, tmp_path / "marlin", "marlin", "awq").exact
+    got = tensors_of(tmp_path / "marlin")
+    for m, L in layers.items():
+        assert_same_tensors(got, expected_marlin(m, L, "awq"))
+    assert_reads_as(tmp_path / "marlin", layers)
+    convert(tmp_path / "marlin", tmp_path / "back", "auto_gptq", "v2")
+    back, orig = tensors_of(tmp_path / "back"), tensors_of(src)
     for name in orig:
         assert torch.equal(back[name], orig[name]), name
 
@@ -304,3 +319,20 @@ def test_cli_formats_inspect_and_convert(tmp_path):
     assert info["targets"]["auto_gptq/v1"] == "exact" and info["targets"]["marlin/checkpoint"] != "exact"
     r = run("verify", src, tmp_path / "m")
     assert r.exit_code == 0 and r.output.splitlines()[-1].startswith("OK:"), r.output
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(bits=st.sampled_from([4, 8]), kt=st.integers(1, 4), nb=st.integers(1, 3), groups=st.integers(1, 4),
+       seed=st.integers(0, 2**32 - 1))
+def test_random_shapes_match_reference_and_invert(bits, kt, nb, groups, seed):
+    K, N = 16 * kt, 64 * nb
+    rng = np.random.default_rng(seed)
+    q = rng.integers(0, 2**bits, (K, N))
+    B = layout.pack_weight(q, bits)
+    assert np.array_equal(B, mref.pack_weight(q, bits))
+    assert np.array_equal(layout.unpack_weight(B, bits, K, N), q)
+    s = rng.random((groups, N)).astype(np.float32)
+    assert np.array_equal(layout.permute_scales(s, groups), mref.permute_scales(s))
+    z = rng.integers(0, 2**bits, (groups, N))
+    assert np.array_equal(layout.pack_zeros(z, bits), mref.pack_zeros(z, bits))
+    assert np.array_equal(layout.unpack_zeros(layout.pack_zeros(z, bits), bits, N), z)
