@@ -32,6 +32,7 @@ import torch
 
 from ..checkpoint import Checkpoint, TensorSpec
 from ..errors import InputError
+from ..kernels.packed import CODES_MARLIN, SCALES_MARLIN, ZEROS_INT, ZEROS_MARLIN, PackedWeight
 from ..safetensors_header import TORCH_TO_ST
 from ..tensor import QuantTensor, num_groups
 from . import marlin_layout as layout
@@ -205,6 +206,25 @@ class MarlinFormat(Format):
         g_idx = np.empty(K, np.int32)
         g_idx[p] = gs
         return out, g_idx
+
+    def packed(self, ckpt: Checkpoint, det: Detection, module: str, qt: QuantTensor | None = None) -> PackedWeight:
+        """The stored tensors, for the Triton kernel's Marlin path: codes and scales as they lie;
+        symmetric variants have no zero tensor (a stride-0 view of 0, the zero 2^(b-1) as offset);
+        act-order hands over the sorted g_idx and the sort indices the activations are gathered by."""
+        qt = qt if qt is not None else self.read(ckpt, det, module)  # read() validates every shape
+        wname, sname = NAMES[det.variant]
+        B, s = ckpt.get(f"{module}.{wname}"), ckpt.get(f"{module}.{sname}")
+        G, N = s.shape
+        if det.variant == "awq":
+            zeros, zlayout, offset = ckpt.get(f"{module}.qzeros"), ZEROS_MARLIN, 0
+        else:
+            zeros, zlayout, offset = torch.zeros(1, 1, dtype=torch.int32).expand(G, N), ZEROS_INT, 2 ** (qt.bits - 1)
+        g_sorted = perm = None
+        if f"{module}.g_idx_sort_indices" in ckpt:
+            g_sorted = ckpt.get(f"{module}.g_idx").to(torch.int32)
+            perm = ckpt.get(f"{module}.g_idx_sort_indices").to(torch.int32)
+        return PackedWeight(CODES_MARLIN, zlayout, qt.bits, qt.in_features, N, qt.group_size, B, s, zeros, offset,
+                            g_sorted, f"{self.name}/{det.variant}", scales_layout=SCALES_MARLIN, x_perm=perm)
 
     # -- writing ------------------------------------------------------------------------------
     def specs(self, module: str, qt: QuantTensor, variant: str) -> list[TensorSpec]:
