@@ -12,6 +12,7 @@ import torch
 from . import formats
 from .checkpoint import Checkpoint
 from .convert import convert
+from .errors import UnsupportedError
 from .source import RtnSource, open_source
 
 
@@ -41,6 +42,13 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for pattern in ("*.safetensors", "*.gguf") for p in path.glob(pattern))
 
 
+def _holds_exactly(base: Path, out: Path, fmt: str, variant: str) -> bool:
+    try:
+        return convert(base, out, fmt, variant, dry_run=True).exact
+    except UnsupportedError:
+        return False
+
+
 def run_demo(workdir: str | os.PathLike | None = None, bits: int = 4, group_size: int = 64, sym: bool = False) -> list[DemoRow]:
     from .synthetic import write_float_model
 
@@ -56,8 +64,8 @@ def run_demo(workdir: str | os.PathLike | None = None, bits: int = 4, group_size
         for fmt in formats.all_formats():
             for variant in fmt.variants:
                 out = work / f"{fmt.name}-{variant}"
-                if fmt.name == "gguf" and not convert(base, out, fmt.name, variant, dry_run=True).exact:
-                    continue  # a variant that cannot hold this model exactly (e.g. gguf q4_0 for asymmetric zeros)
+                if not _holds_exactly(base, out, fmt.name, variant):
+                    continue  # e.g. gguf q4_0 or marlin gptq for asymmetric zeros, marlin checkpoint for narrow layers
                 there = convert(base, out, fmt.name, variant, force=True)
                 exact = there.exact
                 check = out

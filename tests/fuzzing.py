@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from fixtures.checkpoints import (random_layer, write_auto_round, write_awq, write_compressed, write_folder, write_gguf,
-                                  write_gptq, base_config, float_tensors)
+                                  write_gptq, write_marlin, base_config, float_tensors)
 from repack.errors import RepackError
 from repack.source import open_source
 
 MODULES = ("model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj")
 
 
-def _layers(bits=4, gs=32, act=False):
+def _layers(bits=4, gs=32, act=False, sym=False):
     rng = np.random.default_rng(7)
-    return {m: random_layer(rng, 128, 64, bits, gs, act_order=act) for m in MODULES}
+    return {m: random_layer(rng, 128, 64, bits, gs, sym=sym, act_order=act) for m in MODULES}
 
 
 def _dense(path):
@@ -47,6 +47,10 @@ SEEDS = {
     "gguf_q4_0": lambda p: write_gguf(p, {m: random_layer(np.random.default_rng(7), 128, 64, 4, 32, sym=True)
                                          for m in MODULES}, "q4_0", config={"num_hidden_layers": 1}),
     "gguf_q5_1": lambda p: write_gguf(p, _layers(), "q5_1", config={"num_hidden_layers": 1}),
+    "marlin_gptq": lambda p: write_marlin(p, _layers(gs=32, act=True, sym=True), "gptq", act_order=True, shards=2),
+    "marlin_awq": lambda p: write_marlin(p, _layers(), "awq"),
+    "marlin_checkpoint": lambda p: write_marlin(p, {m: random_layer(np.random.default_rng(7), 128, 256, 4, 128, sym=True)
+                                                   for m in MODULES}, "checkpoint"),
 }
 
 

@@ -17,11 +17,16 @@ from ..tensor import QuantTensor
 # how the codes are packed
 CODES_ALONG_K = "k"        # GPTQ / canonical: word (k // (32/b), n), field k % (32/b), LSB first
 CODES_ALONG_N_AWQ = "n-awq"  # AutoAWQ gemm: word (k, n // 8), nibble AWQ_REVERSE_ORDER[n % 8]
+CODES_MARLIN = "marlin"  # Marlin 16x64 tiles [K/16, N*16*b/32] (formats/marlin_layout.py), 4/8-bit
 # how the zeros are stored
 ZEROS_ALONG_N = "n"          # GPTQ qzeros [G, N*b/32], sequential fields
 ZEROS_ALONG_N_AWQ = "n-awq"  # AutoAWQ gemm qzeros [G, N/8], AWQ nibble order
 ZEROS_ALONG_G = "g"          # AutoAWQ gemv qzeros [N, W], 8 groups per word, sequential
 ZEROS_INT = "int"            # unpacked integers [G, N] (the canonical tensor's)
+ZEROS_MARLIN = "marlin"      # vLLM marlin_zero_points [G, N*b/32]: 64-column transpose, interleave, packed
+# how the scales' columns are ordered
+SCALES_PLAIN = "plain"       # [G, N], column n at n
+SCALES_MARLIN = "marlin"     # marlin_permute_scales: 64-column transpose (G > 1) or the 32-column single order
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,10 @@ class PackedWeight:
     zero_offset: int = 0
     g_idx: torch.Tensor | None = None
     source: str = ""  # the format/variant it came from, for reports
+    scales_layout: str = SCALES_PLAIN
+    # Marlin act-order: layout row k' holds input x_perm[k'] (and g_idx is in layout row order);
+    # the kernel reads x's columns in this order, as vLLM's permute_cols does before the GEMM
+    x_perm: torch.Tensor | None = None
 
     @property
     def effective_group_size(self) -> int:
@@ -55,7 +64,7 @@ class PackedWeight:
     def to(self, device: torch.device | str) -> "PackedWeight":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return dataclasses.replace(self, qweight=move(self.qweight), scales=move(self.scales),
-                                   zeros=move(self.zeros), g_idx=move(self.g_idx))
+                                   zeros=move(self.zeros), g_idx=move(self.g_idx), x_perm=move(self.x_perm))
 
     @classmethod
     def from_quant_tensor(cls, qt: QuantTensor, source: str = "canonical") -> "PackedWeight":

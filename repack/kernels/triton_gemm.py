@@ -21,12 +21,12 @@ import torch
 import triton
 import triton.language as tl
 
-from .packed import (CODES_ALONG_K, CODES_ALONG_N_AWQ, ZEROS_ALONG_G, ZEROS_ALONG_N, ZEROS_ALONG_N_AWQ, ZEROS_INT,
-                     PackedWeight)
+from .packed import (CODES_ALONG_K, CODES_ALONG_N_AWQ, CODES_MARLIN, SCALES_MARLIN, ZEROS_ALONG_G, ZEROS_ALONG_N,
+                     ZEROS_ALONG_N_AWQ, ZEROS_INT, ZEROS_MARLIN, PackedWeight)
 from .tuned import TileConfig, pick_config
 
-_CODES = {CODES_ALONG_K: 0, CODES_ALONG_N_AWQ: 1}
-_ZEROS = {ZEROS_ALONG_N: 0, ZEROS_ALONG_N_AWQ: 1, ZEROS_ALONG_G: 2, ZEROS_INT: 3}
+_CODES = {CODES_ALONG_K: 0, CODES_ALONG_N_AWQ: 1, CODES_MARLIN: 2}
+_ZEROS = {ZEROS_ALONG_N: 0, ZEROS_ALONG_N_AWQ: 1, ZEROS_ALONG_G: 2, ZEROS_INT: 3, ZEROS_MARLIN: 4}
 SUPPORTED_BITS = (2, 4, 8)  # 3-bit fields straddle words; those layers take the reference path
 
 
@@ -36,6 +36,20 @@ def _awq_shift(n):
     # (awq/utils/packing_utils.py; hf.md §2.2), i.e. (j % 2) * 4 + j // 2
     j = n % 8
     return ((j % 2) * 4 + j // 2) * 4
+
+
+@triton.jit
+def _marlin_scale_col(n, SLAYOUT: tl.constexpr):
+    """Stored column of output n's scale: as is (0), Marlin grouped 8x8 transpose of 64 columns
+    (1), Marlin per-channel 32-column order (2); vLLM marlin_permute_scales, kernels.md §1.1."""
+    if SLAYOUT == 1:
+        l = n % 64
+        return 64 * (n // 64) + 8 * (l % 8) + l // 8
+    elif SLAYOUT == 2:
+        l = n % 32
+        return 32 * (n // 32) + 8 * ((l // 2) % 4) + 2 * (l // 8) + l % 2
+    else:
+        return n
 
 
 @triton.jit
@@ -52,6 +66,14 @@ def _zero_at(z_ptr, g, n, mask, sza, szb, zero_offset, BITS: tl.constexpr, ZLAYO
     elif ZLAYOUT == 2:
         w = tl.load(z_ptr + n * sza + (g // 8) * szb, mask=mask, other=0)
         z = (w >> ((g % 8) * 4)) & 15
+    elif ZLAYOUT == 4:
+        # vLLM marlin_zero_points: column n moves to its grouped scale position p, then field
+        # p % PER of a word goes to slot (j % 2) * PER/2 + j // 2 (the [0,2,4,6,1,3,5,7] /
+        # [0,2,1,3] interleave inverted); words are sequential along N (formats/marlin_layout.py)
+        p = _marlin_scale_col(n, 1)
+        j = p % PER
+        w = tl.load(z_ptr + g * sza + (p // PER) * szb, mask=mask, other=0)
+        z = (w >> (((j % 2) * (PER // 2) + j // 2) * BITS)) & FMASK
     else:
         z = tl.load(z_ptr + g * sza + n * szb, mask=mask, other=0)
     return z + zero_offset
@@ -68,6 +90,20 @@ def _codes_tile(qw_ptr, offs_k, offs_n, N, K, sqa, sqb, BITS: tl.constexpr, QLAY
         words = tl.load(qw_ptr + (offs_k // PER)[:, None] * sqa + offs_n[None, :] * sqb,
                         mask=(offs_k[:, None] < K) & (offs_n[None, :] < N), other=0)
         return (words >> ((offs_k % PER) * BITS)[:, None]) & FMASK
+    elif QLAYOUT == 2:
+        # Marlin tiles: q[k][n] is in row k // 16, at the word and field of the closed forms in
+        # kernels.md §1.1 (4-bit) / gptq_marlin_repack.cu's lane and warp indexing (8-bit)
+        k = offs_k[:, None]
+        n = offs_n[None, :]
+        lane = 4 * (n % 8) + (k % 8) // 2
+        if BITS == 4:
+            col = 128 * (n // 64) + 4 * lane + (n // 16) % 4
+            shift = 4 * (4 * (k % 2) + 2 * ((n // 8) % 2) + (k // 8) % 2)
+        else:
+            col = 256 * (n // 64) + 8 * lane + 2 * ((n // 16) % 4) + (n // 8) % 2
+            shift = 8 * (2 * (k % 2) + (k // 8) % 2)
+        words = tl.load(qw_ptr + (k // 16) * sqa + col * sqb, mask=(k < K) & (n < N), other=0)
+        return (words >> shift) & FMASK
     else:
         words = tl.load(qw_ptr + offs_k[:, None] * sqa + (offs_n // 8)[None, :] * sqb,
                         mask=(offs_k[:, None] < K) & (offs_n[None, :] < N), other=0)
@@ -243,7 +279,7 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                    BITS: tl.constexpr, QLAYOUT: tl.constexpr, ZLAYOUT: tl.constexpr,
                    ACT_ORDER: tl.constexpr, PATH: tl.constexpr,
                    SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   EVEN: tl.constexpr = False, PAIRED: tl.constexpr = False):
+                   EVEN: tl.constexpr = False, PAIRED: tl.constexpr = False, SLAYOUT: tl.constexpr = 0):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -436,7 +472,7 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                 g = offs_k // group_size
             gm = k_ok[:, None] & n_ok[None, :]
             z = _zero_at(z_ptr, g[:, None], offs_n[None, :], gm, sza, szb, zero_offset, BITS, ZLAYOUT)
-            s = tl.load(s_ptr + g[:, None] * ssg + offs_n[None, :] * ssn, mask=gm, other=0.0)
+            s = tl.load(s_ptr + g[:, None] * ssg + _marlin_scale_col(offs_n, SLAYOUT)[None, :] * ssn, mask=gm, other=0.0)
             w = _dequant(q, z, s, XT)
             if BLOCK_M > 1:
                 x = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :] * sxk,
@@ -476,6 +512,8 @@ def supports(w: PackedWeight) -> str | None:
         return f"{w.bits}-bit fields straddle int32 words"
     if w.codes == CODES_ALONG_N_AWQ and w.bits != 4:
         return "AWQ layouts are 4-bit"
+    if w.codes == CODES_MARLIN and (w.bits not in (4, 8) or w.in_features % 16 or w.out_features % 64):
+        return "Marlin tiles hold 4/8-bit codes, K % 16 == 0, N % 64 == 0"
     return None
 
 
@@ -520,6 +558,12 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         # 4-bit GPTQ-order layers: each word loaded once, its codes unpacked inside one thread
         # (2-3x faster than the paths below at M >= 16 on the H200: benchmarks/NOTES-gemm.md)
         path, block_k = (GEMV_KJ if block_m == 1 else DOT_KTJ), joined_bk
+    elif w.codes == CODES_MARLIN:
+        # the general path addresses each code's word through the Marlin closed forms: correct
+        # for every shape and group map, not tuned (the GPU run of this path is still to be done)
+        path = GENERAL
+        if block_m > 1:
+            block_k, stages = 32, min(stages, 2)
     elif w.codes == CODES_ALONG_K:
         if block_m == 1:
             path = GENERAL if act else GEMV_K
@@ -552,18 +596,22 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     grid = (_cdiv(N, block_n), _cdiv(M, block_m), split)
     stream = torch.cuda.current_stream(x.device).cuda_stream if x.is_cuda else 0
     ws, cnt = _workspace(x.device, stream, M * N, grid[0] * grid[1]) if split > 1 else (y, y)
+    if w.x_perm is not None:  # Marlin act-order: the layout's rows are inputs in x_perm order
+        x2 = x2.index_select(1, w.x_perm.to(device=x2.device, dtype=torch.long))
+    slayout = 0 if w.scales_layout != SCALES_MARLIN else 1 if w.num_groups > 1 else 2
     g_idx = w.g_idx if act else w.scales  # any pointer: unused without act-order
     args = (x2, w.qweight, w.scales, w.zeros, g_idx, y, ws, cnt,
             M, N, K, k_split, split, gs, w.zero_offset,
             x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1), w.scales.stride(0), w.scales.stride(1),
             w.zeros.stride(0), w.zeros.stride(1), y.stride(0), y.stride(1))
     consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even,
-              PAIRED_DEQUANT and x.is_cuda)
+              PAIRED_DEQUANT and x.is_cuda, slayout)
     _launch(grid, args, consts, cfg.num_warps, stages, x.device, stream)
     return y.reshape(*lead, N)
 
 
-_CONST_NAMES = ("BITS", "QLAYOUT", "ZLAYOUT", "ACT_ORDER", "PATH", "SPLIT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "EVEN", "PAIRED")
+_CONST_NAMES = ("BITS", "QLAYOUT", "ZLAYOUT", "ACT_ORDER", "PATH", "SPLIT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "EVEN", "PAIRED",
+                "SLAYOUT")
 _compiled: dict[tuple, object] = {}
 
 

@@ -36,7 +36,7 @@ class Profile:
     layers: tuple[Layer, ...]
     zeros: str | None = None  # GPTQ layouts: "v1" (stores z-1) or "v2" (stores z), from the data
     label_zeros: str | None = None  # ... as the config implies (checkpoint_format / packing_format)
-    label_layout: str | None = None  # AWQ: the config's ``version``
+    label_layout: str | None = None  # AWQ: the config's ``version``; Marlin B/s: "marlin" when labelled so
     label_desc_act: bool | None = None
 
 
@@ -55,6 +55,9 @@ def profile_of(source: Source, info: Inspection) -> Profile:
         zeros, label_zeros = det.options.get("inner"), _ZEROS[("auto_round", det.variant)]
     elif det.format == "auto_awq":
         layout = str(qc.get("version", "gemm")).lower()
+    elif det.format == "marlin" and (str(qc.get("checkpoint_format", "")).lower() == "marlin"
+                                     or qc.get("is_marlin_format") is True):
+        layout = "marlin"  # what makes vLLM choose its marlin method (override_quantization_method)
     desc_act = qc.get("desc_act") if isinstance(qc.get("desc_act"), bool) else None
     return Profile(det.format, det.variant, layers, zeros, label_zeros, layout, desc_act)
 
@@ -71,5 +74,6 @@ def converted(p: Profile, fmt: str, variant: str) -> Profile:
         label = all_sym if fmt == "auto_awq" else l.sym  # AWQ has one zero_point flag per model
         layers.append(dataclasses.replace(l, bits=bits, label_sym=label))
     zeros = _ZEROS.get((fmt, variant))
-    return Profile(fmt, variant, tuple(layers), zeros, zeros, variant if fmt == "auto_awq" else None,
+    layout = variant if fmt == "auto_awq" else "marlin" if (fmt, variant) == ("marlin", "checkpoint") else None
+    return Profile(fmt, variant, tuple(layers), zeros, zeros, layout,
                    any(l.act_order for l in p.layers))

@@ -6,7 +6,8 @@ Sources: kernels.md §1.2 and vllm-project/vllm ``layers/quantization/gptq_marli
 ``verify_marlin_supports_shape``), ``kernels/linear/mixed_precision/exllama.py``
 (``can_implement``), ``layers/quantization/awq_marlin.py`` (per-layer fallback to AWQ),
 ``layers/quantization/auto_round.py`` (``SUPPORTED_FORMATS``, per-layer GPTQ/AWQ choice),
-``layers/quantization/gptq.py`` (``create_weights`` shape checks); hf.md §5.1-5.2.
+``layers/quantization/gptq.py`` (``create_weights`` shape checks); for the ``B``/``s`` Marlin
+checkpoint kernels.md §1.3 and vllm PR #23204 (its removal); hf.md §5.1-5.2.
 Shapes are checked for tensor parallel size 1; each TP shard must pass the same checks.
 """
 
@@ -122,6 +123,21 @@ def _ct_layers(p: Profile, v: Verdict) -> None:
             _mp_kernel(v, l, "compressed-tensors WNA16 marlin", zero_points=not l.sym)
 
 
+def _marlin_layers(p: Profile, v: Verdict) -> None:
+    if p.variant != "checkpoint":
+        # vLLM builds this layout in GPU memory from a GPTQ/AWQ checkpoint; it reads it from no file
+        v.fail("marlin-repacked", None, f"marlin/{p.variant} is the layout vLLM repacks GPTQ/AWQ weights to at "
+               "load time (gptq_marlin_repack / awq_marlin_repack); vLLM loads it from no checkpoint")
+        return
+    # vllm-project/vllm PR #23204 (merged 2025-08-19) removed quantization/marlin.py, the method that
+    # loaded B/s checkpoints (checkpoint_format "marlin"); older releases took 4-bit sym g128/-1
+    v.fail("marlin-checkpoint-removed", None, "vLLM no longer loads serialized Marlin (B/s) checkpoints: its "
+           "`marlin` method was removed in Aug 2025 (PR #23204); the same weights as GPTQ run on gptq_marlin")
+    if p.label_layout != "marlin":
+        v.note("config.json says neither checkpoint_format 'marlin' nor is_marlin_format: even vLLM releases "
+               "with the marlin method would have read it as plain GPTQ and found no qweight")
+
+
 def check(p: Profile) -> Verdict:
     v = Verdict()
     if p.format == "dense":
@@ -141,6 +157,9 @@ def check(p: Profile) -> Verdict:
         _awq_layers(p, v)
     elif p.format == "compressed_tensors":
         _ct_layers(p, v)
+    elif p.format == "marlin":
+        _marlin_layers(p, v)
+        return v
     else:
         v.fail("format", None, f"{p.format}: no vLLM quantization method reads this format")
         return v

@@ -1,0 +1,149 @@
+"""The Marlin tile layout of codes, scales and zero points (4- and 8-bit, 16-bit activations).
+
+Weights: codes ``q[K, N]`` become int32 ``B[K/16, N*16*b/32]`` (``[K/16, 2N]`` 4-bit, ``[K/16, 4N]``
+8-bit). Each row of B is one k-tile of 16 rows; it lists the 16x64 blocks left to right, each block
+``16*64*b/32`` words (128 / 256). Inside a block the values are ordered so that one thread of the
+GPU kernel loads, in one word, exactly the codes its m16n8k16 tensor-core B fragment needs: lane
+``t`` (0..31) of sub-tile ``j`` (0..3, 16 columns each) holds rows ``2(t%4) + {0, 1, 8, 9}`` of
+columns ``t//4`` and ``t//4 + 8``. Worked example, 4-bit: ``q[k][n]`` sits in ``B[k//16]``, word
+``128*(n//64) + 4*(4*(n%8) + (k%8)//2) + (n//16)%4``, nibble ``4*(k%2) + 2*((n//8)%2) + (k//8)%2``.
+The final interleave ([0,2,4,6,1,3,5,7] for nibbles, [0,2,1,3] for bytes) lets the kernel's
+dequantization turn a word into fp16 pairs with one shift/mask per pair (the FasterTransformer
+interleaved conversion the upstream comment cites).
+
+Scales ``[G, N]``: each row is permuted in chunks, by an 8x8 transpose of 64 columns when there
+are several groups (the kernel applies them per fragment), by the 32-column ``single`` order when
+there is one group (per-channel: applied once to the output). vLLM decides "several groups" as
+``group_size != -1 and group_size < K``, which equals ``G > 1``; group_size == K therefore takes
+the single order. Zero points ``[G, N]`` always take the 64-column order (they are applied on
+every MMA), then the same interleave as the codes, then are packed sequentially along N into
+``[G, N*b/32]``.
+
+Sources: ../shared/formats/kernels.md §1.1-1.2; IST-DASLab ``marlin/__init__.py`` ``_get_perms``
+and ``Layer.pack``; vLLM ``utils/marlin_utils_test.py`` ``get_weight_perm`` / ``marlin_weights``,
+``utils/marlin_utils.py`` ``get_scale_perms`` / ``marlin_permute_scales`` / ``marlin_zero_points``,
+``csrc/quantization/gptq_marlin/gptq_marlin_repack.cu`` (8-bit output words ``8*lane + 2*subtile + {0,1}``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from ..packing import pack_cols, unpack_cols
+
+TILE = 16  # rows (k) per tile and per row of B
+BLOCK_N = 64  # columns per permutation block: four 16x16 tensor-core tiles
+MARLIN_BITS = (4, 8)
+
+
+def _interleave(bits: int) -> np.ndarray:
+    """Value order inside one packed word: the kernel dequantizes fields (0, 4), (1, 5), ...
+    (4-bit) or (0, 2), (1, 3) (8-bit) together, so values 0,1 / 2,3 ... of a fragment go there."""
+    if bits == 4:
+        return np.array([0, 2, 4, 6, 1, 3, 5, 7])
+    if bits == 8:
+        return np.array([0, 2, 1, 3])
+    raise ValueError(f"Marlin packs 4- or 8-bit codes, not {bits}-bit")
+
+
+@lru_cache(maxsize=4)
+def block_perm(bits: int) -> np.ndarray:
+    """The 1024-entry gather of one 16x64 block (values listed as four 16x16 tiles, each row-major,
+    i.e. index ``256*tile + 16*row + col``): packed value ``i`` of the block is ``block[perm[i]]``.
+    Lane-major: lane t, then sub-tile j, then the 8 fragment values (two columns x four rows)."""
+    perm = []
+    for lane in range(32):
+        col, r = lane // 4, lane % 4
+        frag = [16 * row + col + 8 * half for half in (0, 1) for row in (2 * r, 2 * r + 1, 2 * r + 8, 2 * r + 9)]
+        for j in range(4):
+            perm += [p + 256 * j for p in frag]
+    il = _interleave(bits)
+    return np.array(perm).reshape(-1, len(il))[:, il].ravel()
+
+
+@lru_cache(maxsize=16)
+def _row_sources(bits: int, N: int) -> np.ndarray:
+    """For one row of B (one k-tile, viewed as ``[16, N]`` flattened to ``kl*N + n``): the source
+    of every packed value in packing order (value ``i`` goes to word ``i // (32/b)``, field ``i % (32/b)``)."""
+    p = block_perm(bits)
+    tile, within = p // 256, p % 256
+    kl, n_in_block = within // 16, 16 * tile + within % 16
+    blocks = np.arange(N // BLOCK_N)[:, None]
+    return (kl[None, :] * N + BLOCK_N * blocks + n_in_block[None, :]).ravel()
+
+
+def _rows_per_chunk(N: int) -> int:
+    return max(1, (1 << 22) // max(16 * N, 1))
+
+
+def pack_weight(q: np.ndarray, bits: int) -> np.ndarray:
+    """Codes ``[K, N]`` (K % 16 == 0, N % 64 == 0) -> int32 ``B[K/16, N*16*b/32]``."""
+    K, N = q.shape
+    if K % TILE or N % BLOCK_N:
+        raise ValueError(f"Marlin needs K % 16 == 0 and N % 64 == 0, got K={K}, N={N}")
+    per = 32 // bits
+    src = _row_sources(bits, N)
+    shifts = (np.arange(per, dtype=np.uint32) * bits)
+    out = np.empty((K // TILE, 16 * N // per), np.uint32)
+    step = _rows_per_chunk(N)
+    for r0 in range(0, K // TILE, step):
+        rows = np.asarray(q[TILE * r0: TILE * (r0 + step)]).astype(np.uint32)
+        vals = rows.reshape(-1, TILE * N)[:, src].reshape(-1, 16 * N // per, per)
+        out[r0: r0 + vals.shape[0]] = np.bitwise_or.reduce(vals << shifts, axis=2)
+    return out.view(np.int32)
+
+
+def unpack_weight(B: np.ndarray, bits: int, K: int, N: int) -> np.ndarray:
+    """The inverse of :func:`pack_weight`: uint8 codes ``[K, N]``."""
+    per = 32 // bits
+    if tuple(B.shape) != (K // TILE, 16 * N // per):
+        raise ValueError(f"expected [{K // TILE}, {16 * N // per}], got {list(B.shape)}")
+    src = _row_sources(bits, N)
+    shifts = (np.arange(per, dtype=np.uint32) * bits)
+    mask = np.uint32(2**bits - 1)
+    out = np.empty((K // TILE, TILE * N), np.uint8)
+    step = _rows_per_chunk(N)
+    w = B.view(np.uint32)
+    for r0 in range(0, K // TILE, step):
+        chunk = w[r0: r0 + step]
+        vals = ((chunk[:, :, None] >> shifts) & mask).reshape(chunk.shape[0], -1)
+        out[r0: r0 + chunk.shape[0], src] = vals
+    return out.reshape(K, N)
+
+
+@lru_cache(maxsize=2)
+def scale_perm(grouped: bool) -> np.ndarray:
+    """Gather within each chunk of a scale row: ``out[i] = in[perm[i]]``. Grouped: 64 columns,
+    an 8x8 transpose (``out[8i+j] = in[i+8j]``). Single: 32 columns, lane order of the output
+    fragments (``2i + {0,1,8,9,16,17,24,25}`` for i = 0..3)."""
+    if grouped:
+        return np.array([i + 8 * j for i in range(8) for j in range(8)])
+    return np.array([2 * i + o for i in range(4) for o in (0, 1, 8, 9, 16, 17, 24, 25)])
+
+
+def _chunked(a, perm: np.ndarray):
+    """Gather ``perm`` within each chunk of ``len(perm)`` columns of ``a`` [G, N] (numpy or torch)."""
+    G, N = a.shape
+    return a.reshape(G, N // len(perm), len(perm))[:, :, perm].reshape(G, N)
+
+
+def permute_scales(s, groups: int):
+    """``[G, N]`` scales (numpy or torch, any float dtype) in kernel order; ``groups`` = G of the layer."""
+    return _chunked(s, scale_perm(groups > 1))
+
+
+def unpermute_scales(s, groups: int):
+    return _chunked(s, np.argsort(scale_perm(groups > 1)))
+
+
+def pack_zeros(z: np.ndarray, bits: int) -> np.ndarray:
+    """True zeros ``[G, N]`` -> int32 ``[G, N*b/32]`` (vLLM ``marlin_zero_points``)."""
+    order = _chunked(_chunked(np.asarray(z), scale_perm(True)), _interleave(bits))
+    return pack_cols(order, bits)
+
+
+def unpack_zeros(words: np.ndarray, bits: int, N: int) -> np.ndarray:
+    v = unpack_cols(words, bits, N)
+    return _chunked(_chunked(v, np.argsort(_interleave(bits))), np.argsort(scale_perm(True)))
