@@ -21,7 +21,7 @@ from .checkpoint import DEFAULT_SHARD_SIZE, TensorSpec, check_target
 from .errors import LossyConversionError, UnsupportedError
 from .fit import DTYPE_NAMES, Fit, fit
 from .formats.base import Scheme
-from .pipeline import ahead
+from .pipeline import ahead_map
 from .progress import progress_bar
 from .source import Source, open_source
 
@@ -103,11 +103,12 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
     items.sort()
     specs: list[TensorSpec] = []
     settings: dict[str, tuple] = {}
-    def read_ahead():
-        for name, kind in items:
-            yield name, kind, (source.read(name) if kind == "module" else None)
+    def read_item(item):
+        name, kind = item
+        return name, kind, (source.read(name) if kind == "module" else None)
 
-    for name, kind, qt in progress_bar(ahead(read_ahead()), "plan", progress, total=len(items)):
+    # modules are read on two threads a few steps ahead (pipeline.py), in order
+    for name, kind, qt in progress_bar(ahead_map(read_item, items), "plan", progress, total=len(items)):
         if kind == "tensor":
             info = source.ckpt.info(name)
             specs.append(TensorSpec(name, info.dtype, info.shape))
@@ -147,16 +148,15 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
                        variant=variant) as writer:
         slices = getattr(writer, "accepts_raw_slices", False) and hasattr(source.ckpt, "raw_slice")
 
-        def packed_items():
-            for name, kind in items:
-                if kind == "tensor":
-                    yield [(name, source.ckpt.raw_slice(name) if slices else source.ckpt.iter_raw(name))]
-                else:
-                    f: Fit = fit(source.read(name), caps, sdt, measure=False)
-                    yield list(target.pack(name, f.tensor, variant).items())
+        def packed_item(item):
+            name, kind = item
+            if kind == "tensor":
+                return [(name, source.ckpt.raw_slice(name) if slices else source.ckpt.iter_raw(name))]
+            f: Fit = fit(source.read(name), caps, sdt, measure=False)
+            return list(target.pack(name, f.tensor, variant).items())
 
-        # modules are read and packed one step ahead of the writes (pipeline.py), in order
-        for tensors in progress_bar(ahead(packed_items()), "write", progress, total=len(items)):
+        # modules are read and packed on two threads a few steps ahead of the writes, in order
+        for tensors in progress_bar(ahead_map(packed_item, items), "write", progress, total=len(items)):
             for tname, tensor in tensors:
                 writer.write(tname, tensor)
         writer.finish(config, source.ckpt.side_files(),

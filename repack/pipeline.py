@@ -1,57 +1,40 @@
-"""Compute ahead of the consumer: a generator run in a background thread, a few items in front.
+"""Compute ahead of the consumer: a function mapped over items on worker threads, a few items in front.
 
 Conversion has two kinds of work per module, CPU (unpack, repack: numpy and torch release the GIL)
-and file writes (the kernel copies into the page cache, also without the GIL). Running the packing
-of module i+1 while module i is written uses the second core; the bounded queue keeps at most
-``depth`` finished items in memory, so the memory bound of one module at a time barely moves.
+and file writes (the kernel copies into the page cache, also without the GIL). Packing the next
+modules while one is written uses every core; the window keeps at most ``depth`` items computed
+or in progress, so the memory bound of one module at a time barely moves.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
-_DONE = object()
+R = TypeVar("R")
 
 
-def ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
-    """Yield ``items`` in order, produced by a background thread up to ``depth`` items early.
-    An exception in the producer is raised here, at the item it failed on; closing this iterator
-    (the consumer stops early, or fails) stops the producer at its next item."""
-    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put((True, item)):
-                    return
-            put((True, _DONE))
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
-            put((False, e))
-
-    thread = threading.Thread(target=produce, name="repack-ahead", daemon=True)
-    thread.start()
+def ahead_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 2, depth: int = 3) -> Iterator[R]:
+    """``fn`` over ``items`` on ``workers`` threads, results yielded in order, at most ``depth``
+    computed or in progress ahead of the consumer (two modules unpacking at once use both cores
+    of a small machine while the consumer writes). An exception is raised at its item; closing
+    the iterator cancels what has not started and waits for what has."""
+    it = iter(items)
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="repack-ahead")
+    window: deque = deque()
     try:
-        while True:
-            ok, item = q.get()
-            if not ok:
-                raise item
-            if item is _DONE:
-                return
-            yield item
+        for x in it:
+            window.append(pool.submit(fn, x))
+            if len(window) >= depth:
+                break
+        while window:
+            result = window.popleft().result()
+            for x in it:
+                window.append(pool.submit(fn, x))
+                break
+            yield result
     finally:
-        stop.set()
-        thread.join()
+        pool.shutdown(wait=True, cancel_futures=True)

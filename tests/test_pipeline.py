@@ -11,55 +11,7 @@ import torch
 from fixtures.checkpoints import random_layer, write_gptq
 from repack.checkpoint import Checkpoint, CheckpointWriter, RawSlice, TensorSpec
 from repack.errors import InputError
-from repack.pipeline import ahead
-
-
-def test_ahead_keeps_order_and_runs_in_front():
-    produced = []
-
-    def items():
-        for i in range(50):
-            produced.append(i)
-            yield i
-
-    got = []
-    for i in ahead(items(), depth=3):
-        time.sleep(0.001)
-        got.append(i)
-        assert len(produced) <= i + 1 + 3 + 1  # never more than depth (+ the one being put) ahead
-    assert got == list(range(50))
-
-
-def test_ahead_raises_the_producers_error_at_its_item():
-    def items():
-        yield 1
-        yield 2
-        raise ValueError("bad module")
-
-    got = []
-    with pytest.raises(ValueError, match="bad module"):
-        for i in ahead(items()):
-            got.append(i)
-    assert got == [1, 2]
-
-
-def test_ahead_stops_the_producer_when_the_consumer_stops():
-    started = threading.Event()
-    count = [0]
-
-    def items():
-        started.set()
-        for i in range(10_000):
-            count[0] += 1
-            yield i
-
-    it = ahead(items(), depth=2)
-    assert next(it) == 0
-    it.close()
-    n = count[0]
-    time.sleep(0.3)
-    assert count[0] == n < 10  # the thread ended: nothing more is produced
-    assert not any(t.name == "repack-ahead" for t in threading.enumerate())
+from repack.pipeline import ahead_map
 
 
 def _source_with_tensor(tmp_path):
@@ -96,3 +48,45 @@ def test_raw_slice_of_a_truncated_source_is_one_line(tmp_path):
         with CheckpointWriter(tmp_path / "out", [spec]) as w:
             w.write(name, short)
     assert not (tmp_path / "out").exists()
+
+
+def test_ahead_map_keeps_order_with_two_workers():
+    def slow_square(i):
+        time.sleep(0.002 * (i % 3))  # later items often finish first
+        return i * i
+
+    assert list(ahead_map(slow_square, range(40), workers=2, depth=3)) == [i * i for i in range(40)]
+
+
+def test_ahead_map_raises_at_the_failing_item_and_stops():
+    seen = []
+
+    def fn(i):
+        seen.append(i)
+        if i == 5:
+            raise ValueError("module 5 is bad")
+        return i
+
+    got = []
+    with pytest.raises(ValueError, match="module 5"):
+        for r in ahead_map(fn, range(100), workers=2, depth=3):
+            got.append(r)
+    assert got == [0, 1, 2, 3, 4]
+    assert max(seen) < 5 + 3 + 1  # nothing far past the failure was started
+
+
+def test_ahead_map_stops_when_the_consumer_stops():
+    started = []
+
+    def fn(i):
+        started.append(i)
+        time.sleep(0.01)
+        return i
+
+    it = ahead_map(fn, range(1000), workers=2, depth=3)
+    assert next(it) == 0
+    it.close()
+    n = len(started)
+    time.sleep(0.1)
+    assert len(started) == n <= 5
+    assert not any(t.name.startswith("repack-ahead") for t in threading.enumerate())
