@@ -42,6 +42,7 @@ from .dense import DenseFormat  # noqa: E402
 from .auto_round import AutoRoundFormat  # noqa: E402
 from .compressed_tensors import CompressedTensorsFormat  # noqa: E402
 from .gguf import GgufFormat  # noqa: E402
+from .turbomind import TurbomindFormat  # noqa: E402
 
 register(GptqFormat())
 register(AwqFormat())
@@ -49,5 +50,6 @@ register(DenseFormat())
 register(AutoRoundFormat())
 register(CompressedTensorsFormat())
 register(GgufFormat())
+register(TurbomindFormat())
 
 __all__ = ["Capabilities", "Detection", "Format", "Scheme", "all_formats", "get", "register", "resolve_variant"]
