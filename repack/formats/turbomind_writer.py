@@ -136,7 +136,8 @@ def _as_numpy(spec, data) -> np.ndarray:
 def to_fp16(name: str, a: np.ndarray) -> np.ndarray:
     """Float tensors are stored fp16 in an int4 workspace (lmdeploy ``_weight_dtype_map('int4')``);
     a value fp16 cannot hold exactly is refused rather than rounded."""
-    h = a.astype(np.float16)
+    with np.errstate(over="ignore"):
+        h = a.astype(np.float16)
     if a.dtype != np.float16 and not np.array_equal(h.astype(a.dtype), a, equal_nan=True):
         bad = int(np.count_nonzero(h.astype(a.dtype) != a))
         raise UnsupportedError(f"tensor '{name}': {bad} values do not fit fp16 exactly (TurboMind int4 workspaces store "
