@@ -322,3 +322,26 @@ def test_zero_points_out_of_range_are_refused(workspace):
     f.write_bytes(bytes(words))
     with pytest.raises(InputError, match=r"wo\.0\.scales_zeros: zero points must be integers"):
         open_source(workspace).read("model.layers.0.self_attn.o_proj")
+
+
+# -- inspect --target lmdeploy -------------------------------------------------------------------------
+
+def test_inspect_lmdeploy_proposes_a_workspace_and_reads_one(awq_model, tmp_path):
+    from repack.targets import inspect_targets
+    src, _, _ = awq_model
+    _, (r,) = inspect_targets(str(src), ["lmdeploy"])
+    assert r.loads
+    note = next(n for n in r.notes if "--to turbomind" in n)
+    assert "--variant w4" in note and "v6" in note
+    convert(src, tmp_path / "ws", "turbomind", "v6")
+    _, (r,) = inspect_targets(str(tmp_path / "ws"), ["lmdeploy"])
+    assert not r.loads and [f.rule for f in r.failures] == ["turbomind-workspace"]
+    assert "0.6-0.9" in r.failures[0].reason
+    assert r.fix is not None and r.fix.endswith("--to auto_awq --variant gemm")
+
+
+def test_inspect_lmdeploy_no_workspace_note_for_group_64(tmp_path):
+    from repack.targets import inspect_targets
+    src, _, _ = write_model(tmp_path / "awq", group_size=64)
+    _, (r,) = inspect_targets(str(src), ["lmdeploy"])
+    assert not any("--to turbomind" in n for n in r.notes)
