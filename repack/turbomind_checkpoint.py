@@ -61,6 +61,11 @@ class TurbomindCheckpoint:
         if self.layout.group_size <= 0 or self.layout.dims.hidden % self.layout.group_size:
             raise InputError(f"{weights / CONFIG_FILE[self.layout.variant]}: group_size {self.layout.group_size} does "
                              f"not divide hidden size {self.layout.dims.hidden}")
+        files = sum(1 for _ in weights.iterdir())
+        for key, n in (("num_layer", self.layout.dims.layers), ("tensor_para_size / tp", self.layout.tp)):
+            if n > files:  # every layer and rank has files of its own: a bigger count is a damaged config
+                raise InputError(f"{weights / CONFIG_FILE[self.layout.variant]}: {key} {n}, but the folder holds only "
+                                 f"{files} files")
         self._floats = self._float_tensors()
         self._cache: tuple[tuple[int, str], dict] | None = None
 
