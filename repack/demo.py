@@ -12,6 +12,7 @@ import torch
 from . import formats
 from .checkpoint import Checkpoint
 from .convert import convert
+from .errors import UnsupportedError
 from .source import RtnSource, open_source
 
 
@@ -38,7 +39,9 @@ def got_dtype(path: Path) -> torch.dtype:
 
 
 def _size(path: Path) -> int:
-    return sum(p.stat().st_size for pattern in ("*.safetensors", "*.gguf") for p in path.glob(pattern))
+    files = [p for pattern in ("*.safetensors", "*.gguf") for p in path.glob(pattern)]
+    files += [p for p in (path / "triton_models" / "weights").glob("*") if not p.name.startswith("config.")]
+    return sum(p.stat().st_size for p in files)
 
 
 def run_demo(workdir: str | os.PathLike | None = None, bits: int = 4, group_size: int = 64, sym: bool = False) -> list[DemoRow]:
@@ -56,8 +59,12 @@ def run_demo(workdir: str | os.PathLike | None = None, bits: int = 4, group_size
         for fmt in formats.all_formats():
             for variant in fmt.variants:
                 out = work / f"{fmt.name}-{variant}"
-                if fmt.name == "gguf" and not convert(base, out, fmt.name, variant, dry_run=True).exact:
-                    continue  # a variant that cannot hold this model exactly (e.g. gguf q4_0 for asymmetric zeros)
+                if fmt.name in ("gguf", "turbomind"):  # narrow formats: shown where they hold this model exactly
+                    try:
+                        if not convert(base, out, fmt.name, variant, dry_run=True).exact:
+                            continue  # e.g. gguf q4_0 for asymmetric zeros
+                    except UnsupportedError:
+                        continue  # e.g. turbomind, group size 128 only
                 there = convert(base, out, fmt.name, variant, force=True)
                 exact = there.exact
                 check = out

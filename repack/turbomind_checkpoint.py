@@ -67,7 +67,7 @@ class TurbomindCheckpoint:
                 raise InputError(f"{weights / CONFIG_FILE[self.layout.variant]}: {key} {n}, but the folder holds only "
                                  f"{files} files")
         self._floats = self._float_tensors()
-        self._cache: tuple[tuple[int, str], dict] | None = None
+        self._cache: dict[tuple[int, str], dict] = {}  # the last two slots read, rank files decoded
 
     # -- naming --------------------------------------------------------------------------------
     def _float_tensors(self) -> dict[str, TmTensorInfo]:
@@ -126,8 +126,8 @@ class TurbomindCheckpoint:
                 "gate": (d.hidden, d.inter), "up": (d.hidden, d.inter), "down": (d.inter, d.hidden)}
 
     def _slot(self, i: int, slot: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        if self._cache is not None and self._cache[0] == (i, slot):
-            return self._cache[1]
+        if (i, slot) in self._cache:
+            return self._cache[(i, slot)]
         L, tp, gs = self.layout, self.layout.tp, self.layout.group_size
         K, M = sl.shape_of(slot, self._part_shapes(), tp)
         if K % gs or K % 32 or M % 8 or (L.variant == "w4" and M % 32):
@@ -142,7 +142,9 @@ class TurbomindCheckpoint:
             self._check_zeros(ranks[-1][1], self.weights / sl.file_name(i, slot, r, "scales_zeros" if L.variant == "w4" else "zeros"))
         q, z, s = (sl.parts_from_ranks(slot, [x[j] for x in ranks], L.dims) for j in range(3))
         out = {p: (q[p], z[p], s[p]) for p in q}
-        self._cache = ((i, slot), out)
+        if len(self._cache) >= 2:  # plan order visits k, o, q, v: keep qkv across the o_proj read
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[(i, slot)] = out
         return out
 
     @staticmethod
