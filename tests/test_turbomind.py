@@ -345,3 +345,36 @@ def test_inspect_lmdeploy_no_workspace_note_for_group_64(tmp_path):
     src, _, _ = write_model(tmp_path / "awq", group_size=64)
     _, (r,) = inspect_targets(str(src), ["lmdeploy"])
     assert not any("--to turbomind" in n for n in r.notes)
+
+
+def test_symmetric_gptq_round_trips_through_v6(tmp_path):
+    from fixtures.checkpoints import gptq_config, gptq_tensors
+    rng = np.random.default_rng(11)
+    shapes = {"q": (HIDDEN, HIDDEN), "k": (HIDDEN, 512), "v": (HIDDEN, 512), "o": (HIDDEN, HIDDEN),
+              "gate": (HIDDEN, INTER), "up": (HIDDEN, INTER), "down": (INTER, HIDDEN)}
+    lay = {f"model.layers.0.{PARTS[p]}": random_layer(rng, K, N, 4, 128, sym=True) for p, (K, N) in shapes.items()}
+    tensors = {n: t.to(torch.float16) for n, t in float_tensors(hidden=HIDDEN, layers=1).items()}
+    for m, L in lay.items():
+        tensors |= gptq_tensors(m, L, "v1", g_idx=False)
+    cfg = base_config() | {"hidden_size": HIDDEN, "intermediate_size": INTER, "num_hidden_layers": 1,
+                           "num_attention_heads": HEADS, "num_key_value_heads": 4,
+                           "quantization_config": gptq_config(next(iter(lay.values())), sym=True)}
+    src = write_folder(tmp_path / "gptq", tensors, cfg)
+    convert(src, tmp_path / "ws", "turbomind", "v6", tp=4)
+    assert "model_format: gptq" in (weights(tmp_path / "ws") / "config.yaml").read_text()
+    zeros = np.fromfile(weights(tmp_path / "ws") / "layers.0.attention.wo.3.zeros", "<f2")
+    assert set(zeros.tolist()) == {8.0}  # true zeros (GPTQ v1 stores 7: lmdeploy's process_gptq adds 1)
+    convert(tmp_path / "ws", tmp_path / "back", "auto_gptq", "v1")
+    a, b = open_source(src), open_source(tmp_path / "back")
+    for m in lay:
+        for part in ("qweight", "qzeros", "scales"):
+            assert torch.equal(a.ckpt.get(f"{m}.{part}"), b.ckpt.get(f"{m}.{part}")), (m, part)
+
+
+def test_cli_refusal_is_one_line_naming_the_tensor(tmp_path):
+    src, _, _ = write_model(tmp_path / "awq", kv=2)
+    r = CliRunner().invoke(main, ["convert", str(src), str(tmp_path / "ws"), "--to", "turbomind", "--tp", "4"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1 and "self_attn.k_proj" in r.output, r.output
+    r = CliRunner().invoke(main, ["convert", str(src), str(tmp_path / "g"), "--to", "gguf", "--tp", "2"])
+    assert r.exit_code == 2 and "turbomind only" in r.output

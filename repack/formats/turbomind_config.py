@@ -52,7 +52,8 @@ def _attention(config: dict, d: Dims) -> dict:
             "cache_block_seq_len": 64}
 
 
-def render(variant: str, config: dict, d: Dims, arch: Arch, tp: int, group_size: int, attn_bias: bool) -> str:
+def render(variant: str, config: dict, d: Dims, arch: Arch, tp: int, group_size: int, attn_bias: bool,
+           model_format: str = "awq") -> str:
     c = _common(config, d, arch, tp, group_size, attn_bias)
     a = _attention(config, d)
     if variant == "w4":
@@ -69,7 +70,7 @@ def render(variant: str, config: dict, d: Dims, arch: Arch, tp: int, group_size:
         parser.write(out)
         return out.getvalue()
     import yaml
-    model = {**c, "chat_template": "", "hidden_units": d.hidden, "tp": tp, "model_format": "awq"}
+    model = {**c, "chat_template": "", "hidden_units": d.hidden, "tp": tp, "model_format": model_format}
     return yaml.safe_dump({"model_config": model, "attention_config": a, "lora_config": dict(_LORA)})
 
 

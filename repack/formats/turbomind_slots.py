@@ -5,7 +5,11 @@ TurboMind column order. Every op here is a column (or row) gather applied alike 
 scales and biases (``[1, N]``), so the bytes layout (``turbomind_layout``) never sees model structure.
 
 - ``qkv`` (column-parallel): ``[rot(q)_r | rot(k)_r | v_r]`` (``merge_qkv`` / ``merge_qkv_v2``), where
-  ``rot`` is the per-head rotary reorder (:func:`turbomind_layout.rotary_order`);
+  ``rot`` is the per-head rotary reorder (:func:`turbomind_layout.rotary_order`) over ``head_dim``.
+  lmdeploy <= 0.5.3 ``w4.py`` passes ``group_size`` where ``transpose_qk_s4`` expects the head size
+  (kernels.md §2.1 quirk); both are 128 for the models it served, where the files agree byte for
+  byte. For another head size repack writes the per-head order the engine's rotary reads;
+  lmdeploy's own w4 converter would have mixed neighbouring heads;
 - ``wo``, ``w2`` (row-parallel): rank ``r`` holds input rows ``r*K/tp ...`` and their groups
   (``save_split(..., 0)``);
 - ``w13`` (legacy only): gate/up interleaved per column, of the rank's block of columns;

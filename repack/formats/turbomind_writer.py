@@ -161,6 +161,7 @@ class TurbomindWriter(CheckpointWriter):
         check_dims(specs, self.roles, arch, d, variant, tp, where)
         super().__init__(target, specs, force=force)
         self.config, self.arch, self.d, self.variant, self.tp = config, arch, d, variant, tp
+        self.source_format = source.detection.format
         self.attn_bias = any(r.kind == "bias" and r.part in "qkv" for r in self.roles.values())
         self.has_o_bias = any(r.kind == "bias" and r.part == "o" for r in self.roles.values())
         self.pieces: dict[str, dict[str, np.ndarray]] = defaultdict(dict)  # module -> kind -> array
@@ -272,7 +273,9 @@ class TurbomindWriter(CheckpointWriter):
         left = list(self.pieces) + [f"layer {i} {s}" for i, s in self.parts] + [f"layer {i} bias" for i in self.biases]
         if left:
             raise OutputError(f"{self.target}: incomplete fused groups at the end: {', '.join(left[:4])}")
-        text = render(self.variant, self.config, self.d, self.arch, self.tp, GROUP_SIZE, self.attn_bias)
+        # model_format names the input lmdeploy converted from (informational: zeros on disk are true zeros)
+        fmt = "gptq" if self.source_format in ("auto_gptq", "auto_round") else "awq"
+        text = render(self.variant, self.config, self.d, self.arch, self.tp, GROUP_SIZE, self.attn_bias, fmt)
         (self.weights / CONFIG_FILE[self.variant]).write_text(text, encoding="utf-8")
         if side_files:
             tok = self.tmp / TOKENIZER
