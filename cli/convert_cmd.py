@@ -30,6 +30,8 @@ def parse_size(text: str) -> int:
 @click.option("--variant", default=None, help="Target variant, e.g. v1/v2 for auto_gptq, gemm/gemv for auto_awq.")
 @click.option("--gguf-type", default=None, metavar="q4_0|q4_1|q5_0|q5_1|q8_0",
               help="With --to gguf: the block type (default: per layer, the smallest exact one).")
+@click.option("--tp", default=1, show_default=True, type=click.IntRange(min=1),
+              help="With --to turbomind: tensor-parallel ranks the workspace is pre-split for.")
 @click.option("--from", "source_format", default=None, help="Force the source format instead of detecting it.")
 @click.option("--force", is_flag=True, help="Replace DST if it exists.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and exactness table; write nothing.")
@@ -41,7 +43,7 @@ def parse_size(text: str) -> int:
 @click.option("--push-to-hub", "push_to", default=None, metavar="ORG/NAME",
               help="Upload the finished folder to this Hugging Face repo (created if missing).")
 @handle_errors
-def convert_cmd(src, dst, to, variant, gguf_type, source_format, force, dry_run, allow_lossy, scale_dtype, shard_size, as_json, quiet,
+def convert_cmd(src, dst, to, variant, gguf_type, tp, source_format, force, dry_run, allow_lossy, scale_dtype, shard_size, as_json, quiet,
                 push_to):
     """Convert SRC (a model folder) into format --to at DST.
 
@@ -54,6 +56,7 @@ def convert_cmd(src, dst, to, variant, gguf_type, source_format, force, dry_run,
       repack convert ./model-awq ./model-gptq --to auto_gptq --variant v2 --dry-run
       repack convert ./model-gptq ./model-gguf --to gguf --gguf-type q4_0   # OUT/model.gguf
       repack convert ./model.Q4_0.gguf ./model-fp32 --to dense --variant fp32
+      repack convert ./model-awq ./workspace --to turbomind --variant w4 --tp 2
     """
     if gguf_type is not None:
         if to != "gguf" or variant not in (None, gguf_type):
@@ -61,7 +64,7 @@ def convert_cmd(src, dst, to, variant, gguf_type, source_format, force, dry_run,
         variant = check_gguf_type(gguf_type)
     plan = convert(src, dst, to, variant, force=force, dry_run=dry_run, allow_lossy=allow_lossy,
                    scale_dtype=scale_dtype, shard_size=parse_size(shard_size), source_format=source_format,
-                   progress=show_progress(quiet, as_json))
+                   progress=show_progress(quiet, as_json), tp=tp)
     url = hub.push(dst, push_to) if push_to and not dry_run else None
     if as_json:
         emit_json(plan.to_dict() | ({"pushed_to": url} if url else {}))

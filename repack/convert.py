@@ -76,12 +76,13 @@ class Plan:
 def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, variant: str | None = None, *,
             force: bool = False, dry_run: bool = False, allow_lossy: bool = False,
             scale_dtype: str | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
-            source_format: str | None = None, progress: bool = False) -> Plan:
+            source_format: str | None = None, progress: bool = False, tp: int = 1) -> Plan:
     """Convert ``src`` into format ``to`` at ``dst``; returns the plan (with ``written``).
 
     Raises UnsupportedError if a layer cannot be held by the target at all, LossyConversionError
     if some layer would change and ``allow_lossy`` is false, OutputError if ``dst`` exists
-    without ``force``. ``dry_run`` plans and measures without writing.
+    without ``force``. ``dry_run`` plans and measures without writing. ``tp``: tensor-parallel
+    ranks, for formats whose files are pre-split per rank (turbomind).
     """
     source = src if isinstance(src, Source) else open_source(src, source_format)
     target = formats.get(to)
@@ -93,6 +94,10 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
     if target.quantized and not source.modules():
         raise UnsupportedError(f"{source.path}: is a float model with no quantized layers; "
                                f"use `repack quantize` to make a {to} checkpoint from it")
+    if tp != 1 and not target.tensor_parallel:
+        raise UnsupportedError(f"format {to!r} has no tensor-parallel layout; --tp applies to turbomind only")
+    if tp < 1:
+        raise UnsupportedError(f"tp must be at least 1, got {tp}")
     caps = target.capabilities(variant)
     plan = Plan(str(source.path), source.detection.format, source.detection.variant, str(dst), to, variant,
                 notes=list(source.detection.notes) + target.output_notes(source))
@@ -132,6 +137,8 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
     scheme = _scheme(source, settings, to)
     if scheme is not None:
         target.quantization_config(scheme, variant)  # a target that cannot express the mix refuses now
+    config = _config(source, target, scheme, variant, specs)
+    target.layout_problem(specs, config, variant, tp, str(source.path))
     if dry_run:
         return plan
     if lossy and not allow_lossy:
@@ -143,9 +150,8 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
             "run with --dry-run for the table, or --allow-lossy to accept", plan)
 
     # -- write pass --------------------------------------------------------------------------
-    config = _config(source, target, scheme, variant, specs)
     with target.writer(dst, specs, force=force, shard_size=shard_size, source=source, config=config,
-                       variant=variant) as writer:
+                       variant=variant, **({"tp": tp} if target.tensor_parallel else {})) as writer:
         slices = getattr(writer, "accepts_raw_slices", False) and hasattr(source.ckpt, "raw_slice")
 
         def packed_item(item):

@@ -39,7 +39,9 @@ def got_dtype(path: Path) -> torch.dtype:
 
 
 def _size(path: Path) -> int:
-    return sum(p.stat().st_size for pattern in ("*.safetensors", "*.gguf") for p in path.glob(pattern))
+    files = [p for pattern in ("*.safetensors", "*.gguf") for p in path.glob(pattern)]
+    files += [p for p in (path / "triton_models" / "weights").glob("*") if not p.name.startswith("config.")]
+    return sum(p.stat().st_size for p in files)
 
 
 def _holds_exactly(base: Path, out: Path, fmt: str, variant: str) -> bool:
@@ -65,7 +67,7 @@ def run_demo(workdir: str | os.PathLike | None = None, bits: int = 4, group_size
             for variant in fmt.variants:
                 out = work / f"{fmt.name}-{variant}"
                 if not _holds_exactly(base, out, fmt.name, variant):
-                    continue  # e.g. gguf q4_0 or marlin gptq for asymmetric zeros, marlin checkpoint for narrow layers
+                    continue  # e.g. gguf q4_0 or marlin gptq for asymmetric zeros, marlin checkpoint for narrow layers, turbomind outside group 128
                 there = convert(base, out, fmt.name, variant, force=True)
                 exact = there.exact
                 check = out

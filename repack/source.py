@@ -16,6 +16,7 @@ import torch
 from .checkpoint import Checkpoint
 from .errors import FormatError, InputError
 from .gguf_checkpoint import open_gguf
+from .turbomind_checkpoint import open_turbomind
 from .formats.base import Detection, Format
 from .quantize.rtn import rtn_quantize
 from .tensor import QuantTensor
@@ -64,6 +65,12 @@ def open_source(path: str | os.PathLike, fmt: str | None = None) -> Source:
             raise FormatError(f"{gguf_file.root}: is a GGUF file; it can only be read as gguf")
         f = formats.get("gguf")
         return Source(gguf_file, f, f.detect(gguf_file))
+    workspace = open_turbomind(folder)
+    if workspace is not None:  # an lmdeploy convert workspace is read by the turbomind format only
+        if fmt not in (None, "turbomind"):
+            raise FormatError(f"{workspace.root}: is a TurboMind workspace; it can only be read as turbomind")
+        f = formats.get("turbomind")
+        return Source(workspace, f, f.detect(workspace))
     ckpt = Checkpoint.open(folder, link_root)
     if fmt is not None:
         f = formats.get(fmt)

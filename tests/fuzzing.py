@@ -54,6 +54,34 @@ SEEDS = {
 }
 
 
+def _turbomind(path):
+    """A w4 workspace, tp=2 (written by repack: a seed only needs to be valid, it is no oracle)."""
+    from repack.convert import convert
+    rng = np.random.default_rng(7)
+    shapes = {"self_attn.q_proj": (256, 256), "self_attn.k_proj": (256, 256), "self_attn.v_proj": (256, 256),
+              "self_attn.o_proj": (256, 256), "mlp.gate_proj": (256, 256), "mlp.up_proj": (256, 256),
+              "mlp.down_proj": (256, 256)}
+    awq = write_awq(path.parent / f"{path.name}-awq", {f"model.layers.0.{m}": random_layer(rng, K, N, 4, 128)
+                                                       for m, (K, N) in shapes.items()})
+    import json as _json
+    cfg = _json.loads((awq / "config.json").read_text())
+    cfg |= {"hidden_size": 256, "intermediate_size": 256, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "num_key_value_heads": 2}
+    (awq / "config.json").write_text(_json.dumps(cfg))
+    from safetensors.torch import load_file, save_file
+    t = load_file(str(awq / "model.safetensors"))
+    t = {n: v for n, v in t.items() if not n.startswith("model.layers.1.")}
+    import torch
+    g = torch.Generator().manual_seed(7)
+    t |= {n: torch.randn(v.shape[0], 256, generator=g).half() if v.dim() == 2 else torch.randn(256, generator=g).half()
+          for n, v in t.items() if v.is_floating_point() and not n.endswith(".scales")}
+    save_file(t, str(awq / "model.safetensors"), metadata={"format": "pt"})
+    return convert(awq, path, "turbomind", "w4", tp=2)
+
+
+SEEDS["turbomind_w4"] = _turbomind
+
+
 class Hang(Exception):
     pass
 
@@ -74,7 +102,8 @@ def time_limit(seconds: int):
 # ---- mutators: each takes (folder, rng) and damages one file in place ------------------------------
 
 def _weights(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.gguf"))
+    ws = folder / "triton_models" / "weights"  # a TurboMind workspace: raw files, config.ini
+    return sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.gguf")) + sorted(ws.glob("*"))
 
 
 GGUF_HEADER_GUESS = 4096  # a GGUF's metadata and tensor infos: the first few KiB of the seeds
@@ -136,8 +165,19 @@ def _rewrite(f: Path, data: bytes, n: int, header: bytes):
     f.write_bytes(struct.pack("<Q", len(header)) + header + data[8 + n:])
 
 
+def edit_ini(f: Path, rng):
+    lines = f.read_text().splitlines()
+    i = rng.randrange(1, len(lines))
+    key = lines[i].split(" = ")[0]
+    lines[i] = rng.choice(["", f"{key} = {rng.choice(WILD)}", f"{key} = {rng.choice([0, -128, 2**40, 64, 1e30])}"])
+    f.write_text("\n".join(lines))
+
+
 def edit_config(folder, rng):
     f = folder / "config.json"
+    ini = folder / "triton_models" / "weights" / "config.ini"
+    if not f.exists() and ini.exists():
+        return edit_ini(ini, rng)
     if not f.exists():  # a GGUF folder: its metadata is in the file
         return flip_bits(folder, rng)
     config = json.loads(f.read_text())

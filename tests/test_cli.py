@@ -192,7 +192,7 @@ def test_bad_input_one_line(tmp_path, make, command):
 def test_unknown_target_format(gptq, tmp_path):
     r = run("convert", gptq, tmp_path / "out", "--to", "nope")
     assert r.exit_code == 2
-    assert r.stderr.strip() == "repack: error: unknown format 'nope'; known formats: auto_awq, auto_gptq, auto_round, compressed_tensors, dense, gguf, marlin"
+    assert r.stderr.strip() == "repack: error: unknown format 'nope'; known formats: auto_awq, auto_gptq, auto_round, compressed_tensors, dense, gguf, marlin, turbomind"
     r = run("convert", gptq, tmp_path / "out", "--to", "auto_awq", "--variant", "exllama")
     assert "has no variant 'exllama'; its variants: gemm, gemv" in r.stderr
     assert not (tmp_path / "out").exists()

@@ -43,6 +43,7 @@ from .auto_round import AutoRoundFormat  # noqa: E402
 from .compressed_tensors import CompressedTensorsFormat  # noqa: E402
 from .gguf import GgufFormat  # noqa: E402
 from .marlin import MarlinFormat  # noqa: E402
+from .turbomind import TurbomindFormat  # noqa: E402
 
 register(GptqFormat())
 register(AwqFormat())
@@ -51,5 +52,6 @@ register(AutoRoundFormat())
 register(CompressedTensorsFormat())
 register(GgufFormat())
 register(MarlinFormat())
+register(TurbomindFormat())
 
 __all__ = ["Capabilities", "Detection", "Format", "Scheme", "all_formats", "get", "register", "resolve_variant"]

@@ -92,6 +92,7 @@ class Format:
     description: str = ""
     labels: tuple[str, ...] = ()  # quant_method values in config.json that name this format
     quantized: bool = True
+    tensor_parallel: bool = False  # writes files pre-split per rank: writer() takes tp=N
 
     @property
     def default_variant(self) -> str:
@@ -143,6 +144,10 @@ class Format:
         a sharded safetensors folder by default; a format with its own container overrides it."""
         from ..checkpoint import CheckpointWriter
         return CheckpointWriter(target, specs, force=force, shard_size=shard_size)
+
+    def layout_problem(self, specs: list[TensorSpec], config: dict, variant: str, tp: int, where: str) -> None:
+        """Raise UnsupportedError, naming the tensor, if the declared output cannot be laid out (e.g. a
+        dim that does not split over ``tp`` ranks); run by convert before anything is written."""
 
     def output_notes(self, source) -> list[str]:
         """What the plan should say about writing ``source`` in this format (e.g. what is left out)."""

@@ -76,10 +76,14 @@ def command(src: str, fmt: str, variant: str) -> str:
     return cmd + (f" --variant {variant}" if len(formats.get(fmt).variants) > 1 else "")
 
 
-def check(engine: str, p: Profile, reachable: dict[str, str], src: str) -> TargetReport:
+def check(engine: str, p: Profile, reachable: dict[str, str], src: str, config: dict | None = None) -> TargetReport:
     """``reachable``: inspect's ``format/variant -> exact|lossy|unsupported`` for this checkpoint."""
     rules = ENGINES[engine]
     v = rules(p)
+    if engine == "lmdeploy" and p.format != "turbomind":
+        note = lmdeploy.workspace_note(src, reachable, config or {})
+        if note:
+            v.note(note)
     report = TargetReport(engine, not v.failures, v.kernel, v.failures, v.notes)
     if report.loads:
         return report
@@ -108,7 +112,7 @@ def inspect_targets(src: str | os.PathLike | Source, engines: list[str],
     info = inspect(source, progress=progress)
     p = profile_of(source, info)
     shown = str(src) if not isinstance(src, Source) else str(source.path)
-    return info, [check(e, p, info.targets, shown) for e in engines]
+    return info, [check(e, p, info.targets, shown, source.ckpt.config) for e in engines]
 
 
 __all__ = ["ENGINES", "Failure", "Layer", "Profile", "TargetReport", "check", "converted", "inspect_targets",

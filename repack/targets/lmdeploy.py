@@ -5,6 +5,10 @@ Sources: kernels.md §2.2 and InternLM/lmdeploy ``lmdeploy/turbomind/deploy/conv
 and sym true; group_size must be 128; weight_type int4) and ``deploy/policy.py`` ``process_gptq``
 (adds 1 to every stored zero: GPTQ v1 zeros). The TurboMind engine only; the PyTorch engine is
 not covered.
+
+A TurboMind workspace (repack's ``turbomind`` format, what ``lmdeploy convert`` wrote up to v0.9)
+is for those older releases; :func:`workspace_note` says which ``repack convert --to turbomind``
+writes one exactly (kernels.md §2.1, §2.2).
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ def check(p: Profile) -> Verdict:
     v = Verdict()
     if p.format == "dense":
         v.kernels["turbomind fp16/bf16"] = len(p.layers) or 1
+        return v
+    if p.format == "turbomind":
+        era = "lmdeploy <= 0.5.3" if p.variant == "w4" else "lmdeploy 0.6-0.9"
+        v.fail("turbomind-workspace", None, f"a TurboMind {p.variant} workspace: it loads in {era}; current LMDeploy "
+               "(0.10+, `lmdeploy convert` removed) loads AWQ/GPTQ folders only")
         return v
     if p.format not in ("auto_awq", "auto_gptq"):
         v.fail("quant-method", None, f"{p.format} checkpoints: TurboMind's converter takes quant_method awq or gptq only")
@@ -43,3 +52,14 @@ def check(p: Profile) -> Verdict:
             v.kernels[kernel] += 1
     v.note("with tensor parallelism each rank's slice must hold whole groups (checked by TurboMind at load)")
     return v
+
+
+def workspace_note(src: str, reachable: dict[str, str], config: dict) -> str | None:
+    """For LMDeploy <= 0.9: the exact ``--to turbomind`` conversion, when every layer fits and the
+    architecture is in the TurboMind table; tp divisibility is checked by convert, naming the tensor."""
+    from ..formats.turbomind_arch import arch_for
+    if reachable.get("turbomind/w4") != "exact" or arch_for(config) is None:
+        return None
+    out = f"{str(src).rstrip('/')}-turbomind"
+    return (f"for lmdeploy <= 0.5.3, a ready workspace (what `lmdeploy convert` writes): repack convert {src} {out} "
+            "--to turbomind --variant w4 [--tp N]; for 0.6-0.9: --variant v6")

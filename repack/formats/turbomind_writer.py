@@ -1,0 +1,288 @@
+"""Writing a TurboMind workspace: ``OUT/triton_models/weights/`` raw little-endian files per tensor and
+rank plus ``config.ini`` (``w4``) or ``config.yaml`` (``v6``); tokenizer files in
+``OUT/triton_models/tokenizer/``.
+
+The output folder is made like every repack output (:class:`CheckpointWriter`: lock, temp folder,
+rename). Modules arrive one at a time in plan order; the members of a fused slot (q/k/v, gate/up)
+of one layer are held until the slot is complete, then every rank's files are written and the
+members dropped, so memory is one fused slot, not the model. Every divisibility rule is checked in
+the constructor, from the declared shapes, before anything is written.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint import CheckpointWriter
+from ..errors import OutputError, UnsupportedError
+from ..safetensors_header import DTYPES
+from . import turbomind_slots as sl
+from .turbomind_arch import DROPPED, Arch, Dims, arch_for, dims_of, packed_qkv_columns, split_layer
+from .turbomind_config import CONFIG_FILE, render
+
+WEIGHTS = Path("triton_models") / "weights"
+TOKENIZER = Path("triton_models") / "tokenizer"
+GROUP_SIZE = 128  # the only group size TurboMind's int4 kernels are built for (kernels.md §2.1, §2.2)
+QUANT_KINDS = ("qweight", "scales", "zeros")  # what TurbomindFormat.pack emits per module
+
+
+@dataclass(frozen=True)
+class Role:
+    """Where one declared tensor goes: a quantized module's piece, or a float tensor."""
+
+    kind: str  # "module" | "embed" | "norm" | "lm_head" | "attn_norm" | "ffn_norm" | "bias" | "drop"
+    layer: int = -1
+    part: str = ""  # q/k/v/o/gate/up/down (for a packed qkv module: "qkv")
+
+
+def plan_roles(specs, arch: Arch, d: Dims, where: str) -> dict[str, Role]:
+    """Every declared tensor's role; a tensor the workspace has no place for is refused by name."""
+    suffix_part = {arch.o: "o", arch.gate: "gate", arch.up: "up", arch.down: "down"}
+    suffix_part |= {arch.q: "qkv"} if arch.packed_qkv else {arch.q: "q", arch.k: "k", arch.v: "v"}
+    roles: dict[str, Role] = {}
+    for s in specs:
+        name = s.name
+        if name.endswith(DROPPED):
+            roles[name] = Role("drop")
+            continue
+        top = {f"{arch.embed}.weight": "embed", f"{arch.norm}.weight": "norm", f"{arch.lm_head}.weight": "lm_head"}
+        if name in top:
+            roles[name] = Role(top[name])
+            continue
+        hit = split_layer(name, arch)
+        if hit is not None:
+            i, rest = hit
+            base, _, kind = rest.rpartition(".")
+            if i >= d.layers:
+                raise UnsupportedError(f"{where}: tensor '{name}': layer {i} but the config has {d.layers} layers")
+            if base in suffix_part and kind in QUANT_KINDS:
+                roles[name] = Role("module", i, suffix_part[base])
+                continue
+            if base in (arch.attn_norm, arch.ffn_norm) and kind == "weight":
+                roles[name] = Role("attn_norm" if base == arch.attn_norm else "ffn_norm", i)
+                continue
+            if base in suffix_part and kind == "bias" and suffix_part[base] in ("q", "k", "v", "o"):
+                roles[name] = Role("bias", i, suffix_part[base])
+                continue
+            if base in suffix_part and kind == "weight":
+                raise UnsupportedError(f"{where}: tensor '{name}': an int4 TurboMind workspace needs every decoder "
+                                       "linear quantized; this one is float")
+        raise UnsupportedError(f"{where}: tensor '{name}' has no place in a TurboMind workspace ({arch.architecture})")
+    return roles
+
+
+def check_dims(specs, roles: dict[str, Role], arch: Arch, d: Dims, variant: str, tp: int, where: str) -> None:
+    """Refuse, naming the tensor, every shape the workspace (or its ``tp`` split) cannot hold."""
+    shapes = {s.name[: -len(".qweight")]: s.shape for s in specs if roles[s.name].kind == "module"
+              and s.name.endswith(".qweight")}
+    if d.hidden != d.heads * d.head_dim:
+        raise UnsupportedError(f"{where}: hidden_size {d.hidden} != heads x head_dim; TurboMind derives one from the other")
+    if d.heads % tp or d.kv_heads % tp:
+        name = next((m for m in shapes if m.endswith(arch.k)), arch.k)
+        raise UnsupportedError(f"{where}: tensor '{name}': {d.heads} attention / {d.kv_heads} kv heads do not divide "
+                               f"into tp={tp} ranks")
+    for layer in range(d.layers):
+        for part, suffix in (("q", arch.q), ("k", arch.k), ("v", arch.v), ("o", arch.o), ("gate", arch.gate),
+                             ("up", arch.up), ("down", arch.down)):
+            m = arch.module(layer, suffix)
+            if m not in shapes:
+                raise UnsupportedError(f"{where}: module '{m}' is missing; every TurboMind layer needs q/k/v/o and "
+                                       "gate/up/down quantized")
+    for m, (K, words) in shapes.items():
+        N = words * 8
+        part = roles[f"{m}.qweight"].part
+        row_parallel = part in ("o", "down")
+        if K % GROUP_SIZE:
+            raise UnsupportedError(f"{where}: tensor '{m}.qweight': in_features {K} is not a multiple of {GROUP_SIZE}")
+        if row_parallel:
+            if (K // tp) % GROUP_SIZE:
+                raise UnsupportedError(f"{where}: tensor '{m}.qweight': in_features {K} split over tp={tp} is "
+                                       f"{K / tp:g} rows per rank, not whole groups of {GROUP_SIZE}")
+            continue
+        n_rank = N / tp
+        if part in ("gate", "up"):
+            cols = 2 * n_rank if variant == "w4" else n_rank
+            unit = 32 if variant == "w4" else 8
+            if variant == "v6" and n_rank % GROUP_SIZE:  # lmdeploy would pad inter_size per rank (_pad_inter_size)
+                raise UnsupportedError(f"{where}: tensor '{m}.qweight': {N} outputs over tp={tp} is {n_rank:g} per rank, "
+                                       f"not a multiple of {GROUP_SIZE} (lmdeploy pads it; repack does not)")
+        else:
+            cols, unit = (d.nq + 2 * d.nkv) / tp, 32 if variant == "w4" else 8
+        if cols != int(cols) or int(cols) % unit or n_rank != int(n_rank) or int(n_rank) % 8:
+            raise UnsupportedError(f"{where}: tensor '{m}.qweight': {N} outputs over tp={tp} give {cols:g} columns per "
+                                   f"rank; the {variant} layout needs a multiple of {unit}")
+
+
+def _as_numpy(spec, data) -> np.ndarray:
+    if isinstance(data, torch.Tensor):
+        t = data.detach().cpu().contiguous()
+    else:
+        raw = bytearray()
+        for chunk in data:
+            raw += chunk
+        t = torch.frombuffer(raw, dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
+        t = t.view(DTYPES[spec.dtype][1]).reshape(spec.shape)
+    if t.dtype == torch.bfloat16:
+        t = t.to(torch.float32)
+    return t.numpy()
+
+
+def to_fp16(name: str, a: np.ndarray) -> np.ndarray:
+    """Float tensors are stored fp16 in an int4 workspace (lmdeploy ``_weight_dtype_map('int4')``);
+    a value fp16 cannot hold exactly is refused rather than rounded."""
+    with np.errstate(over="ignore"):
+        h = a.astype(np.float16)
+    if a.dtype != np.float16 and not np.array_equal(h.astype(a.dtype), a, equal_nan=True):
+        bad = int(np.count_nonzero(h.astype(a.dtype) != a))
+        raise UnsupportedError(f"tensor '{name}': {bad} values do not fit fp16 exactly (TurboMind int4 workspaces store "
+                               "float tensors as fp16)")
+    return h
+
+
+class TurbomindWriter(CheckpointWriter):
+    accepts_raw_slices = False  # tensors are fused, split and re-typed on the way in
+
+    def __init__(self, target, specs, *, force: bool, source, config: dict, variant: str, tp: int):
+        where = str(source.path)
+        arch = arch_for(config)
+        if arch is None:
+            raise UnsupportedError(f"{where}: model_type {config.get('model_type')!r} is not in the TurboMind "
+                                   "architecture table (llama, mistral, qwen2, internlm2)")
+        if sys.byteorder != "little":  # pragma: no cover - the files are little-endian by definition
+            raise UnsupportedError("writing TurboMind workspaces needs a little-endian machine")
+        if tp < 1:
+            raise UnsupportedError(f"tp must be at least 1, got {tp}")
+        d = dims_of(config, where)
+        self.roles = plan_roles(specs, arch, d, where)
+        check_dims(specs, self.roles, arch, d, variant, tp, where)
+        super().__init__(target, specs, force=force)
+        self.config, self.arch, self.d, self.variant, self.tp = config, arch, d, variant, tp
+        self.source_format = source.detection.format
+        self.attn_bias = any(r.kind == "bias" and r.part in "qkv" for r in self.roles.values())
+        self.has_o_bias = any(r.kind == "bias" and r.part == "o" for r in self.roles.values())
+        self.pieces: dict[str, dict[str, np.ndarray]] = defaultdict(dict)  # module -> kind -> array
+        self.parts: dict[tuple[int, str], dict[str, tuple]] = defaultdict(dict)  # (layer, slot) -> part -> (q, z, s)
+        self.biases: dict[int, dict[str, np.ndarray]] = defaultdict(dict)
+        self.weights: Path | None = None
+
+    def __enter__(self) -> "TurbomindWriter":
+        super().__enter__()
+        self.weights = self.tmp / WEIGHTS
+        self.weights.mkdir(parents=True)
+        return self
+
+    # -- data ---------------------------------------------------------------------------------
+    def write(self, name: str, data) -> None:
+        if self._pos >= len(self._order):
+            raise OutputError(f"tensor '{name}' was not declared")
+        spec = self._order[self._pos][1]
+        if spec.name != name:
+            raise OutputError(f"tensor '{name}' written out of order (expected '{spec.name}')")
+        self._pos += 1
+        role = self.roles[name]
+        if role.kind == "drop":
+            for _ in ([] if isinstance(data, torch.Tensor) else data):
+                pass
+            return
+        arr = _as_numpy(spec, data)
+        if tuple(arr.shape) != tuple(spec.shape):
+            raise OutputError(f"tensor '{name}': declared {list(spec.shape)}, got {list(arr.shape)}")
+        if role.kind == "module":
+            self._piece(name, role, arr)
+        elif role.kind == "bias":
+            self._bias(name, role, to_fp16(name, arr))
+        else:
+            self._float(name, role, to_fp16(name, arr))
+
+    def _file(self, name: str, arr: np.ndarray) -> None:
+        np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tofile(self.weights / name)
+
+    def _float(self, name: str, role: Role, a: np.ndarray) -> None:
+        tp = self.tp
+        if role.kind in ("attn_norm", "ffn_norm"):
+            self._file(f"layers.{role.layer}.{'attention_norm' if role.kind == 'attn_norm' else 'ffn_norm'}.weight", a)
+        elif role.kind == "norm":
+            self._file("norm.weight", a)
+        else:  # embedding / lm_head: rows padded to a multiple of tp (export_misc pad_weight)
+            pad = -a.shape[0] % tp
+            if pad:
+                a = np.concatenate([a, np.zeros((pad, a.shape[1]), a.dtype)])
+            stem = "tok_embeddings" if role.kind == "embed" else "output"
+            if self.variant == "w4":
+                self._file(f"{stem}.weight", a)
+            else:  # v0.6+: embedding split along hidden, output along vocab (export_misc save_split)
+                axis = 1 if role.kind == "embed" else 0
+                for r, piece in enumerate(np.split(a, tp, axis=axis)):
+                    self._file(f"{stem}.{r}.weight", piece)
+        if role.kind == "embed" and f"{self.arch.lm_head}.weight" not in self.roles:
+            self._float(name, Role("lm_head"), a[: self.d.vocab])  # tied: the engine needs its own output.weight
+
+    def _bias(self, name: str, role: Role, b: np.ndarray) -> None:
+        i = role.layer
+        if role.part == "o":  # copied to every rank (save_split(..., copy=True))
+            for r in range(self.tp):
+                self._file(sl.file_name(i, "wo", r, "bias"), b)
+            return
+        self.biases[i][role.part] = b
+        if len(self.biases[i]) == 3:
+            parts = {p: x.reshape(1, -1) for p, x in self.biases.pop(i).items()}
+            for r in range(self.tp):
+                self._file(sl.file_name(i, "qkv", r, "bias"), sl.rank_columns("qkv", parts, self.d, self.tp, r)[0])
+            if self.variant == "v6" and not self.has_o_bias:  # exporter.py export_attn: zeros for a missing o bias
+                for r in range(self.tp):
+                    self._file(sl.file_name(i, "wo", r, "bias"), np.zeros(self.d.nq, np.float16))
+
+    def _piece(self, name: str, role: Role, arr: np.ndarray) -> None:
+        module, _, kind = name.rpartition(".")
+        got = self.pieces[module]
+        got[kind] = arr
+        if len(got) < len(QUANT_KINDS):
+            return
+        del self.pieces[module]
+        q = sl.lay.v6_unpack_qweight(got["qweight"])
+        z = got["zeros"].astype(np.int16)
+        s = got["scales"].astype(np.float16)
+        if role.part == "qkv":  # InternLM2's packed wqkv: three column selections
+            for p, cols in zip("qkv", packed_qkv_columns(self.d)):
+                self._member(role.layer, p, (q[:, cols], z[:, cols], s[:, cols]))
+        else:
+            self._member(role.layer, role.part, (q, z, s))
+
+    def _member(self, i: int, part: str, qzs: tuple) -> None:
+        slot = next(sl_ for sl_ in sl.SLOTS[self.variant] if part in sl.PARTS[sl_])
+        got = self.parts[(i, slot)]
+        got[part] = qzs
+        if len(got) < len(sl.PARTS[slot]):
+            return
+        del self.parts[(i, slot)]
+        for r in range(self.tp):
+            if slot in sl.COLUMN_PARALLEL:
+                q, z, s = (sl.rank_columns(slot, {p: v[j] for p, v in got.items()}, self.d, self.tp, r) for j in range(3))
+            else:
+                q, z, s = (sl.rank_rows(x, self.tp, r) for x in got[sl.PARTS[slot][0]])
+            for kind, data in sl.encode_rank(self.variant, q, z, s).items():
+                self._file(sl.file_name(i, slot, r, kind), data)
+
+    def finish(self, config: dict, side_files=(), extra_json=None) -> Path:
+        if self._pos != len(self._order):
+            raise OutputError(f"tensor '{self._order[self._pos][1].name}' was declared but never written")
+        left = list(self.pieces) + [f"layer {i} {s}" for i, s in self.parts] + [f"layer {i} bias" for i in self.biases]
+        if left:
+            raise OutputError(f"{self.target}: incomplete fused groups at the end: {', '.join(left[:4])}")
+        # model_format names the input lmdeploy converted from (informational: zeros on disk are true zeros)
+        fmt = "gptq" if self.source_format in ("auto_gptq", "auto_round") else "awq"
+        text = render(self.variant, self.config, self.d, self.arch, self.tp, GROUP_SIZE, self.attn_bias, fmt)
+        (self.weights / CONFIG_FILE[self.variant]).write_text(text, encoding="utf-8")
+        if side_files:
+            tok = self.tmp / TOKENIZER
+            tok.mkdir(parents=True)
+            import shutil
+            for src in side_files:
+                shutil.copyfile(src, tok / src.name)
+        return self._commit()
