@@ -3,10 +3,12 @@
 Synthesises a Llama-2-7B-shaped GPTQ v1 4-bit g128 checkpoint (32 layers, hidden 4096,
 intermediate 11008, vocab 32000: ~3.9 GB in 5 GB shards), written tensor by tensor and never
 held whole, then in one run times `cp -r` of the folder and each `repack convert` (a fresh
-subprocess each, its peak RSS from getrusage), and prints the time ratio to `cp`. The page cache
+subprocess each, its peak RSS from /proc VmHWM), and prints the time ratio to `cp`. The page cache
 is warm for all of them (the source was just written), so `cp` is a copy of cached bytes.
 
-    python benchmarks/convert.py [--layers 32] [--targets auto_awq,auto_gptq:v2,gguf] [--dir /tmp]
+    python benchmarks/convert.py [--layers 32] [--targets auto_awq,auto_gptq:v2,gguf,marlin:awq] [--dir /tmp]
+
+(the source has asymmetric zeros, so Marlin takes its `awq` variant: `gptq` has the zero 8 built in)
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ def run_convert(src: Path, dst: Path, target: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=32)
-    ap.add_argument("--targets", default="auto_awq,auto_gptq:v2,gguf")
+    ap.add_argument("--targets", default="auto_awq,auto_gptq:v2,gguf,marlin:awq")
     ap.add_argument("--dir", default=os.environ.get("REPACK_BENCH_DIR"))
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
