@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from .errors import InputError, OutputError
@@ -28,6 +29,7 @@ SINGLE_NAME = "model.safetensors"
 QUANT_CONFIG_FILES = ("quantize_config.json", "quant_config.json", "quantization_config.json")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".index.json")
 READ_CHUNK = 64 * 1024 * 1024
+MAP_MIN_BYTES = 1 << 20  # tensors from this size up are memory-mapped (Checkpoint._mapped)
 DEFAULT_SHARD_SIZE = 5 * 10**9
 
 
@@ -107,6 +109,10 @@ class Checkpoint:
             info = TensorInfo(info.name, info.dtype, (rows, *info.shape[1:]), info.file, info.begin, info.begin + rows * per_row)
         if info.torch_dtype is None:
             raise InputError(f"{info.file}: tensor '{name}': dtype {info.dtype} cannot be loaded")
+        if info.nbytes >= MAP_MIN_BYTES and info.begin % 16 == 0:
+            mapped = self._mapped(info, name)
+            if mapped is not None:
+                return mapped
         buf = bytearray(info.nbytes)
         try:
             with open(info.file, "rb") as f:
@@ -119,6 +125,18 @@ class Checkpoint:
         if not buf:
             return torch.empty(info.shape, dtype=info.torch_dtype)
         return torch.frombuffer(buf, dtype=torch.uint8).view(info.torch_dtype).reshape(info.shape)
+
+    @staticmethod
+    def _mapped(info: TensorInfo, name: str) -> torch.Tensor | None:
+        """A large tensor as a copy-on-write map of the file: nothing is read until used (a plan
+        that needs only a layer's zeros and scales never touches its codes), no copy is made
+        when it is, and a write to the tensor stays private (the file is never written). The
+        header check in ``open`` has proved the bytes lie inside the file."""
+        try:
+            arr = np.memmap(info.file, dtype=np.uint8, mode="c", offset=info.begin, shape=(info.nbytes,))
+        except (OSError, ValueError):
+            return None  # the read path below reports what is wrong
+        return torch.from_numpy(arr).view(info.torch_dtype).reshape(info.shape)
 
     def raw_slice(self, name: str) -> "RawSlice":
         """Where the tensor's stored bytes lie, for a writer that copies them file to file."""
