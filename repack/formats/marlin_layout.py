@@ -27,6 +27,7 @@ and ``Layer.pack``; vLLM ``utils/marlin_utils_test.py`` ``get_weight_perm`` / ``
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 
 import numpy as np
@@ -85,13 +86,23 @@ def pack_weight(q: np.ndarray, bits: int) -> np.ndarray:
         raise ValueError(f"Marlin needs K % 16 == 0 and N % 64 == 0, got K={K}, N={N}")
     per = 32 // bits
     src = _row_sources(bits, N)
-    shifts = (np.arange(per, dtype=np.uint32) * bits)
     out = np.empty((K // TILE, 16 * N // per), np.uint32)
-    step = _rows_per_chunk(N)
+    out_bytes = out.view(np.uint8).reshape(K // TILE, -1)
+    step = max(1, (1 << 20) // max(TILE * N, 1))  # ~1 M codes a step: the gather stays in L2
     for r0 in range(0, K // TILE, step):
-        rows = np.asarray(q[TILE * r0: TILE * (r0 + step)]).astype(np.uint32)
-        vals = rows.reshape(-1, TILE * N)[:, src].reshape(-1, 16 * N // per, per)
-        out[r0: r0 + vals.shape[0]] = np.bitwise_or.reduce(vals << shifts, axis=2)
+        rows = np.asarray(q[TILE * r0: TILE * (r0 + step)], dtype=np.uint8)
+        vals = rows.reshape(-1, TILE * N)[:, src]  # uint8, in packing order
+        R = vals.shape[0]
+        if bits == 4:  # field j at bits 4j: byte b of the little-endian word holds fields 2b, 2b+1
+            out_bytes[r0: r0 + R] = vals[:, 0::2] | (vals[:, 1::2] << 4)
+        elif bits == 8:  # field j is byte j
+            out_bytes[r0: r0 + R] = vals
+        else:
+            shifts = (np.arange(per, dtype=np.uint32) * bits)
+            w = vals.reshape(R, -1, per).astype(np.uint32) << shifts
+            out[r0: r0 + R] = np.bitwise_or.reduce(w, axis=2)
+    if sys.byteorder != "little":  # pragma: no cover - the bytes above are the little-endian words
+        out = out.byteswap()
     return out.view(np.int32)
 
 
