@@ -14,6 +14,8 @@ InternLM/lmdeploy v0.5.3 ``lmdeploy/turbomind/deploy/target_model/{w4.py,base.py
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 # -- column orders -------------------------------------------------------------------------------
@@ -108,12 +110,20 @@ def w4_unpack_scales_zeros(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def v6_pack_qweight(q: np.ndarray) -> np.ndarray:
     """uint8 ``[K, M]`` -> int32 ``[K, M/8]``: code of column ``8c + j`` in bits ``4j`` of word ``[k, c]``
     (sequential along the output dim, no AWQ interleave)."""
+    # byte b of the little-endian word holds columns 8c + 2b (low nibble) and 8c + 2b + 1 (high):
+    # joining nibbles into bytes is the same word, without a uint32 per code
     K, M = q.shape
-    u = q.astype(np.uint32).reshape(K, M // 8, 8) << (4 * np.arange(8, dtype=np.uint32))
-    return np.bitwise_or.reduce(u, axis=2).view(np.int32)
+    q = np.asarray(q, dtype=np.uint8)
+    by = q[:, 0::2] | (q[:, 1::2] << 4)  # [K, M/2]
+    if sys.byteorder != "little":  # pragma: no cover
+        return np.ascontiguousarray(by).view("<u4").astype(np.uint32).view(np.int32).reshape(K, M // 8)
+    return np.ascontiguousarray(by).view(np.int32).reshape(K, M // 8)
 
 
 def v6_unpack_qweight(words: np.ndarray) -> np.ndarray:
     K, W = words.shape
-    u = words.view(np.uint32).reshape(K, W, 1) >> (4 * np.arange(8, dtype=np.uint32))
-    return (u & 0xF).astype(np.uint8).reshape(K, 8 * W)
+    by = np.ascontiguousarray(words).astype("<u4", copy=False).view(np.uint8).reshape(K, 4 * W)
+    out = np.empty((K, 4 * W, 2), np.uint8)
+    np.bitwise_and(by, 0x0F, out=out[:, :, 0])
+    np.right_shift(by, 4, out=out[:, :, 1])
+    return out.reshape(K, 8 * W)
