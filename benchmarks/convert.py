@@ -34,6 +34,8 @@ from repack.synthetic import SIDE_FILES, llama_config  # noqa: E402
 CHILD = r"""
 import sys, json, time
 t = time.perf_counter()
+from repack.allocator import keep_freed_memory
+keep_freed_memory()  # as the CLI does
 from repack.convert import convert
 to, _, variant = sys.argv[3].partition(":")
 convert(sys.argv[1], sys.argv[2], to, variant or None)

@@ -1,5 +1,7 @@
 import click
 
+from repack.allocator import keep_freed_memory
+
 from .convert_cmd import convert_cmd
 from .demo_cmd import demo_cmd
 from .formats_cmd import formats_cmd
@@ -11,6 +13,7 @@ from .verify_cmd import verify_cmd
 @click.version_option(package_name="repack")
 def main() -> None:
     """repack: convert 2/3/4/8-bit weight-only quantized checkpoints between formats, exactly."""
+    keep_freed_memory()
 
 
 for command in (formats_cmd, inspect_cmd, convert_cmd, demo_cmd, verify_cmd):

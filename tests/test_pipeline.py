@@ -90,3 +90,12 @@ def test_ahead_map_stops_when_the_consumer_stops():
     time.sleep(0.1)
     assert len(started) == n <= 5
     assert not any(t.name.startswith("repack-ahead") for t in threading.enumerate())
+
+
+def test_allocator_tuning_applies_on_linux_and_is_idempotent():
+    import sys
+    from repack.allocator import keep_freed_memory
+    first, second = keep_freed_memory(), keep_freed_memory()
+    assert first == second
+    if sys.platform.startswith("linux") and os.path.exists("/lib/x86_64-linux-gnu/libc.so.6"):
+        assert first is True
