@@ -202,6 +202,13 @@ class GgufWriter(CheckpointWriter):
     def _array(self, spec, data) -> np.ndarray:
         if isinstance(data, torch.Tensor):
             return data.detach().cpu().contiguous().numpy()
+        if spec.name in self.source.ckpt and DTYPES[spec.dtype][1] in (torch.float16, torch.float32) \
+                and self._float_dtype(spec) == {torch.float16: np.float16, torch.float32: np.float32}[DTYPES[spec.dtype][1]]:
+            # stored as written: the source's tensor (memory-mapped when large) goes out without a
+            # copy in memory; the embedding and lm_head of a 7B model are 262 MB each
+            t = self.source.ckpt.get(spec.name)
+            if tuple(t.shape) == tuple(spec.shape):
+                return t.numpy()
         raw = bytearray()
         for chunk in data:
             raw += chunk
