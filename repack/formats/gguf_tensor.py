@@ -144,7 +144,9 @@ def encode(t: QuantTensor, bt: gb.BlockType) -> np.ndarray:
     m = _per_block(t, offsets_fp16(t)[0]) if bt.has_min else None
     N, K = t.out_features, t.in_features
     gs = t.effective_group_size
-    shift = None if bt.has_min else (bt.zero - t.zeros.numpy().astype(np.int16)).T  # [N, G]: v + zero = q + shift
+    # stored value v + zero = q + (zero - z), in [0, 255] for a type exact_type accepted, so uint8
+    # arithmetic modulo 256 gives it without widening (the shift itself may be negative)
+    shift = None if bt.has_min else ((bt.zero - t.zeros.numpy().astype(np.int16)) & 0xFF).astype(np.uint8).T  # [N, G]
     out = np.empty((N, K // gb.BLOCK * bt.type_size), np.uint8)
     step = _row_step(K)
     for r0 in range(0, N, step):
@@ -152,9 +154,11 @@ def encode(t: QuantTensor, bt: gb.BlockType) -> np.ndarray:
         codes = _codes_nk(t, r0, r1)  # blocks run along K
         if shift is not None:
             if t.g_idx is None and K % gs == 0:  # the shift broadcast over each group's columns
-                codes = (codes.reshape(r1 - r0, K // gs, gs).astype(np.int16) + shift[r0:r1, :, None]).reshape(r1 - r0, K)
+                codes = (codes.reshape(r1 - r0, K // gs, gs) + shift[r0:r1, :, None]).reshape(r1 - r0, K)
             else:
-                codes = codes.astype(np.int16) + shift[r0:r1][:, t.group_index().numpy()]
+                codes = codes + shift[r0:r1][:, t.group_index().numpy()]
+            if bt.code_range[0] < 0:  # Q8_0 stores v itself, signed: the same bytes read as int8
+                codes = codes.view(np.int8)
         out[r0:r1] = gb.encode(bt, codes, d[r0:r1], None if m is None else m[r0:r1])
     return out
 
