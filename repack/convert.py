@@ -108,6 +108,7 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
     items.sort()
     specs: list[TensorSpec] = []
     settings: dict[str, tuple] = {}
+
     def read_item(item):
         name, kind = item
         return name, kind, (source.read(name) if kind == "module" else None)
