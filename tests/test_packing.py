@@ -62,3 +62,17 @@ def test_roundtrip_any_length(bits, blocks, extra, cols, seed):
     packed = pack_rows(q, bits)
     assert packed.shape == (packed_rows(rows, bits), cols)
     assert np.array_equal(unpack_rows(packed, bits, rows), q)
+
+
+def test_nibble_transpose_against_a_loop():
+    """transpose_nibbles_8x8_inplace: nibble a of word b becomes the input's nibble b of word a."""
+    import numpy as np
+    from repack.packing import transpose_nibbles_8x8_inplace
+    rng = np.random.default_rng(3)
+    words = rng.integers(0, 2**32, size=(8, 5, 7), dtype=np.uint32)
+    got = transpose_nibbles_8x8_inplace(words.copy(), np.empty((5, 7), np.uint32), np.empty((5, 7), np.uint32))
+    for i in range(5):
+        for j in range(7):
+            for a in range(8):
+                for b in range(8):
+                    assert (int(got[b, i, j]) >> (4 * a)) & 15 == (int(words[a, i, j]) >> (4 * b)) & 15
