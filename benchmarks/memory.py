@@ -22,16 +22,18 @@ from pathlib import Path
 import numpy as np
 
 CHILD = r"""
-import resource, sys, json, time
+import sys, json, time
 t = time.perf_counter()
 from repack.convert import convert
 if sys.argv[1] == "read":
     from repack.checkpoint import Checkpoint
-    ck = Checkpoint.open(sys.argv[2]); ck.get(sys.argv[3])
+    ck = Checkpoint.open(sys.argv[2]); int(ck.get(sys.argv[3]).numpy().max())  # touch every byte (large tensors are mapped)
 else:
     to, _, variant = sys.argv[3].partition(":")
     convert(sys.argv[1], sys.argv[2], to, variant or None)
-print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+# VmHWM, not getrusage: Linux carries ru_maxrss over fork + exec, so a child would report the parent's
+hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
+print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss": hwm}))
 """
 
 
