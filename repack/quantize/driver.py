@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -177,6 +178,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
         raise UnsupportedError(f"{to}/{variant} cannot hold {bits}-bit weights (it holds {caps.bits})")
     if act_order and not static_groups and not caps.act_order:
         raise UnsupportedError(f"{to}/{variant} cannot hold act-order groups; add static groups or choose auto_gptq")
+    out = Path(out)
     check_target(out, force)
     dev = _device(device)
     src = open_source(model)
@@ -197,6 +199,8 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
     zero_range = None if sym else caps.zero_range(bits)
     if zero_range is not None:
         zero_range = (max(zero_range[0], 0), min(zero_range[1], 2**bits - 1))
+        if zero_range[0] >= zero_range[1]:
+            raise UnsupportedError(f"{to}/{variant} holds symmetric {bits}-bit weights only; quantize with --sym")
     embed_dtype = weights.dtype(spec.arch.embed) if spec.arch.embed in src.ckpt else torch.float16
     scale_dtype = torch.bfloat16 if embed_dtype == torch.bfloat16 else torch.float16
     q = dict(bits=bits, group_size=group_size, sym=sym, scale_dtype=scale_dtype)
