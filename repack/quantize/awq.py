@@ -54,11 +54,3 @@ def search_clip(x: torch.Tensor, w: torch.Tensor, bits: int, group_size: int, sy
             best_err = torch.where(better, err, best_err)
             best_ratio = torch.where(better, torch.full_like(err, ratio), best_ratio)
     return best_ratio
-
-
-def clip(w: torch.Tensor, ratio: torch.Tensor, group_size: int) -> torch.Tensor:
-    """w [N, K] with each (row, group) clamped to ``ratio`` times its min/max."""
-    N, K = w.shape
-    wp, lo, hi = _grouped(w, group_size)
-    out = torch.maximum(torch.minimum(wp, (hi * ratio)[..., None]), (lo * ratio)[..., None])
-    return out.reshape(N, -1)[:, :K]

@@ -31,7 +31,7 @@ from .calib import from_model, from_text
 from .gptq import Hessian, gptq_quantize
 from .model import Spec, block_forward, embed
 from .output import QuantizedSource
-from .rtn import fake_quantize, rtn_quantize
+from .rtn import clip_groups, fake_quantize, rtn_quantize
 from .weights import ModelWeights
 
 METHODS = ("rtn", "gptq", "awq")
@@ -318,7 +318,7 @@ def _rtn_awq_block(block: _Block, x, quantized, replaced, q, use_awq: bool, zero
                 if m in (block.spec.arch.q, block.spec.arch.k):
                     continue  # their error passes through the softmax; clipping on the linear's error misleads (as in AWQ)
                 ratio = awq.search_clip(xs, block.w(m), zero_range=zero_range, **q)
-                block.t[block.prefix + m + ".weight"] = awq.clip(block.w(m), ratio, q["group_size"])
+                block.t[block.prefix + m + ".weight"] = clip_groups(block.w(m), ratio, q["group_size"], q["sym"])
     for m in block.spec.arch.linears:
         _store(block, m, rtn_quantize(block.w(m).cpu(), zero_range=zero_range, **q), quantized)
     return held, hessians

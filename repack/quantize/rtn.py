@@ -53,13 +53,27 @@ def rtn_quantize(weight: torch.Tensor, bits: int, group_size: int, sym: bool,
     return QuantTensor.from_codes(codes, s.t().contiguous().to(scale_dtype), z.t().to(torch.int16), bits, group_size, sym=sym)
 
 
-def fake_quantize(weight: torch.Tensor, bits: int, group_size: int, sym: bool, scale_dtype: torch.dtype = torch.float16,
-                  ratio: torch.Tensor | float = 1.0, zero_range: tuple[int, int] | None = None) -> torch.Tensor:
-    """fp32 [N, K]: the weight after RTN quantize + dequantize, each group's range first shrunk by
-    ``ratio`` (a float or [N, G]); equal to ``rtn_quantize(clamp(w, ratio*min, ratio*max)).dequantize()``."""
+def clip_groups(weight: torch.Tensor, ratio: torch.Tensor | float, group_size: int, sym: bool) -> torch.Tensor:
+    """fp32 [N, K]: each (output channel, group) clamped to ``ratio`` (a float or [N, G]) times its
+    range: ``[r*min, r*max]``, or ``+-r*max|w|`` when symmetric (the range RTN then sees)."""
     w = weight.to(torch.float32)
     N, K = w.shape
     wp, lo, hi = _grouped(w, group_size)
-    s, z = minmax_params(lo * ratio, hi * ratio, bits, sym, scale_dtype, zero_range)
+    if sym:
+        hi = torch.maximum(lo.abs(), hi.abs())
+        lo = -hi
+    out = torch.maximum(torch.minimum(wp, (hi * ratio)[..., None]), (lo * ratio)[..., None])
+    return out.reshape(N, -1)[:, :K]
+
+
+def fake_quantize(weight: torch.Tensor, bits: int, group_size: int, sym: bool, scale_dtype: torch.dtype = torch.float16,
+                  ratio: torch.Tensor | float = 1.0, zero_range: tuple[int, int] | None = None) -> torch.Tensor:
+    """fp32 [N, K]: ``rtn_quantize(clip_groups(w, ratio)).dequantize()`` without packing the codes."""
+    w = weight.to(torch.float32)
+    if not (isinstance(ratio, float) and ratio == 1.0):
+        w = clip_groups(w, ratio, group_size, sym)
+    N, K = w.shape
+    wp, lo, hi = _grouped(w, group_size)
+    s, z = minmax_params(lo, hi, bits, sym, scale_dtype, zero_range)
     q = torch.clamp(torch.round(wp / s[..., None]) + z[..., None], 0, 2**bits - 1)
     return ((q - z[..., None]) * s[..., None]).reshape(N, -1)[:, :K]
