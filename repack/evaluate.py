@@ -16,7 +16,8 @@ import torch
 from .errors import InputError
 from .progress import progress_bar
 from .quantize.model import Spec, block_forward, embed, logits
-from .quantize.tokens import read_text, tokenize
+from .quantize.model import plain_linear
+from .quantize.tokens import decode, read_text, tokenize
 from .quantize.weights import ModelWeights
 from .source import open_source
 
@@ -79,3 +80,40 @@ def evaluate(checkpoint: str | os.PathLike, text: str | os.PathLike, seqlen: int
     nll = total / count
     return EvalResult(str(src.path), f"{src.detection.format}/{src.detection.variant}", math.exp(nll), nll, count, n,
                       seqlen, tok)
+
+
+@dataclass
+class Generation:
+    checkpoint: str
+    prompt: str
+    text: str  # the continuation only
+    ids: list[int]  # the continuation's token ids
+    tokenizer: str
+
+
+def generate(checkpoint: str | os.PathLike, prompt: str, max_new_tokens: int = 32) -> Generation:
+    """Greedy continuation of ``prompt``. The whole model is read once (dequantized, fp32) and each
+    step runs the full sequence again (no KV cache): meant for a quick look, not for speed."""
+    src = open_source(checkpoint)
+    spec = Spec.from_config(src.ckpt.config, str(src.path))
+    weights = ModelWeights(src)
+    ids, tok = tokenize(prompt, src.path, spec.vocab)
+    if ids.numel() == 0:
+        raise InputError("the prompt is empty")
+    cache: dict[str, torch.Tensor] = {}
+
+    def get(name: str) -> torch.Tensor:
+        if name not in cache:
+            cache[name] = weights.get(name)
+        return cache[name]
+    linear = plain_linear(get, weights.bias)
+    seq = ids[None]
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            x = embed(spec, seq, get)
+            for i in range(spec.layers):
+                x = block_forward(spec, i, x, get, linear)
+            nxt = logits(spec, x[:, -1:], get)[0, -1].argmax()
+            seq = torch.cat([seq, nxt.view(1, 1)], 1)
+    new = seq[0, ids.numel():].tolist()
+    return Generation(str(src.path), prompt, decode(new, src.path, tok), new, tok)

@@ -31,3 +31,14 @@ def tokenize(text: str, folder: Path, vocab: int) -> tuple[torch.Tensor, str]:
             return torch.tensor(ids, dtype=torch.int64), "tokenizer.json"
     data = torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8).to(torch.int64)
     return data % vocab, "bytes"
+
+
+def decode(ids: list[int], folder: Path, tokenizer: str) -> str:
+    """Text of token ids from :func:`tokenize`'s tokenizer; with bytes, ids past 255 become U+FFFD."""
+    if tokenizer == "tokenizer.json":
+        from tokenizers import Tokenizer
+        return Tokenizer.from_file(str(folder / "tokenizer.json")).decode(ids)
+    out = []
+    for i in ids:
+        out.append(bytes([i]).decode("latin-1") if i < 256 else "\ufffd")
+    return "".join(out)
