@@ -147,10 +147,30 @@ def test_awq_beats_rtn_on_the_calibration_inputs(work):
         x = ref
 
 
-def test_awq_folding_keeps_the_float_function(tmp_path):
+def _qwen2_with_biases(path):
+    """Qwen2-shaped: q/k/v biases, and as many KV heads as heads so that AWQ also folds o into v."""
+    from safetensors.torch import load_file, save_file
+    cfg = llama_config(dtype="float32", kv_heads=4)
+    cfg["model_type"] = "qwen2"
+    float_dir = write_float_model(path, cfg)
+    sd = load_file(float_dir / "model.safetensors")
+    g = torch.Generator().manual_seed(1)
+    for i in range(cfg["num_hidden_layers"]):
+        for p in "qkv":
+            w = sd[f"model.layers.{i}.self_attn.{p}_proj.weight"]
+            sd[f"model.layers.{i}.self_attn.{p}_proj.bias"] = torch.randn(w.shape[0], generator=g) * 0.1
+    save_file(sd, str(float_dir / "model.safetensors"), metadata={"format": "pt"})
+    return float_dir
+
+
+@pytest.mark.parametrize("model", ["llama-gqa", "qwen2-bias"])
+def test_awq_folding_keeps_the_float_function(tmp_path, model):
     """At 8 bits rounding is small, so a block's error is about the rounding alone: AWQ's must be no
-    larger than RTN's; a wrongly folded scale (norm, v/up rows) would change the block's function."""
-    float_dir = write_float_model(tmp_path / "float", llama_config(dtype="float32"))
+    larger than RTN's; a wrongly folded scale (norm, v/up rows, v bias) would change the block's function."""
+    if model == "llama-gqa":
+        float_dir = write_float_model(tmp_path / "float", llama_config(dtype="float32"))
+    else:
+        float_dir = _qwen2_with_biases(tmp_path / "float")
     spec, wf = _model(float_dir)
     x = _calibration_input(float_dir)[:4, :32]
     err = {}
@@ -161,6 +181,9 @@ def test_awq_folding_keeps_the_float_function(tmp_path):
             wq = _model(tmp_path / method)[1]
             err[method] = float((block_forward(spec, 0, x, wq.get, plain_linear(wq.get, wq.bias)) - ref).norm())
     assert err["awq"] < 1.1 * err["rtn"], err
+    if model == "qwen2-bias":  # o was folded into v: v's rows and bias were rescaled
+        wq = _model(tmp_path / "awq")[1]
+        assert not torch.equal(wq.get("model.layers.0.self_attn.v_proj.bias"), wf.get("model.layers.0.self_attn.v_proj.bias"))
 
 
 # -- the driver ------------------------------------------------------------------------------------
