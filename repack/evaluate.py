@@ -92,8 +92,8 @@ class Generation:
 
 
 def generate(checkpoint: str | os.PathLike, prompt: str, max_new_tokens: int = 32) -> Generation:
-    """Greedy continuation of ``prompt``. The whole model is read once (dequantized, fp32) and each
-    step runs the full sequence again (no KV cache): meant for a quick look, not for speed."""
+    """Greedy continuation of ``prompt`` with a KV cache. The whole model is read once (dequantized,
+    fp32): meant for a quick look at a model's output, not for serving."""
     src = open_source(checkpoint)
     spec = Spec.from_config(src.ckpt.config, str(src.path))
     weights = ModelWeights(src)
@@ -107,13 +107,14 @@ def generate(checkpoint: str | os.PathLike, prompt: str, max_new_tokens: int = 3
             cache[name] = weights.get(name)
         return cache[name]
     linear = plain_linear(get, weights.bias)
-    seq = ids[None]
+    seq, step = ids[None], ids[None]
+    kv: dict = {}
     with torch.no_grad():
         for _ in range(max_new_tokens):
-            x = embed(spec, seq, get)
+            x = embed(spec, step, get)
             for i in range(spec.layers):
-                x = block_forward(spec, i, x, get, linear)
-            nxt = logits(spec, x[:, -1:], get)[0, -1].argmax()
-            seq = torch.cat([seq, nxt.view(1, 1)], 1)
+                x = block_forward(spec, i, x, get, linear, kv)
+            step = logits(spec, x[:, -1:], get)[0, -1].argmax().view(1, 1)
+            seq = torch.cat([seq, step], 1)
     new = seq[0, ids.numel():].tolist()
     return Generation(str(src.path), prompt, decode(new, src.path, tok), new, tok)

@@ -356,3 +356,25 @@ def test_generate_is_greedy_and_format_independent(work, tmp_path):
     assert r.exit_code == 0 and json.loads(r.output)["generation"]["ids"] == g.ids
     r = run("eval", outs["gptq"])
     assert r.exit_code == 2 and "--generate" in r.output
+
+
+def test_kv_cache_gives_the_full_forward_logits(work):
+    """Prefill then one token at a time with the cache (as sampling and generation run) equals one
+    forward over the whole sequence, position by position."""
+    from repack.quantize.model import logits
+    _, float_dir, _ = work
+    spec, w = _model(float_dir)
+    lin = plain_linear(w.get, w.bias)
+    ids = torch.randint(0, spec.vocab, (3, 12), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        x = embed(spec, ids, w.get)
+        for i in range(spec.layers):
+            x = block_forward(spec, i, x, w.get, lin)
+        full = logits(spec, x, w.get)
+        kv, steps = {}, []
+        for start, stop in [(0, 5)] + [(t, t + 1) for t in range(5, 9)] + [(9, 12)]:
+            x = embed(spec, ids[:, start:stop], w.get)
+            for i in range(spec.layers):
+                x = block_forward(spec, i, x, w.get, lin, kv)
+            steps.append(logits(spec, x, w.get))
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5), float((torch.cat(steps, 1) - full).abs().max())

@@ -25,7 +25,7 @@ def from_text(path: str | Path, folder: Path, vocab: int, nsamples: int, seqlen:
 def from_model(spec: Spec, get: Callable[[str], torch.Tensor], bias: Callable[[str], torch.Tensor | None],
                nsamples: int, seqlen: int, seed: int, bos: int) -> torch.Tensor:
     """Sample ``nsamples`` sequences of ``seqlen`` tokens from the model (temperature 1, seeded),
-    each starting at ``bos``. The whole float model is read once into memory for this."""
+    each starting at ``bos``, with a KV cache. The whole float model is read once into memory for this."""
     g = torch.Generator().manual_seed(seed)
     cache: dict[str, torch.Tensor] = {}
 
@@ -37,11 +37,12 @@ def from_model(spec: Spec, get: Callable[[str], torch.Tensor], bias: Callable[[s
     biases = {m: bias(m) for i in range(spec.layers) for m in (spec.arch.prefix(i) + n for n in spec.arch.linears)}
     linear = plain_linear(cached, biases.get)
     ids = torch.full((nsamples, 1), bos, dtype=torch.int64)
+    kv: dict = {}
     with torch.no_grad():
         for _ in range(seqlen - 1):
-            x = embed(spec, ids, cached)
+            x = embed(spec, ids[:, -1:], cached)
             for i in range(spec.layers):
-                x = block_forward(spec, i, x, cached, linear)
-            p = torch.softmax(logits(spec, x[:, -1:], cached)[:, 0].double(), -1)
+                x = block_forward(spec, i, x, cached, linear, kv)
+            p = torch.softmax(logits(spec, x, cached)[:, 0].double(), -1)
             ids = torch.cat([ids, torch.multinomial(p, 1, generator=g)], 1)
     return ids
