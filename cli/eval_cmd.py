@@ -1,0 +1,46 @@
+import click
+
+from repack.evaluate import evaluate, generate
+
+from .common import emit_json, fail, handle_errors, show_progress
+
+
+@click.command("eval")
+@click.argument("checkpoint")
+@click.option("--text", default=None, type=click.Path(dir_okay=False), help="A UTF-8 text file: report perplexity.")
+@click.option("--generate", "prompt", default=None, help="Print the greedy continuation of this prompt.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--seqlen", type=click.IntRange(min=2), default=512, show_default=True, help="Tokens per window.")
+@click.option("--max-windows", type=click.IntRange(min=1), default=None, help="Evaluate only the first windows.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--quiet", is_flag=True, help="Print only the perplexity.")
+@handle_errors
+def eval_cmd(checkpoint, text, prompt, max_new_tokens, seqlen, max_windows, as_json, quiet):
+    """Perplexity of CHECKPOINT (any readable format, or a float model) on a text file, over
+    non-overlapping windows of --seqlen tokens. Tokens come from the model's tokenizer.json when the
+    `tokenizers` package is installed, else from UTF-8 bytes (fine for tiny test models only).
+
+    \b
+    Examples:
+      repack eval ./model-gptq --text heldout.txt --seqlen 512
+      repack eval ./model.Q4_0.gguf --text heldout.txt --json
+      repack eval ./model-awq --generate "The capital of France is" --max-new-tokens 16
+    """
+    if text is None and prompt is None:
+        fail("give --text FILE (perplexity) and/or --generate PROMPT")
+    out = {}
+    if text is not None:
+        r = evaluate(checkpoint, text, seqlen, max_windows, progress=show_progress(quiet, as_json))
+        out["perplexity"] = r.to_dict()
+        if quiet and not as_json:
+            click.echo(f"{r.perplexity:.6g}")
+        elif not as_json:
+            click.echo(f"{r.checkpoint} ({r.format}): perplexity {r.perplexity:.4f} over {r.tokens} tokens "
+                       f"({r.windows} windows of {r.seqlen}, tokenizer: {r.tokenizer})")
+    if prompt is not None:
+        g = generate(checkpoint, prompt, max_new_tokens)
+        out["generation"] = vars(g)
+        if not as_json:
+            click.echo(g.text if quiet else f"{g.prompt}{g.text}")
+    if as_json:
+        emit_json(out)
