@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -68,6 +69,7 @@ class TurbomindCheckpoint:
                                  f"{files} files")
         self._floats = self._float_tensors()
         self._cache: dict[tuple[int, str], dict] = {}  # the last two slots read, rank files decoded
+        self._lock = threading.Lock()  # convert reads modules on two threads (repack/pipeline.py)
 
     # -- naming --------------------------------------------------------------------------------
     def _float_tensors(self) -> dict[str, TmTensorInfo]:
@@ -126,6 +128,10 @@ class TurbomindCheckpoint:
                 "gate": (d.hidden, d.inter), "up": (d.hidden, d.inter), "down": (d.inter, d.hidden)}
 
     def _slot(self, i: int, slot: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        with self._lock:
+            return self._slot_locked(i, slot)
+
+    def _slot_locked(self, i: int, slot: str) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         if (i, slot) in self._cache:
             return self._cache[(i, slot)]
         L, tp, gs = self.layout, self.layout.tp, self.layout.group_size
