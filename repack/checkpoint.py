@@ -335,11 +335,7 @@ class CheckpointWriter:
 
     def write(self, name: str, data: torch.Tensor | Iterator[bytes]) -> None:
         """Write the next declared tensor: a torch tensor (checked against its spec) or raw byte chunks."""
-        if self._pos >= len(self._order):
-            raise OutputError(f"tensor '{name}' was not declared")
-        shard, spec = self._order[self._pos]
-        if spec.name != name:
-            raise OutputError(f"tensor '{name}' written out of order (expected '{spec.name}')")
+        shard, spec = self._expect(name)
         if shard != self._shard:
             if self._fh:
                 self._fh.close()
@@ -396,11 +392,23 @@ class CheckpointWriter:
             raise InputError(f"{src.file}: tensor '{src.name}': truncated (copied {done} of {src.nbytes} bytes)")
         return done
 
+    def _expect(self, name: str) -> tuple[int, TensorSpec]:
+        """(shard, spec) of the next declared tensor, which must be ``name`` (writers of every
+        format take their tensors in declaration order)."""
+        if self._pos >= len(self._order):
+            raise OutputError(f"tensor '{name}' was not declared")
+        shard, spec = self._order[self._pos]
+        if spec.name != name:
+            raise OutputError(f"tensor '{name}' written out of order (expected '{spec.name}')")
+        return shard, spec
+
+    def _check_all_written(self) -> None:
+        if self._pos != len(self._order):
+            raise OutputError(f"tensor '{self._order[self._pos][1].name}' was declared but never written")
+
     def finish(self, config: dict, side_files: list[Path] = (), extra_json: dict[str, dict] | None = None) -> Path:
         """Write config, index and side files, then move the folder into place atomically."""
-        if self._pos != len(self._order):
-            missing = self._order[self._pos][1].name
-            raise OutputError(f"tensor '{missing}' was declared but never written")
+        self._check_all_written()
         if self._fh:
             self._fh.close()
             self._fh = None

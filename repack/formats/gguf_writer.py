@@ -181,11 +181,7 @@ class GgufWriter(CheckpointWriter):
 
     # -- data ---------------------------------------------------------------------------------
     def write(self, name: str, data) -> None:
-        if self._pos >= len(self._order):
-            raise OutputError(f"tensor '{name}' was not declared")
-        spec = self._order[self._pos][1]
-        if spec.name != name:
-            raise OutputError(f"tensor '{name}' written out of order (expected '{spec.name}')")
+        spec = self._expect(name)[1]
         self._pos += 1
         if name not in self.names:
             for _ in ([] if isinstance(data, torch.Tensor) else data):
@@ -218,7 +214,6 @@ class GgufWriter(CheckpointWriter):
         return t.to({np.float32: torch.float32, np.float16: torch.float16}.get(out, t.dtype)).numpy()
 
     def finish(self, config: dict, side_files=(), extra_json=None) -> Path:
-        if self._pos != len(self._order):
-            raise OutputError(f"tensor '{self._order[self._pos][1].name}' was declared but never written")
+        self._check_all_written()
         self.gw.close()
         return self._commit()

@@ -179,11 +179,7 @@ class TurbomindWriter(CheckpointWriter):
 
     # -- data ---------------------------------------------------------------------------------
     def write(self, name: str, data) -> None:
-        if self._pos >= len(self._order):
-            raise OutputError(f"tensor '{name}' was not declared")
-        spec = self._order[self._pos][1]
-        if spec.name != name:
-            raise OutputError(f"tensor '{name}' written out of order (expected '{spec.name}')")
+        spec = self._expect(name)[1]
         self._pos += 1
         role = self.roles[name]
         if role.kind == "drop":
@@ -270,8 +266,7 @@ class TurbomindWriter(CheckpointWriter):
                 self._file(sl.file_name(i, slot, r, kind), data)
 
     def finish(self, config: dict, side_files=(), extra_json=None) -> Path:
-        if self._pos != len(self._order):
-            raise OutputError(f"tensor '{self._order[self._pos][1].name}' was declared but never written")
+        self._check_all_written()
         left = list(self.pieces) + [f"layer {i} {s}" for i, s in self.parts] + [f"layer {i} bias" for i in self.biases]
         if left:
             raise OutputError(f"{self.target}: incomplete fused groups at the end: {', '.join(left[:4])}")
