@@ -8,13 +8,16 @@ difference of the dequantized weights, before anything is written.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import UnsupportedError
-from .formats.base import Capabilities
 from .quantize.rtn import rtn_quantize
 from .tensor import QuantTensor, int_bounds
+
+if TYPE_CHECKING:  # formats import this module: a run-time import would be circular
+    from .formats.base import Capabilities
 
 DTYPE_NAMES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -65,12 +68,8 @@ def fit(qt: QuantTensor, caps: Capabilities, scale_dtype: torch.dtype | None = N
         out.lossy.append(f"zero points {zmin}..{zmax} outside the storable {lo}..{hi}, clamped")
         t = _clamp_zeros(t, lo, hi)
     if scale_dtype is not None and t.scales.dtype != scale_dtype:
-        s = t.scales.to(scale_dtype)
-        if torch.equal(s.to(t.scales.dtype), t.scales):
-            out.exact_notes.append(f"scales {_dtype_name(t.scales.dtype)}->{_dtype_name(scale_dtype)} (exact)")
-        else:
-            out.lossy.append(f"scales {_dtype_name(t.scales.dtype)}->{_dtype_name(scale_dtype)} rounds")
-        t = t.replace(scales=s)
+        names = f"{_dtype_name(t.scales.dtype)}->{_dtype_name(scale_dtype)}"
+        t = cast_scales(t, scale_dtype, out, f"scales {names} (exact)", f"scales {names} rounds")
     if caps.check is not None:  # the target's own rules (e.g. GGUF block types), after the generic ones
         t = caps.check(t, out)
         if out.unsupported:
@@ -79,6 +78,18 @@ def fit(qt: QuantTensor, caps: Capabilities, scale_dtype: torch.dtype | None = N
     if out.lossy and measure:
         out.max_abs_err = float((qt.dequantize(torch.float32) - t.dequantize(torch.float32)).abs().max())
     return out
+
+
+def cast_scales(t: QuantTensor, dtype: torch.dtype, out: Fit, exact_note: str, lossy_note: str) -> QuantTensor:
+    """``t`` with its scales in ``dtype``, noting on ``out`` whether that kept every value."""
+    if t.scales.dtype == dtype:
+        return t
+    s = t.scales.to(dtype)
+    if torch.equal(s.to(t.scales.dtype), t.scales):
+        out.exact_notes.append(exact_note)
+    else:
+        out.lossy.append(lossy_note)
+    return t.replace(scales=s)
 
 
 def offsets_to_zeros(t: QuantTensor, zero_range: tuple[int, int]) -> tuple[QuantTensor, bool]:

@@ -19,6 +19,7 @@ import torch
 
 from ..checkpoint import TensorSpec
 from ..errors import InputError, UnsupportedError
+from ..fit import cast_scales
 from ..quantize.rtn import rtn_quantize
 from ..tensor import QuantTensor
 from . import gguf_blocks as gb
@@ -56,13 +57,7 @@ def _shape_problem(K: int, N: int, bits: int, group_size: int) -> str | None:
 
 def _fit(variant: str, t: QuantTensor, f) -> QuantTensor:
     """GGUF's own fitting step (after the generic one): fp16 scales, then a block type."""
-    if t.scales.dtype != torch.float16:
-        s = t.scales.to(torch.float16)
-        if torch.equal(s.to(t.scales.dtype), t.scales):
-            f.exact_notes.append("scales -> fp16 (exact)")
-        else:
-            f.lossy.append("scales rounded to fp16 (GGUF stores d as fp16)")
-        t = t.replace(scales=s)
+    t = cast_scales(t, torch.float16, f, "scales -> fp16 (exact)", "scales rounded to fp16 (GGUF stores d as fp16)")
     only = None if variant == "auto" else gb.TYPES[variant]
     bt = exact_type(t, only)
     if bt is not None:

@@ -32,6 +32,7 @@ import torch
 
 from ..checkpoint import Checkpoint, TensorSpec
 from ..errors import InputError
+from ..fit import cast_scales
 from ..kernels.packed import CODES_MARLIN, SCALES_MARLIN, ZEROS_INT, ZEROS_MARLIN, PackedWeight
 from ..safetensors_header import TORCH_TO_ST
 from ..tensor import QuantTensor, num_groups
@@ -65,13 +66,9 @@ def _check(variant: str):
             fit.unsupported.append(f"asymmetric zeros: Marlin {variant} has the zero {mid} built in "
                                    "(uint4b8/uint8b128); the awq variant takes zero points")
             return t
-        if variant == "checkpoint" and t.scales.dtype != torch.float16:
-            s = t.scales.to(torch.float16)
-            if torch.equal(s.to(t.scales.dtype), t.scales):
-                fit.exact_notes.append("scales -> fp16 (exact; the Marlin checkpoint is fp16 only)")
-            else:
-                fit.lossy.append("scales rounded to fp16 (the Marlin checkpoint is fp16 only)")
-            t = t.replace(scales=s)
+        if variant == "checkpoint":
+            t = cast_scales(t, torch.float16, fit, "scales -> fp16 (exact; the Marlin checkpoint is fp16 only)",
+                            "scales rounded to fp16 (the Marlin checkpoint is fp16 only)")
         return t.replace(sym=True) if variant != "awq" else t
     return check
 
