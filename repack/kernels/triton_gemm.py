@@ -150,6 +150,25 @@ def _unpack8_along_last(words, BITS: tl.constexpr):
     return tl.reshape(c, (R, C * 8))
 
 
+def _pairs_asm(magic: int, sub: str, mul: str) -> str:
+    """The PTX of :func:`_dequant8_pairs` for one 16-bit float type (its magic and paired ops)."""
+    lines = ["{", ".reg .b32 t0, t1, t2, t3, u;"]
+    for j in range(4):
+        src = "$8"
+        if j:
+            lines.append(f"shr.u32 u, $8, {4 * j};")
+            src = "u"
+        lines.append(f"lop3.b32 t{j}, {src}, 0x000F000F, 0x{magic:04X}{magic:04X}, 0xEA;")
+    lines += [f"{sub} t{j}, t{j}, $9;" for j in range(4)]
+    lines += [f"{mul} t{j}, t{j}, $10;" for j in range(4)]
+    lines += [f"mov.b32 {{${j}, ${j + 4}}}, t{j};" for j in range(4)]  # halves: fields j and j + 4
+    return "\n".join(lines + ["}"])
+
+
+_PAIRS_F16: tl.constexpr = tl.constexpr(_pairs_asm(0x6400, "sub.f16x2", "mul.f16x2"))
+_PAIRS_BF16: tl.constexpr = tl.constexpr(_pairs_asm(0x4300, "sub.rn.bf16x2", "mul.rn.bf16x2"))
+
+
 @triton.jit
 def _dequant8_pairs(words, zz, ss, OUT: tl.constexpr):
     """Eight fp16/bf16 weights s * (q - z) per 4-bit GPTQ-order word, two per instruction.
@@ -161,57 +180,11 @@ def _dequant8_pairs(words, zz, ss, OUT: tl.constexpr):
     handed out in field order. ``zz`` and ``ss`` are int32 with the same 16 bits in both halves.
     Four shifts, four lop3, eight paired float ops per word instead of ~10 scalar ops per code."""
     if OUT == tl.float16:
-        return tl.inline_asm_elementwise(
-            asm="""{
-            .reg .b32 t0, t1, t2, t3, u;
-            lop3.b32 t0, $8, 0x000F000F, 0x64006400, 0xEA;
-            shr.u32 u, $8, 4;
-            lop3.b32 t1, u, 0x000F000F, 0x64006400, 0xEA;
-            shr.u32 u, $8, 8;
-            lop3.b32 t2, u, 0x000F000F, 0x64006400, 0xEA;
-            shr.u32 u, $8, 12;
-            lop3.b32 t3, u, 0x000F000F, 0x64006400, 0xEA;
-            sub.f16x2 t0, t0, $9;
-            sub.f16x2 t1, t1, $9;
-            sub.f16x2 t2, t2, $9;
-            sub.f16x2 t3, t3, $9;
-            mul.f16x2 t0, t0, $10;
-            mul.f16x2 t1, t1, $10;
-            mul.f16x2 t2, t2, $10;
-            mul.f16x2 t3, t3, $10;
-            mov.b32 {$0, $4}, t0;
-            mov.b32 {$1, $5}, t1;
-            mov.b32 {$2, $6}, t2;
-            mov.b32 {$3, $7}, t3;
-            }""",
-            constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zz, ss],
-            dtype=(tl.float16,) * 8, is_pure=True, pack=1)
+        return tl.inline_asm_elementwise(asm=_PAIRS_F16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r",
+                                         args=[words, zz, ss], dtype=(tl.float16,) * 8, is_pure=True, pack=1)
     else:
-        return tl.inline_asm_elementwise(
-            asm="""{
-            .reg .b32 t0, t1, t2, t3, u;
-            lop3.b32 t0, $8, 0x000F000F, 0x43004300, 0xEA;
-            shr.u32 u, $8, 4;
-            lop3.b32 t1, u, 0x000F000F, 0x43004300, 0xEA;
-            shr.u32 u, $8, 8;
-            lop3.b32 t2, u, 0x000F000F, 0x43004300, 0xEA;
-            shr.u32 u, $8, 12;
-            lop3.b32 t3, u, 0x000F000F, 0x43004300, 0xEA;
-            sub.rn.bf16x2 t0, t0, $9;
-            sub.rn.bf16x2 t1, t1, $9;
-            sub.rn.bf16x2 t2, t2, $9;
-            sub.rn.bf16x2 t3, t3, $9;
-            mul.rn.bf16x2 t0, t0, $10;
-            mul.rn.bf16x2 t1, t1, $10;
-            mul.rn.bf16x2 t2, t2, $10;
-            mul.rn.bf16x2 t3, t3, $10;
-            mov.b32 {$0, $4}, t0;
-            mov.b32 {$1, $5}, t1;
-            mov.b32 {$2, $6}, t2;
-            mov.b32 {$3, $7}, t3;
-            }""",
-            constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zz, ss],
-            dtype=(tl.bfloat16,) * 8, is_pure=True, pack=1)
+        return tl.inline_asm_elementwise(asm=_PAIRS_BF16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r",
+                                         args=[words, zz, ss], dtype=(tl.bfloat16,) * 8, is_pure=True, pack=1)
 
 
 @triton.jit
