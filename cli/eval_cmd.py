@@ -12,10 +12,14 @@ from .common import emit_json, fail, handle_errors, show_progress
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--seqlen", type=click.IntRange(min=2), default=512, show_default=True, help="Tokens per window.")
 @click.option("--max-windows", type=click.IntRange(min=1), default=None, help="Evaluate only the first windows.")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True,
+              help="Where the model runs.")
+@click.option("--backend", type=click.Choice(["auto", "reference", "triton"]), default="auto", show_default=True,
+              help="Quantized linears: Triton W4A16 kernel on the checkpoint's own layout (CUDA), or the fp32 reference.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--quiet", is_flag=True, help="Print only the perplexity.")
 @handle_errors
-def eval_cmd(checkpoint, text, prompt, max_new_tokens, seqlen, max_windows, as_json, quiet):
+def eval_cmd(checkpoint, text, prompt, max_new_tokens, seqlen, max_windows, device, backend, as_json, quiet):
     """Perplexity of CHECKPOINT (any readable format, or a float model) on a text file, over
     non-overlapping windows of --seqlen tokens. Tokens come from the model's tokenizer.json when the
     `tokenizers` package is installed, else from UTF-8 bytes (fine for tiny test models only).
@@ -30,13 +34,14 @@ def eval_cmd(checkpoint, text, prompt, max_new_tokens, seqlen, max_windows, as_j
         fail("give --text FILE (perplexity) and/or --generate PROMPT")
     out = {}
     if text is not None:
-        r = evaluate(checkpoint, text, seqlen, max_windows, progress=show_progress(quiet, as_json))
+        r = evaluate(checkpoint, text, seqlen, max_windows, progress=show_progress(quiet, as_json), device=device,
+                     backend=backend)
         out["perplexity"] = r.to_dict()
         if quiet and not as_json:
             click.echo(f"{r.perplexity:.6g}")
         elif not as_json:
             click.echo(f"{r.checkpoint} ({r.format}): perplexity {r.perplexity:.4f} over {r.tokens} tokens "
-                       f"({r.windows} windows of {r.seqlen}, tokenizer: {r.tokenizer})")
+                       f"({r.windows} windows of {r.seqlen}, tokenizer: {r.tokenizer}, {r.backend} on {r.device})")
     if prompt is not None:
         g = generate(checkpoint, prompt, max_new_tokens)
         out["generation"] = vars(g)

@@ -1,8 +1,11 @@
 """eval: perplexity of any readable checkpoint on a text file, over non-overlapping windows.
 
 The model runs one block at a time over all windows (the same plain-torch decoder the quantizer
-uses); a quantized linear computes with the reference kernel's math (dequantize in fp32, matmul),
-so two checkpoints holding the same integers give the same perplexity whatever their format.
+uses). A quantized linear computes through repack's kernels: with the reference backend it is
+dequantized in fp32 and multiplied in fp32, so two checkpoints holding the same integers give the
+same perplexity whatever their format; with the Triton backend (CUDA) the W4A16 kernel reads the
+checkpoint's own packed layout with fp16 activations (the rest of the block stays fp32), which is
+what an engine computes, and layouts of the same integers then agree to the kernel's tolerance.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, UnsupportedError
+from .kernels import gemm, resolve_backend
 from .progress import progress_bar
 from .quantize.model import Spec, block_forward, embed, logits
 from .quantize.model import plain_linear
@@ -22,6 +26,7 @@ from .quantize.weights import ModelWeights
 from .source import open_source
 
 CHUNK = 8  # windows per forward call
+ACT_DTYPE = torch.float16  # the kernels' activation dtype on the Triton path
 
 
 @dataclass
@@ -34,17 +39,63 @@ class EvalResult:
     windows: int
     seqlen: int
     tokenizer: str
+    backend: str = "reference"
+    device: str = "cpu"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def eval_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        raise UnsupportedError(f"device must be auto, cuda or cpu, not {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UnsupportedError("--device cuda: no CUDA device is available")
+    return torch.device(device)
+
+
+class BlockLinears:
+    """The linears of one block on the device: fp32 weights for float layers and the reference
+    backend; the canonical tensor and its packed layout for the Triton backend."""
+
+    def __init__(self, weights: ModelWeights, names: list[str], device: torch.device, backend: str):
+        self.dense: dict[str, torch.Tensor] = {}
+        self.kernel: dict[str, tuple] = {}
+        self.bias: dict[str, torch.Tensor] = {}
+        for name in names:
+            qt = weights.quant(name) if backend == "triton" else None
+            if qt is not None:
+                self.kernel[name] = (qt, weights.source.packed(name, qt).to(device))
+            else:
+                self.dense[name] = weights.get(name + ".weight").to(device)
+            b = weights.bias(name)
+            if b is not None:
+                self.bias[name] = b.to(device)
+
+    def __call__(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        if name in self.kernel:
+            qt, packed = self.kernel[name]
+            y = gemm(h.to(ACT_DTYPE), qt, packed, "auto").float()
+            b = self.bias.get(name)
+            return y + b if b is not None else y
+        return torch.nn.functional.linear(h, self.dense[name], self.bias.get(name))
+
+
 def evaluate(checkpoint: str | os.PathLike, text: str | os.PathLike, seqlen: int = 512, max_windows: int | None = None,
-             progress: bool = False) -> EvalResult:
+             progress: bool = False, device: str = "auto", backend: str = "auto") -> EvalResult:
     """Perplexity of ``checkpoint`` on the text file ``text``: the tokens are cut into windows of
-    ``seqlen`` (the tail that does not fill one is dropped) and each window predicts its tokens 2..L."""
+    ``seqlen`` (the tail that does not fill one is dropped) and each window predicts its tokens 2..L.
+    ``backend``: "reference" (fp32 dequantize + matmul, any device), "triton" (the W4A16 kernel on
+    the checkpoint's own layout, CUDA) or "auto" (Triton on CUDA when available)."""
     if seqlen < 2:
         raise InputError(f"seqlen must be at least 2, got {seqlen}")
+    dev = eval_device(device)
+    try:
+        chosen = resolve_backend(backend, dev)
+    except ValueError as e:
+        raise UnsupportedError(str(e)) from None
     src = open_source(checkpoint)
     spec = Spec.from_config(src.ckpt.config, str(src.path))
     weights = ModelWeights(src)
@@ -54,24 +105,18 @@ def evaluate(checkpoint: str | os.PathLike, text: str | os.PathLike, seqlen: int
         n = min(n, max_windows)
     if n == 0:
         raise InputError(f"{text}: {ids.numel()} tokens ({tok}), fewer than one window of --seqlen {seqlen}")
-    windows = ids[: n * seqlen].view(n, seqlen)
+    windows = ids[: n * seqlen].view(n, seqlen).to(dev)
     with torch.no_grad():
-        x = embed(spec, windows, weights.get)
+        x = embed(spec, windows, lambda name: weights.get(name).to(dev))
         for i in progress_bar(range(spec.layers), "eval", progress):
             p = spec.arch.prefix(i)
-            t = {p + spec.arch.attn_norm: weights.get(p + spec.arch.attn_norm),
-                 p + spec.arch.mlp_norm: weights.get(p + spec.arch.mlp_norm)}
-            for m in spec.arch.linears:
-                t[p + m + ".weight"] = weights.get(p + m + ".weight")
-                b = weights.bias(p + m)
-                if b is not None:
-                    t[p + m + ".bias"] = b
-
-            def linear(name: str, h: torch.Tensor) -> torch.Tensor:
-                return torch.nn.functional.linear(h, t[name + ".weight"], t.get(name + ".bias"))
+            t = {p + spec.arch.attn_norm: weights.get(p + spec.arch.attn_norm).to(dev),
+                 p + spec.arch.mlp_norm: weights.get(p + spec.arch.mlp_norm).to(dev)}
+            linear = BlockLinears(weights, [p + m for m in spec.arch.linears], dev, chosen)
             x = torch.cat([block_forward(spec, i, x[b:b + CHUNK], t.__getitem__, linear) for b in range(0, n, CHUNK)])
+            del linear
         total = 0.0
-        head = {spec.arch.final_norm: weights.get(spec.arch.final_norm), spec.lm_head: weights.get(spec.lm_head)}
+        head = {spec.arch.final_norm: weights.get(spec.arch.final_norm).to(dev), spec.lm_head: weights.get(spec.lm_head).to(dev)}
         for b in range(0, n, CHUNK):
             lg = logits(spec, x[b:b + CHUNK, :-1], head.__getitem__).double()
             total += float(torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]),
@@ -79,7 +124,7 @@ def evaluate(checkpoint: str | os.PathLike, text: str | os.PathLike, seqlen: int
     count = n * (seqlen - 1)
     nll = total / count
     return EvalResult(str(src.path), f"{src.detection.format}/{src.detection.variant}", math.exp(nll), nll, count, n,
-                      seqlen, tok)
+                      seqlen, tok, chosen, dev.type)
 
 
 @dataclass
