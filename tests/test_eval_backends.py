@@ -5,7 +5,6 @@ digits, and with the fp32 reference to the kernel's fp16 tolerance)."""
 import random
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from cli.main import main
