@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures.checkpoints import random_layer, write_awq, write_gptq
+from fixtures.checkpoints import random_layer, write_awq, write_compressed, write_gptq
 from repack.kernels import TOLERANCE, triton_available
 from repack.kernels.tuned import TileConfig, heuristic
 from repack.source import open_source
@@ -30,6 +30,8 @@ def layout_case(tmp_path, layout: str, gs: int, act: bool = False, bits: int = 4
     L = random_layer(np.random.default_rng(seed), K, N, bits, gs, act_order=act)
     if layout.startswith("gptq"):
         path = write_gptq(tmp_path / layout, {MODULE: L}, layout[-2:], act_order=act)
+    elif layout == "compressed":  # no layout of its own: the canonical one, int16 zeros [G, N]
+        path = write_compressed(tmp_path / layout, {MODULE: L})
     else:
         path = write_awq(tmp_path / layout, {MODULE: L}, layout.split("_")[1])
     src = open_source(path)
@@ -55,7 +57,8 @@ def run_and_check(x, packed, L, config=None, seed=None, path=None):
     return y
 
 
-LAYOUTS = [("gptq_v1", False), ("gptq_v2", False), ("gptq_v1", True), ("awq_gemm", False), ("awq_gemv", False)]
+LAYOUTS = [("gptq_v1", False), ("gptq_v2", False), ("gptq_v1", True), ("awq_gemm", False), ("awq_gemv", False),
+           ("compressed", False)]
 
 
 @pytest.mark.parametrize("layout, act", LAYOUTS)
