@@ -15,8 +15,7 @@ import torch
 
 from .errors import InputError
 from .progress import progress_bar
-from .quantize.model import Spec, block_forward, embed, logits
-from .quantize.model import plain_linear
+from .quantize.model import Spec, block_forward, block_tensors, embed, logits, plain_linear
 from .quantize.tokens import decode, read_text, tokenize
 from .quantize.weights import ModelWeights
 from .source import open_source
@@ -58,20 +57,13 @@ def evaluate(checkpoint: str | os.PathLike, text: str | os.PathLike, seqlen: int
     with torch.no_grad():
         x = embed(spec, windows, weights.get)
         for i in progress_bar(range(spec.layers), "eval", progress):
-            p = spec.arch.prefix(i)
-            t = {p + spec.arch.attn_norm: weights.get(p + spec.arch.attn_norm),
-                 p + spec.arch.mlp_norm: weights.get(p + spec.arch.mlp_norm)}
-            for m in spec.arch.linears:
-                t[p + m + ".weight"] = weights.get(p + m + ".weight")
-                b = weights.bias(p + m)
-                if b is not None:
-                    t[p + m + ".bias"] = b
+            t = block_tensors(spec, i, weights.get, weights.bias)
 
             def linear(name: str, h: torch.Tensor) -> torch.Tensor:
                 return torch.nn.functional.linear(h, t[name + ".weight"], t.get(name + ".bias"))
             x = torch.cat([block_forward(spec, i, x[b:b + CHUNK], t.__getitem__, linear) for b in range(0, n, CHUNK)])
         total = 0.0
-        head = {spec.arch.final_norm: weights.get(spec.arch.final_norm), spec.lm_head: weights.get(spec.lm_head)}
+        head = {n: weights.get(n) for n in (*spec.arch.norm_tensors(spec.arch.final_norm), spec.lm_head)}
         for b in range(0, n, CHUNK):
             lg = logits(spec, x[b:b + CHUNK, :-1], head.__getitem__).double()
             total += float(torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]),
@@ -111,7 +103,7 @@ def generate(checkpoint: str | os.PathLike, prompt: str, max_new_tokens: int = 3
     kv: dict = {}
     with torch.no_grad():
         for _ in range(max_new_tokens):
-            x = embed(spec, step, get)
+            x = embed(spec, step, get, seq.shape[1] - step.shape[1])
             for i in range(spec.layers):
                 x = block_forward(spec, i, x, get, linear, kv)
             step = logits(spec, x[:, -1:], get)[0, -1].argmax().view(1, 1)

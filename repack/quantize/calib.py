@@ -40,7 +40,7 @@ def from_model(spec: Spec, get: Callable[[str], torch.Tensor], bias: Callable[[s
     kv: dict = {}
     with torch.no_grad():
         for _ in range(seqlen - 1):
-            x = embed(spec, ids[:, -1:], cached)
+            x = embed(spec, ids[:, -1:], cached, ids.shape[1] - 1)
             for i in range(spec.layers):
                 x = block_forward(spec, i, x, cached, linear, kv)
             p = torch.softmax(logits(spec, x, cached)[:, 0].double(), -1)
