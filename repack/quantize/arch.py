@@ -112,6 +112,31 @@ ARCHS = (
     # mistral: transformers MistralModel masks with create_sliding_window_causal_mask when config.sliding_window is set
     Arch(("mistral",), sliding_window=True),
     Arch(("qwen2",)),
+    # phi3/modeling_phi3.py: Phi3Attention.qkv_proj splits its output q | k | v; Phi3MLP.gate_up_proj
+    # chunks gate | up and computes up * act(gate); Phi3RotaryEmbedding rotates int(head_dim *
+    # partial_rotary_factor) dims; Phi3Model masks with the sliding window when set;
+    # configuration_phi3.py: rms_norm_eps defaults to 1e-5
+    Arch(("phi3",), qkv="self_attn.qkv_proj", gate=None, gate_up="mlp.gate_up_proj", partial_rotary=True,
+         sliding_window=True, eps_default=1e-5),
+    # gemma/modeling_gemma.py: GemmaRMSNorm computes in fp32 and multiplies by (1 + weight);
+    # GemmaTextScaledWordEmbedding multiplies by hidden_size**0.5 cast to the weight's dtype;
+    # configuration_gemma.py: hidden_act "gelu" means the tanh approximation, tie_word_embeddings
+    # defaults to True; transformers 4.x read hidden_activation first
+    Arch(("gemma",), norm="rms+1", embed_scale=True, tie_default=True, act_keys=("hidden_activation", "hidden_act"),
+         act_default="gelu_pytorch_tanh", act_aliases=(("gelu", "gelu_pytorch_tanh"),)),
+    # opt/modeling_opt.py: OPTDecoder (model.decoder.*), OPTLearnedPositionalEmbedding with offset 2,
+    # nn.LayerNorm (default eps 1e-5) before attention and MLP when do_layer_norm_before, fc1 ->
+    # activation_function -> fc2, biases per enable_bias, q scaled by head_dim**-0.5; OPTForCausalLM
+    # ties lm_head to embed_tokens (configuration_opt.py: tie_word_embeddings defaults to True)
+    Arch(("opt",), embed="model.decoder.embed_tokens.weight", final_norm="model.decoder.final_layer_norm.weight",
+         block="model.decoder.layers.{i}.", attn_norm="self_attn_layer_norm.weight", mlp_norm="final_layer_norm.weight",
+         o="self_attn.out_proj", gate=None, up="fc1", down="fc2", norm="layer", eps_key=None, eps_default=1e-5,
+         act_keys=("activation_function",), act_default="relu", rotary=False,
+         positions="model.decoder.embed_positions.weight", position_offset=2, tie_default=True, intermediate_key="ffn_dim",
+         requires=(("do_layer_norm_before", True, "post-norm blocks"),
+                   ("_remove_final_layer_norm", False, "no final norm"),
+                   ("layer_norm_elementwise_affine", True, "norms without weights")),
+         same_as=(("word_embed_proj_dim", "hidden_size", "project_in/project_out are not implemented"),)),
 )
 
 
