@@ -16,7 +16,8 @@ import torch
 from .errors import InputError
 from .progress import progress_bar
 from .quantize.model import Spec, block_forward, block_tensors, embed, logits, plain_linear
-from .quantize.tokens import decode, read_text, tokenize
+from .quantize.corpus import read_corpus
+from .quantize.tokens import decode, tokenize
 from .quantize.weights import ModelWeights
 from .source import open_source
 
@@ -40,14 +41,15 @@ class EvalResult:
 
 def evaluate(checkpoint: str | os.PathLike, text: str | os.PathLike, seqlen: int = 512, max_windows: int | None = None,
              progress: bool = False) -> EvalResult:
-    """Perplexity of ``checkpoint`` on the text file ``text``: the tokens are cut into windows of
+    """Perplexity of ``checkpoint`` on the text ``text`` (a file or ``hf://datasets/...``, as for
+    calibration; :mod:`repack.quantize.corpus`): the tokens are cut into windows of
     ``seqlen`` (the tail that does not fill one is dropped) and each window predicts its tokens 2..L."""
     if seqlen < 2:
         raise InputError(f"seqlen must be at least 2, got {seqlen}")
     src = open_source(checkpoint)
     spec = Spec.from_config(src.ckpt.config, str(src.path))
     weights = ModelWeights(src)
-    ids, tok = tokenize(read_text(text), src.path, spec.vocab)
+    ids, tok = tokenize(read_corpus(text), src.path, spec.vocab)
     n = ids.numel() // seqlen
     if max_windows is not None:
         n = min(n, max_windows)

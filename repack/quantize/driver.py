@@ -151,7 +151,8 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
              on_block: Callable[[BlockReport], None] | None = None) -> QuantizeReport:
     """Quantize the float model ``model`` (a folder, hub id, or any checkpoint repack reads) with
     ``method`` and write it to ``out`` as format ``to``. ``calib``: ``"self"`` (token ids sampled from
-    the model, seeded) or a text file. Deterministic for a given seed on a given device."""
+    the model, seeded), a text file, or a hub dataset file ``hf://datasets/ORG/NAME/PATH`` (plain text,
+    ``.jsonl`` with a ``text`` field, ``.parquet`` with a ``text`` column). Deterministic for a given seed on a given device."""
     start = time.perf_counter()
     if method not in METHODS:
         raise UnsupportedError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
