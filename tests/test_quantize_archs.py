@@ -357,3 +357,10 @@ def test_more_tokens_than_learned_positions_is_one_line(tmp_path):
     r = run("eval", float_dir, "--text", tmp_path / "t.txt", "--seqlen", "32")
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "16 positions" in r.output, r.output
     assert evaluate(float_dir, tmp_path / "t.txt", seqlen=16).windows == 6
+
+
+def test_help_lists_the_architectures_and_calibration_forms():
+    r = run("quantize", "--help")
+    assert r.exit_code == 0
+    text = " ".join(r.output.split())
+    assert "llama, mistral, qwen2, phi3, gemma, opt" in text and "hf://datasets/ORG/NAME" in text and "pyarrow" in text
