@@ -73,3 +73,27 @@ def test_greedy_generation_matches_transformers(tmp_path, name):
     with torch.no_grad():
         ref = model.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)[0, ids.shape[1]:]
     assert generate(tmp_path, prompt, 8).ids == ref.tolist()
+
+
+@pytest.mark.parametrize("name", ["phi3-partial", "gemma", "opt"])
+def test_an_awq_checkpoint_means_to_transformers_what_it_means_to_us(tmp_path, name):
+    """AWQ rewrites norms (Gemma's 1 + w, OPT's LayerNorm bias) and fused rows: dequantized to a dense
+    fp32 folder, transformers must compute the logits our eval computes from the quantized checkpoint,
+    and they must stay near the float model's."""
+    from repack.convert import convert
+    from repack.quantize.driver import quantize
+    model = _hf_model(name, tmp_path / "float")
+    quantize(tmp_path / "float", tmp_path / "awq", "awq", 8, 32, False, nsamples=16, seqlen=32)
+    convert(tmp_path / "awq", tmp_path / "dense", "dense", "fp32")
+    ids = torch.randint(3, COMMON["vocab_size"], (2, 14), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "dense", dtype=torch.float32)(ids).logits
+        src = open_source(tmp_path / "awq")
+        spec, w = Spec.from_config(src.ckpt.config), ModelWeights(src)
+        x = embed(spec, ids, w.get)
+        for i in range(spec.layers):
+            x = block_forward(spec, i, x, w.get, plain_linear(w.get, w.bias))
+        ours = logits(spec, x, w.get)
+        ref = model(ids).logits
+    assert float((ours - theirs).abs().max()) < 1e-5 * float(theirs.abs().max())
+    assert float((theirs - ref).abs().max()) < 0.05 * float(ref.abs().max())
