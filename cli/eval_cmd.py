@@ -7,7 +7,7 @@ from .common import emit_json, fail, handle_errors, show_progress
 
 @click.command("eval")
 @click.argument("checkpoint")
-@click.option("--text", default=None, type=click.Path(dir_okay=False), help="A UTF-8 text file: report perplexity.")
+@click.option("--text", default=None, type=click.Path(dir_okay=False), help="A text file or hf://datasets/ORG/NAME/PATH (.jsonl, .parquet: the 'text' field/column): report perplexity.")
 @click.option("--generate", "prompt", default=None, help="Print the greedy continuation of this prompt.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--seqlen", type=click.IntRange(min=2), default=512, show_default=True, help="Tokens per window.")

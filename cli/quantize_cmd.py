@@ -1,11 +1,26 @@
 import click
 
+from repack.quantize.arch import ARCHS
 from repack.quantize.driver import METHODS, quantize
 
 from .common import emit_json, handle_errors
 
+HELP = f"""Quantize the float model MODEL (folder, hub id, or any checkpoint repack reads) into OUT,
+    one decoder block at a time. Each block prints its time and its layers' mean relative output
+    error on the calibration inputs, next to round-to-nearest's.
 
-@click.command("quantize")
+    Architectures (config.json model_type): {", ".join(t for a in ARCHS for t in a.model_types)}.
+
+    \b
+    Examples:
+      repack quantize ./model-fp16 ./model-gptq --method gptq --bits 4 --group-size 128 --act-order
+      repack quantize ./model-fp16 ./model-awq --method awq --asym --to auto_awq --calib wiki.txt
+      repack quantize ./model-fp16 ./model-awq --method awq --calib hf://datasets/ORG/NAME/train.jsonl
+      repack quantize ./model-fp16 ./model-rtn --method rtn --to compressed_tensors
+    """
+
+
+@click.command("quantize", help=HELP)
 @click.argument("model")
 @click.argument("out")
 @click.option("--method", type=click.Choice(METHODS), default="gptq", show_default=True)
@@ -17,7 +32,9 @@ from .common import emit_json, handle_errors
 @click.option("--no-true-sequential", is_flag=True, help="GPTQ: capture all of a block's inputs before quantizing it.")
 @click.option("--damp", type=float, default=0.01, show_default=True, help="GPTQ: Hessian damping, a fraction of its mean diagonal.")
 @click.option("--calib", default="self", show_default=True,
-              help="A text file, or 'self' (token ids sampled from the model: no data needed).")
+              help="'self' (token ids sampled from the model: no data needed), a text file, or a hub dataset "
+                   "file hf://datasets/ORG/NAME[@REV]/PATH; .jsonl: each line's 'text' field, .parquet: the "
+                   "'text' column (needs pyarrow), else UTF-8 text.")
 @click.option("--nsamples", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--seqlen", type=click.IntRange(min=2), default=512, show_default=True)
 @click.option("--to", "to", default="auto_gptq", show_default=True, help="Output format (see `repack formats`).")
@@ -30,16 +47,6 @@ from .common import emit_json, handle_errors
 @handle_errors
 def quantize_cmd(model, out, method, bits, group_size, sym, act_order, static_groups, no_true_sequential, damp, calib,
                  nsamples, seqlen, to, variant, device, seed, force, as_json, quiet):
-    """Quantize the float model MODEL (folder, hub id, or any checkpoint repack reads) into OUT,
-    one decoder block at a time. Each block prints its time and its layers' mean relative output
-    error on the calibration inputs, next to round-to-nearest's.
-
-    \b
-    Examples:
-      repack quantize ./model-fp16 ./model-gptq --method gptq --bits 4 --group-size 128 --act-order
-      repack quantize ./model-fp16 ./model-awq --method awq --asym --to auto_awq --calib wiki.txt
-      repack quantize ./model-fp16 ./model-rtn --method rtn --to compressed_tensors
-    """
     def on_block(b):
         if not quiet and not as_json:
             rel = sum(l.rel for l in b.layers) / len(b.layers)

@@ -19,9 +19,9 @@ import torch
 from .errors import InputError, UnsupportedError
 from .kernels import gemm, resolve_backend
 from .progress import progress_bar
-from .quantize.model import Spec, block_forward, embed, logits
-from .quantize.model import plain_linear
-from .quantize.tokens import decode, read_text, tokenize
+from .quantize.model import Spec, block_forward, embed, logits, plain_linear
+from .quantize.corpus import read_corpus
+from .quantize.tokens import decode, tokenize
 from .quantize.weights import ModelWeights
 from .source import open_source
 
@@ -85,7 +85,8 @@ class BlockLinears:
 
 def evaluate(checkpoint: str | os.PathLike, text: str | os.PathLike, seqlen: int = 512, max_windows: int | None = None,
              progress: bool = False, device: str = "auto", backend: str = "auto") -> EvalResult:
-    """Perplexity of ``checkpoint`` on the text file ``text``: the tokens are cut into windows of
+    """Perplexity of ``checkpoint`` on the text ``text`` (a file or ``hf://datasets/...``, as for
+    calibration; :mod:`repack.quantize.corpus`): the tokens are cut into windows of
     ``seqlen`` (the tail that does not fill one is dropped) and each window predicts its tokens 2..L.
     ``backend``: "reference" (fp32 dequantize + matmul, any device), "triton" (the W4A16 kernel on
     the checkpoint's own layout, CUDA) or "auto" (Triton on CUDA when available)."""
@@ -99,7 +100,7 @@ def evaluate(checkpoint: str | os.PathLike, text: str | os.PathLike, seqlen: int
     src = open_source(checkpoint)
     spec = Spec.from_config(src.ckpt.config, str(src.path))
     weights = ModelWeights(src)
-    ids, tok = tokenize(read_text(text), src.path, spec.vocab)
+    ids, tok = tokenize(read_corpus(text), src.path, spec.vocab)
     n = ids.numel() // seqlen
     if max_windows is not None:
         n = min(n, max_windows)
@@ -107,16 +108,17 @@ def evaluate(checkpoint: str | os.PathLike, text: str | os.PathLike, seqlen: int
         raise InputError(f"{text}: {ids.numel()} tokens ({tok}), fewer than one window of --seqlen {seqlen}")
     windows = ids[: n * seqlen].view(n, seqlen).to(dev)
     with torch.no_grad():
-        x = embed(spec, windows, lambda name: weights.get(name).to(dev))
+        def get(name: str) -> torch.Tensor:
+            return weights.get(name).to(dev)
+        x = embed(spec, windows, get)
         for i in progress_bar(range(spec.layers), "eval", progress):
-            p = spec.arch.prefix(i)
-            t = {p + spec.arch.attn_norm: weights.get(p + spec.arch.attn_norm).to(dev),
-                 p + spec.arch.mlp_norm: weights.get(p + spec.arch.mlp_norm).to(dev)}
-            linear = BlockLinears(weights, [p + m for m in spec.arch.linears], dev, chosen)
+            a, p = spec.arch, spec.arch.prefix(i)
+            t = {p + n: get(p + n) for w in (a.attn_norm, a.mlp_norm) for n in a.norm_tensors(w)}
+            linear = BlockLinears(weights, [p + m for m in a.linears], dev, chosen)
             x = torch.cat([block_forward(spec, i, x[b:b + CHUNK], t.__getitem__, linear) for b in range(0, n, CHUNK)])
             del linear
         total = 0.0
-        head = {spec.arch.final_norm: weights.get(spec.arch.final_norm).to(dev), spec.lm_head: weights.get(spec.lm_head).to(dev)}
+        head = {n: get(n) for n in (*spec.arch.norm_tensors(spec.arch.final_norm), spec.lm_head)}
         for b in range(0, n, CHUNK):
             lg = logits(spec, x[b:b + CHUNK, :-1], head.__getitem__).double()
             total += float(torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]),
@@ -156,7 +158,7 @@ def generate(checkpoint: str | os.PathLike, prompt: str, max_new_tokens: int = 3
     kv: dict = {}
     with torch.no_grad():
         for _ in range(max_new_tokens):
-            x = embed(spec, step, get)
+            x = embed(spec, step, get, seq.shape[1] - step.shape[1])
             for i in range(spec.layers):
                 x = block_forward(spec, i, x, get, linear, kv)
             step = logits(spec, x[:, -1:], get)[0, -1].argmax().view(1, 1)

@@ -33,3 +33,15 @@ def hashed():
 
 def leftovers(parent: Path) -> list[str]:
     return [p.name for p in Path(parent).iterdir() if ".repack-" in p.name]
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, offline: fill it with tests.test_hub.populate_cache."""
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    return cache

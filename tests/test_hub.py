@@ -18,32 +18,24 @@ from repack.verify import verify
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def populate_cache(cache: Path, repo: str, folder: Path, revision: str = "main", commit: str = COMMIT) -> Path:
-    """The hub cache layout huggingface_hub documents: blobs by content hash, snapshot files as
-    relative symlinks to them, refs/<revision> holding the commit."""
-    repo_dir = cache / f"models--{repo.replace('/', '--')}"
+def populate_cache(cache: Path, repo: str, folder: Path, revision: str = "main", commit: str = COMMIT,
+                   repo_type: str = "model") -> Path:
+    """The hub cache layout huggingface_hub documents: blobs by content hash, snapshot files (in
+    their folders) as relative symlinks to them, refs/<revision> holding the commit."""
+    repo_dir = cache / f"{repo_type}s--{repo.replace('/', '--')}"
     (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
     snap = repo_dir / "snapshots" / commit
     snap.mkdir(parents=True, exist_ok=True)
-    for f in folder.iterdir():
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         data = f.read_bytes()
         blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
         blob.write_bytes(data)
-        os.symlink(os.path.relpath(blob, snap), snap / f.name)
+        link = snap / f.relative_to(folder)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(blob, link.parent), link)
     (repo_dir / "refs").mkdir(exist_ok=True)
     (repo_dir / "refs" / revision).write_text(commit)
     return snap
-
-
-@pytest.fixture
-def offline_cache(tmp_path, monkeypatch):
-    cache = tmp_path / "hf-cache"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub.constants as c
-    monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
-    return cache
 
 
 def test_repo_id_resolves_from_offline_cache(tmp_path, offline_cache):

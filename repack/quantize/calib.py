@@ -1,4 +1,5 @@
-"""Calibration token ids: windows of a text file, or text sampled from the model itself."""
+"""Calibration token ids: windows of a text (a file or a hub dataset file, :mod:`.corpus`), or text
+sampled from the model itself."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import torch
 
 from ..errors import InputError
 from .model import Spec, block_forward, embed, logits, plain_linear
-from .tokens import read_text, tokenize
+from .corpus import read_corpus
+from .tokens import tokenize
 
 
 def from_text(path: str | Path, folder: Path, vocab: int, nsamples: int, seqlen: int, seed: int) -> tuple[torch.Tensor, str]:
     """``nsamples`` windows of ``seqlen`` tokens at seeded random offsets; (ids [n, L], tokenizer)."""
-    ids, tok = tokenize(read_text(path), folder, vocab)
+    ids, tok = tokenize(read_corpus(path), folder, vocab)
     if ids.numel() < seqlen:
         raise InputError(f"{path}: {ids.numel()} tokens ({tok}), fewer than one window of --seqlen {seqlen}")
     g = torch.Generator().manual_seed(seed)
@@ -40,7 +42,7 @@ def from_model(spec: Spec, get: Callable[[str], torch.Tensor], bias: Callable[[s
     kv: dict = {}
     with torch.no_grad():
         for _ in range(seqlen - 1):
-            x = embed(spec, ids[:, -1:], cached)
+            x = embed(spec, ids[:, -1:], cached, ids.shape[1] - 1)
             for i in range(spec.layers):
                 x = block_forward(spec, i, x, cached, linear, kv)
             p = torch.softmax(logits(spec, x, cached)[:, 0].double(), -1)

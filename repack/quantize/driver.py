@@ -26,10 +26,10 @@ from ..packing import SUPPORTED_BITS
 from ..progress import progress_bar
 from ..source import open_source
 from ..tensor import QuantTensor
-from . import awq
+from . import awq, fold
 from .calib import from_model, from_text
 from .gptq import Hessian, gptq_quantize
-from .model import Spec, block_forward, embed
+from .model import Spec, block_forward, block_tensors, embed
 from .output import QuantizedSource
 from .rtn import clip_groups, fake_quantize, rtn_quantize
 from .weights import ModelWeights
@@ -112,15 +112,9 @@ class _Block:
     """One block's fp32 tensors on the device, and its forward pass with capture."""
 
     def __init__(self, spec: Spec, i: int, weights: ModelWeights, dev: torch.device):
-        a = spec.arch
-        self.spec, self.i, self.prefix = spec, i, a.prefix(i)
+        self.spec, self.i, self.prefix = spec, i, spec.arch.prefix(i)
         self.awq_scales: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]] = {}  # module -> (columns, rows)
-        names = [a.attn_norm, a.mlp_norm] + [m + ".weight" for m in a.linears]
-        self.t = {self.prefix + n: weights.get(self.prefix + n).to(dev) for n in names}
-        for m in a.linears:
-            b = weights.bias(self.prefix + m)
-            if b is not None:
-                self.t[self.prefix + m + ".bias"] = b.to(dev)
+        self.t = {n: t.to(dev) for n, t in block_tensors(spec, i, weights.get, weights.bias).items()}
 
     def w(self, module: str) -> torch.Tensor:
         return self.t[self.prefix + module + ".weight"]
@@ -157,7 +151,8 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
              on_block: Callable[[BlockReport], None] | None = None) -> QuantizeReport:
     """Quantize the float model ``model`` (a folder, hub id, or any checkpoint repack reads) with
     ``method`` and write it to ``out`` as format ``to``. ``calib``: ``"self"`` (token ids sampled from
-    the model, seeded) or a text file. Deterministic for a given seed on a given device."""
+    the model, seeded), a text file, or a hub dataset file ``hf://datasets/ORG/NAME/PATH`` (plain text,
+    ``.jsonl`` with a ``text`` field, ``.parquet`` with a ``text`` column). Deterministic for a given seed on a given device."""
     start = time.perf_counter()
     if method not in METHODS:
         raise UnsupportedError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -225,7 +220,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
         else:
             held, hessians = _rtn_awq_block(block, x, quantized, replaced, q, method == "awq", zero_range, src)
         layers = []
-        for stage in spec.arch.stages:
+        for stage in spec.stages:
             h = hessians[stage.linears[0]].h
             for m in stage.linears:
                 name = block.prefix + m
@@ -268,7 +263,7 @@ def _store(block: _Block, module: str, qt: QuantTensor, quantized: dict[str, Qua
 
 
 def _gptq_block(block: _Block, x, quantized, q, act_order, static_groups, true_sequential, damp, zero_range):
-    stages = block.spec.arch.stages
+    stages = block.spec.stages
     hessians: dict[str, Hessian] = {}
     held = 0
     groups = [[s] for s in stages] if true_sequential else [list(stages)]
@@ -285,37 +280,31 @@ def _gptq_block(block: _Block, x, quantized, q, act_order, static_groups, true_s
 
 
 def _rtn_awq_block(block: _Block, x, quantized, replaced, q, use_awq: bool, zero_range, src):
-    stages = block.spec.arch.stages
+    stages = block.spec.stages
     hessians, inputs = block.capture(x, stages, keep_inputs=use_awq)
     held = _nbytes(*block.t.values(), *inputs.values()) + sum(_nbytes(h.h) for h in hessians.values())
     if use_awq:
         for stage in stages:
-            prev = block.prefix + stage.prev + ("" if stage.prev_is_norm else ".weight")
-            if block.t[prev].shape[0] != block.w(stage.linears[0]).shape[1]:
+            first, stop = fold.prev_rows(block.t, block.prefix, stage)
+            if stop - first != block.w(stage.linears[0]).shape[1]:
                 continue  # e.g. v_proj -> o_proj under grouped KV heads: no channel-for-channel fold
             xs = _spread(inputs[stage.linears[0]], AWQ_SCALE_TOKENS)
             s, _ = awq.search_scales(xs, [block.w(m) for m in stage.linears], zero_range=zero_range, **q)
             for m in stage.linears:
-                block.t[block.prefix + m + ".weight"] = block.w(m) * s
                 block.awq_scales[m] = (s, block.awq_scales.get(m, (None, None))[1])
-            block.t[prev] = (block.t[prev].t() / s).t() if block.t[prev].dim() == 2 else block.t[prev] / s
-            if stage.prev_is_norm:  # the block goes on with the norm as it will be stored
-                replaced[prev] = block.t[prev].to(src.ckpt.get(prev).dtype).cpu()
-                block.t[prev] = replaced[prev].to(block.t[prev])
-            else:
-                bias = block.prefix + stage.prev + ".bias"
-                if bias in block.t:
-                    block.t[bias] = block.t[bias] / s
-                    replaced[bias] = block.t[bias].to(src.ckpt.get(bias).dtype).cpu()
-                    block.t[bias] = replaced[bias].to(block.t[bias])
+            for name in fold.fold(block.t, block.prefix, stage, s, block.spec.arch.norm):
+                # stored as they are (norms, biases): the block goes on with them as they will be stored
+                replaced[name] = block.t[name].to(src.ckpt.get(name).dtype).cpu()
+                block.t[name] = replaced[name].to(block.t[name])
+            if not stage.prev_is_norm:
                 col, _ = block.awq_scales.get(stage.prev, (None, None))
-                block.awq_scales[stage.prev] = (col, s)
+                block.awq_scales[stage.prev] = (col, fold.row_scales(block.t, block.prefix, stage, s))
         for stage in stages:
             s = block.awq_scales.get(stage.linears[0], (None, None))[0]
             xs = _spread(inputs[stage.linears[0]], AWQ_CLIP_TOKENS)
             xs = xs / s if s is not None else xs  # the inputs the scaled linears now see
             for m in stage.linears:
-                if m in (block.spec.arch.q, block.spec.arch.k):
+                if m in block.spec.arch.no_clip:
                     continue  # their error passes through the softmax; clipping on the linear's error misleads (as in AWQ)
                 ratio = awq.search_clip(xs, block.w(m), zero_range=zero_range, **q)
                 block.t[block.prefix + m + ".weight"] = clip_groups(block.w(m), ratio, q["group_size"], q["sym"])
