@@ -31,6 +31,8 @@ HELP = f"""Quantize the float model MODEL (folder, hub id, or any checkpoint rep
 @click.option("--static-groups", is_flag=True, help="GPTQ act-order: groups fixed up front, sequential on disk.")
 @click.option("--no-true-sequential", is_flag=True, help="GPTQ: capture all of a block's inputs before quantizing it.")
 @click.option("--damp", type=float, default=0.01, show_default=True, help="GPTQ: Hessian damping, a fraction of its mean diagonal.")
+@click.option("--clip-search", is_flag=True,
+              help="GPTQ: shrink each group's range to the factor (1.00..0.21) with the least rounding error.")
 @click.option("--calib", default="self", show_default=True,
               help="'self' (token ids sampled from the model: no data needed), a text file, or a hub dataset "
                    "file hf://datasets/ORG/NAME[@REV]/PATH; .jsonl: each line's 'text' field, .parquet: the "
@@ -45,8 +47,8 @@ HELP = f"""Quantize the float model MODEL (folder, hub id, or any checkpoint rep
 @click.option("--json", "as_json", is_flag=True, help="Print the report (per layer errors) as JSON.")
 @click.option("--quiet", is_flag=True, help="Print only the summary line.")
 @handle_errors
-def quantize_cmd(model, out, method, bits, group_size, sym, act_order, static_groups, no_true_sequential, damp, calib,
-                 nsamples, seqlen, to, variant, device, seed, force, as_json, quiet):
+def quantize_cmd(model, out, method, bits, group_size, sym, act_order, static_groups, no_true_sequential, damp, clip_search,
+                 calib, nsamples, seqlen, to, variant, device, seed, force, as_json, quiet):
     def on_block(b):
         if not quiet and not as_json:
             rel = sum(l.rel for l in b.layers) / len(b.layers)
@@ -54,7 +56,7 @@ def quantize_cmd(model, out, method, bits, group_size, sym, act_order, static_gr
             click.echo(f"block {b.index}: {b.seconds:.2f}s, mean rel output error {rel:.4f} (rtn {rtn:.4f})", err=True)
 
     report = quantize(model, out, method, int(bits), group_size, sym, act_order, static_groups=static_groups,
-                      true_sequential=not no_true_sequential, damp=damp, calib=calib, nsamples=nsamples, seqlen=seqlen,
+                      true_sequential=not no_true_sequential, damp=damp, clip_search=clip_search, calib=calib, nsamples=nsamples, seqlen=seqlen,
                       to=to, variant=variant, seed=seed, device=device, force=force, on_block=on_block)
     if as_json:
         emit_json(report.to_dict())

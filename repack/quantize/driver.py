@@ -145,7 +145,7 @@ class _Block:
 
 def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gptq", bits: int = 4,
              group_size: int = 128, sym: bool = True, act_order: bool = False, *, static_groups: bool = False,
-             true_sequential: bool = True, damp: float = 0.01, calib: str = "self", nsamples: int = 128,
+             true_sequential: bool = True, damp: float = 0.01, clip_search: bool = False, calib: str = "self", nsamples: int = 128,
              seqlen: int = 512, to: str = "auto_gptq", variant: str | None = None, seed: int = 0,
              device: str = "auto", force: bool = False, progress: bool = False,
              on_block: Callable[[BlockReport], None] | None = None) -> QuantizeReport:
@@ -216,7 +216,8 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
         block = _Block(spec, i, weights, dev)
         originals = {m: block.w(m).clone() for m in spec.arch.linears}
         if method == "gptq":
-            held, hessians = _gptq_block(block, x, quantized, q, act_order, static_groups, true_sequential, damp, zero_range)
+            held, hessians = _gptq_block(block, x, quantized, q, act_order, static_groups, true_sequential, damp, zero_range,
+                                          clip_search)
         else:
             held, hessians = _rtn_awq_block(block, x, quantized, replaced, q, method == "awq", zero_range, src)
         layers = []
@@ -262,7 +263,8 @@ def _store(block: _Block, module: str, qt: QuantTensor, quantized: dict[str, Qua
     block.t[block.prefix + module + ".weight"] = qt.dequantize(torch.float32).to(block.w(module).device)
 
 
-def _gptq_block(block: _Block, x, quantized, q, act_order, static_groups, true_sequential, damp, zero_range):
+def _gptq_block(block: _Block, x, quantized, q, act_order, static_groups, true_sequential, damp, zero_range,
+                clip_search=False):
     stages = block.spec.stages
     hessians: dict[str, Hessian] = {}
     held = 0
@@ -274,7 +276,7 @@ def _gptq_block(block: _Block, x, quantized, q, act_order, static_groups, true_s
         for stage in group:
             for m in stage.linears:
                 qt = gptq_quantize(block.w(m), hs[stage.linears[0]].h, act_order=act_order, static_groups=static_groups,
-                                   damp=damp, zero_range=zero_range, **q)
+                                   damp=damp, zero_range=zero_range, clip_search=clip_search, **q)
                 _store(block, m, qt, quantized)
     return held, hessians
 

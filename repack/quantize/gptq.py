@@ -34,9 +34,11 @@ class Hessian:
 
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_size: int, sym: bool, *,
                   act_order: bool = False, static_groups: bool = False, damp: float = 0.01, block_size: int = 128,
-                  scale_dtype: torch.dtype = torch.float16, zero_range: tuple[int, int] | None = None) -> QuantTensor:
+                  scale_dtype: torch.dtype = torch.float16, zero_range: tuple[int, int] | None = None,
+                  clip_search: bool = False) -> QuantTensor:
     """weight float [N, K]; hessian [K, K] (:class:`Hessian`). Returns the canonical tensor, with a
-    ``g_idx`` when act-order without static groups reorders the groups."""
+    ``g_idx`` when act-order without static groups reorders the groups. ``clip_search``: each
+    group's range is shrunk to the factor that minimises its rounding error (:func:`_params`)."""
     W = weight.detach().to(torch.float32).clone()
     N, K = W.shape
     H = hessian.to(device=W.device, dtype=torch.float32).clone()
@@ -48,7 +50,7 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_
 
     static = None
     if static_groups:
-        static = [_params(W[:, g * gs:(g + 1) * gs], bits, sym, scale_dtype, zero_range) for g in range(G)]
+        static = [_params(W[:, g * gs:(g + 1) * gs], bits, sym, scale_dtype, zero_range, clip_search) for g in range(G)]
     perm = torch.argsort(torch.diag(H), descending=True, stable=True) if act_order else torch.arange(K, device=H.device)
     W, H = W[:, perm], H[perm][:, perm]
     H += damp * torch.mean(torch.diag(H)) * torch.eye(K, device=H.device)
@@ -76,7 +78,8 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_
                 s, z = static[g]
             elif j % gs == 0:
                 g = j // gs
-                s, z = _params(torch.cat([W1[:, i:], W[:, i2:]], 1)[:, :gs], bits, sym, scale_dtype, zero_range)
+                s, z = _params(torch.cat([W1[:, i:], W[:, i2:]], 1)[:, :gs], bits, sym, scale_dtype, zero_range,
+                               clip_search)
                 scales[g], zeros[g] = s, z
             w = W1[:, i]
             q = torch.clamp(torch.round(w / s) + z, 0, 2**bits - 1)
@@ -98,6 +101,28 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, bits: int, group_
 
 
 def _params(w: torch.Tensor, bits: int, sym: bool, scale_dtype: torch.dtype,
-            zero_range: tuple[int, int] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row (scale, zero) of a column slab [N, <=gs]."""
-    return minmax_params(w.amin(1), w.amax(1), bits, sym, scale_dtype, zero_range)
+            zero_range: tuple[int, int] | None, clip_search: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (scale, zero) of a column slab [N, <=gs]. With ``clip_search`` the row's range is
+    shrunk by the factor in 1.00, 0.99 .. 0.21 that gives the smallest sum of |w - dequant(w)|^2.4
+    (the grid and the 2.4 norm of the GPTQ authors' quantizer: a little clipping of the extremes
+    buys finer steps for the bulk of the weights)."""
+    lo, hi = w.amin(1), w.amax(1)
+    best_s, best_z = minmax_params(lo, hi, bits, sym, scale_dtype, zero_range)
+    if not clip_search:
+        return best_s, best_z
+    best_err = _rounding_error(w, best_s, best_z, bits)
+    for i in range(1, CLIP_GRID):
+        shrink = 1 - i / 100
+        s, z = minmax_params(lo * shrink, hi * shrink, bits, sym, scale_dtype, zero_range)
+        err = _rounding_error(w, s, z, bits)
+        better = err < best_err
+        best_s, best_z, best_err = torch.where(better, s, best_s), torch.where(better, z, best_z), torch.minimum(err, best_err)
+    return best_s, best_z
+
+
+CLIP_GRID = 80  # shrink factors 1.00 .. 0.21
+
+
+def _rounding_error(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor, bits: int) -> torch.Tensor:
+    q = torch.clamp(torch.round(w / s[:, None]) + z[:, None], 0, 2**bits - 1)
+    return ((q - z[:, None]) * s[:, None] - w).abs().pow(2.4).sum(1)
