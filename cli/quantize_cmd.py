@@ -31,8 +31,9 @@ HELP = f"""Quantize the float model MODEL (folder, hub id, or any checkpoint rep
 @click.option("--static-groups", is_flag=True, help="GPTQ act-order: groups fixed up front, sequential on disk.")
 @click.option("--no-true-sequential", is_flag=True, help="GPTQ: capture all of a block's inputs before quantizing it.")
 @click.option("--damp", type=float, default=0.01, show_default=True, help="GPTQ: Hessian damping, a fraction of its mean diagonal.")
-@click.option("--clip-search", is_flag=True,
-              help="GPTQ: shrink each group's range to the factor (1.00..0.21) with the least rounding error.")
+@click.option("--clip-search/--no-clip-search", default=True, show_default=True,
+              help="GPTQ: shrink each group's range to the factor (1.00..0.21) with the least rounding error "
+                   "(--no-clip-search: min/max ranges, as AutoGPTQ/GPTQModel by default).")
 @click.option("--calib", default="self", show_default=True,
               help="'self' (token ids sampled from the model: no data needed), a text file, or a hub dataset "
                    "file hf://datasets/ORG/NAME[@REV]/PATH; .jsonl: each line's 'text' field, .parquet: the "

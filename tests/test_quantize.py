@@ -397,13 +397,13 @@ def test_clip_search_never_rounds_worse():
     assert (clipped[0] < plain[0]).sum() > 32  # a narrower range is a smaller step
 
 
-def test_cli_clip_search_runs_and_verifies(work, tmp_path):
+def test_cli_min_max_ranges_run_and_verify(work, tmp_path):
     d, float_dir, _ = work
-    out = tmp_path / "clip"
-    r = run("quantize", float_dir, out, "--method", "gptq", "--clip-search", "--asym", "--group-size", "64",
+    out = tmp_path / "minmax"
+    r = run("quantize", float_dir, out, "--method", "gptq", "--no-clip-search", "--asym", "--group-size", "64",
             "--nsamples", "4", "--seqlen", "32", "--device", "cpu", "--quiet")
     assert r.exit_code == 0, r.output
-    other = tmp_path / "clip-ct"
+    other = tmp_path / "minmax-ct"
     assert convert(out, other, "compressed_tensors").exact
     report = verify(out, other, against=float_dir, backend="reference", ms=(1,))
     assert report.ok and all(l.against_a.sqnr_db > 15.0 for l in report.layers), report.table()

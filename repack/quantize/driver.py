@@ -145,7 +145,7 @@ class _Block:
 
 def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gptq", bits: int = 4,
              group_size: int = 128, sym: bool = True, act_order: bool = False, *, static_groups: bool = False,
-             true_sequential: bool = True, damp: float = 0.01, clip_search: bool = False, calib: str = "self", nsamples: int = 128,
+             true_sequential: bool = True, damp: float = 0.01, clip_search: bool = True, calib: str = "self", nsamples: int = 128,
              seqlen: int = 512, to: str = "auto_gptq", variant: str | None = None, seed: int = 0,
              device: str = "auto", force: bool = False, progress: bool = False,
              on_block: Callable[[BlockReport], None] | None = None) -> QuantizeReport:
