@@ -43,7 +43,7 @@ def eval_cmd(checkpoint, text, prompt, max_new_tokens, seqlen, max_windows, devi
             click.echo(f"{r.checkpoint} ({r.format}): perplexity {r.perplexity:.4f} over {r.tokens} tokens "
                        f"({r.windows} windows of {r.seqlen}, tokenizer: {r.tokenizer}, {r.backend} on {r.device})")
     if prompt is not None:
-        g = generate(checkpoint, prompt, max_new_tokens)
+        g = generate(checkpoint, prompt, max_new_tokens, device=device, backend=backend)
         out["generation"] = vars(g)
         if not as_json:
             click.echo(g.text if quiet else f"{g.prompt}{g.text}")

@@ -19,7 +19,7 @@ import torch
 from .errors import InputError, UnsupportedError
 from .kernels import gemm, resolve_backend
 from .progress import progress_bar
-from .quantize.model import Spec, block_forward, embed, logits, plain_linear
+from .quantize.model import Spec, block_forward, embed, logits
 from .quantize.corpus import read_corpus
 from .quantize.tokens import decode, tokenize
 from .quantize.weights import ModelWeights
@@ -138,9 +138,16 @@ class Generation:
     tokenizer: str
 
 
-def generate(checkpoint: str | os.PathLike, prompt: str, max_new_tokens: int = 32) -> Generation:
-    """Greedy continuation of ``prompt`` with a KV cache. The whole model is read once (dequantized,
-    fp32): meant for a quick look at a model's output, not for serving."""
+def generate(checkpoint: str | os.PathLike, prompt: str, max_new_tokens: int = 32, device: str = "auto",
+             backend: str = "auto") -> Generation:
+    """Greedy continuation of ``prompt`` with a KV cache, the linears computed as in :func:`evaluate`
+    (``backend``). The whole model is read once onto the device (fp32 floats; with Triton the
+    quantized linears stay packed): meant for a quick look at a model's output, not for serving."""
+    dev = eval_device(device)
+    try:
+        chosen = resolve_backend(backend, dev)
+    except ValueError as e:
+        raise UnsupportedError(str(e)) from None
     src = open_source(checkpoint)
     spec = Spec.from_config(src.ckpt.config, str(src.path))
     weights = ModelWeights(src)
@@ -151,10 +158,11 @@ def generate(checkpoint: str | os.PathLike, prompt: str, max_new_tokens: int = 3
 
     def get(name: str) -> torch.Tensor:
         if name not in cache:
-            cache[name] = weights.get(name)
+            cache[name] = weights.get(name).to(dev)
         return cache[name]
-    linear = plain_linear(get, weights.bias)
-    seq, step = ids[None], ids[None]
+    linear = BlockLinears(weights, [spec.arch.prefix(i) + m for i in range(spec.layers) for m in spec.arch.linears],
+                          dev, chosen)
+    seq, step = ids[None].to(dev), ids[None].to(dev)
     kv: dict = {}
     with torch.no_grad():
         for _ in range(max_new_tokens):
