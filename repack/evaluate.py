@@ -21,6 +21,7 @@ from .kernels import gemm, resolve_backend
 from .progress import progress_bar
 from .quantize.model import Spec, block_forward, embed, logits
 from .quantize.corpus import read_corpus
+from .quantize.driver import pick_device
 from .quantize.tokens import decode, tokenize
 from .quantize.weights import ModelWeights
 from .source import open_source
@@ -44,16 +45,6 @@ class EvalResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def eval_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
-        raise UnsupportedError(f"device must be auto, cuda or cpu, not {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UnsupportedError("--device cuda: no CUDA device is available")
-    return torch.device(device)
 
 
 class BlockLinears:
@@ -92,7 +83,7 @@ def evaluate(checkpoint: str | os.PathLike, text: str | os.PathLike, seqlen: int
     the checkpoint's own layout, CUDA) or "auto" (Triton on CUDA when available)."""
     if seqlen < 2:
         raise InputError(f"seqlen must be at least 2, got {seqlen}")
-    dev = eval_device(device)
+    dev = pick_device(device)
     try:
         chosen = resolve_backend(backend, dev)
     except ValueError as e:
@@ -143,7 +134,7 @@ def generate(checkpoint: str | os.PathLike, prompt: str, max_new_tokens: int = 3
     """Greedy continuation of ``prompt`` with a KV cache, the linears computed as in :func:`evaluate`
     (``backend``). The whole model is read once onto the device (fp32 floats; with Triton the
     quantized linears stay packed): meant for a quick look at a model's output, not for serving."""
-    dev = eval_device(device)
+    dev = pick_device(device)
     try:
         chosen = resolve_backend(backend, dev)
     except ValueError as e:

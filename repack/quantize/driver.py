@@ -82,7 +82,8 @@ class QuantizeReport:
         return asdict(self)
 
 
-def _device(device: str) -> torch.device:
+def pick_device(device: str) -> torch.device:
+    """"auto" (CUDA when there is one), "cuda" or "cpu"; a one-line error for anything else."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
@@ -175,7 +176,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
         raise UnsupportedError(f"{to}/{variant} cannot hold act-order groups; add static groups or choose auto_gptq")
     out = Path(out)
     check_target(out, force)
-    dev = _device(device)
+    dev = pick_device(device)
     src = open_source(model)
     where = str(src.path)
     spec = Spec.from_config(src.ckpt.config, where)
