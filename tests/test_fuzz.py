@@ -27,3 +27,18 @@ def test_damaged_inputs_are_refused_cleanly(reader, seeds, tmp_path_factory):
     case()
     assert len(outcomes) >= 250
     assert any(o.startswith("error: ") for o in outcomes)  # the mutations do reach the checks
+
+
+def test_percent_sign_in_turbomind_config_is_refused_in_one_line(seeds, tmp_path):
+    """Found by fuzzing: configparser's interpolation raised its own error on a '%' in a value."""
+    import shutil
+
+    from repack.errors import RepackError
+    from tests.fuzzing import exercise
+    case = tmp_path / "w4"
+    shutil.copytree(seeds["turbomind_w4"], case)
+    ini = next(case.rglob("config.ini"))
+    ini.write_text(ini.read_text().replace("inter_size = ", "inter_size = 2%"))
+    with pytest.raises(RepackError, match="inter_size") as e:
+        exercise(case)
+    assert "\n" not in str(e.value)

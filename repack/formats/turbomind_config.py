@@ -79,7 +79,9 @@ def parse(weights: Path) -> Layout:
     ini, yml = weights / CONFIG_FILE["w4"], weights / CONFIG_FILE["v6"]
     if ini.is_file():
         variant, path = "w4", ini
-        parser = configparser.ConfigParser()
+        # no interpolation: values are plain numbers and names; a '%' in a damaged file must
+        # not raise from inside the section read below (fuzzing found it)
+        parser = configparser.ConfigParser(interpolation=None)
         try:
             parser.read_string(path.read_text(encoding="utf-8"))
         except (configparser.Error, UnicodeDecodeError, OSError) as e:
