@@ -109,7 +109,7 @@ class Checkpoint:
             info = TensorInfo(info.name, info.dtype, (rows, *info.shape[1:]), info.file, info.begin, info.begin + rows * per_row)
         if info.torch_dtype is None:
             raise InputError(f"{info.file}: tensor '{name}': dtype {info.dtype} cannot be loaded")
-        if info.nbytes >= MAP_MIN_BYTES and info.begin % 16 == 0:
+        if info.nbytes >= MAP_MIN_BYTES and info.begin % DTYPES[info.dtype][0] == 0:
             mapped = self._mapped(info, name)
             if mapped is not None:
                 return mapped
@@ -131,7 +131,9 @@ class Checkpoint:
         """A large tensor as a copy-on-write map of the file: nothing is read until used (a plan
         that needs only a layer's zeros and scales never touches its codes), no copy is made
         when it is, and a write to the tensor stays private (the file is never written). The
-        header check in ``open`` has proved the bytes lie inside the file."""
+        header check in ``open`` has proved the bytes lie inside the file. Elements need only
+        their natural alignment: safetensors pads the header to 8 bytes, so a 16-byte rule sent
+        every tensor of a file with an odd number of 8-byte header words through a copy."""
         try:
             arr = np.memmap(info.file, dtype=np.uint8, mode="c", offset=info.begin, shape=(info.nbytes,))
         except (OSError, ValueError):

@@ -21,7 +21,7 @@ from .checkpoint import DEFAULT_SHARD_SIZE, TensorSpec, check_target
 from .errors import LossyConversionError, UnsupportedError
 from .fit import DTYPE_NAMES, Fit, fit
 from .formats.base import Scheme
-from .pipeline import ahead_map
+from .pipeline import ahead_map, torch_single_threaded
 from .progress import progress_bar
 from .source import Source, open_source
 
@@ -73,6 +73,7 @@ class Plan:
                 "layers": [vars(l) for l in self.layers]}
 
 
+@torch_single_threaded()
 def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, variant: str | None = None, *,
             force: bool = False, dry_run: bool = False, allow_lossy: bool = False,
             scale_dtype: str | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
