@@ -110,17 +110,19 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
     specs: list[TensorSpec] = []
     settings: dict[str, tuple] = {}
 
-    def read_item(item):
+    def fitted_item(item):
         name, kind = item
-        return name, kind, (source.read(name) if kind == "module" else None)
+        if kind != "module":
+            return name, kind, None, None
+        qt = source.read(name)
+        return name, kind, qt, fit(qt, caps, sdt)
 
-    # modules are read on two threads a few steps ahead (pipeline.py), in order
-    for name, kind, qt in progress_bar(ahead_map(read_item, items), "plan", progress, total=len(items)):
+    # modules are read and fitted on two threads a few steps ahead (pipeline.py), in order
+    for name, kind, qt, f in progress_bar(ahead_map(fitted_item, items), "plan", progress, total=len(items)):
         if kind == "tensor":
             info = source.ckpt.info(name)
             specs.append(TensorSpec(name, info.dtype, info.shape))
             continue
-        f = fit(qt, caps, sdt)
         plan.layers.append(LayerReport(name, qt.describe(), f.status, f.unsupported + f.lossy + f.exact_notes, f.max_abs_err))
         if f.unsupported:
             continue
