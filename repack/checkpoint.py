@@ -269,6 +269,36 @@ class RawSlice:
     nbytes: int
 
 
+def copy_range(src: RawSlice, start: int, nbytes: int, out: int) -> int:
+    """Append bytes ``start .. start + nbytes`` of a stored tensor to the file descriptor ``out``, file
+    to file in the kernel (``copy_file_range``), with a read/write loop where the file system cannot."""
+    done = 0
+    try:
+        with open(src.file, "rb") as f:
+            fd = f.fileno()
+            try:
+                while done < nbytes:
+                    n = os.copy_file_range(fd, out, nbytes - done, src.begin + start + done)
+                    if n == 0:
+                        break
+                    done += n
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                    raise
+                f.seek(src.begin + start + done)
+                while done < nbytes:
+                    chunk = f.read(min(nbytes - done, READ_CHUNK))
+                    if not chunk:
+                        break
+                    os.write(out, chunk)
+                    done += len(chunk)
+    except OSError as e:
+        raise InputError(f"{src.file}: tensor '{src.name}': cannot copy: {e.strerror or e}") from None
+    if done != nbytes:
+        raise InputError(f"{src.file}: tensor '{src.name}': truncated (copied {done} of {nbytes} bytes)")
+    return done
+
+
 class CheckpointWriter:
     """Writes a model folder into ``.<name>.repack-tmp-*`` beside ``target`` and renames it at the end.
 
@@ -364,35 +394,9 @@ class CheckpointWriter:
         self._pos += 1
 
     def _copy_slice(self, src: RawSlice) -> int:
-        """Copy a pass-through tensor file to file in the kernel, as `cp` does (no user-space copy);
-        a read/write loop where the file system cannot."""
+        """Copy a pass-through tensor file to file in the kernel, as `cp` does (no user-space copy)."""
         self._fh.flush()
-        out = self._fh.fileno()
-        done = 0
-        try:
-            with open(src.file, "rb") as f:
-                fd = f.fileno()
-                try:
-                    while done < src.nbytes:
-                        n = os.copy_file_range(fd, out, src.nbytes - done, src.begin + done)
-                        if n == 0:
-                            break
-                        done += n
-                except OSError as e:
-                    if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
-                        raise
-                    f.seek(src.begin + done)
-                    while done < src.nbytes:
-                        chunk = f.read(min(src.nbytes - done, READ_CHUNK))
-                        if not chunk:
-                            break
-                        os.write(out, chunk)
-                        done += len(chunk)
-        except OSError as e:
-            raise InputError(f"{src.file}: tensor '{src.name}': cannot copy: {e.strerror or e}") from None
-        if done != src.nbytes:
-            raise InputError(f"{src.file}: tensor '{src.name}': truncated (copied {done} of {src.nbytes} bytes)")
-        return done
+        return copy_range(src, 0, src.nbytes, self._fh.fileno())
 
     def _expect(self, name: str) -> tuple[int, TensorSpec]:
         """(shard, spec) of the next declared tensor, which must be ``name`` (writers of every

@@ -157,13 +157,15 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
     with target.writer(dst, specs, force=force, shard_size=shard_size, source=source, config=config,
                        variant=variant, **({"tp": tp} if target.tensor_parallel else {})) as writer:
         slices = getattr(writer, "accepts_raw_slices", False) and hasattr(source.ckpt, "raw_slice")
+        own_layout = getattr(writer, "pack_module", None)  # a writer that lays out modules itself
 
         def packed_item(item):
             name, kind = item
             if kind == "tensor":
                 return [(name, source.ckpt.raw_slice(name) if slices else source.ckpt.iter_raw(name))]
             f: Fit = fit(source.read(name), caps, sdt, measure=False)
-            return list(target.pack(name, f.tensor, variant).items())
+            own = own_layout(name, f.tensor) if own_layout else None
+            return own if own is not None else list(target.pack(name, f.tensor, variant).items())
 
         # modules are read and packed on two threads a few steps ahead of the writes, in order
         for tensors in progress_bar(ahead_map(packed_item, items), "write", progress, total=len(items)):
