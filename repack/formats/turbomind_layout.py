@@ -80,6 +80,48 @@ def w4_pack_qweight(q: np.ndarray) -> np.ndarray:
     return flat.view(np.int32).reshape(K, M // 8)
 
 
+_LOW, _HIGH = np.uint32(0x0F0F0F0F), np.uint32(0xF0F0F0F0)
+W4_STEP_WORDS = 1 << 17  # ~512 KB of source words a step: the passes over them stay in L2
+
+
+def w4_tiles(words: np.ndarray, K: int, C: int, half: bool = False) -> np.ndarray:
+    """The legacy qweight straight from canonical 4-bit words ``[K/8, C]`` (8 inputs of one column per
+    word), K % 32 == 0: uint32 ``[K/32, C/32, 128]``, the file's words in order (w4_pack_qweight's
+    output for these columns, without unpacking a code). ``half``: the 64-word half tiles of 16
+    columns that w13 interleaves with its partner (fused column 2i + a, a = gate/up: the partner's
+    words take the odd 16-word runs), ``[K/32, C/16, 64]``.
+
+    A word holds codes k0 + {0, 1} + {0, 8} of columns c and c + 8 (c + 4 in a half tile): byte t of
+    the canonical words of rows 8r.. and 8r+8.. of both columns (bytes hold input pairs 2t, 2t+1), so
+    the words are built by nibble selects and a 4x4 byte transpose, then placed by one copy."""
+    L = 4 if half else 8
+    out = np.empty((K // 32, C // (4 * L), 16 * L), np.uint32)
+    step = max(1, W4_STEP_WORDS // (4 * max(C, 1)))
+    for k0 in range(0, K // 32, step):
+        k1 = min(K // 32, k0 + step)
+        out[k0:k1] = _w4_tile_rows(words[4 * k0: 4 * k1].view(np.uint32), k1 - k0, C, L)
+    return out
+
+
+def _w4_tile_rows(w: np.ndarray, kt: int, C: int, L: int) -> np.ndarray:
+    # source words as [k-tile, k bit 4, k bit 3, column block J, hi bit, pair bit, low L columns]
+    w = w.reshape(kt, 2, 2, C // (4 * L), 2, 2, L)
+    a, b = np.ascontiguousarray(w[:, :, 0, :, :, 0]), np.ascontiguousarray(w[:, :, 0, :, :, 1])
+    c, d = np.ascontiguousarray(w[:, :, 1, :, :, 0]), np.ascontiguousarray(w[:, :, 1, :, :, 1])
+    four = np.uint32(4)
+    # byte m of word t: nibbles (k0, k3, pair) = 4*k0 + 2*k3 + pair; low nibbles hold k0 = 0
+    x = np.stack([(a & _LOW) | ((b & _LOW) << four), (c & _LOW) | ((d & _LOW) << four),
+                  ((a >> four) & _LOW) | (b & _HIGH), ((c >> four) & _LOW) | (d & _HIGH)])
+    for (i, j), shift, mask in (((0, 2), 16, 0x0000FFFF), ((1, 3), 16, 0x0000FFFF), ((0, 1), 8, 0x00FF00FF),
+                                ((2, 3), 8, 0x00FF00FF)):  # 4x4 byte transpose: word t gets byte t of each
+        sh = np.uint32(shift)
+        t = ((x[i] >> sh) ^ x[j]) & np.uint32(mask)
+        x[j] ^= t
+        x[i] ^= t << sh
+    # word 16*low + 4*t + 2*(k bit 4) + hi of each tile (kernels.md §2.1 closed form)
+    return x.transpose(1, 3, 5, 0, 2, 4).reshape(kt, C // (4 * L), 16 * L)
+
+
 def w4_unpack_qweight(words: np.ndarray, K: int, M: int) -> np.ndarray:
     word, nibble = _w4_positions(K, M)
     flat = words.reshape(-1).view(np.uint32)

@@ -160,24 +160,45 @@ class _Ranks:
     ranks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
-def _v6_rank(qt: QuantTensor, columns: np.ndarray | None, tp: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rank ``r``'s v6 qweight, scales and zeros of one part: its block of the columns in TurboMind
-    order (``columns``), or its block of input rows and their groups for a row-parallel part (None).
-    The words go from the canonical layout to v6's (8 outputs per word, in order) in one nibble
-    transpose with the column gather folded in (v6_pack_qweight of the gathered codes, without codes)."""
+def _rank_part(qt: QuantTensor, columns: np.ndarray | None, tp: int, r: int, variant: str,
+               half: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rank ``r``'s qweight words, fp16 scales and fp16 zeros of one part: its block of the columns in
+    TurboMind order (``columns``), or its block of input rows and their groups for a row-parallel
+    part (None). The words go straight from the canonical layout to the file's (v6: a nibble
+    transpose with the column gather folded in; w4: :func:`turbomind_layout.w4_tiles`, ``half`` for
+    w13's parts), never through one byte per code."""
     K, N, words = qt.in_features, qt.out_features, qt.qweight.numpy()
     s, z = qt.scales.numpy(), qt.zeros.numpy()
     if columns is None:
         rows, groups = lay.rank_slice(K, tp, r), lay.rank_slice(s.shape[0], tp, r)
-        part = words[rows[0] // 8: (rows[-1] + 1) // 8]
-        return (words_along_n(part, len(rows), N, range(8)), s[groups].astype(np.float16),
-                z[groups].astype(np.float16))
+        block = words[rows[0] // 8: (rows[-1] + 1) // 8]
+        return _words(block, len(rows), None, variant, half), s[groups].astype(np.float16), z[groups].astype(np.float16)
     cols = columns[lay.rank_slice(N, tp, r)]
-    if np.array_equal(cols, np.arange(cols[0], cols[0] + len(cols))):  # a plain block: no gather
-        q = words_along_n(words[:, cols[0]: cols[0] + len(cols)], K, len(cols), range(8))
-    else:
-        q = words_along_n(words, K, N, range(8), cols)
-    return q, s[:, cols].astype(np.float16), z[:, cols].astype(np.float16)
+    return _words(words, K, cols, variant, half), s[:, cols].astype(np.float16), z[:, cols].astype(np.float16)
+
+
+def _words(words: np.ndarray, K: int, cols: np.ndarray | None, variant: str, half: bool) -> np.ndarray:
+    if cols is not None and np.array_equal(cols, np.arange(cols[0], cols[0] + len(cols))):
+        words, cols = words[:, cols[0]: cols[0] + len(cols)], None  # a plain block: a view, no gather
+    if variant == "v6":
+        return words_along_n(words, K, words.shape[1], range(8), cols)
+    if cols is not None:
+        words = np.take(words, cols, axis=1)
+    return lay.w4_tiles(words, K, words.shape[1], half)
+
+
+def _join(slot: str, pieces: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One rank's (words, scales, zeros) of a slot from its parts' pieces: qkv puts q | k | v side by
+    side (whole tiles / words each), w13 interleaves gate and up column by column (their half tiles
+    take alternate 16-word runs of each tile)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    if slot == "w13":
+        (g, gs, gz), (u, us, uz) = pieces
+        kt, half_tiles = g.shape[:2]
+        words = np.stack([g.reshape(kt, half_tiles, 4, 16), u.reshape(kt, half_tiles, 4, 16)], axis=3)
+        return words, lay.interleave(gs, us), lay.interleave(gz, uz)
+    return tuple(np.concatenate([x[j] for x in pieces], axis=1) for j in range(3))
 
 
 class TurbomindWriter(CheckpointWriter):
@@ -217,12 +238,22 @@ class TurbomindWriter(CheckpointWriter):
         """This module's share of every rank's files, in their final layout (v6, one HF module per
         part): run on convert's worker threads in place of the format's ``pack``, so the writer only
         joins the parts of a slot and writes. None: the variant takes the layout-neutral pieces."""
-        if self.variant != "v6" or self.arch.packed_qkv:
-            return None
         part = self.roles[f"{module}.qweight"].part
-        ranks = [_v6_rank(qt, self._columns(part, qt.out_features), self.tp, r) for r in range(self.tp)]
+        if self.arch.packed_qkv or not self._direct(part, qt):
+            return None
+        columns, half = self._columns(part, qt.out_features), part in ("gate", "up") and self.variant == "w4"
+        ranks = [_rank_part(qt, columns, self.tp, r, self.variant, half) for r in range(self.tp)]
         # the module's three declared tensors: everything travels with the first
         return [(f"{module}.qweight", _Ranks(ranks)), (f"{module}.scales", None), (f"{module}.zeros", None)]
+
+    def _direct(self, part: str, qt: QuantTensor) -> bool:
+        """Whether a rank's piece of this part is whole tiles of the w4 layout (each part of qkv, and
+        gate / up of w13, starts a new tile of the fused matrix); v6 pieces always are whole words."""
+        if self.variant == "v6":
+            return True
+        K, N = qt.in_features, qt.out_features
+        rows, cols = (K // self.tp, N) if part in ("o", "down") else (K, N // self.tp)
+        return rows % 32 == 0 and cols % (16 if part in ("gate", "up") else 32) == 0
 
     def _columns(self, part: str, n: int) -> np.ndarray | None:
         """TurboMind column order of a column-parallel part (None: HF order, or row-parallel)."""
@@ -240,10 +271,11 @@ class TurbomindWriter(CheckpointWriter):
             return
         del self.parts[(i, slot)]
         for r in range(self.tp):
-            pieces = [got[p][r] for p in sl.PARTS[slot]]  # qkv: q | k | v, each the rank's columns
-            for j, kind in enumerate(("qweight", "scales", "zeros")):
-                joined = np.concatenate([x[j] for x in pieces], axis=1) if len(pieces) > 1 else pieces[0][j]
-                self._file(sl.file_name(i, slot, r, kind), joined)
+            q, s, z = _join(slot, [got[p][r] for p in sl.PARTS[slot]])
+            files = {"qweight": q, "scales": s, "zeros": z} if self.variant == "v6" else \
+                {"qweight": q, "scales_zeros": lay.w4_pack_scales_zeros(s, z)}
+            for kind, data in files.items():
+                self._file(sl.file_name(i, slot, r, kind), data)
 
     # -- data ---------------------------------------------------------------------------------
     def write(self, name: str, data) -> None:
