@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+from ..packing import byte_nibble_words
+
 # -- column orders -------------------------------------------------------------------------------
 
 
@@ -80,7 +82,6 @@ def w4_pack_qweight(q: np.ndarray) -> np.ndarray:
     return flat.view(np.int32).reshape(K, M // 8)
 
 
-_LOW, _HIGH = np.uint32(0x0F0F0F0F), np.uint32(0xF0F0F0F0)
 W4_STEP_WORDS = 1 << 17  # ~512 KB of source words a step: the passes over them stay in L2
 
 
@@ -106,18 +107,8 @@ def w4_tiles(words: np.ndarray, K: int, C: int, half: bool = False) -> np.ndarra
 def _w4_tile_rows(w: np.ndarray, kt: int, C: int, L: int) -> np.ndarray:
     # source words as [k-tile, k bit 4, k bit 3, column block J, hi bit, pair bit, low L columns]
     w = w.reshape(kt, 2, 2, C // (4 * L), 2, 2, L)
-    a, b = np.ascontiguousarray(w[:, :, 0, :, :, 0]), np.ascontiguousarray(w[:, :, 0, :, :, 1])
-    c, d = np.ascontiguousarray(w[:, :, 1, :, :, 0]), np.ascontiguousarray(w[:, :, 1, :, :, 1])
-    four = np.uint32(4)
-    # byte m of word t: nibbles (k0, k3, pair) = 4*k0 + 2*k3 + pair; low nibbles hold k0 = 0
-    x = np.stack([(a & _LOW) | ((b & _LOW) << four), (c & _LOW) | ((d & _LOW) << four),
-                  ((a >> four) & _LOW) | (b & _HIGH), ((c >> four) & _LOW) | (d & _HIGH)])
-    for (i, j), shift, mask in (((0, 2), 16, 0x0000FFFF), ((1, 3), 16, 0x0000FFFF), ((0, 1), 8, 0x00FF00FF),
-                                ((2, 3), 8, 0x00FF00FF)):  # 4x4 byte transpose: word t gets byte t of each
-        sh = np.uint32(shift)
-        t = ((x[i] >> sh) ^ x[j]) & np.uint32(mask)
-        x[j] ^= t
-        x[i] ^= t << sh
+    parts = [np.ascontiguousarray(w[:, :, k3, :, :, pair]) for k3 in (0, 1) for pair in (0, 1)]
+    x = byte_nibble_words(*parts)  # nibble 4*k0 + 2*k3 + pair
     # word 16*low + 4*t + 2*(k bit 4) + hi of each tile (kernels.md §2.1 closed form)
     return x.transpose(1, 3, 5, 0, 2, 4).reshape(kt, C // (4 * L), 16 * L)
 
