@@ -22,10 +22,10 @@ import torch
 
 from ..checkpoint import Checkpoint, TensorSpec
 from ..errors import InputError, UnsupportedError
-from ..packing import pack_cols, unpack_cols, words_along_k, words_along_n
+from ..packing import pack_cols, packed_rows, unpack_cols, words_along_k, words_along_n
 from ..safetensors_header import TORCH_TO_ST
 from ..kernels.packed import CODES_ALONG_K, CODES_ALONG_N_AWQ, ZEROS_ALONG_G, ZEROS_ALONG_N_AWQ, PackedWeight
-from ..tensor import QuantTensor
+from ..tensor import Deferred, QuantTensor
 from .base import Capabilities, Detection, Format, Scheme, quant_config
 
 
@@ -151,7 +151,7 @@ class AwqFormat(Format):
             if tuple(qzeros.shape) != (G, N // 8):
                 raise bad("qzeros", f"shape {list(qzeros.shape)}, expected [{G}, {N // 8}]")
             zeros = _from_awq_columns(unpack_cols(qzeros.numpy(), 4, N))
-            canon = _gemm_to_canonical(qweight.numpy(), K, N)
+            canon = Deferred((packed_rows(K, 4), N), lambda: torch.from_numpy(_gemm_to_canonical(qweight.numpy(), K, N)))
             s = scales
         else:
             N, K = qweight.shape[0], qweight.shape[1] * 8
@@ -170,12 +170,12 @@ class AwqFormat(Format):
             zeros = unpack_cols(qzeros.numpy(), 4, 8 * W)[:, :G].T
             # gemv packs 8 consecutive inputs per word in order, as the canonical layout does, so
             # its [N, K/8] words are the canonical [K/8, N] words transposed
-            canon = np.ascontiguousarray(qweight.numpy().T)
+            canon = Deferred((K // 8, N), lambda: torch.from_numpy(np.ascontiguousarray(qweight.numpy().T)))
             s = scales[:, :G].t().contiguous()
         z = torch.from_numpy(np.ascontiguousarray(zeros).astype(np.int16))
         sym = bool((z == 8).all()) and det.sym is not False
         try:
-            return QuantTensor(torch.from_numpy(canon), s, z, 4, gs, K, None, sym)
+            return QuantTensor(canon, s, z, 4, gs, K, None, sym)
         except ValueError as e:
             raise bad("qweight", str(e)) from None
 
