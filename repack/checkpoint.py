@@ -8,12 +8,18 @@ peak memory is one tensor, not one shard.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import errno
+import functools
 import json
 import math
+import mmap
 import os
 import secrets
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -30,6 +36,7 @@ QUANT_CONFIG_FILES = ("quantize_config.json", "quant_config.json", "quantization
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".index.json")
 READ_CHUNK = 64 * 1024 * 1024
 MAP_MIN_BYTES = 1 << 20  # tensors from this size up are memory-mapped (Checkpoint._mapped)
+MADV_POPULATE_READ = 22  # Linux 5.14+ (Python 3.11's mmap module does not name it)
 DEFAULT_SHARD_SIZE = 5 * 10**9
 
 
@@ -41,6 +48,29 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
+def _populate(arr: np.ndarray) -> None:
+    """Map every page of a file-mapped array in one call (MADV_POPULATE_READ, Linux 5.14+) instead of
+    a fault per 64 KB as it is first read: a 7B conversion spent ~1.4 s of CPU in those faults.
+    Through ctypes, which lets go of the GIL (mmap.madvise holds it while the kernel works)."""
+    madvise = _libc_madvise()
+    if madvise is None or not arr.nbytes:
+        return
+    start = arr.ctypes.data - arr.ctypes.data % mmap.PAGESIZE
+    madvise(start, arr.ctypes.data + arr.nbytes - start, MADV_POPULATE_READ)  # an old kernel says EINVAL: no harm
+
+
+@functools.lru_cache(maxsize=1)
+def _libc_madvise():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    return fn
+
+
 class Checkpoint:
     """A safetensors model folder, opened lazily; headers are validated on open."""
 
@@ -49,6 +79,7 @@ class Checkpoint:
         self.config = config
         self._tensors = tensors
         self.link_root = link_root or root
+        self.populate = False  # map large tensors' pages at once (whole_reads)
 
     @classmethod
     def open(cls, path: str | os.PathLike, link_root: str | os.PathLike | None = None) -> "Checkpoint":
@@ -87,6 +118,15 @@ class Checkpoint:
                     tensors[name] = info
         return cls(root, config, tensors, trust)
 
+    @contextlib.contextmanager
+    def whole_reads(self):
+        """Within it, every large tensor read is about to be read whole: its pages are mapped at once."""
+        before, self.populate = self.populate, True
+        try:
+            yield self
+        finally:
+            self.populate = before
+
     # -- tensors ------------------------------------------------------------------------------
     def names(self) -> list[str]:
         return sorted(self._tensors)
@@ -110,7 +150,7 @@ class Checkpoint:
         if info.torch_dtype is None:
             raise InputError(f"{info.file}: tensor '{name}': dtype {info.dtype} cannot be loaded")
         if info.nbytes >= MAP_MIN_BYTES and info.begin % DTYPES[info.dtype][0] == 0:
-            mapped = self._mapped(info, name)
+            mapped = self._mapped(info, name, self.populate)
             if mapped is not None:
                 return mapped
         buf = bytearray(info.nbytes)
@@ -127,7 +167,7 @@ class Checkpoint:
         return torch.frombuffer(buf, dtype=torch.uint8).view(info.torch_dtype).reshape(info.shape)
 
     @staticmethod
-    def _mapped(info: TensorInfo, name: str) -> torch.Tensor | None:
+    def _mapped(info: TensorInfo, name: str, populate: bool = False) -> torch.Tensor | None:
         """A large tensor as a copy-on-write map of the file: nothing is read until used (a plan
         that needs only a layer's zeros and scales never touches its codes), no copy is made
         when it is, and a write to the tensor stays private (the file is never written). The
@@ -138,6 +178,8 @@ class Checkpoint:
             arr = np.memmap(info.file, dtype=np.uint8, mode="c", offset=info.begin, shape=(info.nbytes,))
         except (OSError, ValueError):
             return None  # the read path below reports what is wrong
+        if populate:
+            _populate(arr)
         return torch.from_numpy(arr).view(info.torch_dtype).reshape(info.shape)
 
     def raw_slice(self, name: str) -> "RawSlice":

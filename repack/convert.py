@@ -8,6 +8,7 @@ each module again, packs it and streams the bytes into their precomputed place i
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import Counter
 import os
@@ -154,8 +155,9 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
             "run with --dry-run for the table, or --allow-lossy to accept", plan)
 
     # -- write pass --------------------------------------------------------------------------
-    with target.writer(dst, specs, force=force, shard_size=shard_size, source=source, config=config,
-                       variant=variant, **({"tp": tp} if target.tensor_parallel else {})) as writer:
+    whole_reads = getattr(source.ckpt, "whole_reads", contextlib.nullcontext)  # every tensor read is read whole
+    with whole_reads(), target.writer(dst, specs, force=force, shard_size=shard_size, source=source, config=config,
+                                      variant=variant, **({"tp": tp} if target.tensor_parallel else {})) as writer:
         slices = getattr(writer, "accepts_raw_slices", False) and hasattr(source.ckpt, "raw_slice")
         own_layout = getattr(writer, "pack_module", None)  # a writer that lays out modules itself
 
