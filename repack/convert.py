@@ -8,6 +8,7 @@ each module again, packs it and streams the bytes into their precomputed place i
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import Counter
 import os
@@ -21,7 +22,7 @@ from .checkpoint import DEFAULT_SHARD_SIZE, TensorSpec, check_target
 from .errors import LossyConversionError, UnsupportedError
 from .fit import DTYPE_NAMES, Fit, fit
 from .formats.base import Scheme
-from .pipeline import ahead_map
+from .pipeline import ahead_map, torch_single_threaded
 from .progress import progress_bar
 from .source import Source, open_source
 
@@ -73,6 +74,7 @@ class Plan:
                 "layers": [vars(l) for l in self.layers]}
 
 
+@torch_single_threaded()
 def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, variant: str | None = None, *,
             force: bool = False, dry_run: bool = False, allow_lossy: bool = False,
             scale_dtype: str | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
@@ -109,17 +111,19 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
     specs: list[TensorSpec] = []
     settings: dict[str, tuple] = {}
 
-    def read_item(item):
+    def fitted_item(item):
         name, kind = item
-        return name, kind, (source.read(name) if kind == "module" else None)
+        if kind != "module":
+            return name, kind, None, None
+        qt = source.read(name)
+        return name, kind, qt, fit(qt, caps, sdt)
 
-    # modules are read on two threads a few steps ahead (pipeline.py), in order
-    for name, kind, qt in progress_bar(ahead_map(read_item, items), "plan", progress, total=len(items)):
+    # modules are read and fitted on two threads a few steps ahead (pipeline.py), in order
+    for name, kind, qt, f in progress_bar(ahead_map(fitted_item, items), "plan", progress, total=len(items)):
         if kind == "tensor":
             info = source.ckpt.info(name)
             specs.append(TensorSpec(name, info.dtype, info.shape))
             continue
-        f = fit(qt, caps, sdt)
         plan.layers.append(LayerReport(name, qt.describe(), f.status, f.unsupported + f.lossy + f.exact_notes, f.max_abs_err))
         if f.unsupported:
             continue
@@ -151,16 +155,19 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
             "run with --dry-run for the table, or --allow-lossy to accept", plan)
 
     # -- write pass --------------------------------------------------------------------------
-    with target.writer(dst, specs, force=force, shard_size=shard_size, source=source, config=config,
-                       variant=variant, **({"tp": tp} if target.tensor_parallel else {})) as writer:
+    whole_reads = getattr(source.ckpt, "whole_reads", contextlib.nullcontext)  # every tensor read is read whole
+    with whole_reads(), target.writer(dst, specs, force=force, shard_size=shard_size, source=source, config=config,
+                                      variant=variant, **({"tp": tp} if target.tensor_parallel else {})) as writer:
         slices = getattr(writer, "accepts_raw_slices", False) and hasattr(source.ckpt, "raw_slice")
+        own_layout = getattr(writer, "pack_module", None)  # a writer that lays out modules itself
 
         def packed_item(item):
             name, kind = item
             if kind == "tensor":
                 return [(name, source.ckpt.raw_slice(name) if slices else source.ckpt.iter_raw(name))]
             f: Fit = fit(source.read(name), caps, sdt, measure=False)
-            return list(target.pack(name, f.tensor, variant).items())
+            own = own_layout(name, f.tensor) if own_layout else None
+            return own if own is not None else list(target.pack(name, f.tensor, variant).items())
 
         # modules are read and packed on two threads a few steps ahead of the writes, in order
         for tensors in progress_bar(ahead_map(packed_item, items), "write", progress, total=len(items)):

@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
+
+import torch
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -38,3 +41,16 @@ def ahead_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 2, depth:
             yield result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def torch_single_threaded():
+    """torch's intra-op threads off while :func:`ahead_map` keeps the cores busy, restored after.
+    With two pipeline threads each starting OpenMP regions, a small torch op waited on the other
+    core: an int16 add over a [32, 11008] zeros tensor took 5 ms on 2 threads, 0.07 ms on one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -43,9 +43,45 @@ def num_groups(in_features: int, group_size: int) -> int:
     return 1 if group_size == -1 else -(-in_features // group_size)
 
 
+class Deferred:
+    """Canonical words made on first use: a reader whose layout needs a transform to reach them
+    (AWQ's nibble transpose) hands this over as ``qweight``, so a plan that needs only zeros and
+    scales never pays for it (an awq -> gptq plan transposed every code of the model)."""
+
+    dtype = torch.int32
+
+    def __init__(self, shape: tuple[int, int], make):
+        self.shape = torch.Size(shape)
+        self._make = make
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    def make(self) -> torch.Tensor:
+        words = self._make()
+        if words.dtype != torch.int32 or tuple(words.shape) != tuple(self.shape):
+            raise ValueError(f"deferred words came out {words.dtype} {tuple(words.shape)}, declared {tuple(self.shape)}")
+        return words
+
+
+class _Words:
+    """The ``qweight`` field: a tensor, or a :class:`Deferred` made into one when first read."""
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            raise AttributeError("qweight")  # a dataclass field without a default
+        got = obj.__dict__["_qweight"]
+        if isinstance(got, Deferred):
+            got = obj.__dict__["_qweight"] = got.make()
+        return got
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__["_qweight"] = value
+
+
 @dataclass(frozen=True, eq=False)
 class QuantTensor:
-    qweight: torch.Tensor
+    qweight: torch.Tensor = _Words()  # int32 words, or a Deferred (made on first read)
     scales: torch.Tensor
     zeros: torch.Tensor
     bits: int
@@ -63,11 +99,12 @@ class QuantTensor:
         K, G = self.in_features, self.num_groups
         if K <= 0:
             raise ValueError(f"in_features must be positive, got {K}")
-        if self.qweight.dtype != torch.int32 or self.qweight.dim() != 2:
-            raise ValueError(f"qweight must be a 2-D int32 tensor, got {self.qweight.dtype} {tuple(self.qweight.shape)}")
-        N = self.qweight.shape[1]
-        if self.qweight.shape[0] != packed_rows(K, self.bits):
-            raise ValueError(f"qweight has {self.qweight.shape[0]} rows, {K} {self.bits}-bit codes need {packed_rows(K, self.bits)}")
+        words = self._words  # shape and dtype only: a Deferred stays deferred
+        if words.dtype != torch.int32 or words.dim() != 2:
+            raise ValueError(f"qweight must be a 2-D int32 tensor, got {words.dtype} {tuple(words.shape)}")
+        N = words.shape[1]
+        if words.shape[0] != packed_rows(K, self.bits):
+            raise ValueError(f"qweight has {words.shape[0]} rows, {K} {self.bits}-bit codes need {packed_rows(K, self.bits)}")
         if self.scales.dtype not in FLOAT_DTYPES or tuple(self.scales.shape) != (G, N):
             raise ValueError(f"scales must be float [{G}, {N}], got {self.scales.dtype} {tuple(self.scales.shape)}")
         if tuple(self.zeros.shape) != (G, N):
@@ -98,8 +135,12 @@ class QuantTensor:
 
     # -- shape facts -------------------------------------------------------------------------
     @property
+    def _words(self):
+        return self.__dict__["_qweight"]
+
+    @property
     def out_features(self) -> int:
-        return self.qweight.shape[1]
+        return self._words.shape[1]
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -152,7 +193,7 @@ class QuantTensor:
                                    offsets=None if self.offsets is None else self.offsets[:, start:stop].contiguous())
 
     def replace(self, **changes) -> "QuantTensor":
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, **{"qweight": self._words, **changes})  # a Deferred stays deferred
 
     @classmethod
     def from_codes(cls, codes, scales, zeros, bits: int, group_size: int, g_idx=None, sym: bool = False,

@@ -48,6 +48,20 @@ def test_4bit_conversions_are_byte_exact(tmp_path, hashed, src_fmt, src_var, dst
     assert sorted(tensors(tmp_path / "out")) == sorted(expected)
 
 
+def test_awq_plan_never_transposes_the_codes(tmp_path, monkeypatch):
+    """An AWQ gemm source's canonical words are made when first read: the plan of a conversion that
+    needs only zeros and scales does not pay for the nibble transpose of every code."""
+    from repack.formats import awq
+    layers = random_model(seed=5, bits=4, group_size=64, sym=False)
+    src = write_awq(tmp_path / "src", layers, "gemm", sym=False)
+    calls = []
+    real = awq._gemm_to_canonical
+    monkeypatch.setattr(awq, "_gemm_to_canonical", lambda *a: calls.append(1) or real(*a))
+    assert convert(src, tmp_path / "dry", "auto_gptq", "v2", dry_run=True).exact and not calls
+    convert(src, tmp_path / "out", "auto_gptq", "v2")
+    assert len(calls) == len(layers)
+
+
 @pytest.mark.parametrize("fmt, variant", TARGETS)
 @pytest.mark.parametrize("dtype", ["auto", "fp32", "bf16"])
 def test_dense_is_reference_dequantize(tmp_path, fmt, variant, dtype):

@@ -149,6 +149,32 @@ def test_smallest_exact_type_round_trips(bits, gs, K, N, sym, seed):
         assert lo >= gguf_tensor.value_range(bt)[0] and hi <= gguf_tensor.value_range(bt)[1]
 
 
+@pytest.mark.parametrize("kind", ["q4_0", "q4_1", "q5_0", "q5_1"])
+@pytest.mark.parametrize("K, N, gs", [(32, 8, -1), (96, 24, 32), (160, 64, 64), (256, 8, 128), (4096, 72, 128)])
+def test_word_encoder_matches_the_code_encoder(kind, K, N, gs):
+    """4-bit tensors take the word-level encoder (nibble adds and shuffles on the packed words):
+    its bytes equal those of the encoder that unpacks every code, zero points 0 and 16 included."""
+    rng = np.random.default_rng(K + N + gs)
+    G = 1 if gs == -1 else -(-K // gs)
+    groups = np.arange(K) // (K if gs == -1 else gs)
+    bt = gb.TYPES[kind]
+    s = torch.from_numpy((rng.random((G, N)) * 0.01).astype(np.float16))
+    if bt.has_min:
+        m = torch.from_numpy((rng.random((G, N)) * 0.01).astype(np.float16))
+        qt = QuantTensor.from_codes(rng.integers(0, 16, (K, N)), s, np.zeros((G, N)), 4, gs, offsets=m)
+    else:
+        z = np.full((G, N), 8) if kind == "q4_0" else rng.integers(0, 17, (G, N))
+        if kind == "q4_0":
+            z[0, :3] = [7, 9, 8]
+        else:
+            z[0, 0], z[-1, -1] = 0, 16
+        lo, hi = (z - 8, z + 7) if kind == "q4_0" else (np.zeros_like(z), np.full_like(z, 15))
+        q = rng.integers(np.clip(lo, 0, 15)[groups], np.clip(hi, 0, 15)[groups] + 1)
+        qt = QuantTensor.from_codes(q, s, z, 4, gs)
+    assert gguf_tensor.exact_type(qt, bt) is bt
+    assert np.array_equal(gguf_tensor._encode_words(qt, bt), gguf_tensor._encode_codes(qt, bt))
+
+
 def test_group_blocks_merges_only_identical_neighbours():
     d = np.array([[1, 1, 2, 2, 3, 3], [4, 4, 5, 5, 6, 6]], np.float16)
     assert gguf_tensor.group_blocks(d, None) == 2

@@ -45,6 +45,15 @@ def test_weight_layout_matches_reference(bits, K, N):
     assert np.array_equal(layout.unpack_weight(expected, bits, K, N), q)
 
 
+@pytest.mark.parametrize("K,N", SHAPES + [(4096, 320)])
+def test_word_packer_matches_reference(K, N):
+    """4-bit codes go to the Marlin layout straight from their canonical words (no code unpacked)."""
+    from repack.packing import pack_rows
+    q = np.random.default_rng(K + N).integers(0, 16, (K, N))
+    B = layout.pack_weight_words(pack_rows(q, 4), K, N)
+    assert B.dtype == np.int32 and np.array_equal(B, mref.pack_weight(q, 4))
+
+
 def test_weight_layout_is_position_sensitive():
     """One code changed moves exactly the word the closed form names (a test that can fail)."""
     q = np.zeros((32, 128), np.int64)

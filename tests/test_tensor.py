@@ -6,7 +6,8 @@ import torch
 
 from fixtures.checkpoints import random_layer
 from repack.quantize.rtn import rtn_quantize
-from repack.tensor import QuantTensor
+from repack.packing import pack_rows
+from repack.tensor import Deferred, QuantTensor
 from tests import reference_packers as ref
 
 
@@ -63,3 +64,19 @@ def test_reference_gemm_matches_float_matmul():
     x = torch.randn(3, 128, dtype=torch.float32)
     w = torch.from_numpy(ref.dequantize(L.q, L.z, L.s, 32, L.g_idx))
     assert torch.allclose(reference_gemm(x, build(L)), x @ w.t(), rtol=1e-5, atol=1e-6)
+
+
+def test_deferred_words_are_made_on_first_read_only():
+    """A reader may hand over words made on demand (AWQ's transpose): shapes, replace() and the zero
+    checks never make them; the first read of qweight does, once."""
+    L = random_layer(np.random.default_rng(3), 64, 16, 4, 32)
+    words = torch.from_numpy(pack_rows(L.q, 4))
+    made = []
+    qt = QuantTensor(Deferred(tuple(words.shape), lambda: made.append(1) or words), torch.from_numpy(L.s),
+                     torch.from_numpy(L.z), 4, 32, 64)
+    moved = qt.replace(scales=qt.scales.to(torch.float32))
+    assert qt.shape == (16, 64) and moved.out_features == 16 and not made
+    assert torch.equal(qt.qweight, words) and torch.equal(qt.qweight, words) and made == [1]
+    assert np.array_equal(moved.codes().numpy(), L.q) and made == [1, 1]
+    with pytest.raises(ValueError, match="rows"):
+        QuantTensor(Deferred((3, 16), lambda: words), torch.from_numpy(L.s), torch.from_numpy(L.z), 4, 32, 64)

@@ -22,10 +22,10 @@ import torch
 
 from ..checkpoint import Checkpoint, TensorSpec
 from ..errors import InputError, UnsupportedError
-from ..packing import pack_cols, transpose_nibbles_8x8_inplace, unpack_cols
+from ..packing import pack_cols, packed_rows, unpack_cols, words_along_k, words_along_n
 from ..safetensors_header import TORCH_TO_ST
 from ..kernels.packed import CODES_ALONG_K, CODES_ALONG_N_AWQ, ZEROS_ALONG_G, ZEROS_ALONG_N_AWQ, PackedWeight
-from ..tensor import QuantTensor
+from ..tensor import Deferred, QuantTensor
 from .base import Capabilities, Detection, Format, Scheme, quant_config
 
 
@@ -151,7 +151,7 @@ class AwqFormat(Format):
             if tuple(qzeros.shape) != (G, N // 8):
                 raise bad("qzeros", f"shape {list(qzeros.shape)}, expected [{G}, {N // 8}]")
             zeros = _from_awq_columns(unpack_cols(qzeros.numpy(), 4, N))
-            canon = _gemm_to_canonical(qweight.numpy(), K, N)
+            canon = Deferred((packed_rows(K, 4), N), lambda: torch.from_numpy(_gemm_to_canonical(qweight.numpy(), K, N)))
             s = scales
         else:
             N, K = qweight.shape[0], qweight.shape[1] * 8
@@ -170,12 +170,12 @@ class AwqFormat(Format):
             zeros = unpack_cols(qzeros.numpy(), 4, 8 * W)[:, :G].T
             # gemv packs 8 consecutive inputs per word in order, as the canonical layout does, so
             # its [N, K/8] words are the canonical [K/8, N] words transposed
-            canon = np.ascontiguousarray(qweight.numpy().T)
+            canon = Deferred((K // 8, N), lambda: torch.from_numpy(np.ascontiguousarray(qweight.numpy().T)))
             s = scales[:, :G].t().contiguous()
         z = torch.from_numpy(np.ascontiguousarray(zeros).astype(np.int16))
         sym = bool((z == 8).all()) and det.sym is not False
         try:
-            return QuantTensor(torch.from_numpy(canon), s, z, 4, gs, K, None, sym)
+            return QuantTensor(canon, s, z, 4, gs, K, None, sym)
         except ValueError as e:
             raise bad("qweight", str(e)) from None
 
@@ -233,46 +233,8 @@ class AwqFormat(Format):
 # GPTQ-order words [K/8, N] hold 8 consecutive inputs of one output; AWQ-GEMM words [K, N/8] hold 8
 # outputs of one input in AWQ_ORDER. Per 8x8 tile that is a nibble transpose, done on whole words.
 def _canonical_to_gemm(canon: np.ndarray, K: int, N: int) -> np.ndarray:
-    out = np.empty((-(-K // 8) * 8, N // 8), np.uint32)
-    rows = _tile_rows(N)
-    x, tmp, tmp2 = _scratch(min(rows, canon.shape[0]), N // 8)
-    for r0 in range(0, canon.shape[0], rows):
-        tiles = canon[r0: r0 + rows].view(np.uint32).reshape(-1, N // 8, 8)
-        R = tiles.shape[0]
-        xv = x[:, :R]
-        for i, col in enumerate(AWQ_ORDER):
-            xv[i] = tiles[:, :, col]
-        transpose_nibbles_8x8_inplace(xv, tmp[:R], tmp2[:R])
-        out[8 * r0: 8 * (r0 + R)].reshape(R, 8, N // 8)[:] = xv.transpose(1, 0, 2)
-    return out[:K].view(np.int32)
+    return words_along_n(canon, K, N, AWQ_ORDER)
 
 
 def _gemm_to_canonical(qweight: np.ndarray, K: int, N: int) -> np.ndarray:
-    w = qweight.view(np.uint32)
-    if K % 8:
-        w = np.concatenate([w, np.zeros((8 - K % 8, N // 8), np.uint32)])
-    out = np.empty((w.shape[0] // 8, N), np.uint32)
-    rows = _tile_rows(N, 1 << 18)
-    x, tmp, tmp2 = _scratch(min(rows, out.shape[0]), N // 8)
-    for r0 in range(0, out.shape[0], rows):
-        a = w[8 * r0: 8 * (r0 + rows)]
-        R = a.shape[0] // 8
-        xv = x[:, :R]
-        xv[:] = a.reshape(R, 8, N // 8).transpose(1, 0, 2)
-        transpose_nibbles_8x8_inplace(xv, tmp[:R], tmp2[:R])
-        # column 8c + j of the tile came from nibble AWQ_ORDER.index(j): one interleaving pass
-        np.stack([xv[i] for i in _AWQ_INVERSE], axis=2, out=out[r0: r0 + R].reshape(R, N // 8, 8))
-    return out.view(np.int32)
-
-
-def _scratch(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return np.empty((8, rows, cols), np.uint32), np.empty((rows, cols), np.uint32), np.empty((rows, cols), np.uint32)
-
-
-_AWQ_INVERSE = [list(AWQ_ORDER).index(j) for j in range(8)]
-
-
-def _tile_rows(N: int, words: int = 1 << 19) -> int:
-    # 1-2 MB of words per step: the dozen numpy passes of a step then run in L2 (measured on the
-    # 2-core CI-class machine: ~1 GB/s at 1-2 MB, 0.3 GB/s at 8 MB, where every pass hits memory)
-    return max(1, words // max(N, 1))
+    return words_along_k(qweight, K, N, AWQ_ORDER)

@@ -197,9 +197,11 @@ class GptqFormat(Format):
             raise bad("scales", f"shape {list(scales.shape)} contradicts group_size {gs} (expected [{num_groups(K, gs)}, {N}])")
         if tuple(qzeros.shape) != (G, packed_rows(N, bits)):
             raise bad("qzeros", f"shape {list(qzeros.shape)}, expected [{G}, {packed_rows(N, bits)}]")
-        stored = torch.from_numpy(unpack_cols(qzeros.numpy(), bits, N).astype(np.int16))
-        zeros = stored + 1 if det.variant == "v1" else stored
+        zeros = unpack_cols(qzeros.numpy(), bits, N).astype(np.int16)  # numpy: torch's small int ops cost ms
+        if det.variant == "v1":
+            zeros += 1
         sym = bool((zeros == 2 ** (bits - 1)).all())
+        zeros = torch.from_numpy(zeros)
         if labels["sym"] is False:
             sym = False
         if g_idx is not None:

@@ -237,14 +237,17 @@ class MarlinFormat(Format):
 
     def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, torch.Tensor]:
         wname, sname = NAMES[variant]
-        codes = qt.codes().numpy()
         perm = None
         if qt.act_order:  # only the gptq variant declares act-order; fit() re-quantizes for the others
             # a stable sort: rows of one group keep their order (vLLM's torch.argsort is unstable
             # in principle; any permutation that sorts g_idx is read back the same way)
             perm = torch.argsort(qt.g_idx, stable=True).to(torch.int32)
-            codes = codes[perm.numpy()]
-        out = {f"{module}.{wname}": torch.from_numpy(layout.pack_weight(codes, qt.bits)),
+            weight = layout.pack_weight(qt.codes().numpy()[perm.numpy()], qt.bits)
+        elif qt.bits == 4:  # rows in order: straight from the packed words, no code unpacked
+            weight = layout.pack_weight_words(qt.qweight.numpy(), qt.in_features, qt.out_features)
+        else:
+            weight = layout.pack_weight(qt.codes().numpy(), qt.bits)
+        out = {f"{module}.{wname}": torch.from_numpy(weight),
                f"{module}.{sname}": layout.permute_scales(qt.scales, qt.num_groups).contiguous()}
         if variant == "awq":
             out[f"{module}.qzeros"] = torch.from_numpy(layout.pack_zeros(qt.zeros.numpy(), qt.bits))

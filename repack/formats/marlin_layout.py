@@ -32,7 +32,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..packing import pack_cols, unpack_cols
+from ..packing import byte_nibble_words, pack_cols, unpack_cols
 
 TILE = 16  # rows (k) per tile and per row of B
 BLOCK_N = 64  # columns per permutation block: four 16x16 tensor-core tiles
@@ -104,6 +104,35 @@ def pack_weight(q: np.ndarray, bits: int) -> np.ndarray:
     if sys.byteorder != "little":  # pragma: no cover - the bytes above are the little-endian words
         out = out.byteswap()
     return out.view(np.int32)
+
+
+STEP_WORDS = 1 << 17  # ~512 KB of source words a step: the passes over them stay in L2
+
+
+def pack_weight_words(words: np.ndarray, K: int, N: int) -> np.ndarray:
+    """:func:`pack_weight` of 4-bit codes straight from their canonical words ``[K/8, N]`` (8 inputs
+    of one column per word), without unpacking a code: a Marlin word holds inputs k0 + {0, 1} +
+    {0, 8} of columns n and n + 8 (nibble ``4*(k%2) + 2*((n//8)%2) + (k//8)%2``), i.e. byte
+    ``(k%8)//2`` of the canonical words of rows k//8 and k//8 + 1 of both columns, put together by
+    nibble selects and a 4x4 byte transpose (:func:`repack.packing.byte_nibble_words`)."""
+    if K % TILE or N % BLOCK_N:
+        raise ValueError(f"Marlin needs K % 16 == 0 and N % 64 == 0, got K={K}, N={N}")
+    out = np.empty((K // TILE, N // BLOCK_N, 128), np.uint32)
+    step = max(1, STEP_WORDS // (2 * N))
+    w = words.view(np.uint32)
+    for k0 in range(0, K // TILE, step):
+        k1 = min(K // TILE, k0 + step)
+        out[k0:k1] = _tile_rows(w[2 * k0: 2 * k1], k1 - k0, N)
+    return out.reshape(K // TILE, -1).view(np.int32)
+
+
+def _tile_rows(w: np.ndarray, kt: int, N: int) -> np.ndarray:
+    # source words as [k-tile, k bit 3, 64-column block, (n//16)%4, n bit 3, n%8]
+    w = w.reshape(kt, 2, N // BLOCK_N, 4, 2, 8)
+    parts = [np.ascontiguousarray(w[:, k3, :, :, n3]) for n3 in (0, 1) for k3 in (0, 1)]
+    x = byte_nibble_words(*parts)  # word t = (k%8)//2, nibble 4*k0 + 2*n3 + k3
+    # word 16*(n%8) + 4*((k%8)//2) + (n//16)%4 of the block (module docstring)
+    return x.transpose(1, 2, 4, 0, 3).reshape(kt, N // BLOCK_N, 128)
 
 
 def unpack_weight(B: np.ndarray, bits: int, K: int, N: int) -> np.ndarray:

@@ -18,6 +18,8 @@ import sys
 
 import numpy as np
 
+from ..packing import byte_nibble_words
+
 # -- column orders -------------------------------------------------------------------------------
 
 
@@ -78,6 +80,37 @@ def w4_pack_qweight(q: np.ndarray) -> np.ndarray:
     flat = np.zeros(K * M // 8, np.uint32)
     np.bitwise_or.at(flat, word.reshape(-1), (q.astype(np.uint32) << (4 * nibble).astype(np.uint32)).reshape(-1))
     return flat.view(np.int32).reshape(K, M // 8)
+
+
+W4_STEP_WORDS = 1 << 17  # ~512 KB of source words a step: the passes over them stay in L2
+
+
+def w4_tiles(words: np.ndarray, K: int, C: int, half: bool = False) -> np.ndarray:
+    """The legacy qweight straight from canonical 4-bit words ``[K/8, C]`` (8 inputs of one column per
+    word), K % 32 == 0: uint32 ``[K/32, C/32, 128]``, the file's words in order (w4_pack_qweight's
+    output for these columns, without unpacking a code). ``half``: the 64-word half tiles of 16
+    columns that w13 interleaves with its partner (fused column 2i + a, a = gate/up: the partner's
+    words take the odd 16-word runs), ``[K/32, C/16, 64]``.
+
+    A word holds codes k0 + {0, 1} + {0, 8} of columns c and c + 8 (c + 4 in a half tile): byte t of
+    the canonical words of rows 8r.. and 8r+8.. of both columns (bytes hold input pairs 2t, 2t+1), so
+    the words are built by nibble selects and a 4x4 byte transpose, then placed by one copy."""
+    L = 4 if half else 8
+    out = np.empty((K // 32, C // (4 * L), 16 * L), np.uint32)
+    step = max(1, W4_STEP_WORDS // (4 * max(C, 1)))
+    for k0 in range(0, K // 32, step):
+        k1 = min(K // 32, k0 + step)
+        out[k0:k1] = _w4_tile_rows(words[4 * k0: 4 * k1].view(np.uint32), k1 - k0, C, L)
+    return out
+
+
+def _w4_tile_rows(w: np.ndarray, kt: int, C: int, L: int) -> np.ndarray:
+    # source words as [k-tile, k bit 4, k bit 3, column block J, hi bit, pair bit, low L columns]
+    w = w.reshape(kt, 2, 2, C // (4 * L), 2, 2, L)
+    parts = [np.ascontiguousarray(w[:, :, k3, :, :, pair]) for k3 in (0, 1) for pair in (0, 1)]
+    x = byte_nibble_words(*parts)  # nibble 4*k0 + 2*k3 + pair
+    # word 16*low + 4*t + 2*(k bit 4) + hi of each tile (kernels.md §2.1 closed form)
+    return x.transpose(1, 3, 5, 0, 2, 4).reshape(kt, C // (4 * L), 16 * L)
 
 
 def w4_unpack_qweight(words: np.ndarray, K: int, M: int) -> np.ndarray:

@@ -19,9 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointWriter
-from ..errors import OutputError, UnsupportedError
+from ..checkpoint import CheckpointWriter, RawSlice, copy_range
+from ..packing import words_along_n
+from ..errors import InputError, OutputError, UnsupportedError
 from ..safetensors_header import DTYPES
+from ..tensor import QuantTensor
+from . import turbomind_layout as lay
 from . import turbomind_slots as sl
 from .turbomind_arch import DROPPED, Arch, Dims, arch_for, dims_of, packed_qkv_columns, split_layer
 from .turbomind_config import CONFIG_FILE, render
@@ -122,6 +125,11 @@ def check_dims(specs, roles: dict[str, Role], arch: Arch, d: Dims, variant: str,
 def _as_numpy(spec, data) -> np.ndarray:
     if isinstance(data, torch.Tensor):
         t = data.detach().cpu().contiguous()
+    elif isinstance(data, RawSlice):
+        raw = np.fromfile(data.file, np.uint8, data.nbytes, offset=data.begin)
+        if raw.nbytes != data.nbytes:
+            raise InputError(f"{data.file}: tensor '{data.name}': truncated")
+        t = torch.from_numpy(raw).view(DTYPES[spec.dtype][1]).reshape(spec.shape)
     else:
         raw = bytearray()
         for chunk in data:
@@ -145,8 +153,56 @@ def to_fp16(name: str, a: np.ndarray) -> np.ndarray:
     return h
 
 
+@dataclass(frozen=True)
+class _Ranks:
+    """One module's pieces of each rank's files: (qweight words, fp16 scales, fp16 zeros) per rank."""
+
+    ranks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def _rank_part(qt: QuantTensor, columns: np.ndarray | None, tp: int, r: int, variant: str,
+               half: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rank ``r``'s qweight words, fp16 scales and fp16 zeros of one part: its block of the columns in
+    TurboMind order (``columns``), or its block of input rows and their groups for a row-parallel
+    part (None). The words go straight from the canonical layout to the file's (v6: a nibble
+    transpose with the column gather folded in; w4: :func:`turbomind_layout.w4_tiles`, ``half`` for
+    w13's parts), never through one byte per code."""
+    K, N, words = qt.in_features, qt.out_features, qt.qweight.numpy()
+    s, z = qt.scales.numpy(), qt.zeros.numpy()
+    if columns is None:
+        rows, groups = lay.rank_slice(K, tp, r), lay.rank_slice(s.shape[0], tp, r)
+        block = words[rows[0] // 8: (rows[-1] + 1) // 8]
+        return _words(block, len(rows), None, variant, half), s[groups].astype(np.float16), z[groups].astype(np.float16)
+    cols = columns[lay.rank_slice(N, tp, r)]
+    return _words(words, K, cols, variant, half), s[:, cols].astype(np.float16), z[:, cols].astype(np.float16)
+
+
+def _words(words: np.ndarray, K: int, cols: np.ndarray | None, variant: str, half: bool) -> np.ndarray:
+    if cols is not None and np.array_equal(cols, np.arange(cols[0], cols[0] + len(cols))):
+        words, cols = words[:, cols[0]: cols[0] + len(cols)], None  # a plain block: a view, no gather
+    if variant == "v6":
+        return words_along_n(words, K, words.shape[1], range(8), cols)
+    if cols is not None:
+        words = np.take(words, cols, axis=1)
+    return lay.w4_tiles(words, K, words.shape[1], half)
+
+
+def _join(slot: str, pieces: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One rank's (words, scales, zeros) of a slot from its parts' pieces: qkv puts q | k | v side by
+    side (whole tiles / words each), w13 interleaves gate and up column by column (their half tiles
+    take alternate 16-word runs of each tile)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    if slot == "w13":
+        (g, gs, gz), (u, us, uz) = pieces
+        kt, half_tiles = g.shape[:2]
+        words = np.stack([g.reshape(kt, half_tiles, 4, 16), u.reshape(kt, half_tiles, 4, 16)], axis=3)
+        return words, lay.interleave(gs, us), lay.interleave(gz, uz)
+    return tuple(np.concatenate([x[j] for x in pieces], axis=1) for j in range(3))
+
+
 class TurbomindWriter(CheckpointWriter):
-    accepts_raw_slices = False  # tensors are fused, split and re-typed on the way in
+    accepts_raw_slices = True  # float tensors stored as written are copied file to file
 
     def __init__(self, target, specs, *, force: bool, source, config: dict, variant: str, tp: int):
         where = str(source.path)
@@ -177,14 +233,66 @@ class TurbomindWriter(CheckpointWriter):
         self.weights.mkdir(parents=True)
         return self
 
+    # -- modules, laid out on the worker threads ---------------------------------------------
+    def pack_module(self, module: str, qt: QuantTensor) -> list[tuple[str, object]] | None:
+        """This module's share of every rank's files, in their final layout (v6, one HF module per
+        part): run on convert's worker threads in place of the format's ``pack``, so the writer only
+        joins the parts of a slot and writes. None: the variant takes the layout-neutral pieces."""
+        part = self.roles[f"{module}.qweight"].part
+        if self.arch.packed_qkv or not self._direct(part, qt):
+            return None
+        columns, half = self._columns(part, qt.out_features), part in ("gate", "up") and self.variant == "w4"
+        ranks = [_rank_part(qt, columns, self.tp, r, self.variant, half) for r in range(self.tp)]
+        # the module's three declared tensors: everything travels with the first
+        return [(f"{module}.qweight", _Ranks(ranks)), (f"{module}.scales", None), (f"{module}.zeros", None)]
+
+    def _direct(self, part: str, qt: QuantTensor) -> bool:
+        """Whether a rank's piece of this part is whole tiles of the w4 layout (each part of qkv, and
+        gate / up of w13, starts a new tile of the fused matrix); v6 pieces always are whole words."""
+        if self.variant == "v6":
+            return True
+        K, N = qt.in_features, qt.out_features
+        rows, cols = (K // self.tp, N) if part in ("o", "down") else (K, N // self.tp)
+        return rows % 32 == 0 and cols % (16 if part in ("gate", "up") else 32) == 0
+
+    def _columns(self, part: str, n: int) -> np.ndarray | None:
+        """TurboMind column order of a column-parallel part (None: HF order, or row-parallel)."""
+        if part in ("o", "down"):
+            return None
+        if part in ("q", "k"):
+            return sl.lay.rotary_order(self.d.heads if part == "q" else self.d.kv_heads, self.d.head_dim)
+        return np.arange(n)
+
+    def _ranks(self, i: int, part: str, ranks: list[tuple]) -> None:
+        slot = next(sl_ for sl_ in sl.SLOTS[self.variant] if part in sl.PARTS[sl_])
+        got = self.parts[(i, slot)]
+        got[part] = ranks
+        if len(got) < len(sl.PARTS[slot]):
+            return
+        del self.parts[(i, slot)]
+        for r in range(self.tp):
+            q, s, z = _join(slot, [got[p][r] for p in sl.PARTS[slot]])
+            files = {"qweight": q, "scales": s, "zeros": z} if self.variant == "v6" else \
+                {"qweight": q, "scales_zeros": lay.w4_pack_scales_zeros(s, z)}
+            for kind, data in files.items():
+                self._file(sl.file_name(i, slot, r, kind), data)
+
     # -- data ---------------------------------------------------------------------------------
     def write(self, name: str, data) -> None:
         spec = self._expect(name)[1]
         self._pos += 1
         role = self.roles[name]
+        if isinstance(data, _Ranks):
+            self._ranks(role.layer, role.part, data.ranks)
+            return
+        if data is None and role.kind == "module":  # scales / zeros, sent with the qweight (pack_module)
+            return
         if role.kind == "drop":
-            for _ in ([] if isinstance(data, torch.Tensor) else data):
+            for _ in ([] if isinstance(data, (torch.Tensor, RawSlice)) else data):
                 pass
+            return
+        if isinstance(data, RawSlice) and self._copies(spec, role):
+            self._float_copy(role, data, spec.shape)
             return
         arr = _as_numpy(spec, data)
         if tuple(arr.shape) != tuple(spec.shape):
@@ -201,10 +309,8 @@ class TurbomindWriter(CheckpointWriter):
 
     def _float(self, name: str, role: Role, a: np.ndarray) -> None:
         tp = self.tp
-        if role.kind in ("attn_norm", "ffn_norm"):
-            self._file(f"layers.{role.layer}.{'attention_norm' if role.kind == 'attn_norm' else 'ffn_norm'}.weight", a)
-        elif role.kind == "norm":
-            self._file("norm.weight", a)
+        if role.kind in ("attn_norm", "ffn_norm", "norm"):
+            self._file(self._norm_file(role), a)
         else:  # embedding / lm_head: rows padded to a multiple of tp (export_misc pad_weight)
             pad = -a.shape[0] % tp
             if pad:
@@ -218,6 +324,51 @@ class TurbomindWriter(CheckpointWriter):
                     self._file(f"{stem}.{r}.weight", piece)
         if role.kind == "embed" and f"{self.arch.lm_head}.weight" not in self.roles:
             self._float(name, Role("lm_head"), a[: self.d.vocab])  # tied: the engine needs its own output.weight
+
+    def _copies(self, spec, role: Role) -> bool:
+        """Whether the files of a float tensor are byte ranges of its stored fp16 bytes (norms; the
+        embedding and output rows, zero-padded; not a v6 embedding split along hidden)."""
+        if spec.dtype != "F16" or role.kind not in ("attn_norm", "ffn_norm", "norm", "embed", "lm_head"):
+            return False
+        return not (role.kind == "embed" and self.variant == "v6" and self.tp > 1)
+
+    def _float_copy(self, role: Role, src: RawSlice, shape: tuple[int, ...]) -> None:
+        """:meth:`_float` of an fp16 tensor, copied file to file by the kernel as `cp` does: the
+        embedding and output of a 7B model went through three copies in memory (524 MB each)."""
+        if role.kind in ("attn_norm", "ffn_norm", "norm"):
+            self._rows_file(self._norm_file(role), src, 1, 0, 1)
+            return
+        self._row_files(role.kind, src, shape[0], shape[0])
+        if role.kind == "embed" and f"{self.arch.lm_head}.weight" not in self.roles:
+            rows = shape[0] + (-shape[0] % self.tp)
+            self._row_files("lm_head", src, shape[0], min(self.d.vocab, rows))  # tied, as in _float
+
+    def _row_files(self, kind: str, src: RawSlice, stored: int, rows: int) -> None:
+        """The files of an embedding / output matrix of ``rows`` rows (``stored`` of them in ``src``,
+        the rest zero), padded to a multiple of tp and split along rows (v6 output; w4 whole)."""
+        total = rows + (-rows % self.tp)
+        stem = "tok_embeddings" if kind == "embed" else "output"
+        if self.variant == "w4":
+            spans = [(f"{stem}.weight", 0, total)]
+        else:
+            spans = [(f"{stem}.{r}.weight", r * total // self.tp, (r + 1) * total // self.tp) for r in range(self.tp)]
+        for name, r0, r1 in spans:
+            self._rows_file(name, src, stored, r0, r1)
+
+    def _rows_file(self, name: str, src: RawSlice, stored: int, r0: int, r1: int) -> None:
+        row = src.nbytes // max(stored, 1) if stored else 0
+        with open(self.weights / name, "wb") as f:
+            if r0 < stored:
+                copy_range(src, r0 * row, (min(r1, stored) - r0) * row, f.fileno())
+            zero_rows = r1 - max(r0, stored)
+            if zero_rows > 0:
+                f.write(bytes(zero_rows * row))
+
+    @staticmethod
+    def _norm_file(role: Role) -> str:
+        if role.kind == "norm":
+            return "norm.weight"
+        return f"layers.{role.layer}.{'attention_norm' if role.kind == 'attn_norm' else 'ffn_norm'}.weight"
 
     def _bias(self, name: str, role: Role, b: np.ndarray) -> None:
         i = role.layer
