@@ -33,7 +33,7 @@ import weakref
 import numpy as np
 import torch
 
-from ..packing import iter_code_chunks
+from ..packing import unpack_rows, values_per_block
 from ..tensor import QuantTensor, int_bounds
 from . import gguf_blocks as gb
 
@@ -100,8 +100,11 @@ def _chunk_spans(t: QuantTensor):
     min and max of each group's run of rows are row-wise reductions over contiguous columns."""
     gi = t.group_index().numpy()
     z = t.zeros.numpy().astype(np.int16)  # [G, N]
-    for r0, q in iter_code_chunks(t.qweight.numpy(), t.bits, t.in_features, _span_rows(t)):
-        g = gi[r0: r0 + q.shape[0]]
+    per, nwords = values_per_block(t.bits)
+    words = t.qweight.numpy()
+    for r0, r1 in _row_blocks(t.in_features, _span_rows(t)):
+        q = unpack_rows(words[r0 // per * nwords: -(-r1 // per) * nwords], t.bits, r1 - r0)
+        g = gi[r0: r1]
         starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]]))  # runs of one group
         lo_q = np.minimum.reduceat(q, starts, axis=0).astype(np.int16)
         hi_q = np.maximum.reduceat(q, starts, axis=0).astype(np.int16)
@@ -110,7 +113,16 @@ def _chunk_spans(t: QuantTensor):
 
 
 def _span_rows(t: QuantTensor) -> int:
-    return max(32, (1 << 20) // max(t.out_features, 1) // 32 * 32)  # ~1 M codes: the first block decides fast
+    return max(32, (1 << 20) // max(t.out_features, 1) // 32 * 32)  # ~1 M codes a block at most
+
+
+def _row_blocks(rows: int, most: int):
+    """Row ranges of 32, 64, 128 ... up to ``most`` rows: a type ruled out by the first group of
+    rows (random or asymmetric codes leave Q4_0 at once) costs one small block, not 1 M codes."""
+    r0, step = 0, 32
+    while r0 < rows:
+        yield r0, min(rows, r0 + step)
+        r0, step = r0 + step, min(most, 2 * step)
 
 
 def _all_within(t: QuantTensor, vmin: int, vmax: int, qmax: int) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,13 @@ def tokenizer_note(source) -> list[str]:
     from .gguf_tokenizer import read_tokenizer
     _, note = read_tokenizer(Path(source.ckpt.root))
     return [note] if note else []
+
+
+@dataclass(frozen=True)
+class _GgufRows:
+    """A module's block bytes, rows already in GGUF order (GgufWriter.pack_module)."""
+
+    blocks: np.ndarray
 
 
 class GgufWriter(CheckpointWriter):
@@ -73,6 +81,7 @@ class GgufWriter(CheckpointWriter):
                         self.raw[s.name] = info.ggml_type
         self.gw = None
         self._nbytes: dict[str, int] = {}  # GGUF bytes of each written tensor, declared in the header
+        self._types = {s.name: s.ggml_type for s in specs if getattr(s, "ggml_type", -1) >= 0}  # declared block types
 
     def __enter__(self) -> "GgufWriter":
         super().__enter__()
@@ -180,6 +189,19 @@ class GgufWriter(CheckpointWriter):
         return np.float32 if len(s.shape) == 1 and s.dtype in ("F16", "BF16") else _FLOAT_OUT[s.dtype]
 
     # -- data ---------------------------------------------------------------------------------
+    def pack_module(self, module: str, qt) -> list[tuple[str, object]] | None:
+        """q_proj / k_proj blocks with their rows already in llama.cpp's rotary order, encoded and
+        reordered on convert's worker threads instead of reordered here (the writer's thread only
+        writes). None: the format's pack, and :meth:`write` as for any tensor."""
+        name = f"{module}.weight"
+        heads = arch.permuted_heads(name, self.config) if name in self.names else None
+        if not heads:
+            return None
+        from .gguf_blocks import BY_ID
+        from .gguf_tensor import encode
+        blocks = encode(qt, BY_ID[self._types[name]])
+        return [(name, _GgufRows(blocks[arch.rows_to_gguf(blocks.shape[0], heads)]))]
+
     def write(self, name: str, data) -> None:
         spec = self._expect(name)[1]
         self._pos += 1
@@ -187,10 +209,13 @@ class GgufWriter(CheckpointWriter):
             for _ in ([] if isinstance(data, torch.Tensor) else data):
                 pass
             return
-        arr = self.source.ckpt.blocks(name) if name in self.raw else self._array(spec, data)
-        heads = arch.permuted_heads(name, self.config)
-        if heads:
-            arr = arr[arch.rows_to_gguf(arr.shape[0], heads)]
+        if isinstance(data, _GgufRows):
+            arr = data.blocks
+        else:
+            arr = self.source.ckpt.blocks(name) if name in self.raw else self._array(spec, data)
+            heads = arch.permuted_heads(name, self.config)
+            if heads:
+                arr = arr[arch.rows_to_gguf(arr.shape[0], heads)]
         if arr.nbytes != self._nbytes[name]:
             raise OutputError(f"tensor '{name}': {arr.nbytes} bytes, declared {self._nbytes[name]}")
         self.gw.write_tensor_data(np.ascontiguousarray(arr))
