@@ -311,6 +311,19 @@ class RawSlice:
     nbytes: int
 
 
+WRITE_CHUNK = 256 * 1024
+
+
+def write_chunked(fh, data) -> int:
+    """Write a buffer in 256 KB calls. One call per 20 MB tensor made the kernel build the page cache
+    out of large folios, whose allocation stalled in memory compaction: 3.9 GB took 5.8-6.2 s in
+    32 MB writes, 2.8-3.5 s in 256 KB writes on the 2-core machine (cp: 1.9-2.5 s)."""
+    view = memoryview(data).cast("B")
+    for start in range(0, len(view), WRITE_CHUNK):
+        fh.write(view[start: start + WRITE_CHUNK])
+    return len(view)
+
+
 def copy_range(src: RawSlice, start: int, nbytes: int, out: int) -> int:
     """Append bytes ``start .. start + nbytes`` of a stored tensor to the file descriptor ``out``, file
     to file in the kernel (``copy_file_range``), with a read/write loop where the file system cannot."""
@@ -425,8 +438,7 @@ class CheckpointWriter:
                 raise OutputError(f"tensor '{name}': declared {spec.dtype}{list(spec.shape)}, got {got.dtype}{list(got.shape)}")
             if spec.nbytes:
                 buf = data.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-                self._fh.write(memoryview(buf))
-                written = buf.nbytes
+                written = write_chunked(self._fh, buf)
         else:
             for chunk in data:
                 self._fh.write(chunk)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointWriter
+from ..checkpoint import CheckpointWriter, write_chunked
 from ..errors import OutputError, UnsupportedError
 from ..safetensors_header import DTYPES
 from . import gguf_arch as arch
@@ -42,6 +42,17 @@ def tokenizer_note(source) -> list[str]:
     from .gguf_tokenizer import read_tokenizer
     _, note = read_tokenizer(Path(source.ckpt.root))
     return [note] if note else []
+
+
+class _ChunkedArray(np.ndarray):
+    """An array whose ``tofile`` (what gguf-py's write_tensor_data calls) writes in 256 KB calls:
+    one call per tensor made the kernel allocate the page cache in large folios, which stalls in
+    memory compaction (:func:`repack.checkpoint.write_chunked`)."""
+
+    def tofile(self, fid, sep="", format="%s"):
+        if sep or isinstance(fid, (str, Path)):
+            return np.asarray(self).tofile(fid, sep, format)
+        write_chunked(fid, np.asarray(self))
 
 
 @dataclass(frozen=True)
@@ -218,7 +229,7 @@ class GgufWriter(CheckpointWriter):
                 arr = arr[arch.rows_to_gguf(arr.shape[0], heads)]
         if arr.nbytes != self._nbytes[name]:
             raise OutputError(f"tensor '{name}': {arr.nbytes} bytes, declared {self._nbytes[name]}")
-        self.gw.write_tensor_data(np.ascontiguousarray(arr))
+        self.gw.write_tensor_data(np.ascontiguousarray(arr).view(_ChunkedArray))
 
     def _array(self, spec, data) -> np.ndarray:
         if isinstance(data, torch.Tensor):

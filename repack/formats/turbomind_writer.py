@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointWriter, RawSlice, copy_range
+from ..checkpoint import CheckpointWriter, RawSlice, copy_range, write_chunked
 from ..packing import words_along_n
 from ..errors import InputError, OutputError, UnsupportedError
 from ..safetensors_header import DTYPES
@@ -305,7 +305,8 @@ class TurbomindWriter(CheckpointWriter):
             self._float(name, role, to_fp16(name, arr))
 
     def _file(self, name: str, arr: np.ndarray) -> None:
-        np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tofile(self.weights / name)
+        with open(self.weights / name, "wb") as f:
+            write_chunked(f, np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False))
 
     def _float(self, name: str, role: Role, a: np.ndarray) -> None:
         tp = self.tp
@@ -362,7 +363,7 @@ class TurbomindWriter(CheckpointWriter):
                 copy_range(src, r0 * row, (min(r1, stored) - r0) * row, f.fileno())
             zero_rows = r1 - max(r0, stored)
             if zero_rows > 0:
-                f.write(bytes(zero_rows * row))
+                write_chunked(f, bytes(zero_rows * row))
 
     @staticmethod
     def _norm_file(role: Role) -> str:
