@@ -397,6 +397,27 @@ def test_clip_search_never_rounds_worse():
     assert (clipped[0] < plain[0]).sum() > 32  # a narrower range is a smaller step
 
 
+def test_clip_search_takes_the_best_factor_of_the_grid():
+    """Against a row-by-row scan written here: every factor 1.00, 0.99 .. 0.21 applied to the row's
+    min/max, its error taken, the first factor with the least error wins. Rows wide enough that the
+    search runs in several chunks."""
+    from repack.quantize.gptq import _params
+    from repack.quantize.rtn import minmax_params
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(4096, 64, generator=g) * torch.rand(4096, 1, generator=g)
+    s, z = _params(w, 3, False, torch.float16, None, clip_search=True)
+    for r in range(0, 4096, 257):
+        row, best = w[r:r + 1], None
+        for i in range(80):
+            f = 1 - i / 100
+            rs, rz = minmax_params(row.amin(1) * f, row.amax(1) * f, 3, False, torch.float16)
+            q = torch.clamp(torch.round(row / rs) + rz, 0, 7)
+            e = float(((q - rz) * rs - row).abs().pow(2.4).sum())
+            if best is None or e < best[0]:
+                best = (e, float(rs), float(rz))
+        assert (float(s[r]), float(z[r])) == best[1:], r
+
+
 def test_cli_min_max_ranges_run_and_verify(work, tmp_path):
     d, float_dir, _ = work
     out = tmp_path / "minmax"
