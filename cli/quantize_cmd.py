@@ -13,7 +13,8 @@ HELP = f"""Quantize the float model MODEL (folder, hub id, or any checkpoint rep
 
     \b
     Examples:
-      repack quantize ./model-fp16 ./model-gptq --method gptq --bits 4 --group-size 128 --act-order
+      repack quantize ./model-fp16 ./model-gptq --method gptq --bits 4 --group-size 128
+      repack quantize ./model-fp16 ./model-gptq-desc --method gptq --act-order --dynamic-groups
       repack quantize ./model-fp16 ./model-awq --method awq --asym --to auto_awq --calib wiki.txt
       repack quantize ./model-fp16 ./model-awq --method awq --calib hf://datasets/ORG/NAME/train.jsonl
       repack quantize ./model-fp16 ./model-rtn --method rtn --to compressed_tensors
@@ -27,8 +28,11 @@ HELP = f"""Quantize the float model MODEL (folder, hub id, or any checkpoint rep
 @click.option("--bits", type=click.Choice(["2", "3", "4", "8"]), default="4", show_default=True)
 @click.option("--group-size", type=int, default=128, show_default=True, help="Input channels per group (-1: per channel).")
 @click.option("--sym/--asym", default=True, show_default=True, help="Symmetric (fixed zero) or asymmetric groups.")
-@click.option("--act-order", is_flag=True, help="GPTQ: quantize columns by decreasing activation energy.")
-@click.option("--static-groups", is_flag=True, help="GPTQ act-order: groups fixed up front, sequential on disk.")
+@click.option("--act-order/--no-act-order", default=None,
+              help="GPTQ: quantize columns by decreasing activation energy (default; --no-act-order: natural order).")
+@click.option("--static-groups/--dynamic-groups", default=None,
+              help="GPTQ act-order: groups fixed up front and sequential on disk (default), or --dynamic-groups: "
+                   "set as the order reaches them, a reordering g_idx on disk (auto_gptq, compressed_tensors, marlin only).")
 @click.option("--no-true-sequential", is_flag=True, help="GPTQ: capture all of a block's inputs before quantizing it.")
 @click.option("--damp", type=float, default=0.01, show_default=True, help="GPTQ: Hessian damping, a fraction of its mean diagonal.")
 @click.option("--clip-search/--no-clip-search", default=True, show_default=True,

@@ -41,7 +41,8 @@ def work(tmp_path_factory):
     (d / "text.txt").write_text(" ".join(rng.choice(WORDS) for _ in range(3000)))
     outs = {}
     for name, kw in {"rtn": dict(method="rtn"), "gptq": dict(method="gptq"), "awq": dict(method="awq"),
-                     "gptq-act": dict(method="gptq", act_order=True)}.items():
+                     "gptq-act": dict(method="gptq", act_order=True, static_groups=False),
+                     "gptq-natural": dict(method="gptq", act_order=False)}.items():
         outs[name] = d / name
         quantize(float_dir, outs[name], **kw, **SETTINGS)
     return d, float_dir, outs
@@ -77,7 +78,7 @@ def _err(x, w_ref, w_q):
 
 
 # -- the written folders ---------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["rtn", "gptq", "awq", "gptq-act"])
+@pytest.mark.parametrize("method", ["rtn", "gptq", "awq", "gptq-act", "gptq-natural"])
 def test_output_verifies_against_the_float_model_and_converts(work, method):
     d, float_dir, outs = work
     assert open_source(outs[method]).detection.format == "auto_gptq"
@@ -103,14 +104,32 @@ def test_gptq_beats_rtn_per_layer_on_the_calibration_inputs(work):
     _, float_dir, outs = work
     spec, wf = _model(float_dir)
     x = _calibration_input(float_dir)
-    rtn, gptq, act = _model(outs["rtn"])[1], _model(outs["gptq"])[1], _model(outs["gptq-act"])[1]
+    rtn = _model(outs["rtn"])[1]
+    gptqs = [_model(outs[k])[1] for k in ("gptq", "gptq-act", "gptq-natural")]
     for i in range(spec.layers):
         inputs, x = _layer_inputs(spec, wf, i, x)
         for name, xi in inputs.items():
             ref = wf.get(name + ".weight")
             e_rtn = _err(xi, ref, rtn.get(name + ".weight"))
-            assert _err(xi, ref, gptq.get(name + ".weight")) < 0.95 * e_rtn, name
-            assert _err(xi, ref, act.get(name + ".weight")) < 0.95 * e_rtn, name
+            for g in gptqs:
+                assert _err(xi, ref, g.get(name + ".weight")) < 0.95 * e_rtn, name
+
+
+def test_gptq_default_is_act_order_with_static_groups(work, tmp_path):
+    """The default is act-order processing with sequential groups on disk: the same bytes as asking
+    for it, different codes from natural order, and no g_idx."""
+    d, float_dir, outs = work
+    explicit = tmp_path / "explicit"
+    quantize(float_dir, explicit, method="gptq", act_order=True, static_groups=True, **SETTINGS)
+    assert (explicit / "model.safetensors").read_bytes() == (outs["gptq"] / "model.safetensors").read_bytes()
+    a, b = open_source(outs["gptq"]), open_source(outs["gptq-natural"])
+    assert not any(a.read(m).act_order or b.read(m).act_order for m in a.modules())
+    assert sum(not torch.equal(a.read(m).qweight, b.read(m).qweight) for m in a.modules()) == len(a.modules())
+    for method in ("rtn", "awq"):
+        with pytest.raises(UnsupportedError, match="gptq only"):
+            quantize(float_dir, tmp_path / "x", method=method, act_order=True, **SETTINGS)
+    r = run("quantize", float_dir, tmp_path / "x", "--method", "awq", "--static-groups", "--quiet")
+    assert r.exit_code != 0 and "gptq only" in r.output and "Traceback" not in r.output
 
 
 def _hybrid(wf, wq, part):
@@ -244,7 +263,7 @@ def test_target_format_and_refusals(work, tmp_path):
     with pytest.raises(OutputError):
         quantize(float_dir, out, method="rtn", **small)
     with pytest.raises(UnsupportedError, match="act-order"):
-        quantize(float_dir, tmp_path / "x", method="gptq", act_order=True, to="auto_awq", **small)
+        quantize(float_dir, tmp_path / "x", method="gptq", act_order=True, static_groups=False, to="auto_awq", **small)
     with pytest.raises(UnsupportedError, match="asymmetric zeros"):
         quantize(float_dir, tmp_path / "x", method="rtn", to="marlin", **small)
     static = tmp_path / "static"
