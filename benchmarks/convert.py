@@ -3,8 +3,9 @@
 Synthesises a Llama-2-7B-shaped GPTQ v1 4-bit g128 checkpoint (32 layers, hidden 4096,
 intermediate 11008, vocab 32000: ~3.9 GB in 5 GB shards), written tensor by tensor and never
 held whole, then in one run times `cp -r` of the folder and each `repack convert` (a fresh
-subprocess each, its peak RSS from /proc VmHWM), and prints the time ratio to `cp`. The page cache
-is warm for all of them (the source was just written), so `cp` is a copy of cached bytes.
+subprocess each, its peak RSS from /proc VmHWM), each paired with a `cp -r` just before it, in
+--repeat rounds, and prints the median of the paired time ratios. The page cache
+holds the input of each timed run and nothing else (see settle), so `cp` is a copy of cached bytes.
 
     python benchmarks/convert.py [--layers 32] [--targets auto_awq,auto_gptq:v2,gguf,marlin:awq] [--dir /tmp]
 
@@ -102,9 +103,21 @@ def synthesize(folder: Path, layers: int, seed: int = 0) -> int:
     return sum(f.stat().st_size for f in folder.iterdir())
 
 
-def settle() -> None:
-    """Flush dirty pages first, so no run pays for the previous one's writeback."""
+def settle(*warm: Path) -> None:
+    """Start every timed run from the same state: dirty pages flushed, and (as root) the page cache
+    dropped and then holding only the run's input, read back in. Without that the VM's page-cache
+    write speed depends on what earlier runs left behind: cp of the same 3.9 GB took 2.1-12.2 s
+    across one benchmark run, and slowest after the largest outputs."""
     os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        pass  # not root: flushed, not dropped
+    for folder in warm:
+        for f in sorted(folder.iterdir()):
+            with open(f, "rb") as fh:
+                while fh.read(1 << 24):
+                    pass
     time.sleep(1)
 
 
@@ -122,6 +135,7 @@ def main() -> None:
     ap.add_argument("--targets", default="auto_awq,auto_gptq:v2,gguf,marlin:awq")
     ap.add_argument("--dir", default=os.environ.get("REPACK_BENCH_DIR"))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds of cp and every conversion; medians reported")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -131,34 +145,62 @@ def main() -> None:
         size = synthesize(src, args.layers)
         print(f"source: {args.layers}-layer 7B-shaped GPTQ 4-bit g128, {size / 1e9:.2f} GB, written in {time.perf_counter() - t:.1f} s",
               flush=True)
-        cp_runs = []
-        for _ in range(3):  # the median of three: writeback of earlier dirty pages makes single runs vary
-            settle()
+        # Each conversion is paired with a cp run just before it and the ratio taken per pair, over
+        # --repeat rounds (medians reported). Page-cache write speed on the 2-core VM drifts 2-5x
+        # within minutes (dd of 4 GB in 256 KB writes: 0.6-4 GB/s), so a cp timed once at the start
+        # says little about a conversion a minute later.
+        times: dict[str, list[float]] = {}
+        cps: dict[str, list[float]] = {}
+        peaks: dict[str, list[int]] = {}
+        labels: dict[str, str] = {}
+
+        def timed_cp() -> float:
+            settle(src)
             t = time.perf_counter()
             subprocess.run(["cp", "-r", str(src), str(tmp / "cp")], check=True)
-            cp_runs.append(time.perf_counter() - t)
+            took = time.perf_counter() - t
             shutil.rmtree(tmp / "cp")
-        cp_s = sorted(cp_runs)[1]
-        print(f"{'cp -r':<26} {cp_s:7.1f} s   1.00x cp   (runs: {', '.join(f'{r:.1f}' for r in cp_runs)})", flush=True)
-        srcs = {"auto_gptq": src}
-        for target in args.targets.split(","):
-            fmt = target.partition(":")[0]
-            from_ = src
-            if fmt == "auto_gptq":  # awq -> gptq: convert from the AWQ output made above
-                from_ = srcs.get("auto_awq", src)
-            dst = tmp / target.replace(":", "-")
-            settle()
-            r = run_convert(from_, dst, target)
-            label = f"{'awq' if from_ != src else 'gptq'} -> {target}"
-            if "error" in r:
-                print(f"{label:<26} failed: {r['error']}", flush=True)
+            return took
+
+        for rnd in range(args.repeat):
+            srcs = {"auto_gptq": src}
+            for target in args.targets.split(","):
+                fmt = target.partition(":")[0]
+                from_ = src
+                if fmt == "auto_gptq":  # awq -> gptq: convert from the AWQ output made above
+                    from_ = srcs.get("auto_awq", src)
+                dst = tmp / target.replace(":", "-")
+                cp_s = timed_cp()
+                settle(from_)
+                r = run_convert(from_, dst, target)
+                labels[target] = f"{'awq' if from_ != src else 'gptq'} -> {target}"
+                if "error" in r:
+                    print(f"{labels[target]:<26} failed: {r['error']}", flush=True)
+                    continue
+                srcs.setdefault(fmt, dst)
+                if fmt != "auto_awq":
+                    shutil.rmtree(dst, ignore_errors=True)
+                times.setdefault(target, []).append(r["seconds"])
+                cps.setdefault(target, []).append(cp_s)
+                peaks.setdefault(target, []).append(r["peak_rss"])
+                print(f"  round {rnd + 1}: {labels[target]:<26} {r['seconds']:6.1f} s, cp just before {cp_s:.1f} s: "
+                      f"{r['seconds'] / cp_s:.2f}x", flush=True)
+            for target in args.targets.split(","):
+                shutil.rmtree(tmp / target.replace(":", "-"), ignore_errors=True)
+
+        def median(v):
+            return sorted(v)[len(v) // 2]
+        all_cp = [c for v in cps.values() for c in v]
+        print(f"{'cp -r':<26} {median(all_cp):7.1f} s   (all {len(all_cp)} runs: {min(all_cp):.1f}-{max(all_cp):.1f} s)", flush=True)
+        for target, label in labels.items():
+            if target not in times:
                 continue
-            srcs.setdefault(fmt, dst)
-            rows.append({"conversion": label, **r, "cp_seconds": cp_s, "ratio": r["seconds"] / cp_s, "bytes": size})
-            print(f"{label:<26} {r['seconds']:7.1f} s   {r['seconds'] / cp_s:.2f}x cp   peak RSS {r['peak_rss'] / 2**20:7.0f} MiB",
-                  flush=True)
-            if fmt not in ("auto_awq",):
-                shutil.rmtree(dst, ignore_errors=True)
+            ratios = [t / c for t, c in zip(times[target], cps[target])]
+            sec, peak = median(times[target]), max(peaks[target])
+            rows.append({"conversion": label, "seconds": sec, "runs": times[target], "cp_runs": cps[target],
+                         "ratio": median(ratios), "ratios": ratios, "peak_rss": peak, "bytes": size})
+            print(f"{label:<26} {sec:7.1f} s   {median(ratios):.2f}x cp (median of paired ratios "
+                  f"{', '.join(f'{r:.2f}' for r in ratios)})   peak RSS {peak / 2**20:5.0f} MiB", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -32,11 +32,11 @@ def candidates(M: int):
     likeliest first (each bucket stops at its share of the budget). 4-bit GPTQ-order layers run
     the joined paths (GEMV_KJ for block_m 1, DOT_KTJ above): block_n is the wgmma M side there."""
     if M <= 4:
-        return itertools.product([1], [64, 128, 256], [128], [4, 8], [2, 3], [528, 264, 1056])
+        return itertools.product([1], [256, 512, 128], [128], [4, 8], [3, 4, 2], [1056, 528, 2112, 264])
     if M <= 16:
-        return itertools.product([16], [64, 128], [64, 128], [4], [3, 4], [528, 264, 1056])
+        return itertools.product([16], [64, 128, 256], [64, 128], [4, 8], [3, 4], [528, 1056, 264, 2112])
     if M <= 64:
-        return itertools.product([64], [64, 128], [128, 64], [4], [3, 4], [264, 528, 0])
+        return itertools.product([64], [64, 128, 256], [128, 64], [4, 8], [3, 4], [264, 528, 0, 1056])
     tiles = [(256, 128, 8), (128, 128, 8), (128, 64, 4), (256, 64, 4), (128, 256, 8)]
     return ((bm, bn, bk, warps, stages, target) for (bm, bn, warps), bk, stages, target
             in itertools.product(tiles, [128, 64], [3, 4], [0, 264]))
