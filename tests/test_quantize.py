@@ -120,7 +120,11 @@ def test_gptq_default_is_act_order_with_static_groups(work, tmp_path):
     for it, different codes from natural order, and no g_idx."""
     d, float_dir, outs = work
     explicit = tmp_path / "explicit"
-    quantize(float_dir, explicit, method="gptq", act_order=True, static_groups=True, **SETTINGS)
+    report = quantize(float_dir, explicit, method="gptq", **SETTINGS)
+    assert report.act_order and report.static_groups and report.to_dict()["static_groups"]
+    explicit2 = tmp_path / "explicit2"
+    quantize(float_dir, explicit2, method="gptq", act_order=True, static_groups=True, **SETTINGS)
+    assert (explicit2 / "model.safetensors").read_bytes() == (explicit / "model.safetensors").read_bytes()
     assert (explicit / "model.safetensors").read_bytes() == (outs["gptq"] / "model.safetensors").read_bytes()
     a, b = open_source(outs["gptq"]), open_source(outs["gptq-natural"])
     assert not any(a.read(m).act_order or b.read(m).act_order for m in a.modules())

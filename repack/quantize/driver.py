@@ -74,6 +74,7 @@ class QuantizeReport:
     seconds: float = 0.0
     peak_rss_bytes: int = 0
     blocks: list[BlockReport] = field(default_factory=list)
+    static_groups: bool = False
 
     def layers(self) -> list[LayerError]:
         return [l for b in self.blocks for l in b.layers]
@@ -217,7 +218,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
     else:
         ids, tokenizer = from_text(calib, src.path, spec.vocab, nsamples, seqlen, seed)
     report = QuantizeReport(where, str(out), method, bits, group_size, sym, act_order, calib, tokenizer, nsamples,
-                            seqlen, dev.type, to, variant)
+                            seqlen, dev.type, to, variant, static_groups=static_groups)
     x = embed(spec, ids, weights.get).to(dev)
     quantized: dict[str, QuantTensor] = {}
     replaced: dict[str, torch.Tensor] = {}
