@@ -336,8 +336,10 @@ def test_eval_matches_the_independent_forward(work):
 
 # -- refusals --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,change,words", [
-    ("phi3", {"rope_scaling": {"type": "longrope", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8}}, "longrope"),
-    ("phi3", {"rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0}}, "longrope"),
+    ("phi3", {"rope_scaling": {"type": "longrope", "short_factor": [1.0] * 5, "long_factor": [2.0] * 5}}, "8 rotating"),
+    ("phi3", {"rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0}}, "short_factor"),
+    ("phi3", {"rope_scaling": {"rope_type": "mrope", "factor": 2.0}}, "'mrope' is not implemented"),
+    ("phi3", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "low_freq_factor"),
     ("opt", {"do_layer_norm_before": False}, "do_layer_norm_before"),
     ("opt", {"word_embed_proj_dim": 64}, "project_in"),
     ("gemma", {"hidden_act": "softsign", "hidden_activation": None}, "softsign"),

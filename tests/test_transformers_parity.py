@@ -25,6 +25,20 @@ CONFIGS = {
     "gemma-gelu": dict(model_type="gemma", intermediate_size=96, num_key_value_heads=4, head_dim=16, hidden_act="gelu"),
     "opt": dict(model_type="opt", ffn_dim=96, word_embed_proj_dim=64),
     "opt-untied-gelu": dict(model_type="opt", ffn_dim=96, tie_word_embeddings=False, activation_function="gelu"),
+    # rope scalings; windows of 14 tokens, original contexts of 8-16 so each scaling's long-range
+    # branch is taken (longrope switches to its long factors past 8 positions)
+    "llama-rope-llama3": dict(model_type="llama", intermediate_size=96, rope_parameters=dict(
+        rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+        original_max_position_embeddings=16)),
+    "llama-rope-linear": dict(model_type="llama", intermediate_size=96,
+                              rope_parameters=dict(rope_type="linear", rope_theta=10000.0, factor=4.0)),
+    "llama-rope-yarn": dict(model_type="llama", intermediate_size=96, rope_parameters=dict(
+        rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=16)),
+    "llama-rope-dynamic": dict(model_type="llama", intermediate_size=96,
+                               rope_parameters=dict(rope_type="dynamic", rope_theta=10000.0, factor=2.0)),
+    "phi3-longrope": dict(model_type="phi3", intermediate_size=96, original_max_position_embeddings=8, rope_parameters=dict(
+        rope_type="longrope", rope_theta=10000.0, short_factor=[1.0 + 0.1 * i for i in range(8)],
+        long_factor=[1.0 + 3.0 * i for i in range(8)])),
 }
 DIFFS: dict[str, float] = {}
 
@@ -64,7 +78,7 @@ def test_logits_match_transformers(tmp_path, name):
     assert diff < 1e-5 * max(1.0, float(ref.abs().max())), diff
 
 
-@pytest.mark.parametrize("name", ["phi3-partial", "gemma", "opt"])
+@pytest.mark.parametrize("name", ["phi3-partial", "gemma", "opt", "phi3-longrope", "llama-rope-yarn"])
 def test_greedy_generation_matches_transformers(tmp_path, name):
     """The KV cache path (positions after the prompt, learned or rotary) against transformers' generate."""
     model = _hf_model(name, tmp_path)

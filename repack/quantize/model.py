@@ -18,6 +18,7 @@ import torch
 from ..errors import InputError, UnsupportedError
 from . import norms
 from .arch import Arch, Stage, arch_for, bias_of
+from .rope import Rope, rope_from_config
 
 Linear = Callable[[str, torch.Tensor], torch.Tensor]
 
@@ -43,7 +44,7 @@ class Spec:
     layers: int
     vocab: int
     eps: float
-    rope_theta: float
+    rope: Rope
     tie: bool
     intermediate: int = 0
     act: str = "silu"
@@ -69,7 +70,7 @@ class Spec:
             return cls(arch, hidden, heads, int(config.get("num_key_value_heads") or heads), head_dim,
                        int(config["num_hidden_layers"]), int(config["vocab_size"]),
                        float(config.get(arch.eps_key, arch.eps_default) if arch.eps_key else arch.eps_default),
-                       float(config.get("rope_theta", rope.get("rope_theta", 10000.0))),
+                       rope_from_config(config, rotary_dim, where) if rotary_dim else Rope(()),
                        bool(arch.tie_default if tie is None else tie), int(config.get(arch.intermediate_key) or 0), act,
                        rotary_dim, int(window) if window else None, _embed_scale(arch, hidden, config))
         except (KeyError, TypeError, ValueError) as e:
@@ -85,16 +86,10 @@ class Spec:
 
 
 def _rope(config: dict, where: str) -> dict:
-    """The rotary parameters (transformers 5 writes them as ``rope_parameters``); anything but
-    plain rotary is refused."""
-    scaling = config.get("rope_scaling")
-    if scaling:
-        kind = (scaling.get("rope_type") or scaling.get("type")) if isinstance(scaling, dict) else scaling
-        raise UnsupportedError(f"{where}: rope_scaling {kind!r} is not implemented yet")
-    rope = config.get("rope_parameters") or {}
-    if not isinstance(rope, dict) or rope.get("rope_type", "default") != "default":
-        kind = rope.get("rope_type") if isinstance(rope, dict) else rope
-        raise UnsupportedError(f"{where}: rope_parameters of type {kind!r} are not implemented yet")
+    """The rotary parameters (``rope_scaling`` in transformers 4 configs, ``rope_parameters`` in 5)."""
+    rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
+    if not isinstance(rope, dict):
+        raise UnsupportedError(f"{where}: rope_scaling must be an object, got {rope!r}")
     return rope
 
 
@@ -107,15 +102,18 @@ def _embed_scale(arch: Arch, hidden: int, config: dict) -> float:
     return float(torch.tensor(hidden**0.5, dtype=torch.float32).to(dtype))
 
 
-def rotary(x: torch.Tensor, theta: float, offset: int = 0, dims: int | None = None) -> torch.Tensor:
+def rotary(x: torch.Tensor, rope: Rope, offset: int = 0, dims: int | None = None) -> torch.Tensor:
     """x [B, heads, L, D] at positions offset..offset+L-1: the rotate-half convention of the Hugging
     Face Llama, over the first ``dims`` of D (all by default); the rest pass through."""
     if dims is not None and dims < x.shape[-1]:
-        return torch.cat([rotary(x[..., :dims], theta, offset), x[..., dims:]], -1)
+        return torch.cat([rotary(x[..., :dims], rope, offset), x[..., dims:]], -1)
     L, D = x.shape[-2], x.shape[-1]
-    inv = 1.0 / theta ** (torch.arange(0, D, 2, dtype=torch.float32) / D)
+    inv = rope.frequencies(offset + L)
     angles = torch.outer(torch.arange(offset, offset + L, dtype=torch.float32), inv)
-    cos, sin = torch.cat([angles.cos()] * 2, -1).to(x), torch.cat([angles.sin()] * 2, -1).to(x)
+    cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
+    if rope.attention_factor != 1.0:  # YaRN / longrope: cos and sin scaled (in fp32, before the cast)
+        cos, sin = cos * rope.attention_factor, sin * rope.attention_factor
+    cos, sin = cos.to(x), sin.to(x)
     half = torch.cat([-x[..., D // 2:], x[..., : D // 2]], -1)
     return x * cos + half * sin
 
@@ -158,7 +156,7 @@ def block_forward(spec: Spec, i: int, x: torch.Tensor, get: Callable[[str], torc
     k = k.view(B, L, spec.kv_heads, spec.head_dim).transpose(1, 2)
     v = v.view(B, L, spec.kv_heads, spec.head_dim).transpose(1, 2)
     if spec.rotary_dim:
-        q, k = rotary(q, spec.rope_theta, offset, spec.rotary_dim), rotary(k, spec.rope_theta, offset, spec.rotary_dim)
+        q, k = rotary(q, spec.rope, offset, spec.rotary_dim), rotary(k, spec.rope, offset, spec.rotary_dim)
     if past is not None:
         k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
     if cache is not None:
