@@ -148,6 +148,30 @@ def find_gguf(path: Path) -> Path | None:
     return None
 
 
+# Llama 3.x as Meta released it (3.1: factor 8, 3.2: factor 32): llama.cpp's converter turns these
+# into the per-frequency divisors of `rope_freqs` and keeps no parameter in the metadata, so a
+# divisor vector is matched against them (the factor is its largest entry)
+LLAMA3_BANDS = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+def llama3_scaling_of(divisors: np.ndarray, cfg: dict) -> dict | None:
+    """The Hugging Face ``rope_scaling`` whose frequencies ``rope_freqs`` divides out, or None."""
+    heads, hidden = cfg.get("num_attention_heads"), cfg.get("hidden_size")
+    if not heads or not hidden or divisors.size == 0 or not np.all(np.isfinite(divisors)):
+        return None
+    dim = 2 * divisors.size
+    theta = float(cfg.get("rope_theta", 10000.0))
+    factor = float(divisors.max())
+    if dim > hidden // heads or factor <= 1.0:
+        return None
+    scaling = {"rope_type": "llama3", "factor": factor, **LLAMA3_BANDS}
+    from .quantize.rope import rope_from_config
+    plain = rope_from_config({"rope_theta": theta}, dim).inv_freq
+    scaled = rope_from_config({"rope_theta": theta, "rope_scaling": scaling}, dim).inv_freq
+    ratio = np.array(plain, np.float64) / np.array(scaled, np.float64)
+    return scaling if np.allclose(ratio, divisors, rtol=1e-5, atol=0) else None
+
+
 def _has_magic(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
@@ -218,6 +242,11 @@ class GgufCheckpoint:
         cfg["tie_word_embeddings"] = "output.weight" not in names
         if meta.get(f"{a}.rope.scaling.type") == "linear" and isinstance(meta.get(f"{a}.rope.scaling.factor"), float):
             cfg["rope_scaling"] = {"rope_type": "linear", "factor": float(str(np.float32(meta[f"{a}.rope.scaling.factor"])))}
+        freqs = next((t for t in self.reader.tensors if t.name == "rope_freqs.weight"), None)
+        if freqs is not None and "rope_scaling" not in cfg:
+            scaling = llama3_scaling_of(np.asarray(freqs.data, np.float32).reshape(-1), cfg)
+            if scaling is not None:
+                cfg["rope_scaling"] = scaling
         for key in ("bos", "eos", "pad"):
             v = meta.get(f"tokenizer.ggml.{key}_token_id")
             if isinstance(v, int) and not isinstance(v, bool):
@@ -233,7 +262,8 @@ class GgufCheckpoint:
             name = arch.hf_name(t.name) or t.name
             if name == t.name:
                 self.notes.append(f"tensor '{t.name}' has no Hugging Face name; kept as is"
-                                  + (" (Llama-3 rope scaling factors: config.json gets no rope_scaling)"
+                                  + (("" if "rope_scaling" in self.config else
+                                      " (they match no Llama 3 rope scaling: config.json gets no rope_scaling)")
                                      if t.name.startswith("rope_freqs") else ""))
             heads = arch.permuted_heads(name, self.config)
             if heads is not None and shape[0] % (2 * heads):

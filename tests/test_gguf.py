@@ -2,6 +2,7 @@
 encoders (tests/gguf_reference.py), never against repack's own codecs."""
 
 import json
+import math
 from pathlib import Path
 
 import gguf
@@ -367,3 +368,85 @@ def test_reference_quantized_q4_0_with_negative_scales_converts_exactly(tmp_path
     assert np.array_equal(back.dequantize(torch.float32).numpy(), want)
     again = convert(tmp_path / "gptq", tmp_path / "gguf", "gguf")
     assert again.exact and np.array_equal(np.asarray(gguf_tensors(tmp_path / "gguf")["blk.0.ffn_up.weight"].data), blocks)
+
+
+def _llama3_divisors(theta: float, dim: int, factor: float, low=1.0, high=4.0, old=8192) -> list[float]:
+    """rope_freqs as llama.cpp's converter computes them for Llama 3.x (written out here)."""
+    out = []
+    for i in range(dim // 2):
+        wavelen = 2 * math.pi * theta ** (2 * i / dim)
+        if wavelen < old / high:
+            out.append(1.0)
+        elif wavelen > old / low:
+            out.append(factor)
+        else:
+            s = (old / wavelen - low) / (high - low)
+            out.append(1 / ((1 - s) / factor + s))
+    return out
+
+
+@pytest.mark.parametrize("factor", [8.0, 32.0])
+def test_llama3_rope_freqs_become_rope_scaling(tmp_path, factor):
+    """A Llama 3.1/3.2 GGUF keeps its rope scaling only as per-frequency divisors; reading it gives the
+    Hugging Face rope_scaling that reproduces them, so quantize/eval and a dense copy rotate as the
+    model was trained."""
+    layers = random_model(seed=29, bits=4, group_size=32, sym=True)
+    theta, dim = 500000.0, 128 // 4
+    divisors = _llama3_divisors(theta, dim, factor)
+    assert {1.0, factor} < set(divisors)  # kept, slowed and at least one blended frequency
+    src = write_gguf(tmp_path / "src", layers, "q4_0", config={"rope_theta": theta},
+                     extra={"rope_freqs.weight": divisors})
+    s = open_source(src)
+    assert s.ckpt.config["rope_scaling"] == {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0,
+                                             "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    assert not any("match no Llama 3" in n for n in s.ckpt.notes), s.ckpt.notes
+    convert(src, tmp_path / "dense", "dense", "fp32")
+    assert json.loads((tmp_path / "dense" / "config.json").read_text())["rope_scaling"]["factor"] == factor
+
+
+def test_other_rope_freqs_are_noted_not_guessed(tmp_path):
+    layers = random_model(seed=30, bits=4, group_size=32, sym=True)
+    odd = [1.0 + 0.5 * i for i in range(16)]
+    src = write_gguf(tmp_path / "src", layers, "q4_0", config={"rope_theta": 500000.0}, extra={"rope_freqs.weight": odd})
+    s = open_source(src)
+    assert "rope_scaling" not in s.ckpt.config
+    assert any("match no Llama 3 rope scaling" in n for n in s.ckpt.notes), s.ckpt.notes
+
+
+@pytest.mark.parametrize("spelling", ["rope_scaling", "rope_parameters"])
+def test_llama3_rope_scaling_is_written_as_rope_freqs(tmp_path, spelling):
+    """Hugging Face Llama 3.1 config -> GGUF: the scaling becomes llama.cpp's rope_freqs divisors
+    (after the model's tensors), and reading the file back gives the same rope_scaling; GGUF -> GGUF
+    keeps the one tensor."""
+    layers = random_model(seed=31, bits=4, group_size=128, sym=True)
+    src = write_gptq(tmp_path / "src", layers, "v1", sym=True)
+    params = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+              "original_max_position_embeddings": 8192}
+    cfg = json.loads((src / "config.json").read_text())
+    cfg |= ({"rope_theta": 500000.0, "rope_scaling": params} if spelling == "rope_scaling"
+            else {"rope_parameters": {**params, "rope_theta": 500000.0}})
+    if spelling == "rope_parameters":
+        cfg.pop("rope_theta", None)
+    (src / "config.json").write_text(json.dumps(cfg))
+    convert(src, tmp_path / "gguf", "gguf")
+    r = gguf.GGUFReader(tmp_path / "gguf" / "model.gguf")
+    assert r.fields["llama.rope.freq_base"].contents() == 500000.0
+    freqs = [t for t in r.tensors if t.name == "rope_freqs.weight"]
+    assert len(freqs) == 1 and r.tensors[-1].name == "rope_freqs.weight"
+    want = np.array(_llama3_divisors(500000.0, 32, 8.0), np.float32)
+    assert np.allclose(np.asarray(freqs[0].data), want, rtol=1e-6, atol=0)
+    back = open_source(tmp_path / "gguf")
+    assert back.ckpt.config["rope_scaling"] == params
+    convert(tmp_path / "gguf", tmp_path / "again", "gguf")
+    again = gguf.GGUFReader(tmp_path / "again" / "model.gguf")
+    assert [t.name for t in again.tensors].count("rope_freqs.weight") == 1
+
+
+def test_unwritable_rope_scaling_is_one_line(tmp_path):
+    layers = random_model(seed=32, bits=4, group_size=128, sym=True)
+    src = write_gptq(tmp_path / "src", layers, "v1", sym=True)
+    cfg = json.loads((src / "config.json").read_text()) | {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}
+    (src / "config.json").write_text(json.dumps(cfg))
+    r = CliRunner().invoke(main, ["convert", str(src), str(tmp_path / "g"), "--to", "gguf"])
+    assert r.exit_code != 0 and "'yarn' is not written to GGUF" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "g").exists()

@@ -93,6 +93,7 @@ class GgufWriter(CheckpointWriter):
         self.gw = None
         self._nbytes: dict[str, int] = {}  # GGUF bytes of each written tensor, declared in the header
         self._types = {s.name: s.ggml_type for s in specs if getattr(s, "ggml_type", -1) >= 0}  # declared block types
+        self._rope_freqs: np.ndarray | None = None  # Llama 3 rope divisors to add after the model's tensors
 
     def __enter__(self) -> "GgufWriter":
         super().__enter__()
@@ -103,6 +104,9 @@ class GgufWriter(CheckpointWriter):
             for s in self.specs:
                 if s.name in self.names:
                     self._tensor_info(gguf, s)
+            if self._rope_freqs is not None:
+                self.gw.add_tensor_info("rope_freqs.weight", self._rope_freqs.shape, self._rope_freqs.dtype,
+                                        self._rope_freqs.nbytes)
             self.gw.write_header_to_file()
             self.gw.write_kv_data_to_file()
             self.gw.write_ti_data_to_file()
@@ -134,7 +138,10 @@ class GgufWriter(CheckpointWriter):
         w.add_feed_forward_length(int(c["intermediate_size"]))
         w.add_head_count(heads)
         w.add_head_count_kv(int(c.get("num_key_value_heads") or heads))
-        w.add_rope_freq_base(float(c.get("rope_theta") or arch.HF_DEFAULTS["rope_theta"]))
+        scaling = c.get("rope_scaling") or c.get("rope_parameters")  # transformers 4 / 5 spelling
+        theta = float(c.get("rope_theta") or (scaling.get("rope_theta") if isinstance(scaling, dict) else None)
+                      or arch.HF_DEFAULTS["rope_theta"])
+        w.add_rope_freq_base(theta)
         w.add_layer_norm_rms_eps(float(c.get("rms_norm_eps") or arch.HF_DEFAULTS["rms_norm_eps"]))
         w.add_rope_dimension_count(head_dim)
         if c.get("head_dim"):
@@ -142,13 +149,20 @@ class GgufWriter(CheckpointWriter):
             w.add_value_length(head_dim)
         if c.get("vocab_size"):
             w.add_vocab_size(int(c["vocab_size"]))
-        scaling = c.get("rope_scaling")
-        if isinstance(scaling, dict):
-            kind = scaling.get("rope_type") or scaling.get("type")
-            if kind != "linear":
-                raise UnsupportedError(f"{self.source.path}: rope_scaling {kind!r} is not written to GGUF (only linear)")
+        kind = (scaling.get("rope_type") or scaling.get("type")) if isinstance(scaling, dict) else None
+        if kind == "linear":
             w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
             w.add_rope_scaling_factor(float(scaling["factor"]))
+        elif kind == "llama3":
+            # llama.cpp keeps Llama 3's scaling as per-frequency divisors in a `rope_freqs` tensor
+            # (its converter's LlamaModel; no metadata key); a GGUF source already has the tensor
+            if "rope_freqs.weight" not in self.names:
+                from ..quantize.rope import rope_from_config
+                plain = rope_from_config({"rope_theta": theta}, head_dim).inv_freq
+                scaled = rope_from_config(c, head_dim, str(self.source.path)).inv_freq
+                self._rope_freqs = (np.array(plain, np.float64) / np.array(scaled, np.float64)).astype(np.float32)
+        elif kind not in (None, "default"):
+            raise UnsupportedError(f"{self.source.path}: rope_scaling {kind!r} is not written to GGUF (linear and llama3 are)")
         w.add_file_type(self._file_type(gguf))
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
         self._tokenizer(gguf)
@@ -251,5 +265,7 @@ class GgufWriter(CheckpointWriter):
 
     def finish(self, config: dict, side_files=(), extra_json=None) -> Path:
         self._check_all_written()
+        if self._rope_freqs is not None:
+            self.gw.write_tensor_data(self._rope_freqs)
         self.gw.close()
         return self._commit()
