@@ -187,3 +187,38 @@ def test_split_k_partial_sums_meet_without_a_race(M, cfg, paired, monkeypatch):
         y = tg.triton_gemm(x, w, cfg).double()
         rel = float((y - want).norm() / want.norm())
         assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg}, paired={paired})"
+
+
+def test_launch_plans_serve_repeated_calls_and_never_a_stale_weight(tmp_path):
+    """From the second call on a weight with the same activation shape the launch comes from a
+    stored plan; every call still meets the oracle (fresh inputs, poisoned outputs, with and
+    without ``out``), and a new weight — even at a recycled id — never runs on an old plan."""
+    from repack.kernels import triton_gemm as tg
+    seed = random.randrange(1 << 30)
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    for layout, act in [("gptq_v1", False), ("gptq_v1", True), ("awq_gemm", False)]:
+        L, packed, _ = layout_case(tmp_path, layout, 64, act, seed=seed % 1000)
+        w = packed.to("cuda")
+        for M in (1, 16, 1000, 1):
+            for rep in range(3):
+                x = torch.randn(M, K, dtype=torch.float16, device="cuda", generator=g)
+                run_and_check_on(x, w, L, seed, with_out=rep % 2 == 0)
+        assert any(p[0]() is w for p in tg._plans.values()), layout
+    for i in range(4):  # weights made and dropped in turn: ids are recycled, plans must not be
+        L, packed, _ = layout_case(tmp_path / str(i), "gptq_v2", 32, seed=seed % 1000 + i)
+        w = packed.to("cuda")
+        for _ in range(3):
+            run_and_check_on(torch.randn(7, K, dtype=torch.float16, device="cuda", generator=g), w, L, seed, True)
+        del w, packed
+
+
+def run_and_check_on(x, w, L, seed, with_out):
+    from repack.kernels.triton_gemm import triton_gemm
+    out = torch.full((x.shape[0], N), float("nan"), dtype=x.dtype, device="cuda") if with_out else None
+    y = triton_gemm(x, w, out=out)
+    torch.cuda.synchronize()
+    assert out is None or y.data_ptr() == out.data_ptr()
+    assert torch.isfinite(y).all(), f"unwritten or non-finite outputs (seed {seed})"
+    want = oracle(x, L)
+    rel = float((y.double().cpu() - want).norm() / want.norm())
+    assert rel <= TOLERANCE[x.dtype], f"relative error {rel:.2e} (seed {seed}, M={x.shape[0]})"

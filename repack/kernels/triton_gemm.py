@@ -17,6 +17,8 @@ This module imports Triton at the top: import it only where CUDA is present (ker
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import triton
 import triton.language as tl
@@ -511,6 +513,10 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
                 out: torch.Tensor | None = None, path_override: int | None = None) -> torch.Tensor:
     """``x`` [..., K] fp16/bf16 on CUDA -> [..., N] in x's dtype (written into ``out`` [M, N] if given).
     ``path_override`` forces one of the kernel paths (tests and benchmarks compare them)."""
+    if config is None and path_override is None and x.is_cuda:
+        y = _planned(x, w, out)
+        if y is not None:
+            return y
     why = supports(w)
     if why:
         raise ValueError(f"triton backend cannot run this layer: {why}")
@@ -576,8 +582,10 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     grid = (_cdiv(N, block_n), _cdiv(M, block_m), split)
     stream = torch.cuda.current_stream(x.device).cuda_stream if x.is_cuda else 0
     ws, cnt = _workspace(x.device, stream, M * N, grid[0] * grid[1]) if split > 1 else (y, y)
+    perm = None
     if w.x_perm is not None:  # Marlin act-order: the layout's rows are inputs in x_perm order
-        x2 = x2.index_select(1, w.x_perm.to(device=x2.device, dtype=torch.long))
+        perm = w.x_perm.to(device=x2.device, dtype=torch.long)
+        x2 = x2.index_select(1, perm)
     slayout = 0 if w.scales_layout != SCALES_MARLIN else 1 if w.num_groups > 1 else 2
     g_idx = w.g_idx if act else w.scales  # any pointer: unused without act-order
     args = (x2, w.qweight, w.scales, w.zeros, g_idx, y, ws, cnt,
@@ -586,8 +594,47 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             w.zeros.stride(0), w.zeros.stride(1), y.stride(0), y.stride(1))
     consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even,
               PAIRED_DEQUANT and x.is_cuda and w.zeros_layout in PAIRED_ZEROS, slayout)
-    _launch(grid, args, consts, cfg.num_warps, stages, x.device, stream)
+    kernel = _launch(grid, args, consts, cfg.num_warps, stages, x.device, stream)
+    if kernel is not None and config is None and path_override is None and y.is_contiguous():
+        if len(_plans) >= 4096:  # shapes of many layers and lengths: start over rather than grow
+            _plans.clear()
+        _plans[_plan_key(x, w, stream)] = (weakref.ref(w), kernel, grid, args[1:5], args[6:8] if split > 1 else None,
+                                           args[8:], consts, perm, N)
     return y.reshape(*lead, N)
+
+
+# Launch plans: the second call on a weight with the same activation shape, dtype, strides,
+# alignment and stream reuses the first one's grid, arguments and compiled kernel, so only the
+# output is allocated (the dispatch above costs ~15-25 us of host time per call, more than the
+# kernel at M = 1 when an eager caller launches one layer after another).
+_plans: dict[tuple, tuple] = {}
+
+
+def _plan_key(x: torch.Tensor, w: PackedWeight, stream: int) -> tuple:
+    x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+    return (id(w), tuple(x2.shape), x.dtype, x2.stride(), x.device.index, x2.data_ptr() % 16 == 0, stream)
+
+
+def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torch.Tensor | None:
+    stream = torch.cuda.current_stream(x.device).cuda_stream
+    plan = _plans.get(_plan_key(x, w, stream))
+    if plan is None or plan[0]() is not w:  # a weight at a recycled id is not the planned one
+        return None
+    _, kernel, grid, head, workspace, tail, consts, perm, N = plan
+    x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+    M = x2.shape[0]
+    if out is None:
+        y = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    elif out.shape == (M, N) and out.dtype == x.dtype and out.is_contiguous() and out.data_ptr() % 16 == 0:
+        y = out
+    else:
+        return None  # the full path checks (and explains) an unusual out
+    if perm is not None:
+        x2 = x2.index_select(1, perm)
+    ws, cnt = workspace or (y, y)  # without a K split the kernel never touches them
+    kernel.run(grid[0], grid[1], grid[2], stream, kernel.function, kernel.packed_metadata, None, None, None,
+               x2, *head, y, ws, cnt, *tail, *consts)
+    return y.reshape(*x.shape[:-1], N)
 
 
 _CONST_NAMES = ("BITS", "QLAYOUT", "ZLAYOUT", "ACT_ORDER", "PATH", "SPLIT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "EVEN", "PAIRED",
@@ -596,12 +643,13 @@ _compiled: dict[tuple, object] = {}
 
 
 def _launch(grid, args: tuple, consts: tuple, num_warps: int, num_stages: int, device: torch.device,
-            stream: int) -> None:
+            stream: int):
     """Launch through the compiled kernel directly once it exists: Triton's generic launch path
     re-derives the specialization of all 34 arguments in Python on every call (70-150 us measured
     on the lent H100's host), more than the kernel itself takes at M=1. The key holds everything
     that specialization depends on: dtypes, 16-byte alignment of pointers, and for integers
-    divisibility by 16, equality to 1 and 32-bit range."""
+    divisibility by 16, equality to 1 and 32-bit range. Returns the compiled kernel it launched
+    (None on the call that compiled it)."""
     spec = tuple((a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor)
                  else (a % 16 == 0, a == 1, -2**31 <= a < 2**31) for a in args)
     key = (device.index, consts, num_warps, num_stages, spec)
@@ -609,7 +657,8 @@ def _launch(grid, args: tuple, consts: tuple, num_warps: int, num_stages: int, d
     if kernel is None:
         _compiled[key] = _w_gemm_kernel[grid](*args, **dict(zip(_CONST_NAMES, consts)),
                                               num_warps=num_warps, num_stages=num_stages)
-        return
+        return None
     # the launcher takes every parameter in signature order, constexprs included (ignored)
     kernel.run(grid[0], grid[1], grid[2], stream, kernel.function, kernel.packed_metadata, None,
                None, None, *args, *consts)
+    return kernel
