@@ -598,15 +598,16 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     if kernel is not None and config is None and path_override is None and y.is_contiguous():
         if len(_plans) >= 4096:  # shapes of many layers and lengths: start over rather than grow
             _plans.clear()
-        _plans[_plan_key(x, w, stream)] = (weakref.ref(w), kernel, grid, args[1:5], args[6:8] if split > 1 else None,
+        # the weight's own tensors are not stored: a plan must not keep a dropped layer in GPU memory
+        _plans[_plan_key(x, w, stream)] = (weakref.ref(w), kernel, grid, act, args[6:8] if split > 1 else None,
                                            args[8:], consts, perm, N)
     return y.reshape(*lead, N)
 
 
 # Launch plans: the second call on a weight with the same activation shape, dtype, strides,
 # alignment and stream reuses the first one's grid, arguments and compiled kernel, so only the
-# output is allocated (the dispatch above costs ~15-25 us of host time per call, more than the
-# kernel at M = 1 when an eager caller launches one layer after another).
+# output is allocated. Host time per call on the H200's host: 41-74 us through the dispatch above,
+# 19-26 us from a plan (benchmarks/launch_plans.py) — the kernel at M = 1 takes 10-65 us.
 _plans: dict[tuple, tuple] = {}
 
 
@@ -620,7 +621,7 @@ def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torc
     plan = _plans.get(_plan_key(x, w, stream))
     if plan is None or plan[0]() is not w:  # a weight at a recycled id is not the planned one
         return None
-    _, kernel, grid, head, workspace, tail, consts, perm, N = plan
+    _, kernel, grid, act, workspace, tail, consts, perm, N = plan
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     M = x2.shape[0]
     if out is None:
@@ -633,7 +634,7 @@ def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torc
         x2 = x2.index_select(1, perm)
     ws, cnt = workspace or (y, y)  # without a K split the kernel never touches them
     kernel.run(grid[0], grid[1], grid[2], stream, kernel.function, kernel.packed_metadata, None, None, None,
-               x2, *head, y, ws, cnt, *tail, *consts)
+               x2, w.qweight, w.scales, w.zeros, w.g_idx if act else w.scales, y, ws, cnt, *tail, *consts)
     return y.reshape(*x.shape[:-1], N)
 
 
