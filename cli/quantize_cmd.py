@@ -69,6 +69,7 @@ def quantize_cmd(model, out, method, bits, group_size, sym, act_order, static_gr
     layers = report.layers()
     rel = sum(l.rel for l in layers) / len(layers)
     rtn = sum(l.rtn_rel for l in layers) / len(layers)
+    order = ("" if not report.act_order else ", act-order" + (" (static groups)" if report.static_groups else " (g_idx)"))
     click.echo(f"wrote {report.out} ({report.format}/{report.variant}): {method} {bits}-bit g{group_size} "
-               f"{'sym' if sym else 'asym'}, {len(report.blocks)} blocks, {len(layers)} layers in {report.seconds:.1f}s on "
+               f"{'sym' if sym else 'asym'}{order}, {len(report.blocks)} blocks, {len(layers)} layers in {report.seconds:.1f}s on "
                f"{report.device}, peak RSS {report.peak_rss_bytes / 2**20:.0f} MiB; mean rel output error {rel:.4f} (rtn {rtn:.4f})")

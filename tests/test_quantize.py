@@ -134,6 +134,13 @@ def test_gptq_default_is_act_order_with_static_groups(work, tmp_path):
             quantize(float_dir, tmp_path / "x", method=method, act_order=True, **SETTINGS)
     r = run("quantize", float_dir, tmp_path / "x", "--method", "awq", "--static-groups", "--quiet")
     assert r.exit_code != 0 and "gptq only" in r.output and "Traceback" not in r.output
+    for flags, words in ((), "act-order (static groups)"), (("--dynamic-groups",), "act-order (g_idx)"):
+        r = run("quantize", float_dir, tmp_path / f"cli{len(flags)}", "--asym", "--group-size", "64", "--nsamples", "4",
+                "--seqlen", "32", "--device", "cpu", "--quiet", *flags)
+        assert r.exit_code == 0 and words in r.output, r.output
+    r = run("quantize", float_dir, tmp_path / "cli-natural", "--no-act-order", "--asym", "--group-size", "64",
+            "--nsamples", "4", "--seqlen", "32", "--device", "cpu", "--quiet")
+    assert r.exit_code == 0 and "act-order" not in r.output, r.output
 
 
 def _hybrid(wf, wq, part):
