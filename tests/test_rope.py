@@ -113,3 +113,26 @@ def test_a_scaled_model_quantizes_and_evaluates(tmp_path):
     assert spec.rope.kind == "llama3" and spec.rope != Spec.from_config(llama_config(layers=1)).rope
     (tmp_path / "t.txt").write_text("some words " * 40)
     assert math.isfinite(evaluate(float_dir, tmp_path / "t.txt", seqlen=16).perplexity)
+
+
+@pytest.mark.parametrize("scaling, words", [
+    ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 8192}, "low_freq_factor < high_freq_factor"),
+    ({"rope_type": "llama3", "factor": "eight", "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 8192}, "numeric 'factor'"),
+    ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "beta_fast": "fast"}, "unusable rope"),
+    ({"rope_type": "yarn", "factor": -1.0, "original_max_position_embeddings": 16}, "positive factor"),
+    ({"rope_type": "longrope", "short_factor": ["a"] * 8, "long_factor": [1.0] * 8,
+      "original_max_position_embeddings": 16}, "short_factor and long_factor"),
+    ({"rope_type": "mrope"}, "'mrope' is not implemented"),
+    ("linear", "must be an object"),
+])
+def test_bad_rope_parameters_are_one_line(tmp_path, scaling, words):
+    from click.testing import CliRunner
+
+    from cli.main import main
+    float_dir = write_float_model(tmp_path / "f", llama_config(layers=1) | {"rope_scaling": scaling})
+    with pytest.raises(UnsupportedError, match=words):
+        Spec.from_config(llama_config(layers=1) | {"rope_scaling": scaling}, "x")
+    r = CliRunner().invoke(main, ["eval", str(float_dir), "--generate", "hi", "--max-new-tokens", "1"])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and str(float_dir) in r.output, r.output

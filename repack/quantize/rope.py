@@ -51,7 +51,15 @@ def _num(params: dict, key: str, where: str, kind: str) -> float:
 
 def rope_from_config(config: dict, dim: int, where: str = "") -> Rope:
     """The rotary frequencies of ``dim`` rotating dimensions per head. Scaling parameters come from
-    ``rope_scaling`` (transformers 4) or ``rope_parameters`` (5); unknown kinds are refused."""
+    ``rope_scaling`` (transformers 4) or ``rope_parameters`` (5); unknown kinds are refused, and so
+    is a parameter that is not a number (one line naming the file)."""
+    try:
+        return _rope_from_config(config, dim, where)
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        raise UnsupportedError(f"{where}: unusable rope parameters ({e})") from None
+
+
+def _rope_from_config(config: dict, dim: int, where: str) -> Rope:
     params = config.get("rope_scaling") or config.get("rope_parameters") or {}
     if not isinstance(params, dict):
         raise UnsupportedError(f"{where}: rope_scaling must be an object, got {params!r}")
@@ -73,6 +81,9 @@ def rope_from_config(config: dict, dim: int, where: str = "") -> Rope:
         factor = _num(params, "factor", where, kind)
         low, high = _num(params, "low_freq_factor", where, kind), _num(params, "high_freq_factor", where, kind)
         old = _num(params, "original_max_position_embeddings", where, kind)
+        if not (0 < low < high) or factor <= 0 or old <= 0:
+            raise UnsupportedError(f"{where}: rope scaling 'llama3' needs 0 < low_freq_factor < high_freq_factor and a "
+                                   f"positive factor and context, got {low}, {high}, {factor}, {old}")
         wavelen = 2 * math.pi / base
         # long wavelengths (beyond old / low) are slowed by the factor, short ones (under old / high)
         # kept, the band between blended linearly in old / wavelen
@@ -91,8 +102,9 @@ def rope_from_config(config: dict, dim: int, where: str = "") -> Rope:
 
 def _yarn(params: dict, theta: float, dim: int, base: torch.Tensor, max_pos, where: str) -> Rope:
     old = _num(params, "original_max_position_embeddings", where, "yarn")
-    factor = float(params["factor"]) if params.get("factor") is not None else (
-        float(max_pos) / old if max_pos else _num(params, "factor", where, "yarn"))
+    factor = _num(params, "factor", where, "yarn") if params.get("factor") is not None or not max_pos else float(max_pos) / old
+    if factor <= 0 or old <= 0:
+        raise UnsupportedError(f"{where}: rope scaling 'yarn' needs a positive factor and context, got {factor}, {old}")
 
     def mscale(scale: float, m: float = 1.0) -> float:
         return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
@@ -129,7 +141,8 @@ def _longrope(params: dict, theta: float, dim: int, max_pos, top_old, where: str
     old = int(params.get("original_max_position_embeddings") or top_old or 0)  # Phi-3 keeps it at the top level
     if not old:
         raise UnsupportedError(f"{where}: rope scaling 'longrope' needs original_max_position_embeddings")
-    factor = float(params["factor"]) if params.get("factor") is not None else (float(max_pos) / old if max_pos else 1.0)
+    factor = _num(params, "factor", where, "longrope") if params.get("factor") is not None else (
+        float(max_pos) / old if max_pos else 1.0)
     attention = params.get("attention_factor")
     if attention is None:
         attention = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(old))
