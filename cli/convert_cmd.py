@@ -58,6 +58,8 @@ def convert_cmd(src, dst, to, variant, gguf_type, tp, source_format, force, dry_
       repack convert ./model.Q4_0.gguf ./model-fp32 --to dense --variant fp32
       repack convert ./model-awq ./workspace --to turbomind --variant w4 --tp 2
     """
+    if push_to:
+        hub.check_push_target(push_to)
     if gguf_type is not None:
         if to != "gguf" or variant not in (None, gguf_type):
             raise click.UsageError("--gguf-type goes with --to gguf (and replaces --variant)")

@@ -1,5 +1,6 @@
 import click
 
+from repack import hub
 from repack.quantize.arch import ARCHS
 from repack.quantize.driver import METHODS, quantize
 
@@ -51,9 +52,13 @@ HELP = f"""Quantize the float model MODEL (folder, hub id, or any checkpoint rep
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (per layer errors) as JSON.")
 @click.option("--quiet", is_flag=True, help="Print only the summary line.")
+@click.option("--push-to-hub", "push_to", default=None, metavar="ORG/NAME",
+              help="Upload the finished folder to this Hugging Face repo (created if missing).")
 @handle_errors
 def quantize_cmd(model, out, method, bits, group_size, sym, act_order, static_groups, no_true_sequential, damp, clip_search,
-                 calib, nsamples, seqlen, to, variant, device, seed, force, as_json, quiet):
+                 calib, nsamples, seqlen, to, variant, device, seed, force, as_json, quiet, push_to):
+    if push_to:
+        hub.check_push_target(push_to)
     def on_block(b):
         if not quiet and not as_json:
             rel = sum(l.rel for l in b.layers) / len(b.layers)
@@ -63,8 +68,9 @@ def quantize_cmd(model, out, method, bits, group_size, sym, act_order, static_gr
     report = quantize(model, out, method, int(bits), group_size, sym, act_order, static_groups=static_groups,
                       true_sequential=not no_true_sequential, damp=damp, clip_search=clip_search, calib=calib, nsamples=nsamples, seqlen=seqlen,
                       to=to, variant=variant, seed=seed, device=device, force=force, on_block=on_block)
+    url = hub.push(out, push_to) if push_to else None
     if as_json:
-        emit_json(report.to_dict())
+        emit_json(report.to_dict() | ({"pushed_to": url} if url else {}))
         return
     layers = report.layers()
     rel = sum(l.rel for l in layers) / len(layers)
@@ -73,3 +79,5 @@ def quantize_cmd(model, out, method, bits, group_size, sym, act_order, static_gr
     click.echo(f"wrote {report.out} ({report.format}/{report.variant}): {method} {bits}-bit g{group_size} "
                f"{'sym' if sym else 'asym'}{order}, {len(report.blocks)} blocks, {len(layers)} layers in {report.seconds:.1f}s on "
                f"{report.device}, peak RSS {report.peak_rss_bytes / 2**20:.0f} MiB; mean rel output error {rel:.4f} (rtn {rtn:.4f})")
+    if url:
+        click.echo(f"uploaded to {url}")

@@ -51,10 +51,15 @@ def resolve(src: str | os.PathLike) -> tuple[Path, Path | None]:
     return folder, folder.parent.parent
 
 
-def push(folder: str | os.PathLike, repo: str, private: bool = False) -> str:
-    """Upload a finished model folder to ``repo`` (created if missing); returns the repo URL."""
+def check_push_target(repo: str) -> None:
+    """Refuse a malformed --push-to-hub id before any work is done."""
     if not REPO_ID.match(repo) or "@" in repo:
         raise InputError(f"{repo}: not a repo id like org/name")
+
+
+def push(folder: str | os.PathLike, repo: str, private: bool = False) -> str:
+    """Upload a finished model folder to ``repo`` (created if missing); returns the repo URL."""
+    check_push_target(repo)
     try:
         from huggingface_hub import HfApi
         api = HfApi()

@@ -114,3 +114,19 @@ def test_push_to_hub_uploads_the_finished_folder(tmp_path, monkeypatch):
     assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "upload failed (RuntimeError: 401 Client Error: Unauthorized)" in r.stderr and "kept at" in r.stderr
     assert (tmp_path / "out2" / "model.safetensors").exists()
+
+
+def test_quantize_pushes_too_and_refuses_a_bad_repo_id_first(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from repack.synthetic import llama_config, write_float_model
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    FakeApi.calls, FakeApi.fail = [], False
+    float_dir = write_float_model(tmp_path / "float", llama_config(layers=1))
+    args = ["quantize", str(float_dir), str(tmp_path / "q"), "--method", "rtn", "--nsamples", "2", "--seqlen", "16"]
+    r = CliRunner().invoke(main, args + ["--push-to-hub", "not a repo"])
+    assert r.exit_code == 2 and "not a repo id" in r.output and not (tmp_path / "q").exists()
+    assert FakeApi.calls == []
+    r = CliRunner().invoke(main, args + ["--push-to-hub", "me/tiny-rtn"])
+    assert r.exit_code == 0 and "uploaded to https://huggingface.co/me/tiny-rtn" in r.output, r.output
+    assert FakeApi.calls[1][0] == "upload" and "model.safetensors" in FakeApi.calls[1][2]
