@@ -263,13 +263,22 @@ class TurbomindWriter(CheckpointWriter):
             return sl.lay.rotary_order(self.d.heads if part == "q" else self.d.kv_heads, self.d.head_dim)
         return np.arange(n)
 
-    def _ranks(self, i: int, part: str, ranks: list[tuple]) -> None:
+    def _gathered(self, i: int, part: str, value) -> tuple[str, dict] | None:
+        """Hold ``value`` for ``part`` of layer i's slot; once every part of the slot is held, hand
+        back (slot, part -> value) and forget them."""
         slot = next(sl_ for sl_ in sl.SLOTS[self.variant] if part in sl.PARTS[sl_])
         got = self.parts[(i, slot)]
-        got[part] = ranks
+        got[part] = value
         if len(got) < len(sl.PARTS[slot]):
-            return
+            return None
         del self.parts[(i, slot)]
+        return slot, got
+
+    def _ranks(self, i: int, part: str, ranks: list[tuple]) -> None:
+        done = self._gathered(i, part, ranks)
+        if done is None:
+            return
+        slot, got = done
         for r in range(self.tp):
             q, s, z = _join(slot, [got[p][r] for p in sl.PARTS[slot]])
             files = {"qweight": q, "scales": s, "zeros": z} if self.variant == "v6" else \
@@ -403,12 +412,10 @@ class TurbomindWriter(CheckpointWriter):
             self._member(role.layer, role.part, (q, z, s))
 
     def _member(self, i: int, part: str, qzs: tuple) -> None:
-        slot = next(sl_ for sl_ in sl.SLOTS[self.variant] if part in sl.PARTS[sl_])
-        got = self.parts[(i, slot)]
-        got[part] = qzs
-        if len(got) < len(sl.PARTS[slot]):
+        done = self._gathered(i, part, qzs)
+        if done is None:
             return
-        del self.parts[(i, slot)]
+        slot, got = done
         for r in range(self.tp):
             if slot in sl.COLUMN_PARALLEL:
                 q, z, s = (sl.rank_columns(slot, {p: v[j] for p, v in got.items()}, self.d, self.tp, r) for j in range(3))
