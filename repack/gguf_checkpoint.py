@@ -165,10 +165,8 @@ def llama3_scaling_of(divisors: np.ndarray, cfg: dict) -> dict | None:
     if dim > hidden // heads or factor <= 1.0:
         return None
     scaling = {"rope_type": "llama3", "factor": factor, **LLAMA3_BANDS}
-    from .quantize.rope import rope_from_config
-    plain = rope_from_config({"rope_theta": theta}, dim).inv_freq
-    scaled = rope_from_config({"rope_theta": theta, "rope_scaling": scaling}, dim).inv_freq
-    ratio = np.array(plain, np.float64) / np.array(scaled, np.float64)
+    from .quantize.rope import divisors as scaled_divisors
+    ratio = scaled_divisors({"rope_theta": theta, "rope_scaling": scaling}, dim)
     return scaling if np.allclose(ratio, divisors, rtol=1e-5, atol=0) else None
 
 

@@ -138,10 +138,10 @@ class GgufWriter(CheckpointWriter):
         w.add_feed_forward_length(int(c["intermediate_size"]))
         w.add_head_count(heads)
         w.add_head_count_kv(int(c.get("num_key_value_heads") or heads))
-        scaling = c.get("rope_scaling") or c.get("rope_parameters")  # transformers 4 / 5 spelling
-        theta = float(c.get("rope_theta") or (scaling.get("rope_theta") if isinstance(scaling, dict) else None)
-                      or arch.HF_DEFAULTS["rope_theta"])
-        w.add_rope_freq_base(theta)
+        from ..quantize.rope import divisors, rope_params, rope_theta
+        where = str(self.source.path)
+        scaling = rope_params(c, where)  # rope_scaling or (transformers 5) rope_parameters
+        w.add_rope_freq_base(rope_theta(c, where))
         w.add_layer_norm_rms_eps(float(c.get("rms_norm_eps") or arch.HF_DEFAULTS["rms_norm_eps"]))
         w.add_rope_dimension_count(head_dim)
         if c.get("head_dim"):
@@ -149,7 +149,7 @@ class GgufWriter(CheckpointWriter):
             w.add_value_length(head_dim)
         if c.get("vocab_size"):
             w.add_vocab_size(int(c["vocab_size"]))
-        kind = (scaling.get("rope_type") or scaling.get("type")) if isinstance(scaling, dict) else None
+        kind = scaling.get("rope_type") or scaling.get("type")
         if kind == "linear":
             w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
             w.add_rope_scaling_factor(float(scaling["factor"]))
@@ -157,10 +157,7 @@ class GgufWriter(CheckpointWriter):
             # llama.cpp keeps Llama 3's scaling as per-frequency divisors in a `rope_freqs` tensor
             # (its converter's LlamaModel; no metadata key); a GGUF source already has the tensor
             if "rope_freqs.weight" not in self.names:
-                from ..quantize.rope import rope_from_config
-                plain = rope_from_config({"rope_theta": theta}, head_dim).inv_freq
-                scaled = rope_from_config(c, head_dim, str(self.source.path)).inv_freq
-                self._rope_freqs = (np.array(plain, np.float64) / np.array(scaled, np.float64)).astype(np.float32)
+                self._rope_freqs = divisors(c, head_dim, where).astype(np.float32)
         elif kind not in (None, "default"):
             raise UnsupportedError(f"{self.source.path}: rope_scaling {kind!r} is not written to GGUF (linear and llama3 are)")
         w.add_file_type(self._file_type(gguf))

@@ -18,7 +18,7 @@ import torch
 from ..errors import InputError, UnsupportedError
 from . import norms
 from .arch import Arch, Stage, arch_for, bias_of
-from .rope import Rope, rope_from_config
+from .rope import Rope, rope_from_config, rope_params
 
 Linear = Callable[[str, torch.Tensor], torch.Tensor]
 
@@ -55,7 +55,7 @@ class Spec:
     @classmethod
     def from_config(cls, config: dict, where: str = "") -> "Spec":
         arch = arch_for(config, where)
-        rope = _rope(config, where)
+        rope = rope_params(config, where)
         act = next((str(config[k]) for k in arch.act_keys if config.get(k)), arch.act_default)
         act = dict(arch.act_aliases).get(act, act)
         if act not in ACTIVATIONS:
@@ -83,14 +83,6 @@ class Spec:
     @property
     def stages(self) -> tuple[Stage, ...]:
         return self.arch.stages(self.heads * self.head_dim, self.kv_heads * self.head_dim, self.intermediate)
-
-
-def _rope(config: dict, where: str) -> dict:
-    """The rotary parameters (``rope_scaling`` in transformers 4 configs, ``rope_parameters`` in 5)."""
-    rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
-    if not isinstance(rope, dict):
-        raise UnsupportedError(f"{where}: rope_scaling must be an object, got {rope!r}")
-    return rope
 
 
 def _embed_scale(arch: Arch, hidden: int, config: dict) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..errors import UnsupportedError
@@ -59,12 +60,30 @@ def rope_from_config(config: dict, dim: int, where: str = "") -> Rope:
         raise UnsupportedError(f"{where}: unusable rope parameters ({e})") from None
 
 
-def _rope_from_config(config: dict, dim: int, where: str) -> Rope:
+def rope_params(config: dict, where: str = "") -> dict:
+    """The rotary parameters: ``rope_scaling`` (transformers 4 configs) or ``rope_parameters`` (5)."""
     params = config.get("rope_scaling") or config.get("rope_parameters") or {}
     if not isinstance(params, dict):
         raise UnsupportedError(f"{where}: rope_scaling must be an object, got {params!r}")
+    return params
+
+
+def rope_theta(config: dict, where: str = "") -> float:
+    """The base: top-level ``rope_theta``, else the one inside the rotary parameters, else 10000."""
+    return float(config.get("rope_theta") or rope_params(config, where).get("rope_theta") or 10000.0)
+
+
+def divisors(config: dict, dim: int, where: str = "") -> np.ndarray:
+    """Plain frequencies over the config's scaled ones, per rotating pair: llama.cpp's ``rope_freqs``."""
+    plain = rope_from_config({"rope_theta": rope_theta(config, where)}, dim, where).inv_freq
+    scaled = rope_from_config(config, dim, where).inv_freq
+    return np.array(plain, np.float64) / np.array(scaled, np.float64)
+
+
+def _rope_from_config(config: dict, dim: int, where: str) -> Rope:
+    params = rope_params(config, where)
     kind = str(params.get("rope_type") or params.get("type") or "default")
-    theta = float(config.get("rope_theta", params.get("rope_theta", 10000.0)))
+    theta = rope_theta(config, where)
     base = _base(theta, dim)
     max_pos = config.get("max_position_embeddings")
     if kind == "default":
