@@ -5,6 +5,12 @@ against the dequantized reference before it is timed (do_bench median, L2 flushe
 from a CUDA graph). Prints one line per candidate and the best per (shape, M) against cuBLAS fp16.
 
     python benchmarks/paths_gemm.py [--shapes 4096x4096,8192x28672] [--m 1,16,256] [--budget-s 300]
+        [--rank graph|do_bench] [--merge-into repack/kernels/tuned.json]
+
+Candidates are ranked by kernel-only graph time by default: do_bench of a forced path includes the
+unplanned launch's host time (40-75 us), which at M = 1 is longer than the kernel. With
+--merge-into, a best candidate faster (graph) than the default dispatch replaces that shape's entry
+of its M bucket.
 """
 
 from __future__ import annotations
@@ -22,8 +28,8 @@ import torch  # noqa: E402
 
 from benchmarks.gemm_common import bench_ms, copies_for, graph_ms, packed_weight  # noqa: E402
 from repack.kernels import triton_gemm as tg  # noqa: E402
-from repack.kernels.triton_gemm import DOT_KTJ, GEMV_KJ, triton_gemm  # noqa: E402
-from repack.kernels.tuned import TileConfig, pick_config, split_for  # noqa: E402
+from repack.kernels.triton_gemm import DOT_KTJ, GEMV_H2, GEMV_KJ, triton_gemm  # noqa: E402
+from repack.kernels.tuned import TileConfig, bucket, pick_config, split_for  # noqa: E402
 
 SMS = 132
 
@@ -31,7 +37,8 @@ SMS = 132
 def candidates(M: int):
     """(path, paired dequantization, block_m, block_n, block_k, warps, stages, target programs)."""
     if M <= 4:
-        yield from itertools.product([GEMV_KJ], [False], [1], [128, 256], [128], [4], [2, 3], [528, 1056])
+        yield from itertools.product([GEMV_H2], [False], [1], [128, 256], [64, 128], [4], [2, 3], [528, 1056, 2112])
+        yield from itertools.product([GEMV_H2], [False], [1], [512], [128], [4, 8], [2], [1056, 2112])
     elif M <= 64:
         bm = 16 if M <= 16 else 64
         yield from itertools.product([DOT_KTJ], [True, False], [bm], [64, 128], [64, 128], [4], [3], [264, 528, 1056])
@@ -46,7 +53,14 @@ def main() -> None:
     ap.add_argument("--m", default="1,16,64,256,1024")
     ap.add_argument("--budget-s", type=float, default=300)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--rank", choices=("graph", "do_bench"), default="graph")
+    ap.add_argument("--merge-into", default=None)
     args = ap.parse_args()
+    warm = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+    t_warm = time.time()
+    while time.time() - t_warm < 2:  # bring the clocks up before the first measurement
+        warm @ warm
+    torch.cuda.synchronize()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     ms_list = [int(m) for m in args.m.split(",")]
     t0 = time.time()
@@ -57,14 +71,18 @@ def main() -> None:
         dense_copies = [torch.randn(N, K, device="cuda", dtype=torch.float16) for _ in range(copies_for(K * N * 2))]
         for M in ms_list:
             x = torch.randn(M, K, device="cuda", dtype=torch.float16)
-            tg.PAIRED_DEQUANT = False
-            ref = triton_gemm(x, w).float()  # the default path, itself tested against the reference in tests/
+            tg.PAIRED_DEQUANT, tg.HALF2_GEMV = False, False
+            ref = triton_gemm(x, w).float()  # fp32 arithmetic paths, themselves tested against the reference in tests/
+            tg.HALF2_GEMV = True
             cublas = bench_ms(lambda: torch.nn.functional.linear(x, dense_copies[0]))
             cublas_g = graph_ms([lambda d=d: torch.nn.functional.linear(x, d) for d in dense_copies])
             default_ms = bench_ms(lambda: triton_gemm(x, w))
             default_g = graph_ms([lambda c=c: triton_gemm(x, c) for c in copies])
             print(f"{K}x{N} M={M}: cuBLAS {cublas * 1e3:.1f} us (graph {cublas_g * 1e3:.1f}); default {pick_config(M, N, K)} "
                   f"{default_ms * 1e3:.1f} us (graph {default_g * 1e3:.1f})", flush=True)
+            if M <= 4:  # the fp32-arithmetic GEMV on the default tile, for comparison with GEMV_H2
+                kj_g = graph_ms([lambda c=c: triton_gemm(x, c, pick_config(M, N, K), path_override=GEMV_KJ) for c in copies])
+                print(f"  GEMV_KJ (fp32 arithmetic) on the default tile: graph {kj_g * 1e3:.1f} us", flush=True)
             best = None
             for path, paired, bm, bn, bk, warps, stages, target in candidates(M):
                 tg.PAIRED_DEQUANT = paired
@@ -80,16 +98,17 @@ def main() -> None:
                         print(f"  path {path} paired={paired} {cfg}: WRONG rel err {err:.2e}", flush=True)
                         continue
                     ms = bench_ms(lambda: triton_gemm(x, w, cfg, path_override=path))
+                    g = graph_ms([lambda c=c: triton_gemm(x, c, cfg, path_override=path) for c in copies])
                 except Exception as e:  # noqa: BLE001 - a tile that does not compile is reported and skipped
                     print(f"  path {path} paired={paired} {cfg}: {type(e).__name__}: {str(e)[:120]}", flush=True)
                     continue
-                print(f"  path {path} paired={paired} {cfg}: {ms * 1e3:.1f} us  x cuBLAS {cublas / ms:.2f}", flush=True)
-                if best is None or ms < best[0]:
-                    best = (ms, path, cfg, target, paired)
+                print(f"  path {path} paired={paired} {cfg} target {target}: {ms * 1e3:.1f} us (graph {g * 1e3:.1f})  "
+                      f"x cuBLAS {cublas / ms:.2f} (graph {cublas_g / g:.2f})", flush=True)
+                rank = g if args.rank == "graph" else ms
+                if best is None or rank < best[0]:
+                    best = (rank, path, cfg, target, paired, ms, g)
             if best:
-                ms, path, cfg, target, paired = best
-                tg.PAIRED_DEQUANT = paired
-                g = graph_ms([lambda c=c: triton_gemm(x, c, cfg, path_override=path) for c in copies])
+                _, path, cfg, target, paired, ms, g = best
                 r = {"K": K, "N": N, "M": M, "path": path, "paired": paired, "config": cfg.to_dict(), "ms": ms, "graph_ms": g,
                      "target_programs": target, "cublas_ms": cublas, "cublas_graph_ms": cublas_g,
                      "default_ms": default_ms, "default_graph_ms": default_g}
@@ -99,6 +118,22 @@ def main() -> None:
                       flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
+    if args.merge_into:
+        merge(rows, Path(args.merge_into))
+
+
+def merge(rows: list[dict], table_file: Path) -> None:
+    """Write each best tile into the tuned table where its graph time beats the default's."""
+    table = json.loads(table_file.read_text())
+    for r in rows:
+        if r["graph_ms"] >= r["default_graph_ms"] or not r["target_programs"]:
+            continue
+        entries = table.setdefault(str(bucket(r["M"])), [])
+        entry = {"K": r["K"], "N": r["N"], "ms": r["graph_ms"], "target_programs": r["target_programs"], "config": r["config"]}
+        entries[:] = [e for e in entries if (e["K"], e["N"]) != (r["K"], r["N"])] + [entry]
+        print(f"tuned: bucket {bucket(r['M'])} {r['K']}x{r['N']} <- {r['config']} (graph {r['default_graph_ms'] * 1e3:.1f} -> "
+              f"{r['graph_ms'] * 1e3:.1f} us)", flush=True)
+    table_file.write_text(json.dumps(table, indent=1) + "\n")
 
 
 if __name__ == "__main__":

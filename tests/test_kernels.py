@@ -113,10 +113,11 @@ def _paths():
     from repack.kernels import triton_gemm as tg
     return [(tg.GEMV_KJ, TileConfig(1, 64, 128, 4, 4, 2), (1, 5)), (tg.GEMV_K, TileConfig(1, 64, 256, 4, 4, 2), (1, 5)),
             (tg.DOT_KTJ, TileConfig(16, 64, 64, 3, 4, 3), (7, 16, 33)), (tg.DOT_KT, TileConfig(16, 64, 128, 2, 4, 3), (7, 16)),
-            (tg.DOT_KTJ, TileConfig(256, 128, 64, 1, 8, 3), (128, 1000)), (tg.DOT_K, TileConfig(128, 128, 128, 1, 8, 3), (128, 300))]
+            (tg.DOT_KTJ, TileConfig(256, 128, 64, 1, 8, 3), (128, 1000)), (tg.DOT_K, TileConfig(128, 128, 128, 1, 8, 3), (128, 300)),
+            (tg.GEMV_H2, TileConfig(1, 256, 128, 4, 4, 2), (1, 3)), (tg.GEMV_H2, TileConfig(1, 128, 64, 1, 8, 3), (1,))]
 
 
-@pytest.mark.parametrize("case", range(6))
+@pytest.mark.parametrize("case", range(8))
 @pytest.mark.parametrize("gs", [32, 128])
 @pytest.mark.parametrize("paired", [True, False])
 def test_each_kernel_path_on_4bit_gptq(tmp_path, case, gs, paired, monkeypatch):
@@ -222,3 +223,21 @@ def run_and_check_on(x, w, L, seed, with_out):
     want = oracle(x, L)
     rel = float((y.double().cpu() - want).norm() / want.norm())
     assert rel <= TOLERANCE[x.dtype], f"relative error {rel:.2e} (seed {seed}, M={x.shape[0]})"
+
+
+@pytest.mark.parametrize("layout", ["gptq_v1", "gptq_v2", "compressed"])
+def test_half2_gemv_against_fp32_gemv(tmp_path, layout):
+    """M = 1 fp16 takes GEMV_H2 (fp16x2 partial sums of eight products): within the tolerance of the
+    oracle like every path, and close to the fp32-arithmetic GEMV_KJ on the same tile; an x whose rows
+    are not 4-byte aligned (odd row stride) falls back to GEMV_KJ and is still right."""
+    from repack.kernels import triton_gemm as tg
+    L, packed, _ = layout_case(tmp_path, layout, 128)
+    cfg = TileConfig(1, 128, 128, 2, 4, 2)
+    for _ in range(3):
+        seed = random.randrange(2**31)
+        x = torch.randn(1, K, generator=torch.Generator().manual_seed(seed)).half().cuda()
+        h2 = run_and_check(x, packed, L, cfg, seed, tg.GEMV_H2).double()
+        kj = run_and_check(x, packed, L, cfg, seed, tg.GEMV_KJ).double()
+        assert float((h2 - kj).norm() / kj.norm()) < 1e-3
+        wide = torch.randn(1, K + 1, generator=torch.Generator().manual_seed(seed)).half().cuda()
+        run_and_check(wide[:, 1:], packed, L, seed=seed)  # data pointer 2 bytes past an aligned one

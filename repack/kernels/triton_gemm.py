@@ -189,6 +189,61 @@ def _dequant8_pairs(words, zz, ss, OUT: tl.constexpr):
                                          args=[words, zz, ss], dtype=(tl.bfloat16,) * 8, is_pure=True, pack=1)
 
 
+def _half2_dot_asm() -> str:
+    """PTX of :func:`_dot8_half2`: one 4-bit GPTQ-order word against its eight fp16 inputs.
+
+    ``lop3`` with the mask 0x000F000F puts codes j and j + 4 of ``w >> 4j`` in the two halves of
+    an fp16x2 as 1024 + q (exponent trick, exact); with 0x00F000F0 (no shift) the halves hold
+    1024 + 16 q, and one ``fma`` by 1/16 minus (64 + z) gives q - z exactly as well (the pairing of
+    FasterTransformer's int4 -> fp16 conversion, here on the natural nibble order). So one shift,
+    four lop3 and four paired ops make the eight exact integers q - z; four paired fp16 FMAs with
+    the input pairs (x_j, x_{j+4}) sum the eight products into two halves, which are added in fp32.
+    16 instructions a word where the fp32 path spends ~4 a code."""
+    return "\n".join([
+        "{",
+        ".reg .b32 u, t0, t1, t2, t3, a, r16;",
+        ".reg .b16 h0, h1;",
+        ".reg .f32 f0, f1;",
+        "mov.b32 r16, 0x2C002C00;",  # (1/16, 1/16)
+        "shr.u32 u, $1, 8;",
+        "lop3.b32 t0, $1, 0x000F000F, 0x64006400, 0xEA;",  # (1024 + q0, 1024 + q4)
+        "lop3.b32 t1, $1, 0x00F000F0, 0x64006400, 0xEA;",  # (1024 + 16 q1, 1024 + 16 q5)
+        "lop3.b32 t2, u, 0x000F000F, 0x64006400, 0xEA;",   # q2, q6
+        "lop3.b32 t3, u, 0x00F000F0, 0x64006400, 0xEA;",   # q3, q7 (x16)
+        "sub.f16x2 t0, t0, $2;",  # - (1024 + z): q - z
+        "fma.rn.f16x2 t1, t1, r16, $3;",  # / 16 - (64 + z): q - z
+        "sub.f16x2 t2, t2, $2;",
+        "fma.rn.f16x2 t3, t3, r16, $3;",
+        "mul.rn.f16x2 a, t0, $4;",
+        "fma.rn.f16x2 a, t1, $5, a;",
+        "fma.rn.f16x2 a, t2, $6, a;",
+        "fma.rn.f16x2 a, t3, $7, a;",
+        "mov.b32 {h0, h1}, a;",
+        "cvt.f32.f16 f0, h0;",
+        "cvt.f32.f16 f1, h1;",
+        "add.f32 $0, f0, f1;",
+        "}",
+    ])
+
+
+_HALF2_DOT: tl.constexpr = tl.constexpr(_half2_dot_asm())
+
+
+@triton.jit
+def _dot8_half2(words, zl, zh, x0, x1, x2, x3):
+    """sum over the eight codes q of each word of x * (q - z), in fp32 (see _half2_dot_asm).
+    ``zl``: (1024 + z) in both fp16 halves, ``zh``: -(64 + z) in both; ``xj``: the fp16 pair
+    (x[8r + j], x[8r + j + 4]) as int32."""
+    return tl.inline_asm_elementwise(asm=_HALF2_DOT, constraints="=f,r,r,r,r,r,r,r",
+                                     args=[words, zl, zh, x0, x1, x2, x3], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _fp16_bits(v):
+    """fp16 tensor -> int32 holding its 16 bits (upper half zero)."""
+    return v.to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+
+
 @triton.jit
 def _paired_halves(h16):
     """int32 with the 16-bit pattern ``h16`` (an integer tensor holding 0..65535) in both halves.
@@ -243,7 +298,10 @@ def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.conste
 
 
 # kernel paths (host picks one):
-GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ = 0, 1, 2, 3, 4, 7, 9
+GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2 = 0, 1, 2, 3, 4, 7, 9, 10
+# fp16 activations at M = 1 on the joined layout take GEMV_H2 (paired fp16 arithmetic, see
+# _half2_dot_asm); a module switch so benchmarks can compare it with GEMV_KJ in one process
+HALF2_GEMV = True
 # dequantize the joined tensor-core paths two weights per instruction (inline PTX, see
 # _dequant8_pairs); a module switch so benchmarks can compare both ways in one process
 PAIRED_DEQUANT = True
@@ -252,6 +310,7 @@ PAIRED_DEQUANT = True
 # on the H200 (rel 3e3, benchmarks/results/diag-eval-layers-h200.log) while every other path was
 # right; the cause is not found yet, so that layout dequantizes one code at a time.
 PAIRED_ZEROS = {ZEROS_ALONG_N}
+HALF2_ZEROS = {ZEROS_ALONG_N, ZEROS_ALONG_N_AWQ, ZEROS_ALONG_G, ZEROS_INT, ZEROS_MARLIN}  # zeros as integers, any layout
 
 
 @triton.jit
@@ -437,6 +496,44 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             acc += tl.sum(qz * x[None, :], axis=1) * s
         _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
                 cnt_ptr, tile, split_k, SPLIT)
+    elif PATH == 10:
+        # GEMV_KJ's tiles with the arithmetic in fp16 pairs: the eight products of a word are summed
+        # in fp16x2 (exact q - z, one rounding per FMA) and only that partial goes to fp32
+        acc2 = tl.zeros((BLOCK_N, KW), dtype=tl.float32)  # reduced over K once, after the loop
+        for kk in range(0, tl.minimum(K_SPLIT, K - k_begin), BLOCK_K):  # a tile past K has no group
+            k0 = k_begin + kk
+            offs_kw = k0 // PER + tl.arange(0, KW)
+            g = k0 // group_size
+            # x as int32 pairs (x[2m], x[2m + 1]), one 16-byte load per word row (x contiguous along K)
+            xw_ptrs = (x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + (pid_m * sxm + k0) // 2
+                       + 4 * tl.arange(0, KW)[:, None] + tl.arange(0, 4)[None, :])
+            if EVEN:
+                xw = tl.load(xw_ptrs)
+            else:
+                xw = tl.load(xw_ptrs, mask=(offs_kw < K // PER)[:, None], other=0)
+            pa, pb = tl.split(tl.reshape(xw, (KW, 2, 2)))  # pairs 0, 2 and 1, 3
+            w0, w2 = tl.split(pa)
+            w1, w3 = tl.split(pb)
+            x0 = (w0 & 0xFFFF) | (w2 << 16)  # (x[8r], x[8r + 4])
+            x1 = ((w0 >> 16) & 0xFFFF) | (w2 & -65536)  # (x[8r + 1], x[8r + 5])
+            x2 = (w1 & 0xFFFF) | (w3 << 16)
+            x3 = ((w1 >> 16) & 0xFFFF) | (w3 & -65536)
+            if EVEN:
+                words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb)  # [BN, KW]
+                s = tl.load(s_ptr + g * ssg + offs_n * ssn).to(tl.float32)
+            else:
+                kw_ok = offs_kw < K // PER
+                words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb,
+                                mask=n_ok[:, None] & kw_ok[None, :], other=0)
+                s = tl.load(s_ptr + g * ssg + offs_n * ssn, mask=n_ok, other=0.0).to(tl.float32)
+            z = _zero_at(z_ptr, g, offs_n, n_ok, sza, szb, zero_offset, BITS, ZLAYOUT)
+            zl = _paired_halves(0x6400 + z)  # fp16 1024 + z
+            zh = _paired_halves(_fp16_bits((-64.0 - z.to(tl.float32)).to(tl.float16)))
+            part = _dot8_half2(words, zl[:, None], zh[:, None], x0[None, :], x1[None, :], x2[None, :], x3[None, :])
+            acc2 += part * s[:, None]
+        acc = tl.sum(acc2, axis=1)
+        _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
+                cnt_ptr, tile, split_k, SPLIT)
     else:
         # general: any layout, any group map; codes addressed per element (duplicate word loads)
         if BLOCK_M > 1:
@@ -538,12 +635,16 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     block_m, block_k = (1, cfg.block_k) if cfg.block_m == 1 else (max(16, cfg.block_m), cfg.block_k)
     block_n, stages = cfg.block_n, cfg.num_stages
     joined_bk = _joined_block_k(w, block_k, tensor_core=block_m > 1)
-    if path_override is not None and path_override not in (GEMV_KJ, DOT_KTJ):
+    if path_override is not None and path_override not in (GEMV_KJ, DOT_KTJ, GEMV_H2):
         joined_bk = None
     if joined_bk is not None:
         # 4-bit GPTQ-order layers: each word loaded once, its codes unpacked inside one thread
         # (2-3x faster than the paths below at M >= 16 on the H200: benchmarks/NOTES-gemm.md)
         path, block_k = (GEMV_KJ if block_m == 1 else DOT_KTJ), joined_bk
+        half2 = HALF2_GEMV if path_override is None else path_override == GEMV_H2
+        if (path == GEMV_KJ and half2 and x.dtype == torch.float16 and w.zeros_layout in HALF2_ZEROS
+                and x2.stride(1) == 1 and x2.stride(0) % 2 == 0 and x2.data_ptr() % 4 == 0):  # x read as int32 pairs
+            path = GEMV_H2
     elif w.codes == CODES_MARLIN:
         # the general path addresses each code's word through the Marlin closed forms: correct
         # for every shape and group map, not tuned (the GPU run of this path is still to be done)
@@ -613,7 +714,8 @@ _plans: dict[tuple, tuple] = {}
 
 def _plan_key(x: torch.Tensor, w: PackedWeight, stream: int) -> tuple:
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
-    return (id(w), tuple(x2.shape), x.dtype, x2.stride(), x.device.index, x2.data_ptr() % 16 == 0, stream)
+    # the pointer's residue, not just 16-byte alignment: GEMV_H2 also needs 4-byte aligned rows
+    return (id(w), tuple(x2.shape), x.dtype, x2.stride(), x.device.index, x2.data_ptr() % 16, stream)
 
 
 def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torch.Tensor | None:
