@@ -41,7 +41,8 @@ def candidates(M: int):
         yield from itertools.product([GEMV_H2], [False], [1], [512], [128], [4, 8], [2], [1056, 2112])
     elif M <= 64:
         bm = 16 if M <= 16 else 64
-        yield from itertools.product([DOT_KTJ], [True, False], [bm], [64, 128], [64, 128], [4], [3], [264, 528, 1056])
+        for bn in (64, 128, 256):
+            yield from itertools.product([DOT_KTJ], [True], [bm], [bn], [64, 128], [4 if bn < 256 else 8], [3, 4], [264, 528, 1056])
     else:
         yield from itertools.product([DOT_KTJ], [True, False], [128, 256], [128], [64, 128], [8], [3], [0])
         yield from itertools.product([DOT_KTJ], [True], [128, 256], [64], [64, 128], [4], [3, 4], [0, 264])
