@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from benchmarks.gemm_common import bench_ms, copies_for, graph_ms, packed_weight  # noqa: E402
 from repack.kernels import triton_gemm as tg  # noqa: E402
-from repack.kernels.triton_gemm import DOT_KTJ, GEMV_H2, GEMV_KJ, triton_gemm  # noqa: E402
+from repack.kernels.triton_gemm import DOT_GLUON, GEMV_H2, GEMV_KJ, triton_gemm  # noqa: E402
 from repack.kernels.tuned import TileConfig, bucket, pick_config, split_for  # noqa: E402
 
 SMS = 132
@@ -41,11 +41,10 @@ def candidates(M: int):
         yield from itertools.product([GEMV_H2], [False], [1], [512], [128], [4, 8], [2], [1056, 2112])
     elif M <= 64:
         bm = 16 if M <= 16 else 64
-        for bn in (64, 128, 256):
-            yield from itertools.product([DOT_KTJ], [True], [bm], [bn], [64, 128], [4 if bn < 256 else 8], [3, 4], [264, 528, 1056])
+        yield from itertools.product([DOT_GLUON], [True], [bm], [64, 128, 256] if bm == 16 else [64, 128], [64, 128], [4], [1],
+                                     [264, 528, 1056])
     else:
-        yield from itertools.product([DOT_KTJ], [True, False], [128, 256], [128], [64, 128], [8], [3], [0])
-        yield from itertools.product([DOT_KTJ], [True], [128, 256], [64], [64, 128], [4], [3, 4], [0, 264])
+        yield from itertools.product([DOT_GLUON], [True], [64, 128], [64, 128], [64, 128], [4], [1], [0, 264])
 
 
 def main() -> None:
@@ -84,6 +83,12 @@ def main() -> None:
             if M <= 4:  # the fp32-arithmetic GEMV on the default tile, for comparison with GEMV_H2
                 kj_g = graph_ms([lambda c=c: triton_gemm(x, c, pick_config(M, N, K), path_override=GEMV_KJ) for c in copies])
                 print(f"  GEMV_KJ (fp32 arithmetic) on the default tile: graph {kj_g * 1e3:.1f} us", flush=True)
+            else:  # the tl.dot tile (shared-memory round trip of the weight) on the default tile
+                tg.GLUON_DOT = False
+                ktj = bench_ms(lambda: triton_gemm(x, w))
+                ktj_g = graph_ms([lambda c=c: triton_gemm(x, c) for c in copies])
+                tg.GLUON_DOT = True
+                print(f"  DOT_KTJ on the default tile: {ktj * 1e3:.1f} us (graph {ktj_g * 1e3:.1f})", flush=True)
             best = None
             for path, paired, bm, bn, bk, warps, stages, target in candidates(M):
                 tg.PAIRED_DEQUANT = paired

@@ -114,10 +114,12 @@ def _paths():
     return [(tg.GEMV_KJ, TileConfig(1, 64, 128, 4, 4, 2), (1, 5)), (tg.GEMV_K, TileConfig(1, 64, 256, 4, 4, 2), (1, 5)),
             (tg.DOT_KTJ, TileConfig(16, 64, 64, 3, 4, 3), (7, 16, 33)), (tg.DOT_KT, TileConfig(16, 64, 128, 2, 4, 3), (7, 16)),
             (tg.DOT_KTJ, TileConfig(256, 128, 64, 1, 8, 3), (128, 1000)), (tg.DOT_K, TileConfig(128, 128, 128, 1, 8, 3), (128, 300)),
-            (tg.GEMV_H2, TileConfig(1, 256, 128, 4, 4, 2), (1, 3)), (tg.GEMV_H2, TileConfig(1, 128, 64, 1, 8, 3), (1,))]
+            (tg.GEMV_H2, TileConfig(1, 256, 128, 4, 4, 2), (1, 3)), (tg.GEMV_H2, TileConfig(1, 128, 64, 1, 8, 3), (1,)),
+            (tg.DOT_GLUON, TileConfig(16, 64, 64, 3, 4, 3), (1, 7, 16, 33)), (tg.DOT_GLUON, TileConfig(64, 128, 64, 1, 4, 3), (64, 100)),
+            (tg.DOT_GLUON, TileConfig(128, 128, 128, 2, 4, 3), (128, 300))]
 
 
-@pytest.mark.parametrize("case", range(8))
+@pytest.mark.parametrize("case", range(11))
 @pytest.mark.parametrize("gs", [32, 128])
 @pytest.mark.parametrize("paired", [True, False])
 def test_each_kernel_path_on_4bit_gptq(tmp_path, case, gs, paired, monkeypatch):
@@ -241,3 +243,18 @@ def test_half2_gemv_against_fp32_gemv(tmp_path, layout):
         assert float((h2 - kj).norm() / kj.norm()) < 1e-3
         wide = torch.randn(1, K + 1, generator=torch.Generator().manual_seed(seed)).half().cuda()
         run_and_check(wide[:, 1:], packed, L, seed=seed)  # data pointer 2 bytes past an aligned one
+
+
+@pytest.mark.parametrize("layout", ["gptq_v1", "gptq_v2"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_gluon_tile_matches_the_tl_dot_tile(tmp_path, layout, dtype):
+    """The Gluon tile (weight dequantized into wgmma registers, K permuted) and DOT_KTJ on the same
+    layer and tile: both within tolerance of the oracle, and the same sums up to fp32 reordering."""
+    from repack.kernels import triton_gemm as tg
+    L, packed, _ = layout_case(tmp_path, layout, 128)
+    for cfg, M in ((TileConfig(16, 128, 64, 2, 4, 3), 16), (TileConfig(64, 64, 128, 1, 4, 3), 50)):
+        seed = random.randrange(2**31)
+        x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).to(dtype).cuda()
+        a = run_and_check(x, packed, L, cfg, seed, tg.DOT_GLUON).double()
+        b = run_and_check(x, packed, L, cfg, seed, tg.DOT_KTJ).double()
+        assert float((a - b).norm() / b.norm()) < (2e-3 if dtype == torch.float16 else 1e-2)

@@ -17,6 +17,7 @@ This module imports Triton at the top: import it only where CUDA is present (ker
 
 from __future__ import annotations
 
+import functools
 import weakref
 
 import torch
@@ -298,7 +299,10 @@ def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.conste
 
 
 # kernel paths (host picks one):
-GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2 = 0, 1, 2, 3, 4, 7, 9, 10
+GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2, DOT_KTP = 0, 1, 2, 3, 4, 7, 9, 10, 11
+DOT_GLUON = 12  # host-side path id: gluon_gemm.w4_dot_kernel (the weight born in wgmma registers)
+# tensor-core tiles of GPTQ-order layers go to the Gluon kernel where it applies (see _gluon_fits)
+GLUON_DOT = True
 # fp16 activations at M = 1 on the joined layout take GEMV_H2 (paired fp16 arithmetic, see
 # _half2_dot_asm); a module switch so benchmarks can compare it with GEMV_KJ in one process
 HALF2_GEMV = True
@@ -469,6 +473,41 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
         mask = n_ok[:, None] & (offs_m[None, :] < M)
         _finish(acc, y_ptr + offs_n[:, None] * syn + offs_m[None, :] * sym,
                 ws_ptr + offs_m[None, :] * N + offs_n[:, None], mask, cnt_ptr, tile, split_k, SPLIT)
+    elif PATH == 11:
+        # PATH 7 with the tile's K order permuted so that the dequantized weight is born in the
+        # wgmma A-operand register layout: that layout gives thread t (lane % 4) the K slots
+        # 2t, 2t + 1, 2t + 8, 2t + 9 of each 16, i.e. slot s = 32q + 16c + 8h + 2t + e; slot s holds
+        # input 32q + 8t + 4c + 2h + e, so a thread's slots are the eight codes of whole words
+        # (4q + t) and no code crosses a thread. x is loaded in the same permuted order.
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        sl = tl.arange(0, BLOCK_K)
+        perm = 32 * (sl // 32) + 8 * ((sl // 2) % 4) + 4 * ((sl // 16) % 2) + 2 * ((sl // 8) % 2) + sl % 2
+        for kk in range(0, tl.minimum(K_SPLIT, K - k_begin), BLOCK_K):
+            k0 = k_begin + kk
+            offs_kw = k0 // PER + tl.arange(0, KW)
+            g = k0 // group_size
+            z = _zero_at(z_ptr, g, offs_n, n_ok, sza, szb, zero_offset, BITS, ZLAYOUT)
+            s = tl.load(s_ptr + g * ssg + offs_n * ssn, mask=n_ok, other=0.0)
+            if EVEN:
+                words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb)  # [BN, KW]
+            else:
+                words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb,
+                                mask=n_ok[:, None] & (offs_kw < K // PER)[None, :], other=0)
+            if PAIRED:
+                w = _dequant_tile_asm(words, z, s, XT)  # [BN, BK], natural order
+            else:
+                w = _dequant(_unpack8_along_last(words, BITS), z[:, None], s[:, None], XT)
+            w = tl.reshape(w, (BLOCK_N, BLOCK_K // 32, 4, 2, 2, 2))  # (n, q, t, c, h, e)
+            w = tl.reshape(tl.permute(w, (0, 1, 3, 4, 2, 5)), (BLOCK_N, BLOCK_K))  # slot order
+            if EVEN:
+                x = tl.load(x_ptr + offs_m[:, None] * sxm + (k0 + perm)[None, :] * sxk, mask=(offs_m < M)[:, None], other=0.0)
+            else:
+                x = tl.load(x_ptr + offs_m[:, None] * sxm + (k0 + perm)[None, :] * sxk,
+                            mask=(offs_m[:, None] < M) & ((k0 + perm)[None, :] < K), other=0.0)
+            acc = tl.dot(w, tl.trans(x), acc)
+        mask = n_ok[:, None] & (offs_m[None, :] < M)
+        _finish(acc, y_ptr + offs_n[:, None] * syn + offs_m[None, :] * sym,
+                ws_ptr + offs_m[None, :] * N + offs_n[:, None], mask, cnt_ptr, tile, split_k, SPLIT)
     elif PATH == 9:
         # GEMV on 4-bit codes along K: each word loaded once, its eight codes kept in one thread
         # next to the eight inputs they meet (one vector load of x); the tile lies in one group,
@@ -606,6 +645,30 @@ def _joined_block_k(w: PackedWeight, block_k: int, tensor_core: bool) -> int | N
     return bk if bk >= (16 if tensor_core else 8) else None
 
 
+def _gluon_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, block_m: int, block_n: int, block_k: int) -> bool:
+    """Whether gluon_gemm.w4_dot_kernel runs this call: GPTQ zeros, whole tiles, unit inner strides,
+    a wgmma-sized M tile and an accumulator that fits the registers of 4 warps."""
+    if w.zeros_layout != ZEROS_ALONG_N or w.zero_offset < 0 or w.out_features % block_n or block_n % 64:
+        return False
+    if block_k < 32 or w.in_features % block_k or w.effective_group_size % block_k:
+        return False
+    if block_m % 16 or block_m > 128 or block_m * block_n > 128 * 128:
+        return False
+    if x2.stride(1) != 1 or y.stride(1) != 1 or any(t.stride(1) != 1 for t in (w.qweight, w.scales, w.zeros)):
+        return False
+    return _gluon_available()
+
+
+@functools.lru_cache(maxsize=1)
+def _gluon_available() -> bool:
+    try:
+        import importlib
+        importlib.import_module(".gluon_gemm", __package__)
+    except Exception:  # an older Triton without Gluon (or without its Hopper ops): the tl.dot paths
+        return False
+    return torch.cuda.get_device_capability()[0] == 9  # wgmma: Hopper only
+
+
 def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = None,
                 out: torch.Tensor | None = None, path_override: int | None = None) -> torch.Tensor:
     """``x`` [..., K] fp16/bf16 on CUDA -> [..., N] in x's dtype (written into ``out`` [M, N] if given).
@@ -635,7 +698,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     block_m, block_k = (1, cfg.block_k) if cfg.block_m == 1 else (max(16, cfg.block_m), cfg.block_k)
     block_n, stages = cfg.block_n, cfg.num_stages
     joined_bk = _joined_block_k(w, block_k, tensor_core=block_m > 1)
-    if path_override is not None and path_override not in (GEMV_KJ, DOT_KTJ, GEMV_H2):
+    if path_override is not None and path_override not in (GEMV_KJ, DOT_KTJ, GEMV_H2, DOT_GLUON):
         joined_bk = None
     if joined_bk is not None:
         # 4-bit GPTQ-order layers: each word loaded once, its codes unpacked inside one thread
@@ -675,6 +738,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             block_k, stages = min(block_k, 32), min(stages, 2)
         if path == GEMV_N:
             block_k = min(block_k, gs) if gs % min(block_k, gs) == 0 else 8  # a tile lies in one group
+    if path == DOT_KTJ and (GLUON_DOT if path_override is None else path_override == DOT_GLUON) and \
+            _gluon_fits(w, x2, y, block_m, block_n, block_k):
+        path = DOT_GLUON
     if path_override is not None and path != path_override:
         raise ValueError(f"kernel path {path_override} cannot run this layer with this tile (dispatch chose {path})")
     k_split = _cdiv(_cdiv(K, cfg.split_k), block_k) * block_k
@@ -693,9 +759,15 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             M, N, K, k_split, split, gs, w.zero_offset,
             x2.stride(0), x2.stride(1), w.qweight.stride(0), w.qweight.stride(1), w.scales.stride(0), w.scales.stride(1),
             w.zeros.stride(0), w.zeros.stride(1), y.stride(0), y.stride(1))
-    consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even,
-              PAIRED_DEQUANT and x.is_cuda and w.zeros_layout in PAIRED_ZEROS, slayout)
-    kernel = _launch(grid, args, consts, cfg.num_warps, stages, x.device, stream)
+    if path == DOT_GLUON:
+        from . import gluon_gemm
+        consts = gluon_gemm.consts(block_m, block_n, block_k, split > 1)
+        kernel = _launch(grid, args, consts, gluon_gemm.NUM_WARPS, 1, x.device, stream, gluon_gemm.w4_dot_kernel,
+                         gluon_gemm.CONST_NAMES)
+    else:
+        consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even,
+                  PAIRED_DEQUANT and x.is_cuda and w.zeros_layout in PAIRED_ZEROS, slayout)
+        kernel = _launch(grid, args, consts, cfg.num_warps, stages, x.device, stream)
     if kernel is not None and config is None and path_override is None and y.is_contiguous():
         if len(_plans) >= 4096:  # shapes of many layers and lengths: start over rather than grow
             _plans.clear()
@@ -715,7 +787,8 @@ _plans: dict[tuple, tuple] = {}
 def _plan_key(x: torch.Tensor, w: PackedWeight, stream: int) -> tuple:
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     # the pointer's residue, not just 16-byte alignment: GEMV_H2 also needs 4-byte aligned rows
-    return (id(w), tuple(x2.shape), x.dtype, x2.stride(), x.device.index, x2.data_ptr() % 16, stream)
+    return (id(w), tuple(x2.shape), x.dtype, x2.stride(), x.device.index, x2.data_ptr() % 16, stream,
+            HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT)  # the module switches choose paths too
 
 
 def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torch.Tensor | None:
@@ -746,7 +819,7 @@ _compiled: dict[tuple, object] = {}
 
 
 def _launch(grid, args: tuple, consts: tuple, num_warps: int, num_stages: int, device: torch.device,
-            stream: int):
+            stream: int, fn=None, const_names: tuple = _CONST_NAMES):
     """Launch through the compiled kernel directly once it exists: Triton's generic launch path
     re-derives the specialization of all 34 arguments in Python on every call (70-150 us measured
     on the lent H100's host), more than the kernel itself takes at M=1. The key holds everything
@@ -755,11 +828,11 @@ def _launch(grid, args: tuple, consts: tuple, num_warps: int, num_stages: int, d
     (None on the call that compiled it)."""
     spec = tuple((a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor)
                  else (a % 16 == 0, a == 1, -2**31 <= a < 2**31) for a in args)
-    key = (device.index, consts, num_warps, num_stages, spec)
+    fn = fn or _w_gemm_kernel
+    key = (fn, device.index, consts, num_warps, num_stages, spec)
     kernel = _compiled.get(key)
     if kernel is None:
-        _compiled[key] = _w_gemm_kernel[grid](*args, **dict(zip(_CONST_NAMES, consts)),
-                                              num_warps=num_warps, num_stages=num_stages)
+        _compiled[key] = fn[grid](*args, **dict(zip(const_names, consts)), num_warps=num_warps, num_stages=num_stages)
         return None
     # the launcher takes every parameter in signature order, constexprs included (ignored)
     kernel.run(grid[0], grid[1], grid[2], stream, kernel.function, kernel.packed_metadata, None,
