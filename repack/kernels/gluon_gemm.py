@@ -81,15 +81,23 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
     acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
     k_begin = pid_k * K_SPLIT
     k_end = gl.minimum(k_begin + K_SPLIT, K)
+    # the next step's words, zeros, scales and inputs are loaded before this step's work (registers double
+    # buffered: without it a program waits out every load; the last prefetch re-reads the last tile)
+    w_ptrs = qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None]
+    words = gl.load(w_ptrs + (k_begin // 8) * sqa)
+    zw = gl.load(z_ptr + (k_begin // group_size) * sza + offs_n // 8)
+    s = gl.load(s_ptr + (k_begin // group_size) * ssg + offs_n)
+    x = gl.load(x_rows + (k_begin + perm)[None, :], mask=x_ok, other=0.0)
     for k0 in range(k_begin, k_end, BLOCK_K):
-        g = k0 // group_size
-        words = gl.load(qw_ptr + (k0 // 8 + offs_kw)[None, :] * sqa + offs_n[:, None])
-        zw = gl.load(z_ptr + g * sza + offs_n // 8)
+        kn = gl.minimum(k0 + BLOCK_K, k_end - BLOCK_K)
+        words_n = gl.load(w_ptrs + (kn // 8) * sqa)
+        zw_n = gl.load(z_ptr + (kn // group_size) * sza + offs_n // 8)
+        s_n = gl.load(s_ptr + (kn // group_size) * ssg + offs_n)
+        x_n = gl.load(x_rows + (kn + perm)[None, :], mask=x_ok, other=0.0)
         z = ((zw >> ((offs_n % 8) * 4)) & 15) + zero_offset
-        s = gl.load(s_ptr + g * ssg + offs_n)
         zz = MAGIC | z
         zz = zz | (zz << 16)
-        sb = s.to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF
+        sb = s.to(XT).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF  # the scale in the activation type
         ss = sb | (sb << 16)
         if XT == gl.float16:
             f0, f1, f2, f3, f4, f5, f6, f7 = gl.inline_asm_elementwise(
@@ -104,12 +112,12 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
         w = gl.reshape(w, (BLOCK_N, BLOCK_K // 32, 4, 2, 2, 2))
         w = gl.reshape(gl.permute(w, (0, 1, 3, 4, 2, 5)), (BLOCK_N, BLOCK_K))
         w = gl.convert_layout(w, DOTA)  # register moves only: see the module docstring
-        x = gl.load(x_rows + (k0 + perm)[None, :], mask=x_ok, other=0.0)
         gl.thread_barrier()  # the previous step's wgmma has read x_smem (it is synchronous)
         x_smem.store(x)
         fence_async_shared()
         gl.thread_barrier()
         acc = warpgroup_mma(w, x_smem.permute((1, 0)), acc)
+        words, zw, s, x = words_n, zw_n, s_n, x_n
     on = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
     om = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, MMA))
     mask = (om < M)[None, :] & (on < N)[:, None]
