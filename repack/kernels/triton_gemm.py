@@ -299,7 +299,7 @@ def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.conste
 
 
 # kernel paths (host picks one):
-GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2, DOT_KTP = 0, 1, 2, 3, 4, 7, 9, 10, 11
+GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2 = 0, 1, 2, 3, 4, 7, 9, 10
 DOT_GLUON = 12  # host-side path id: gluon_gemm.w4_dot_kernel (the weight born in wgmma registers)
 # tensor-core tiles of GPTQ-order layers go to the Gluon kernel where it applies (see _gluon_fits)
 GLUON_DOT = True
@@ -469,41 +469,6 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             else:
                 x = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :] * sxk,
                             mask=(offs_m[:, None] < M) & (offs_k[None, :] < K), other=0.0)
-            acc = tl.dot(w, tl.trans(x), acc)
-        mask = n_ok[:, None] & (offs_m[None, :] < M)
-        _finish(acc, y_ptr + offs_n[:, None] * syn + offs_m[None, :] * sym,
-                ws_ptr + offs_m[None, :] * N + offs_n[:, None], mask, cnt_ptr, tile, split_k, SPLIT)
-    elif PATH == 11:
-        # PATH 7 with the tile's K order permuted so that the dequantized weight is born in the
-        # wgmma A-operand register layout: that layout gives thread t (lane % 4) the K slots
-        # 2t, 2t + 1, 2t + 8, 2t + 9 of each 16, i.e. slot s = 32q + 16c + 8h + 2t + e; slot s holds
-        # input 32q + 8t + 4c + 2h + e, so a thread's slots are the eight codes of whole words
-        # (4q + t) and no code crosses a thread. x is loaded in the same permuted order.
-        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-        sl = tl.arange(0, BLOCK_K)
-        perm = 32 * (sl // 32) + 8 * ((sl // 2) % 4) + 4 * ((sl // 16) % 2) + 2 * ((sl // 8) % 2) + sl % 2
-        for kk in range(0, tl.minimum(K_SPLIT, K - k_begin), BLOCK_K):
-            k0 = k_begin + kk
-            offs_kw = k0 // PER + tl.arange(0, KW)
-            g = k0 // group_size
-            z = _zero_at(z_ptr, g, offs_n, n_ok, sza, szb, zero_offset, BITS, ZLAYOUT)
-            s = tl.load(s_ptr + g * ssg + offs_n * ssn, mask=n_ok, other=0.0)
-            if EVEN:
-                words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb)  # [BN, KW]
-            else:
-                words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb,
-                                mask=n_ok[:, None] & (offs_kw < K // PER)[None, :], other=0)
-            if PAIRED:
-                w = _dequant_tile_asm(words, z, s, XT)  # [BN, BK], natural order
-            else:
-                w = _dequant(_unpack8_along_last(words, BITS), z[:, None], s[:, None], XT)
-            w = tl.reshape(w, (BLOCK_N, BLOCK_K // 32, 4, 2, 2, 2))  # (n, q, t, c, h, e)
-            w = tl.reshape(tl.permute(w, (0, 1, 3, 4, 2, 5)), (BLOCK_N, BLOCK_K))  # slot order
-            if EVEN:
-                x = tl.load(x_ptr + offs_m[:, None] * sxm + (k0 + perm)[None, :] * sxk, mask=(offs_m < M)[:, None], other=0.0)
-            else:
-                x = tl.load(x_ptr + offs_m[:, None] * sxm + (k0 + perm)[None, :] * sxk,
-                            mask=(offs_m[:, None] < M) & ((k0 + perm)[None, :] < K), other=0.0)
             acc = tl.dot(w, tl.trans(x), acc)
         mask = n_ok[:, None] & (offs_m[None, :] < M)
         _finish(acc, y_ptr + offs_n[:, None] * syn + offs_m[None, :] * sym,
