@@ -55,7 +55,10 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--rank", choices=("graph", "do_bench"), default="graph")
     ap.add_argument("--merge-into", default=None)
+    ap.add_argument("--gluon-max-m", type=int, default=None, help="let the Gluon tile take M tiles up to this (triton_gemm.GLUON_MAX_BLOCK_M)")
     args = ap.parse_args()
+    if args.gluon_max_m:
+        tg.GLUON_MAX_BLOCK_M = args.gluon_max_m
     warm = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
     t_warm = time.time()
     while time.time() - t_warm < 2:  # bring the clocks up before the first measurement

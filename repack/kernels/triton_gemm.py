@@ -303,6 +303,7 @@ GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2 = 0, 1, 2, 3, 
 DOT_GLUON = 12  # host-side path id: gluon_gemm.w4_dot_kernel (the weight born in wgmma registers)
 # tensor-core tiles of GPTQ-order layers go to the Gluon kernel where it applies (see _gluon_fits)
 GLUON_DOT = True
+GLUON_MAX_BLOCK_M = 16  # at 64 and 256 it was slower than DOT_KTJ on the H200 (synchronous wgmma, no stages)
 # fp16 activations at M = 1 on the joined layout take GEMV_H2 (paired fp16 arithmetic, see
 # _half2_dot_asm); a module switch so benchmarks can compare it with GEMV_KJ in one process
 HALF2_GEMV = True
@@ -617,7 +618,7 @@ def _gluon_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, block_m: int
         return False
     if block_k < 32 or w.in_features % block_k or w.effective_group_size % block_k:
         return False
-    if block_m != 16:  # M <= 16: at 64 and above it was slower than DOT_KTJ on the H200 (no pipelining yet)
+    if block_m % 16 or block_m > GLUON_MAX_BLOCK_M or block_m * block_n > 128 * 128:
         return False
     if x2.stride(1) != 1 or y.stride(1) != 1 or any(t.stride(1) != 1 for t in (w.qweight, w.scales, w.zeros)):
         return False
