@@ -6,7 +6,8 @@ codes along K (GPTQ, canonical, AutoAWQ gemv transposed) or along N in AWQ nibbl
 packed along N, along N in AWQ order, along G (gemv) or unpacked; groups sequential or by g_idx.
 
 Tiles come from ``tuned.py``: small M runs a GEMV-shaped program (no tensor cores, the K reduction
-split over programs), larger M a ``tl.dot`` tile. When a tile lies inside one group, the scale
+split over programs; with fp16 at M = 1 the products are summed in fp16 pairs, GEMV_H2), larger M
+a ``tl.dot`` tile (at M <= 16 on GPTQ-order layers the Gluon tile of ``gluon_gemm.py`` instead). When a tile lies inside one group, the scale
 is applied once per output column after the K reduction (``s * sum x (q - z)``), so the inner loop
 is mask, integer-to-float and FMA only. Split-K partial sums go to an fp32 workspace; the last
 program of a tile (told by an atomic counter) reads it back, clears it and writes the output, so
