@@ -24,7 +24,7 @@ import functools
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma
 
 from .triton_gemm import _PAIRS_BF16, _PAIRS_F16
 
@@ -77,10 +77,8 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
     perm = 32 * (sl // 32) + 8 * ((sl // 2) % 4) + 4 * ((sl // 16) % 2) + 2 * ((sl // 8) % 2) + sl % 2
     x_rows = x_ptr + xm[:, None] * sxm
     x_ok = (xm < M)[:, None]
-    # two x buffers: step i's wgmma runs while step i + 1 dequantizes and stores the other one
-    x_smem = gl.allocate_shared_memory(XT, [2, BLOCK_M, BLOCK_K], XS)
+    x_smem = gl.allocate_shared_memory(XT, [BLOCK_M, BLOCK_K], XS)
     acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
-    w_prev = gl.zeros((BLOCK_N, BLOCK_K), dtype=XT, layout=DOTA)  # the A registers of the wgmma in flight
     k_begin = pid_k * K_SPLIT
     k_end = gl.minimum(k_begin + K_SPLIT, K)
     # the next step's words, zeros, scales and inputs are loaded before this step's work (registers double
@@ -90,7 +88,6 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
     zw = gl.load(z_ptr + (k_begin // group_size) * sza + offs_n // 8)
     s = gl.load(s_ptr + (k_begin // group_size) * ssg + offs_n)
     x = gl.load(x_rows + (k_begin + perm)[None, :], mask=x_ok, other=0.0)
-    i = 0
     for k0 in range(k_begin, k_end, BLOCK_K):
         kn = gl.minimum(k0 + BLOCK_K, k_end - BLOCK_K)
         words_n = gl.load(w_ptrs + (kn // 8) * sqa)
@@ -115,17 +112,12 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
         w = gl.reshape(w, (BLOCK_N, BLOCK_K // 32, 4, 2, 2, 2))
         w = gl.reshape(gl.permute(w, (0, 1, 3, 4, 2, 5)), (BLOCK_N, BLOCK_K))
         w = gl.convert_layout(w, DOTA)  # register moves only: see the module docstring
-        buf = x_smem.index(i % 2)  # read by step i - 2's wgmma, finished at step i - 1's wait
-        buf.store(x)
+        gl.thread_barrier()  # the previous step's wgmma has read x_smem (it is synchronous)
+        x_smem.store(x)
         fence_async_shared()
         gl.thread_barrier()
-        acc = warpgroup_mma(w, buf.permute((1, 0)), acc, is_async=True)
-        # at most this step's wgmma stays in flight: the previous one (and its A registers) is done
-        acc, w_prev = warpgroup_mma_wait(num_outstanding=1, deps=[acc, w_prev])
-        w_prev = w
+        acc = warpgroup_mma(w, x_smem.permute((1, 0)), acc)
         words, zw, s, x = words_n, zw_n, s_n, x_n
-        i += 1
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=[acc])
     on = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
     om = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, MMA))
     mask = (om < M)[None, :] & (on < N)[:, None]
