@@ -39,6 +39,8 @@ def candidates(M: int):
     if M <= 4:
         yield from itertools.product([GEMV_H2], [False], [1], [128, 256], [64, 128], [4], [2, 3], [528, 1056, 2112])
         yield from itertools.product([GEMV_H2], [False], [1], [512], [128], [4, 8], [2], [1056, 2112])
+        # long programs: no or little K split, deeper pipelines
+        yield from itertools.product([GEMV_H2], [False], [1], [64, 128], [64, 128], [4], [3, 4], [0, 264])
     elif M <= 64:
         bm = 16 if M <= 16 else 64
         yield from itertools.product([DOT_GLUON], [True], [bm], [64, 128, 256] if bm == 16 else [64, 128], [64, 128], [4], [1],
