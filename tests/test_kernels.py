@@ -258,3 +258,14 @@ def test_gluon_tile_matches_the_tl_dot_tile(tmp_path, layout, dtype):
         a = run_and_check(x, packed, L, cfg, seed, tg.DOT_GLUON).double()
         b = run_and_check(x, packed, L, cfg, seed, tg.DOT_KTJ).double()
         assert float((a - b).norm() / b.norm()) < (2e-3 if dtype == torch.float16 else 1e-2)
+
+
+def test_half2_gemv_with_outlier_activations(tmp_path):
+    """GEMV_H2 sums four products per fp16 half: with (q - z) / 64 no finite x can overflow it. Before
+    that scaling, activations of a few thousand (as LLMs' outlier channels reach) gave inf."""
+    from repack.kernels import triton_gemm as tg
+    L, packed, _ = layout_case(tmp_path, "gptq_v1", 128)  # v1: zeros up to 16, so |q - z| up to 16
+    for scale in (3000.0, 8000.0):  # the outputs (about 1.1 scale here) stay within fp16
+        seed = random.randrange(2**31)
+        x = (torch.randn(1, K, generator=torch.Generator().manual_seed(seed)) * scale).clamp(-65504, 65504).half().cuda()
+        run_and_check(x, packed, L, TileConfig(1, 128, 128, 2, 4, 2), seed, tg.GEMV_H2)

@@ -196,26 +196,30 @@ def _half2_dot_asm() -> str:
 
     ``lop3`` with the mask 0x000F000F puts codes j and j + 4 of ``w >> 4j`` in the two halves of
     an fp16x2 as 1024 + q (exponent trick, exact); with 0x00F000F0 (no shift) the halves hold
-    1024 + 16 q, and one ``fma`` by 1/16 minus (64 + z) gives q - z exactly as well (the pairing of
-    FasterTransformer's int4 -> fp16 conversion, here on the natural nibble order). So one shift,
-    four lop3 and four paired ops make the eight exact integers q - z; four paired fp16 FMAs with
-    the input pairs (x_j, x_{j+4}) sum the eight products into two halves, which are added in fp32.
-    16 instructions a word where the fp32 path spends ~4 a code."""
+    1024 + 16 q (the pairing of FasterTransformer's int4 -> fp16 conversion, here on the natural
+    nibble order). One ``fma`` each then gives (q - z) / 64 exactly: (1024 + q) / 64 - (16 + z / 64)
+    and (1024 + 16 q) / 1024 - (1 + z / 64), all values on fp16's grid. Four paired fp16 FMAs with
+    the input pairs (x_j, x_{j+4}) sum the eight products into two halves, added in fp32; the caller
+    multiplies by 64 s. The 1/64 keeps a half's sum of four products within fp16 for any finite x
+    (4 * 16 / 64 * 65504 = 65504): unscaled, outlier activations of a few thousand overflowed (a
+    numpy replay of this sequence: 22 % of words at |x| ~ 3000 became inf, none scaled, and the same
+    rounding error otherwise). 16 instructions a word where the fp32 path spends ~4 a code."""
     return "\n".join([
         "{",
-        ".reg .b32 u, t0, t1, t2, t3, a, r16;",
+        ".reg .b32 u, t0, t1, t2, t3, a, r64, r1024;",
         ".reg .b16 h0, h1;",
         ".reg .f32 f0, f1;",
-        "mov.b32 r16, 0x2C002C00;",  # (1/16, 1/16)
+        "mov.b32 r64, 0x24002400;",  # (1/64, 1/64)
+        "mov.b32 r1024, 0x14001400;",  # (1/1024, 1/1024)
         "shr.u32 u, $1, 8;",
         "lop3.b32 t0, $1, 0x000F000F, 0x64006400, 0xEA;",  # (1024 + q0, 1024 + q4)
         "lop3.b32 t1, $1, 0x00F000F0, 0x64006400, 0xEA;",  # (1024 + 16 q1, 1024 + 16 q5)
         "lop3.b32 t2, u, 0x000F000F, 0x64006400, 0xEA;",   # q2, q6
         "lop3.b32 t3, u, 0x00F000F0, 0x64006400, 0xEA;",   # q3, q7 (x16)
-        "sub.f16x2 t0, t0, $2;",  # - (1024 + z): q - z
-        "fma.rn.f16x2 t1, t1, r16, $3;",  # / 16 - (64 + z): q - z
-        "sub.f16x2 t2, t2, $2;",
-        "fma.rn.f16x2 t3, t3, r16, $3;",
+        "fma.rn.f16x2 t0, t0, r64, $2;",  # / 64 - (16 + z / 64): (q - z) / 64
+        "fma.rn.f16x2 t1, t1, r1024, $3;",  # / 1024 - (1 + z / 64): (q - z) / 64
+        "fma.rn.f16x2 t2, t2, r64, $2;",
+        "fma.rn.f16x2 t3, t3, r1024, $3;",
         "mul.rn.f16x2 a, t0, $4;",
         "fma.rn.f16x2 a, t1, $5, a;",
         "fma.rn.f16x2 a, t2, $6, a;",
@@ -233,9 +237,9 @@ _HALF2_DOT: tl.constexpr = tl.constexpr(_half2_dot_asm())
 
 @triton.jit
 def _dot8_half2(words, zl, zh, x0, x1, x2, x3):
-    """sum over the eight codes q of each word of x * (q - z), in fp32 (see _half2_dot_asm).
-    ``zl``: (1024 + z) in both fp16 halves, ``zh``: -(64 + z) in both; ``xj``: the fp16 pair
-    (x[8r + j], x[8r + j + 4]) as int32."""
+    """sum over the eight codes q of each word of x * (q - z) / 64, in fp32 (see _half2_dot_asm).
+    ``zl``: -(16 + z / 64) in both fp16 halves, ``zh``: -(1 + z / 64) in both; ``xj``: the fp16
+    pair (x[8r + j], x[8r + j + 4]) as int32."""
     return tl.inline_asm_elementwise(asm=_HALF2_DOT, constraints="=f,r,r,r,r,r,r,r",
                                      args=[words, zl, zh, x0, x1, x2, x3], dtype=tl.float32, is_pure=True, pack=1)
 
@@ -533,10 +537,11 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                                 mask=n_ok[:, None] & kw_ok[None, :], other=0)
                 s = tl.load(s_ptr + g * ssg + offs_n * ssn, mask=n_ok, other=0.0).to(tl.float32)
             z = _zero_at(z_ptr, g, offs_n, n_ok, sza, szb, zero_offset, BITS, ZLAYOUT)
-            zl = _paired_halves(0x6400 + z)  # fp16 1024 + z
-            zh = _paired_halves(_fp16_bits((-64.0 - z.to(tl.float32)).to(tl.float16)))
+            zf = z.to(tl.float32) * 0.015625  # z / 64: exact, and so are both sums below in fp16
+            zl = _paired_halves(_fp16_bits((-16.0 - zf).to(tl.float16)))
+            zh = _paired_halves(_fp16_bits((-1.0 - zf).to(tl.float16)))
             part = _dot8_half2(words, zl[:, None], zh[:, None], x0[None, :], x1[None, :], x2[None, :], x3[None, :])
-            acc2 += part * s[:, None]
+            acc2 += part * (s * 64.0)[:, None]  # the partials are sums of x (q - z) / 64
         acc = tl.sum(acc2, axis=1)
         _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
                 cnt_ptr, tile, split_k, SPLIT)
