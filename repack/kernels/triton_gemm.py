@@ -7,7 +7,8 @@ packed along N, along N in AWQ order, along G (gemv) or unpacked; groups sequent
 
 Tiles come from ``tuned.py``: small M runs a GEMV-shaped program (no tensor cores, the K reduction
 split over programs; with fp16 at M = 1 the products are summed in fp16 pairs, GEMV_H2), larger M
-a ``tl.dot`` tile (at M <= 16 on GPTQ-order layers the Gluon tile of ``gluon_gemm.py`` instead). When a tile lies inside one group, the scale
+a ``tl.dot`` tile (at M <= 16 on GPTQ-order layers the Gluon tile of ``gluon_gemm.py`` instead).
+When a tile lies inside one group, the scale
 is applied once per output column after the K reduction (``s * sum x (q - z)``), so the inner loop
 is mask, integer-to-float and FMA only. Split-K partial sums go to an fp32 workspace; the last
 program of a tile (told by an atomic counter) reads it back, clears it and writes the output, so
@@ -508,7 +509,7 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                 cnt_ptr, tile, split_k, SPLIT)
     elif PATH == 10:
         # GEMV_KJ's tiles with the arithmetic in fp16 pairs: the eight products of a word are summed
-        # in fp16x2 (exact q - z, one rounding per FMA) and only that partial goes to fp32
+        # in fp16x2 (exact (q - z) / 64, one rounding per FMA) and only that partial goes to fp32
         acc2 = tl.zeros((BLOCK_N, KW), dtype=tl.float32)  # reduced over K once, after the loop
         for kk in range(0, tl.minimum(K_SPLIT, K - k_begin), BLOCK_K):  # a tile past K has no group
             k0 = k_begin + kk
