@@ -42,7 +42,11 @@ to, _, variant = sys.argv[3].partition(":")
 convert(sys.argv[1], sys.argv[2], to, variant or None)
 # VmHWM, not getrusage: Linux carries ru_maxrss over fork + exec, so a child would report the parent's
 hwm = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
-print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss": hwm}))
+import resource
+# the write pass's forked workers (repack/parallel_write.py): the largest one's peak (ru_maxrss, KiB);
+# their pages shared with this process (torch, numpy) count in both
+workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss": hwm, "worker_rss": workers}))
 """
 GROUP = 128
 
@@ -152,6 +156,7 @@ def main() -> None:
         times: dict[str, list[float]] = {}
         cps: dict[str, list[float]] = {}
         peaks: dict[str, list[int]] = {}
+        worker_peaks: dict[str, list[int]] = {}
         labels: dict[str, str] = {}
 
         def timed_cp() -> float:
@@ -183,6 +188,7 @@ def main() -> None:
                 times.setdefault(target, []).append(r["seconds"])
                 cps.setdefault(target, []).append(cp_s)
                 peaks.setdefault(target, []).append(r["peak_rss"])
+                worker_peaks.setdefault(target, []).append(r.get("worker_rss", 0))
                 print(f"  round {rnd + 1}: {labels[target]:<26} {r['seconds']:6.1f} s, cp just before {cp_s:.1f} s: "
                       f"{r['seconds'] / cp_s:.2f}x", flush=True)
             for target in args.targets.split(","):
@@ -196,11 +202,12 @@ def main() -> None:
             if target not in times:
                 continue
             ratios = [t / c for t, c in zip(times[target], cps[target])]
-            sec, peak = median(times[target]), max(peaks[target])
+            sec, peak, wpeak = median(times[target]), max(peaks[target]), max(worker_peaks[target])
             rows.append({"conversion": label, "seconds": sec, "runs": times[target], "cp_runs": cps[target],
-                         "ratio": median(ratios), "ratios": ratios, "peak_rss": peak, "bytes": size})
+                         "ratio": median(ratios), "ratios": ratios, "peak_rss": peak, "worker_rss": wpeak, "bytes": size})
             print(f"{label:<26} {sec:7.1f} s   {median(ratios):.2f}x cp (median of paired ratios "
-                  f"{', '.join(f'{r:.2f}' for r in ratios)})   peak RSS {peak / 2**20:5.0f} MiB", flush=True)
+                  f"{', '.join(f'{r:.2f}' for r in ratios)})   peak RSS {peak / 2**20:5.0f} MiB"
+                  + (f", each of 2 workers {wpeak / 2**20:.0f} MiB" if wpeak else ""), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -462,6 +462,32 @@ class CheckpointWriter:
             raise OutputError(f"tensor '{name}' written out of order (expected '{spec.name}')")
         return shard, spec
 
+    def presize(self) -> dict[str, tuple[Path, int, TensorSpec]]:
+        """Create every shard at its final size with its header, for writers that fill tensors in any
+        order (:mod:`repack.parallel_write`); returns each declared tensor's (file, offset, spec)."""
+        if self._pos or self._fh is not None:
+            raise OutputError(f"{self.target}: presize() after tensors were written in order")
+        places = {}
+        for i, shard in enumerate(self.shards):
+            head = _header_bytes(shard)
+            path = self.tmp / self.files[i]
+            with open(path, "wb") as f:
+                f.write(head)
+                f.truncate(len(head) + sum(s.nbytes for s in shard))
+            offset = len(head)
+            for spec in shard:
+                places[spec.name] = (path, offset, spec)
+                offset += spec.nbytes
+        self._shard = len(self.shards) - 1
+        return places
+
+    def mark_written(self, names: set[str]) -> None:
+        """After a :meth:`presize` fill: every declared tensor must be among ``names``."""
+        missing = next((s.name for _, s in self._order if s.name not in names), None)
+        if missing is not None:
+            raise OutputError(f"tensor '{missing}' was declared but never written")
+        self._pos = len(self._order)
+
     def _check_all_written(self) -> None:
         if self._pos != len(self._order):
             raise OutputError(f"tensor '{self._order[self._pos][1].name}' was declared but never written")

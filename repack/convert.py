@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from . import formats
-from .checkpoint import DEFAULT_SHARD_SIZE, TensorSpec, check_target
+from . import parallel_write
+from .checkpoint import DEFAULT_SHARD_SIZE, CheckpointWriter, TensorSpec, check_target
 from .errors import LossyConversionError, UnsupportedError
 from .fit import DTYPE_NAMES, Fit, fit
 from .formats.base import Scheme
@@ -169,10 +170,17 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
             own = own_layout(name, f.tensor) if own_layout else None
             return own if own is not None else list(target.pack(name, f.tensor, variant).items())
 
-        # modules are read and packed on two threads a few steps ahead of the writes, in order
-        for tensors in progress_bar(ahead_map(packed_item, items), "write", progress, total=len(items)):
-            for tname, tensor in tensors:
-                writer.write(tname, tensor)
+        if type(writer) is CheckpointWriter and parallel_write.available():
+            # two forked processes pack modules and write them at their planned offsets: numpy's
+            # short calls serialize on the GIL in threads (parallel_write.py)
+            for _ in progress_bar(parallel_write.write_all(writer, items, packed_item), "write", progress,
+                                  total=len(items)):
+                pass
+        else:
+            # modules are read and packed on two threads a few steps ahead of the writes, in order
+            for tensors in progress_bar(ahead_map(packed_item, items), "write", progress, total=len(items)):
+                for tname, tensor in tensors:
+                    writer.write(tname, tensor)
         writer.finish(config, source.ckpt.side_files(),
                       target.extra_files(scheme, variant) if scheme else {})
     plan.written = True

@@ -57,6 +57,7 @@ def test_awq_plan_never_transposes_the_codes(tmp_path, monkeypatch):
     calls = []
     real = awq._gemm_to_canonical
     monkeypatch.setattr(awq, "_gemm_to_canonical", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setenv("REPACK_WRITE_PROCESSES", "0")  # count the write pass's calls in this process
     assert convert(src, tmp_path / "dry", "auto_gptq", "v2", dry_run=True).exact and not calls
     convert(src, tmp_path / "out", "auto_gptq", "v2")
     assert len(calls) == len(layers)

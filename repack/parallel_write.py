@@ -1,0 +1,137 @@
+"""Writing a safetensors checkpoint from forked worker processes, each tensor at its planned offset.
+
+numpy's (un)packing is hundreds of short calls per tensor, and in threads they serialize on the GIL:
+two threads ran ``words_along_n`` no faster than one, two processes each at full speed
+(benchmarks/NOTES-convert.md). The shard layout is fixed before any data exists (every tensor's
+shard and offset follow from the declared specs), so the workers need no order: the shards are
+created at their final size with their headers, each worker takes the next unfinished item,
+produces its tensors as the threaded path does and ``pwrite``s them in place (pass-through tensors
+file to file with ``copy_file_range``). The parent only counts finished items for the progress
+bar; a worker's exception (an InputError naming the file and tensor, say) comes back and is raised
+in the parent, where the writer removes its temporary folder as always.
+
+POSIX ``fork`` only: the items and the function that produces them are inherited by the workers
+(the sources they read are file maps), nothing is pickled but item indices and tensor names.
+"""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing as mp
+import os
+import sys
+from typing import Callable, Iterator
+
+import torch
+
+from .checkpoint import RawSlice, TensorSpec
+from .errors import InputError, OutputError
+
+WRITE_CHUNK = 256 * 1024  # the page cache is built of small folios this way (checkpoint.write_chunked)
+WORKERS = 2
+
+_job: tuple | None = None  # (items, produce, places), inherited by the forked workers
+_fds: dict = {}
+
+
+def available(workers: int = WORKERS) -> bool:
+    """Whether forked workers can write here (POSIX fork, more than one core and worker)."""
+    if workers < 2 or (os.cpu_count() or 1) < 2 or sys.platform == "win32":
+        return False
+    return "fork" in mp.get_all_start_methods() and os.environ.get("REPACK_WRITE_PROCESSES", "1") != "0"
+
+
+def write_all(writer, items: list, produce: Callable, workers: int = WORKERS) -> Iterator[None]:
+    """Write every tensor that ``produce(item)`` returns ([(name, tensor | RawSlice | byte chunks)])
+    for all ``items`` into ``writer``'s shards; yields once per finished item. The writer must be a
+    plain CheckpointWriter inside its ``with`` block; its ``finish`` is called by the caller after."""
+    global _job
+    places = writer.presize()
+    _job = (items, produce, places)
+    written: set[str] = set()
+    try:
+        with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
+            for names in pool.imap_unordered(_write_item, range(len(items))):
+                for name in names:
+                    if name in written:
+                        raise OutputError(f"tensor '{name}' would be written twice")
+                    written.add(name)
+                yield
+    finally:
+        _job = None
+    writer.mark_written(written)
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # two processes already use both cores
+    _fds.clear()  # descriptors of the parent's (there are none) are not ours
+
+
+def _write_item(index: int) -> list[str]:
+    items, produce, places = _job
+    names = []
+    for name, data in produce(items[index]):
+        place = places.get(name)
+        if place is None:
+            raise OutputError(f"tensor '{name}' was not declared")
+        path, offset, spec = place
+        fd = _fds.get(path)
+        if fd is None:
+            fd = _fds[path] = os.open(path, os.O_WRONLY)
+        done = _put(fd, offset, name, spec, data)
+        if done != spec.nbytes:
+            raise OutputError(f"tensor '{name}': wrote {done} bytes, declared {spec.nbytes}")
+        names.append(name)
+    return names
+
+
+def _put(fd: int, offset: int, name: str, spec: TensorSpec, data) -> int:
+    if isinstance(data, RawSlice):
+        return _copy_slice(data, fd, offset)
+    if isinstance(data, torch.Tensor):
+        got = TensorSpec.of(name, data)
+        if got != spec:
+            raise OutputError(f"tensor '{name}': declared {spec.dtype}{list(spec.shape)}, got {got.dtype}{list(got.shape)}")
+        if not spec.nbytes:
+            return 0
+        view = memoryview(data.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        return _pwrite_all(fd, offset, view)
+    done = 0
+    for chunk in data:
+        done += _pwrite_all(fd, offset + done, memoryview(chunk).cast("B"))
+    return done
+
+
+def _pwrite_all(fd: int, offset: int, view: memoryview) -> int:
+    pos = 0
+    while pos < len(view):
+        pos += os.pwrite(fd, view[pos: pos + WRITE_CHUNK], offset + pos)
+    return len(view)
+
+
+def _copy_slice(src: RawSlice, fd: int, offset: int) -> int:
+    """A pass-through tensor's bytes, file to file in the kernel (a read/pwrite loop where the file
+    systems cannot), errors naming the source file and tensor as checkpoint.copy_range does."""
+    done = 0
+    try:
+        with open(src.file, "rb") as f:
+            try:
+                while done < src.nbytes:
+                    n = os.copy_file_range(f.fileno(), fd, src.nbytes - done, src.begin + done, offset + done)
+                    if n == 0:
+                        break
+                    done += n
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                    raise
+                f.seek(src.begin + done)
+                while done < src.nbytes:
+                    chunk = f.read(min(src.nbytes - done, 1 << 24))
+                    if not chunk:
+                        break
+                    done += _pwrite_all(fd, offset + done, memoryview(chunk))
+    except OSError as e:
+        raise InputError(f"{src.file}: tensor '{src.name}': cannot copy: {e.strerror or e}") from None
+    if done != src.nbytes:
+        raise InputError(f"{src.file}: tensor '{src.name}': truncated (copied {done} of {src.nbytes} bytes)")
+    return done

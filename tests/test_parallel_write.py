@@ -1,0 +1,50 @@
+"""The forked-process write pass (repack/parallel_write.py) against the in-order threaded one:
+the same bytes in every shard, and a worker's failure handled as the threaded path handles it."""
+
+import pytest
+
+from fixtures.checkpoints import random_model, write_gptq
+from repack import parallel_write
+from repack.convert import convert
+from repack.errors import InputError
+from tests.conftest import leftovers
+
+pytestmark = pytest.mark.skipif(not parallel_write.available(), reason="needs fork and two cores")
+
+
+def folder_bytes(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("to, variant", [("auto_awq", "gemm"), ("auto_gptq", "v2"), ("marlin", "gptq"),
+                                         ("compressed_tensors", "pack-quantized")])
+def test_processes_write_the_same_bytes_as_threads(tmp_path, monkeypatch, to, variant):
+    layers = random_model(seed=3, bits=4, group_size=64, sym=True)
+    src = write_gptq(tmp_path / "src", layers, "v1", sym=True)
+    outs = {}
+    for mode in ("0", "1"):
+        monkeypatch.setenv("REPACK_WRITE_PROCESSES", mode)
+        # a small shard size: several shards, tensors of one module split across them
+        convert(src, tmp_path / f"out{mode}", to, variant, shard_size=40_000)
+        outs[mode] = folder_bytes(tmp_path / f"out{mode}")
+    assert sum(name.endswith(".safetensors") for name in outs["1"]) > 2
+    assert outs["1"] == outs["0"]
+
+
+def test_a_worker_failure_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
+    from repack.formats import gptq
+    layers = random_model(seed=4, bits=4, group_size=64, sym=True)
+    src = write_gptq(tmp_path / "src", layers, "v1", sym=True)
+    bad = sorted(layers)[1]
+    real = gptq.GptqFormat.read
+
+    def read(self, ckpt, det, module):
+        if module == bad and parallel_write._job is not None:  # only in the write pass's workers
+            raise InputError(f"{ckpt.root}: tensor '{module}.qweight': simulated bad bytes")
+        return real(self, ckpt, det, module)
+
+    monkeypatch.setattr(gptq.GptqFormat, "read", read)
+    with pytest.raises(InputError, match="simulated bad bytes"):
+        convert(src, tmp_path / "out", "auto_awq", "gemm")
+    assert not (tmp_path / "out").exists()
+    assert not leftovers(tmp_path)
