@@ -207,7 +207,7 @@ def main() -> None:
                          "ratio": median(ratios), "ratios": ratios, "peak_rss": peak, "worker_rss": wpeak, "bytes": size})
             print(f"{label:<26} {sec:7.1f} s   {median(ratios):.2f}x cp (median of paired ratios "
                   f"{', '.join(f'{r:.2f}' for r in ratios)})   peak RSS {peak / 2**20:5.0f} MiB"
-                  + (f", each of 2 workers {wpeak / 2**20:.0f} MiB" if wpeak else ""), flush=True)
+                  + (f", largest child process {wpeak / 2**20:.0f} MiB" if wpeak else ""), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
