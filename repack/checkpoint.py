@@ -362,6 +362,7 @@ class CheckpointWriter:
     """
 
     accepts_raw_slices = True  # write() takes a RawSlice for a pass-through tensor
+    fills_in_any_order = True  # presize() + workers writing at the planned offsets (parallel_write.py)
 
     def __init__(self, target: str | os.PathLike, specs: list[TensorSpec], *, force: bool = False,
                  shard_size: int = DEFAULT_SHARD_SIZE):

@@ -19,7 +19,7 @@ import torch
 
 from . import formats
 from . import parallel_write
-from .checkpoint import DEFAULT_SHARD_SIZE, CheckpointWriter, TensorSpec, check_target
+from .checkpoint import DEFAULT_SHARD_SIZE, TensorSpec, check_target
 from .errors import LossyConversionError, UnsupportedError
 from .fit import DTYPE_NAMES, Fit, fit
 from .formats.base import Scheme
@@ -170,7 +170,7 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
             own = own_layout(name, f.tensor) if own_layout else None
             return own if own is not None else list(target.pack(name, f.tensor, variant).items())
 
-        if type(writer) is CheckpointWriter and parallel_write.available():
+        if getattr(writer, "fills_in_any_order", False) and parallel_write.available():
             # two forked processes pack modules and write them at their planned offsets: numpy's
             # short calls serialize on the GIL in threads (parallel_write.py)
             for _ in progress_bar(parallel_write.write_all(writer, items, packed_item), "write", progress,

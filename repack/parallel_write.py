@@ -22,6 +22,7 @@ import os
 import sys
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
 from .checkpoint import RawSlice, TensorSpec
@@ -30,7 +31,7 @@ from .errors import InputError, OutputError
 WRITE_CHUNK = 256 * 1024  # the page cache is built of small folios this way (checkpoint.write_chunked)
 WORKERS = 2
 
-_job: tuple | None = None  # (items, produce, places), inherited by the forked workers
+_job: tuple | None = None  # (items, produce, places, encode), inherited by the forked workers
 _fds: dict = {}
 
 
@@ -47,7 +48,7 @@ def write_all(writer, items: list, produce: Callable, workers: int = WORKERS) ->
     plain CheckpointWriter inside its ``with`` block; its ``finish`` is called by the caller after."""
     global _job
     places = writer.presize()
-    _job = (items, produce, places)
+    _job = (items, produce, places, getattr(writer, "encode", None))
     written: set[str] = set()
     try:
         with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
@@ -68,21 +69,30 @@ def _worker_init() -> None:
 
 
 def _write_item(index: int) -> list[str]:
-    items, produce, places = _job
+    items, produce, places, encode = _job
     names = []
     for name, data in produce(items[index]):
         place = places.get(name)
         if place is None:
             raise OutputError(f"tensor '{name}' was not declared")
         path, offset, spec = place
-        fd = _fds.get(path)
-        if fd is None:
-            fd = _fds[path] = os.open(path, os.O_WRONLY)
-        done = _put(fd, offset, name, spec, data)
+        names.append(name)
+        if encode is not None:  # the writer turns the data into its container's bytes (GGUF)
+            arr = encode(name, data, spec)
+            if arr is not None:
+                _pwrite_all(_fd(path), offset, memoryview(arr.reshape(-1).view(np.uint8)))
+            continue
+        done = _put(_fd(path), offset, name, spec, data)
         if done != spec.nbytes:
             raise OutputError(f"tensor '{name}': wrote {done} bytes, declared {spec.nbytes}")
-        names.append(name)
     return names
+
+
+def _fd(path) -> int:
+    fd = _fds.get(path)
+    if fd is None:
+        fd = _fds[path] = os.open(path, os.O_WRONLY)
+    return fd
 
 
 def _put(fd: int, offset: int, name: str, spec: TensorSpec, data) -> int:

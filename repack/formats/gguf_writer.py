@@ -64,6 +64,7 @@ class _GgufRows:
 
 class GgufWriter(CheckpointWriter):
     accepts_raw_slices = False  # tensors are re-encoded or re-typed on the way in
+    fills_in_any_order = True  # every tensor's offset is in the header already (presize, encode)
     def __init__(self, target, specs, *, force: bool, source, config: dict):
         super().__init__(target, specs, force=force)
         self.specs = specs
@@ -227,10 +228,17 @@ class GgufWriter(CheckpointWriter):
     def write(self, name: str, data) -> None:
         spec = self._expect(name)[1]
         self._pos += 1
+        arr = self.encode(name, data, spec)
+        if arr is not None:
+            self.gw.write_tensor_data(arr.view(_ChunkedArray))
+
+    def encode(self, name: str, data, spec) -> np.ndarray | None:
+        """A tensor's GGUF bytes (contiguous), or None for a tensor GGUF does not keep (its data is
+        consumed). Shared by :meth:`write` and the forked writers of repack/parallel_write.py."""
         if name not in self.names:
             for _ in ([] if isinstance(data, torch.Tensor) else data):
                 pass
-            return
+            return None
         if isinstance(data, _GgufRows):
             arr = data.blocks
         else:
@@ -240,7 +248,27 @@ class GgufWriter(CheckpointWriter):
                 arr = arr[arch.rows_to_gguf(arr.shape[0], heads)]
         if arr.nbytes != self._nbytes[name]:
             raise OutputError(f"tensor '{name}': {arr.nbytes} bytes, declared {self._nbytes[name]}")
-        self.gw.write_tensor_data(np.ascontiguousarray(arr).view(_ChunkedArray))
+        return np.ascontiguousarray(arr)
+
+    def presize(self) -> dict:
+        """The data section at its final size (zeros, so the alignment padding is in place) after the
+        header gguf-py has written; each declared tensor's (file, offset, spec), file None for the
+        tensors GGUF drops. Offsets as gguf-py's tensor infos state them: the data section starts at
+        the next alignment boundary and every tensor is padded to the alignment."""
+        import gguf
+        fout = self.gw.fout[0]
+        fout.flush()
+        pad, align = gguf.GGUFWriter.ggml_pad, self.gw.data_alignment
+        offset = pad(fout.tell(), align)
+        at = {}
+        for gname, ti in self.gw.tensors[0].items():
+            at[gname] = offset
+            offset += pad(ti.nbytes, align)
+        fout.truncate(offset)
+        self._rope_at = at.get("rope_freqs.weight")
+        self._presized = True
+        path = self.tmp / GGUF_NAME
+        return {s.name: (path, at[self.names[s.name]], s) if s.name in self.names else (None, 0, s) for s in self.specs}
 
     def _array(self, spec, data) -> np.ndarray:
         if isinstance(data, torch.Tensor):
@@ -262,7 +290,11 @@ class GgufWriter(CheckpointWriter):
 
     def finish(self, config: dict, side_files=(), extra_json=None) -> Path:
         self._check_all_written()
-        if self._rope_freqs is not None:
+        if self._rope_freqs is not None and getattr(self, "_presized", False):
+            with open(self.tmp / GGUF_NAME, "r+b") as f:  # its place in the presized data section
+                f.seek(self._rope_at)
+                f.write(np.ascontiguousarray(self._rope_freqs).tobytes())
+        elif self._rope_freqs is not None:
             self.gw.write_tensor_data(self._rope_freqs)
         self.gw.close()
         return self._commit()

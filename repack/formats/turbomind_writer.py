@@ -202,6 +202,7 @@ def _join(slot: str, pieces: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 class TurbomindWriter(CheckpointWriter):
+    fills_in_any_order = False  # slots are gathered across modules (_gathered): written in order
     accepts_raw_slices = True  # float tensors stored as written are copied file to file
 
     def __init__(self, target, specs, *, force: bool, source, config: dict, variant: str, tp: int):
