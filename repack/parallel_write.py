@@ -1,10 +1,12 @@
-"""Writing a safetensors checkpoint from forked worker processes, each tensor at its planned offset.
+"""Writing a checkpoint (safetensors shards, a GGUF file) from forked worker processes, each tensor at
+its planned offset.
 
 numpy's (un)packing is hundreds of short calls per tensor, and in threads they serialize on the GIL:
 two threads ran ``words_along_n`` no faster than one, two processes each at full speed
 (benchmarks/NOTES-convert.md). The shard layout is fixed before any data exists (every tensor's
-shard and offset follow from the declared specs), so the workers need no order: the shards are
-created at their final size with their headers, each worker takes the next unfinished item,
+shard and offset follow from the declared specs; GGUF's from its header), so the workers need no
+order: the files are created at their final size with their headers (the writer's ``presize``),
+each worker takes the next unfinished item,
 produces its tensors as the threaded path does and ``pwrite``s them in place (pass-through tensors
 file to file with ``copy_file_range``). The parent only counts finished items for the progress
 bar; a worker's exception (an InputError naming the file and tensor, say) comes back and is raised
@@ -44,8 +46,9 @@ def available(workers: int = WORKERS) -> bool:
 
 def write_all(writer, items: list, produce: Callable, workers: int = WORKERS) -> Iterator[None]:
     """Write every tensor that ``produce(item)`` returns ([(name, tensor | RawSlice | byte chunks)])
-    for all ``items`` into ``writer``'s shards; yields once per finished item. The writer must be a
-    plain CheckpointWriter inside its ``with`` block; its ``finish`` is called by the caller after."""
+    for all ``items`` into ``writer``'s files; yields once per finished item. The writer (inside its
+    ``with`` block, nothing written yet) has ``fills_in_any_order``, ``presize`` and ``mark_written``
+    and may have ``encode`` (its container's bytes of a tensor); the caller calls ``finish`` after."""
     global _job
     places = writer.presize()
     _job = (items, produce, places, getattr(writer, "encode", None))
@@ -65,7 +68,7 @@ def write_all(writer, items: list, produce: Callable, workers: int = WORKERS) ->
 
 def _worker_init() -> None:
     torch.set_num_threads(1)  # two processes already use both cores
-    _fds.clear()  # descriptors of the parent's (there are none) are not ours
+    _fds.clear()
 
 
 def _write_item(index: int) -> list[str]:
