@@ -41,6 +41,8 @@ def available(workers: int = WORKERS) -> bool:
     """Whether forked workers can write here (POSIX fork, more than one core and worker)."""
     if workers < 2 or (os.cpu_count() or 1) < 2 or sys.platform == "win32":
         return False
+    if torch.cuda.is_initialized():  # a forked child cannot use the parent's CUDA context (quantize on a GPU)
+        return False
     return "fork" in mp.get_all_start_methods() and os.environ.get("REPACK_WRITE_PROCESSES", "1") != "0"
 
 
