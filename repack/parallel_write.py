@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import multiprocessing as mp
 import os
+import signal
 import sys
 from typing import Callable, Iterator
 
@@ -70,6 +71,9 @@ def write_all(writer, items: list, produce: Callable, workers: int = WORKERS) ->
 
 def _worker_init() -> None:
     torch.set_num_threads(1)  # two processes already use both cores
+    # Ctrl-C reaches the whole process group: the parent turns it into "interrupted" and terminates
+    # the pool; a worker would only add a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _fds.clear()
 
 
