@@ -324,16 +324,18 @@ def write_chunked(fh, data) -> int:
     return len(view)
 
 
-def copy_range(src: RawSlice, start: int, nbytes: int, out: int) -> int:
-    """Append bytes ``start .. start + nbytes`` of a stored tensor to the file descriptor ``out``, file
-    to file in the kernel (``copy_file_range``), with a read/write loop where the file system cannot."""
+def copy_range(src: RawSlice, start: int, nbytes: int, out: int, at: int | None = None) -> int:
+    """Copy bytes ``start .. start + nbytes`` of a stored tensor to the file descriptor ``out``, file
+    to file in the kernel (``copy_file_range``), with a read/write loop where the file system cannot:
+    appended at ``out``'s position, or written at offset ``at`` (``out``'s position untouched)."""
     done = 0
     try:
         with open(src.file, "rb") as f:
             fd = f.fileno()
             try:
                 while done < nbytes:
-                    n = os.copy_file_range(fd, out, nbytes - done, src.begin + start + done)
+                    n = os.copy_file_range(fd, out, nbytes - done, src.begin + start + done,
+                                           None if at is None else at + done)
                     if n == 0:
                         break
                     done += n
@@ -345,13 +347,32 @@ def copy_range(src: RawSlice, start: int, nbytes: int, out: int) -> int:
                     chunk = f.read(min(nbytes - done, READ_CHUNK))
                     if not chunk:
                         break
-                    os.write(out, chunk)
+                    if at is None:
+                        os.write(out, chunk)
+                    else:
+                        pwrite_all(out, at + done, memoryview(chunk))
                     done += len(chunk)
     except OSError as e:
         raise InputError(f"{src.file}: tensor '{src.name}': cannot copy: {e.strerror or e}") from None
     if done != nbytes:
         raise InputError(f"{src.file}: tensor '{src.name}': truncated (copied {done} of {nbytes} bytes)")
     return done
+
+
+def pwrite_all(fd: int, offset: int, view: memoryview) -> int:
+    """Write ``view`` at ``offset`` in 256 KB calls (see write_chunked), retrying short writes."""
+    pos = 0
+    while pos < len(view):
+        pos += os.pwrite(fd, view[pos: pos + WRITE_CHUNK], offset + pos)
+    return len(view)
+
+
+def tensor_bytes(name: str, spec: TensorSpec, data: torch.Tensor) -> np.ndarray:
+    """A torch tensor's bytes (uint8, flat), after checking it against its declared spec."""
+    got = TensorSpec.of(name, data)
+    if got != spec:
+        raise OutputError(f"tensor '{name}': declared {spec.dtype}{list(spec.shape)}, got {got.dtype}{list(got.shape)}")
+    return data.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
 
 
 class CheckpointWriter:
@@ -434,11 +455,8 @@ class CheckpointWriter:
         if isinstance(data, RawSlice):
             written = self._copy_slice(data)
         elif isinstance(data, torch.Tensor):
-            got = TensorSpec.of(name, data)
-            if got != spec:
-                raise OutputError(f"tensor '{name}': declared {spec.dtype}{list(spec.shape)}, got {got.dtype}{list(got.shape)}")
+            buf = tensor_bytes(name, spec, data)
             if spec.nbytes:
-                buf = data.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
                 written = write_chunked(self._fh, buf)
         else:
             for chunk in data:

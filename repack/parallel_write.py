@@ -18,7 +18,6 @@ POSIX ``fork`` only: the items and the function that produces them are inherited
 
 from __future__ import annotations
 
-import errno
 import multiprocessing as mp
 import os
 import signal
@@ -28,10 +27,9 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .checkpoint import RawSlice, TensorSpec
-from .errors import InputError, OutputError
+from .checkpoint import RawSlice, TensorSpec, copy_range, pwrite_all, tensor_bytes
+from .errors import OutputError
 
-WRITE_CHUNK = 256 * 1024  # the page cache is built of small folios this way (checkpoint.write_chunked)
 WORKERS = 2
 
 _job: tuple | None = None  # (items, produce, places, encode), inherited by the forked workers
@@ -89,7 +87,7 @@ def _write_item(index: int) -> list[str]:
         if encode is not None:  # the writer turns the data into its container's bytes (GGUF)
             arr = encode(name, data, spec)
             if arr is not None:
-                _pwrite_all(_fd(path), offset, memoryview(arr.reshape(-1).view(np.uint8)))
+                pwrite_all(_fd(path), offset, memoryview(arr.reshape(-1).view(np.uint8)))
             continue
         done = _put(_fd(path), offset, name, spec, data)
         if done != spec.nbytes:
@@ -106,51 +104,11 @@ def _fd(path) -> int:
 
 def _put(fd: int, offset: int, name: str, spec: TensorSpec, data) -> int:
     if isinstance(data, RawSlice):
-        return _copy_slice(data, fd, offset)
+        return copy_range(data, 0, data.nbytes, fd, at=offset)
     if isinstance(data, torch.Tensor):
-        got = TensorSpec.of(name, data)
-        if got != spec:
-            raise OutputError(f"tensor '{name}': declared {spec.dtype}{list(spec.shape)}, got {got.dtype}{list(got.shape)}")
-        if not spec.nbytes:
-            return 0
-        view = memoryview(data.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-        return _pwrite_all(fd, offset, view)
+        buf = tensor_bytes(name, spec, data)
+        return pwrite_all(fd, offset, memoryview(buf)) if spec.nbytes else 0
     done = 0
     for chunk in data:
-        done += _pwrite_all(fd, offset + done, memoryview(chunk).cast("B"))
-    return done
-
-
-def _pwrite_all(fd: int, offset: int, view: memoryview) -> int:
-    pos = 0
-    while pos < len(view):
-        pos += os.pwrite(fd, view[pos: pos + WRITE_CHUNK], offset + pos)
-    return len(view)
-
-
-def _copy_slice(src: RawSlice, fd: int, offset: int) -> int:
-    """A pass-through tensor's bytes, file to file in the kernel (a read/pwrite loop where the file
-    systems cannot), errors naming the source file and tensor as checkpoint.copy_range does."""
-    done = 0
-    try:
-        with open(src.file, "rb") as f:
-            try:
-                while done < src.nbytes:
-                    n = os.copy_file_range(f.fileno(), fd, src.nbytes - done, src.begin + done, offset + done)
-                    if n == 0:
-                        break
-                    done += n
-            except OSError as e:
-                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
-                    raise
-                f.seek(src.begin + done)
-                while done < src.nbytes:
-                    chunk = f.read(min(src.nbytes - done, 1 << 24))
-                    if not chunk:
-                        break
-                    done += _pwrite_all(fd, offset + done, memoryview(chunk))
-    except OSError as e:
-        raise InputError(f"{src.file}: tensor '{src.name}': cannot copy: {e.strerror or e}") from None
-    if done != src.nbytes:
-        raise InputError(f"{src.file}: tensor '{src.name}': truncated (copied {done} of {src.nbytes} bytes)")
+        done += pwrite_all(fd, offset + done, memoryview(chunk).cast("B"))
     return done

@@ -50,3 +50,22 @@ def test_a_worker_failure_is_one_error_and_leaves_nothing(tmp_path, monkeypatch)
         convert(src, tmp_path / "out", "auto_awq", "gemm")
     assert not (tmp_path / "out").exists()
     assert not leftovers(tmp_path)
+
+
+def test_pass_through_copies_without_copy_file_range(tmp_path, monkeypatch):
+    """Where the file systems refuse copy_file_range, pass-through tensors go through the
+    read/pwrite loop at their offsets (the forked workers inherit the refusal)."""
+    import errno
+    import os
+    layers = random_model(seed=6, bits=4, group_size=64, sym=True)
+    src = write_gptq(tmp_path / "src", layers, "v1", sym=True)
+    monkeypatch.setenv("REPACK_WRITE_PROCESSES", "0")
+    convert(src, tmp_path / "0" / "out", "auto_gptq", "v2", shard_size=40_000)
+
+    def no_copy(*a, **k):
+        raise OSError(errno.EXDEV, "cross-device")
+
+    monkeypatch.setattr(os, "copy_file_range", no_copy)
+    monkeypatch.setenv("REPACK_WRITE_PROCESSES", "1")
+    convert(src, tmp_path / "1" / "out", "auto_gptq", "v2", shard_size=40_000)
+    assert folder_bytes(tmp_path / "1" / "out") == folder_bytes(tmp_path / "0" / "out")
