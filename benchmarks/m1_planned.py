@@ -41,7 +41,8 @@ def main() -> None:
         x = torch.randn(1, K, device="cuda", dtype=torch.float16)
         ref = tg.triton_gemm(x, w, pick_config(1, N, K), path_override=tg.GEMV_KJ).float()
         tiny = tinygemm(K, N)
-        tiny_ms = bench_ms(lambda: tiny(x)) if tiny else float("nan")
+        xb = x.bfloat16()  # tinygemm takes bf16 activations only (as in gemm.py)
+        tiny_ms = bench_ms(lambda: tiny(xb)) if tiny else float("nan")
         default = pick_config(1, N, K)
         rows = []
         t0 = time.time()

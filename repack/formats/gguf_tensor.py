@@ -27,6 +27,7 @@ store q and ``m = -s*z``, exact only when fp16 holds -s*z (s has 11 significant 
 
 from __future__ import annotations
 
+import math
 import sys
 import weakref
 
@@ -216,56 +217,80 @@ def _encode_codes(t: QuantTensor, bt: gb.BlockType) -> np.ndarray:
 # -- 4-bit codes into 4/5-bit blocks, word by word ---------------------------------------------
 # The canonical words [K/8, N] hold 8 consecutive inputs of one output per word (byte t: inputs 2t
 # in its low and 2t + 1 in its high nibble), so the 32 codes of block b of output n are words
-# 4b..4b+3 of column n. Everything below works on those words, a row of N contiguous words at a
-# time, and never unpacks a code into a byte of its own: the low and high nibbles of every byte are
-# split into two byte planes, the shift ``zero - z`` is one byte add per plane (5-bit results, no
-# carry between bytes), qs joins plane bytes j and j + 16 and its byte order comes from widening
-# casts, qh gathers the bit 4s by a multiply; each step's records are assembled in a buffer and
-# moved into place by one copy of whole records. A [4096, 11008] GPTQ layer to Q5_0 on the 2-core
-# machine: 112 ms through one byte per code, ~40 ms this way.
-_LOW = np.uint32(0x0F0F0F0F)
-_BIT0 = np.uint32(0x01010101)
-_GATHER = np.uint32(0x01041040)  # bit 8t + e -> 24 + 2t + e: terms 2^(24 - 6t), t = 0..3
+# 4b..4b+3 of column n. A step takes a tile of blocks x output rows: a widening cast turns every
+# byte of its words into a 16-bit lane and one shift-or-mask moves the high nibble into the lane's
+# high byte, so word i becomes a uint64 whose byte k is code 8i + k. The shift ``zero - z`` is then
+# one 64-bit add per word (5-bit results, no carry between bytes), qh gathers bit 4 of the 8 bytes
+# of a word by one multiply, and qs half h (bytes 8h..8h+7: codes 8h + k low, 8h + 16 + k high) is
+# word h | word h + 2 << 4. The fields go into 24-byte records in a buffer (qh and qs at aligned
+# offsets, so ufuncs write them there) that one copy moves into place, transposed: the tile is
+# read along output rows and written along blocks.
+_LOW = np.uint64(0x0F0F0F0F0F0F0F0F)
+_BIT4 = np.uint64(0x1010101010101010)
+_BYTES = np.uint64(0x0101010101010101)
+_GATHER = np.uint64(sum(1 << (52 - 7 * j) for j in range(8)))  # bit 8k + 4 -> 56 + k: terms 2^(52 - 7k)
+_REC = 24  # bytes of a record in the step buffer: the largest type, qs in bytes 8..23, qh in 4..7
 
 
 def _encode_words(t: QuantTensor, bt: gb.BlockType) -> np.ndarray:
     N, K = t.out_features, t.in_features
     nb, ts = K // gb.BLOCK, bt.type_size
-    words = t.qweight.numpy().view(np.uint32).reshape(nb, 4, N)
+    words = t.qweight.numpy().view(np.uint8).reshape(nb, 4, N, 4)
     block_group = np.arange(nb) * gb.BLOCK // t.effective_group_size
-    fields = [_field_source(t.scales.to(torch.float16).numpy(), block_group)]  # d
+    fields = [t.scales.to(torch.float16).numpy().view(np.uint16)]  # d
     if bt.has_min:
-        fields.append(_field_source(offsets_fp16(t)[0].numpy(), block_group))  # m
-    shift = None if bt.has_min else _byte_shifts(t, bt, block_group)
+        fields.append(offsets_fp16(t)[0].numpy().view(np.uint16))  # m
+    shift = None if bt.has_min else _shifts(t, bt, block_group)
     out = np.empty((N, nb * ts), np.uint8)
     rows, blocks = _steps(N, nb)
+    work = _Scratch()
     for n0 in range(0, N, rows):
         for b0 in range(0, nb, blocks):
             n1, b1 = min(N, n0 + rows), min(nb, b0 + blocks)
-            v = words[b0:b1, :, n0:n1]
-            lo = [v[:, i] & _LOW for i in range(4)]  # plane e of word i: byte t = value 8i + 2t + e
-            hi = [(v[:, i] >> np.uint32(4)) & _LOW for i in range(4)]
+            b, r = b1 - b0, n1 - n0
+            rec = work.get("rec", (b * r, _REC), np.uint8)
+            for k, f in enumerate(fields):  # d (and m) at the record's start
+                np.copyto(_column(rec, _REC - ts + 2 * k, np.uint16).reshape(b, r), f[:, n0:n1][block_group[b0:b1]])
+            codes = _codes(words[b0:b1, :, n0:n1], work)
             if shift is not None:
-                s = shift[b0:b1, n0:n1]
-                for plane in lo + hi:
-                    plane += s
-            parts = [f[b0:b1, n0:n1] for f in fields]
+                _add_shift(codes, shift[b0:b1, n0:n1], work)
             if bt.code_bits == 5:
-                parts.append(np.zeros((b1 - b0, n1 - n0), np.uint32) if shift is None else _qh(lo, hi))
-            parts += _qs(lo, hi)
-            _put_records(out, ts, n0, b0, parts)
+                _qh(codes, shift is not None, rec, work)
+            if shift is not None:
+                np.bitwise_and(codes, _LOW, out=codes)
+            _qs(codes, rec)
+            dst = np.ndarray((r, b), f"V{ts}", out, n0 * out.strides[0] + b0 * ts, (out.strides[0], ts))
+            np.copyto(dst, _column(rec, _REC - ts, f"V{ts}").reshape(b, r).T)
     return out
 
 
-STEP_WORDS, MIN_ROWS = 1 << 16, 1024
+STEP_ROWS, STEP_BLOCKS = 64, 128
 
 
 def _steps(N: int, nb: int) -> tuple[int, int]:
-    """(output rows, blocks) a step: ~256 KB of words, so the dozens of passes over them stay in L2,
-    each pass along long contiguous stretches of word rows (numpy's cost per inner loop is paid
-    per stretch)."""
-    rows = min(N, max(MIN_ROWS, STEP_WORDS // 4 // nb))
-    return rows, max(1, min(nb, STEP_WORDS // 4 // rows))
+    """(output rows, blocks) a step: 8 K blocks, whose ~1 MB of buffers stay in L2; long rows of
+    blocks keep the transposing copy into ``out`` along its rows."""
+    blocks = min(nb, STEP_BLOCKS)
+    return min(N, STEP_ROWS * 128 // blocks), blocks
+
+
+class _Scratch:
+    """Buffers reused from step to step, by name: a step's arrays are contiguous leading parts."""
+
+    def __init__(self):
+        self._flat: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        size = math.prod(shape) * np.dtype(dtype).itemsize
+        flat = self._flat.get(name)
+        if flat is None or flat.size < size:
+            flat = self._flat[name] = np.empty(size, np.uint8)
+        return flat[:size].view(dtype).reshape(shape)
+
+
+def _column(rec: np.ndarray, offset: int, dtype) -> np.ndarray:
+    """One field of every record of ``rec`` [M, _REC]: a strided [M] view at ``offset``."""
+    return np.ndarray((rec.shape[0],), dtype, rec, offset, (_REC,))
 
 
 def _field_source(per_group: np.ndarray, block_group: np.ndarray) -> np.ndarray:
@@ -273,58 +298,58 @@ def _field_source(per_group: np.ndarray, block_group: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(per_group.view(np.uint16)[block_group])
 
 
-def _byte_shifts(t: QuantTensor, bt: gb.BlockType, block_group: np.ndarray) -> np.ndarray:
-    """Per block and output, the shift ``zero - z`` in every byte of a word: 0..16 for Q5_0 (stored
-    values 0..31), modulo 16 for Q4_0 (whose stored values 0..15 need only the low nibble)."""
-    s = bt.zero - t.zeros.numpy().astype(np.int32)[block_group]  # [nb, N]
+def _shifts(t: QuantTensor, bt: gb.BlockType, block_group: np.ndarray) -> np.ndarray | None:
+    """Per block and output, the shift ``zero - z`` as uint8 [nb, N]: 0..16 for Q5_0 (stored values
+    0..31), modulo 16 for Q4_0 (whose stored values 0..15 need only the low nibble). None when it
+    is 0 everywhere (Q4_0 with zero points 8)."""
+    s = bt.zero - t.zeros.numpy().astype(np.int32)[block_group]
     if bt.code_bits == 4:
         s &= 15
-    return s.astype(np.uint32) * _BIT0
+    return s.astype(np.uint8) if s.any() else None
 
 
-def _qs(lo: list[np.ndarray], hi: list[np.ndarray]) -> list[np.ndarray]:
-    """qs of the planes, as two [b, R, 4] uint16 halves (bytes 0-7, 8-15): qs byte j holds value j
-    (low nibble) and j + 16 (high), so its byte 8i + 2t + e is byte t of plane e of words i and
-    i + 2; bytes 2t and 2t + 1 side by side are a widening cast and a shift (gguf_blocks: _nibbles)."""
-    halves = []
-    for i in (0, 1):
-        even = (lo[i] & _LOW) | ((lo[i + 2] & _LOW) << np.uint32(4))
-        odd = (hi[i] & _LOW) | ((hi[i + 2] & _LOW) << np.uint32(4))
-        b, r = even.shape
-        half = even.view(np.uint8).reshape(b, r, 4).astype(np.uint16)
-        half |= odd.view(np.uint8).reshape(b, r, 4).astype(np.uint16) << np.uint16(8)
-        halves.append(half)
-    return halves
+def _codes(v: np.ndarray, work: _Scratch) -> np.ndarray:
+    """The words bytes [b, 4, R, 4] as uint64 [4, b * R], byte k of word i = code 8i + k: word byte t
+    (codes 2t, 2t + 1) widened to a 16-bit lane, its high nibble moved to the lane's high byte."""
+    b, _, r, _ = v.shape
+    codes = work.get("codes", (4, b * r), np.uint64)
+    np.copyto(codes.view(np.uint16).reshape(4, b, r, 4), v.transpose(1, 0, 2, 3))
+    lanes = codes.view(np.uint32)  # pairs of 16-bit lanes; lane values < 256 never cross lanes
+    tmp = work.get("tmp", lanes.shape, np.uint32)
+    np.left_shift(lanes, np.uint32(4), out=tmp)
+    np.bitwise_or(lanes, tmp, out=lanes)
+    np.bitwise_and(lanes, np.uint32(_LOW & np.uint64(0xFFFFFFFF)), out=lanes)
+    return codes
 
 
-def _qh(lo: list[np.ndarray], hi: list[np.ndarray]) -> np.ndarray:
-    """qh words [b, R] of 5-bit planes: bit 8i + 2t + e = bit 4 of byte t of plane e of word i
-    (gguf_blocks: _qh). Bit 4 of both planes go to bits 0 and 1 of their byte, and one multiply
-    moves bits 8t + e of a word to 24 + 2t + e (its partial products never meet or carry)."""
-    qh = None
-    for i in range(4):
-        bits = ((lo[i] >> np.uint32(4)) & _BIT0) | ((hi[i] >> np.uint32(3)) & (_BIT0 << np.uint32(1)))
-        byte = ((bits * _GATHER) >> np.uint32(24)) << np.uint32(8 * i)
-        qh = byte if qh is None else qh | byte
-    return qh
+def _add_shift(codes: np.ndarray, shift: np.ndarray, work: _Scratch) -> None:
+    """Add the blocks' shifts [b, R] to every code byte."""
+    s = work.get("shift", shift.shape, np.uint64)
+    np.copyto(s, shift)
+    np.multiply(s, _BYTES, out=s)
+    np.add(codes, s.reshape(-1), out=codes)
 
 
-def _put_records(out: np.ndarray, ts: int, row: int, block: int, parts: list[np.ndarray]) -> None:
-    """Write the fields of b blocks of R output rows (arrays [b, R] or [b, R, k], in record order)
-    into their ``ts``-byte records in ``out`` [N, nb * ts], from ``row`` and ``block`` on. The
-    records are assembled in a [b, R, ts] buffer (one element copy per field), then moved by one
-    copy of whole records: numpy copies each element at once, not byte by byte, and transposing
-    whole records rather than each field made the assembly 2x faster."""
-    b, r = parts[0].shape[:2]
-    rec = np.empty((b, r, ts), np.uint8)
-    offset = 0
-    for part in parts:
-        size = part.dtype.itemsize * (part.shape[2] if part.ndim == 3 else 1)
-        src = np.ascontiguousarray(part).view(f"V{size}").reshape(b, r)
-        np.ndarray((b, r), f"V{size}", rec, offset, (r * ts, ts))[...] = src
-        offset += size
-    dst = np.ndarray((r, b), f"V{ts}", out, row * out.strides[0] + block * ts, (out.strides[0], ts))
-    dst[...] = rec.view(f"V{ts}").reshape(b, r).T
+def _qh(codes: np.ndarray, shifted: bool, rec: np.ndarray, work: _Scratch) -> None:
+    """qh into ``rec``: bit 8i + k = bit 4 of code 8i + k (gguf_blocks: _qh), byte i from word i.
+    The multiply moves bit 8k + 4 of a word to 56 + k (its partial products never meet or carry),
+    the top byte; 0 for codes never shifted (4-bit codes of Q5_1)."""
+    if not shifted:
+        _column(rec, 4, np.uint32)[...] = 0
+        return
+    qh = np.ndarray((4, codes.shape[1]), np.uint8, rec, 4, (1, _REC))
+    gathered = work.get("tmp", codes.shape, np.uint64)
+    np.bitwise_and(codes, _BIT4, out=gathered)
+    np.multiply(gathered, _GATHER, out=gathered)
+    np.positive(gathered.view(np.uint8)[:, 7::8], out=qh)
+
+
+def _qs(codes: np.ndarray, rec: np.ndarray) -> None:
+    """qs into ``rec``: byte j holds code j (low nibble) and j + 16 (high), so its bytes 8h..8h+7
+    are word h | word h + 2 << 4 (gguf_blocks: _nibbles). Overwrites words 2 and 3."""
+    np.left_shift(codes[2:], np.uint64(4), out=codes[2:])
+    qs = np.ndarray((2, codes.shape[1]), np.uint64, rec, 8, (8, _REC))
+    np.bitwise_or(codes[:2], codes[2:], out=qs)
 
 
 _bytes_cache: "weakref.WeakKeyDictionary[QuantTensor, np.ndarray]" = weakref.WeakKeyDictionary()
