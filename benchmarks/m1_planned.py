@@ -30,7 +30,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="4096x4096,4096x14336,14336x4096")
     ap.add_argument("--budget-s", type=float, default=100, help="per shape")
+    ap.add_argument("--bn", default="256,128,512")
+    ap.add_argument("--bk", default="64,128")
+    ap.add_argument("--warps", default="4,8")
+    ap.add_argument("--stages", default="2,3")
+    ap.add_argument("--targets", default="264,528,1056,0", help="programs the K split aims at (0: no split)")
     args = ap.parse_args()
+    space = [[int(v) for v in getattr(args, a).split(",")] for a in ("bn", "bk", "warps", "stages", "targets")]
     warm = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
     t_warm = time.time()
     while time.time() - t_warm < 2:
@@ -46,8 +52,7 @@ def main() -> None:
         default = pick_config(1, N, K)
         rows = []
         t0 = time.time()
-        for bn, bk, warps, stages, target in itertools.product([256, 128, 512], [64, 128], [4, 8], [2, 3],
-                                                               [264, 528, 1056, 0]):
+        for bn, bk, warps, stages, target in itertools.product(*space):
             if time.time() - t0 > args.budget_s:
                 break
             tiles = -(-N // bn)
