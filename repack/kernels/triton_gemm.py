@@ -309,6 +309,7 @@ GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2 = 0, 1, 2, 3, 
 DOT_GLUON = 12  # host-side path id: gluon_gemm.w4_dot_kernel (the weight born in wgmma registers)
 # tensor-core tiles of GPTQ-order layers go to the Gluon kernel where it applies (see _gluon_fits)
 GLUON_DOT = True
+M1_OTHER_BLOCK_N = 256  # the widest M = 1 tile of the paths other than GEMV_H2 (see triton_gemm)
 GLUON_MAX_BLOCK_M = 16  # at 64 and 256 it was slower than DOT_KTJ on the H200 (synchronous wgmma, no stages)
 # fp16 activations at M = 1 on the joined layout take GEMV_H2 (paired fp16 arithmetic, see
 # _half2_dot_asm); a module switch so benchmarks can compare it with GEMV_KJ in one process
@@ -716,7 +717,15 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         path = DOT_GLUON
     if path_override is not None and path != path_override:
         raise ValueError(f"kernel path {path_override} cannot run this layer with this tile (dispatch chose {path})")
-    k_split = _cdiv(_cdiv(K, cfg.split_k), block_k) * block_k
+    warps, split_k = cfg.num_warps, cfg.split_k
+    if config is None and block_m == 1 and path != GEMV_H2 and block_n > M1_OTHER_BLOCK_N:
+        # the tuned M = 1 tiles are GEMV_H2's (512-1024 wide, 8 warps); the other M = 1 paths (bf16,
+        # AWQ, Marlin, act-order) keep the 256-wide 4-warp tile they were tuned with, about as many
+        # programs in all (more column tiles, a smaller K split): AWQ's GEMV_N on a 1024-wide tile was
+        # 10-16x slower (results/gemm-h200-session5-m1wide.log)
+        split_k = _cdiv(split_k * M1_OTHER_BLOCK_N, block_n)
+        block_n, warps = M1_OTHER_BLOCK_N, 4
+    k_split = _cdiv(_cdiv(K, split_k), block_k) * block_k
     split = _cdiv(K, k_split)
     even = N % block_n == 0 and K % k_split == 0
     grid = (_cdiv(N, block_n), _cdiv(M, block_m), split)
@@ -740,7 +749,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     else:
         consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even,
                   PAIRED_DEQUANT and x.is_cuda and w.zeros_layout in PAIRED_ZEROS, slayout)
-        kernel = _launch(grid, args, consts, cfg.num_warps, stages, x.device, stream)
+        kernel = _launch(grid, args, consts, warps, stages, x.device, stream)
     if kernel is not None and config is None and path_override is None and y.is_contiguous():
         if len(_plans) >= 4096:  # shapes of many layers and lengths: start over rather than grow
             _plans.clear()

@@ -68,6 +68,8 @@ def pick_config(M: int, N: int, K: int) -> TileConfig:
     entries = table[str(next((b for b in tuned if M <= b), tuned[-1]))]
     best = min(entries, key=lambda e: abs(math.log(e["K"] * e["N"]) - math.log(K * N)) + (e["K"] != K) * 1e-3)
     c = best["config"]
-    tiles = math.ceil(M / c["block_m"]) * math.ceil(N / c["block_n"])
+    # a tile much wider than the layer (a 1024-wide M = 1 tile on a 576-wide layer) only idles threads
+    block_n = min(c["block_n"], max(64, 1 << (N.bit_length() - 1)))
+    tiles = math.ceil(M / c["block_m"]) * math.ceil(N / block_n)
     split = split_for(tiles, K, c["block_k"], best["target_programs"]) if best["target_programs"] else 1
-    return TileConfig(c["block_m"], c["block_n"], c["block_k"], split, c["num_warps"], c["num_stages"])
+    return TileConfig(c["block_m"], block_n, c["block_k"], split, c["num_warps"], c["num_stages"])
