@@ -18,10 +18,15 @@ POSIX ``fork`` only: the items and the function that produces them are inherited
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterator
 
 import numpy as np
@@ -54,25 +59,59 @@ def write_all(writer, items: list, produce: Callable, workers: int = WORKERS) ->
     places = writer.presize()
     _job = (items, produce, places, getattr(writer, "encode", None))
     written: set[str] = set()
+    # an executor rather than multiprocessing.Pool: a worker that dies (the OOM killer, a signal)
+    # breaks it and every pending result raises, where a Pool silently replaces the worker, loses its
+    # item and leaves the parent waiting forever
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_init,
+                               initargs=(os.getpid(),))
     try:
-        with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
-            for names in pool.imap_unordered(_write_item, range(len(items))):
-                for name in names:
-                    if name in written:
-                        raise OutputError(f"tensor '{name}' would be written twice")
-                    written.add(name)
-                yield
+        for done in as_completed([pool.submit(_write_item, i) for i in range(len(items))]):
+            for name in done.result():  # a worker's exception is raised here, in the parent
+                if name in written:
+                    raise OutputError(f"tensor '{name}' would be written twice")
+                written.add(name)
+            yield
+    except BrokenProcessPool:
+        raise OutputError(f"{writer.target}: a write process was killed before it finished "
+                          f"(out of memory? REPACK_WRITE_PROCESSES=0 writes in one process)") from None
     finally:
+        # on an error or Ctrl-C: the items not started are dropped, the running ones (workers ignore
+        # SIGINT) end before the caller removes the temporary folder
+        pool.shutdown(wait=True, cancel_futures=True)
         _job = None
     writer.mark_written(written)
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
+    _die_with(parent)
     torch.set_num_threads(1)  # two processes already use both cores
-    # Ctrl-C reaches the whole process group: the parent turns it into "interrupted" and terminates
-    # the pool; a worker would only add a traceback of its own
+    # Ctrl-C reaches the whole process group: the parent turns it into "interrupted" and stops the
+    # pool; a worker would only add a traceback of its own
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _fds.clear()
+
+
+def _die_with(parent: int) -> None:
+    """End this worker when the parent dies (SIGKILL, the OOM killer): an orphan would keep the
+    output's lock (its descriptor is inherited) and the next run would be refused. The executor's
+    queues do not tell an idle worker, so on Linux the kernel is asked to (PR_SET_PDEATHSIG);
+    elsewhere a thread checks every 0.2 s."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        else:
+            if os.getppid() != parent:  # the parent died before the request took hold
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _write_item(index: int) -> list[str]:

@@ -56,6 +56,46 @@ def test_kill_at_random_moments(source, tmp_path):
         assert verify(source, dst, ms=(1,)).ok
 
 
+def _children(pid: int) -> list[int]:
+    kids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and f"PPid:\t{pid}\n" in (d / "status").read_text():
+                kids.append(int(d.name))
+        except OSError:
+            pass
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the process table from /proc")
+def test_write_processes_die_with_a_killed_parent(source, tmp_path):
+    """SIGKILL of the parent during the forked write pass: its workers end too (an orphan would
+    hold the output's lock and keep writing), and the next run into the target succeeds."""
+    dst = tmp_path / "out"
+    proc = subprocess.Popen(convert_cmd(source, dst), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, kids = time.time() + 60, []
+    while len(kids) < 2 and proc.poll() is None and time.time() < deadline:
+        kids = _children(proc.pid)
+        time.sleep(0.005)
+    assert len(kids) >= 2, "the write pass never started its processes"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while any(Path(f"/proc/{k}").exists() and "State:\tZ" not in _status(k) for k in kids) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{k}").exists() and "State:\tZ" not in _status(k) for k in kids), "orphaned write processes"
+    r = subprocess.run(convert_cmd(source, dst, "--force"), cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert not leftovers(tmp_path)
+
+
+def _status(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "status").read_text()
+    except OSError:
+        return ""
+
+
 def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))  # a "disk" that fills at 60 kB per file
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -6,7 +6,7 @@ import pytest
 from fixtures.checkpoints import random_model, write_gptq
 from repack import parallel_write
 from repack.convert import convert
-from repack.errors import InputError
+from repack.errors import InputError, OutputError
 from tests.conftest import leftovers
 
 pytestmark = pytest.mark.skipif(not parallel_write.available(), reason="needs fork and two cores")
@@ -69,3 +69,26 @@ def test_pass_through_copies_without_copy_file_range(tmp_path, monkeypatch):
     monkeypatch.setenv("REPACK_WRITE_PROCESSES", "1")
     convert(src, tmp_path / "1" / "out", "auto_gptq", "v2", shard_size=40_000)
     assert folder_bytes(tmp_path / "1" / "out") == folder_bytes(tmp_path / "0" / "out")
+
+
+def test_a_killed_worker_is_one_error_not_a_hang(tmp_path, monkeypatch):
+    """A write process killed from outside (the OOM killer's SIGKILL) ends the conversion with an
+    error naming the output and nothing left behind; multiprocessing.Pool would wait forever."""
+    import os
+    import signal
+    from repack.formats import awq
+    layers = random_model(seed=5, bits=4, group_size=64, sym=True)
+    src = write_gptq(tmp_path / "src", layers, "v1", sym=True)
+    victim = sorted(layers)[2]
+    real = awq.AwqFormat.pack
+
+    def pack(self, module, qt, variant):
+        if module == victim and parallel_write._job is not None:  # only in the write pass's workers
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, module, qt, variant)
+
+    monkeypatch.setattr(awq.AwqFormat, "pack", pack)
+    with pytest.raises(OutputError, match="write process was killed"):
+        convert(src, tmp_path / "out", "auto_awq", "gemm")
+    assert not (tmp_path / "out").exists()
+    assert not leftovers(tmp_path)
