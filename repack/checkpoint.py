@@ -401,6 +401,7 @@ class CheckpointWriter:
         self.files = [SINGLE_NAME] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
         self._order = [(i, s) for i, shard in enumerate(self.shards) for s in shard]
         self._pos = 0
+        self._where: dict[str, int] | None = None  # name -> declared position (seek)
         self._fh = None
         self._shard = -1
         self.tmp: Path | None = None
@@ -499,6 +500,16 @@ class CheckpointWriter:
                 offset += spec.nbytes
         self._shard = len(self.shards) - 1
         return places
+
+    def seek(self, name: str) -> None:
+        """Continue at declared tensor ``name``: a process writing one group of tensors
+        (:func:`repack.parallel_write.write_groups`) starts in the middle of the declaration order."""
+        if self._where is None:
+            self._where = {spec.name: i for i, (_, spec) in enumerate(self._order)}
+        pos = self._where.get(name)
+        if pos is None:
+            raise OutputError(f"tensor '{name}' was not declared")
+        self._pos = pos
 
     def mark_written(self, names: set[str]) -> None:
         """After a :meth:`presize` fill: every declared tensor must be among ``names``."""

@@ -176,6 +176,11 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
             for _ in progress_bar(parallel_write.write_all(writer, items, packed_item), "write", progress,
                                   total=len(items)):
                 pass
+        elif getattr(writer, "writes_groups", False) and parallel_write.available():
+            # two forked processes take whole layers, each writing its files (TurboMind)
+            for _ in progress_bar(parallel_write.write_groups(writer, items, packed_item), "write", progress,
+                                  total=len(items)):
+                pass
         else:
             # modules are read and packed on two threads a few steps ahead of the writes, in order
             for tensors in progress_bar(ahead_map(packed_item, items), "write", progress, total=len(items)):

@@ -82,6 +82,45 @@ def write_all(writer, items: list, produce: Callable, workers: int = WORKERS) ->
     writer.mark_written(written)
 
 
+def write_groups(writer, items: list, produce: Callable, workers: int = WORKERS) -> Iterator[None]:
+    """For writers whose tensors end up in files of their own, gathered across the modules of a
+    group (TurboMind's fused qkv and w13 slots, per layer): each worker takes the next group of
+    ``writer.groups(items)`` and passes its tensors to ``writer.write`` in declaration order, as the
+    threaded path does, so whole files are written by one process and no two write one file. Yields
+    once per item; the caller calls ``finish`` after."""
+    global _job
+    groups = writer.groups(items)
+    _job = (items, produce, writer, groups)
+    written: set[str] = set()
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_init,
+                               initargs=(os.getpid(),))
+    try:
+        for done in as_completed([pool.submit(_write_group, g) for g in range(len(groups))]):
+            names, count = done.result()
+            written.update(names)
+            for _ in range(count):
+                yield
+    except BrokenProcessPool:
+        raise OutputError(f"{writer.target}: a write process was killed before it finished "
+                          f"(out of memory? REPACK_WRITE_PROCESSES=0 writes in one process)") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        _job = None
+    writer.mark_written(written)
+
+
+def _write_group(index: int) -> tuple[list[str], int]:
+    items, produce, writer, groups = _job
+    names = []
+    for i in groups[index]:
+        for name, data in produce(items[i]):
+            writer.seek(name)  # this process writes the group's tensors only, in their declared order
+            writer.write(name, data)
+            names.append(name)
+    writer.check_groups_complete()
+    return names, len(groups[index])
+
+
 def _worker_init(parent: int) -> None:
     _die_with(parent)
     torch.set_num_threads(1)  # two processes already use both cores

@@ -92,3 +92,45 @@ def test_a_killed_worker_is_one_error_not_a_hang(tmp_path, monkeypatch):
         convert(src, tmp_path / "out", "auto_awq", "gemm")
     assert not (tmp_path / "out").exists()
     assert not leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("variant, tp, bias", [("v6", 1, False), ("v6", 2, True), ("w4", 2, True), ("w4", 1, False)])
+def test_turbomind_layers_in_processes_write_the_same_files(tmp_path, monkeypatch, variant, tp, bias):
+    """TurboMind's fused slots (qkv, w13) and biases are gathered within a layer: forked processes
+    take whole layers (write_groups), the files equal the threaded path's, every one of them."""
+    import torch
+    from tests.test_turbomind import HEAD_DIM, HIDDEN, PARTS, write_model
+    g = torch.Generator().manual_seed(7)
+    extra = {f"model.layers.{i}.{PARTS[p]}.bias": torch.randn(n, generator=g).to(torch.float16)
+             for i in range(3) for p, n in (("q", HIDDEN), ("k", 4 * HEAD_DIM), ("v", 4 * HEAD_DIM))} if bias else None
+    config = {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]} if bias else None
+    src, _, _ = write_model(tmp_path / "src", layers=3, extra=extra, config=config)
+    outs = {}
+    for mode in ("0", "1"):
+        monkeypatch.setenv("REPACK_WRITE_PROCESSES", mode)
+        out = tmp_path / mode / "ws"
+        convert(src, out, "turbomind", variant, tp=tp)
+        outs[mode] = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert len(outs["1"]) > 20
+    assert outs["1"] == outs["0"]
+
+
+def test_turbomind_groups_are_whole_layers(tmp_path, monkeypatch):
+    from repack.formats.turbomind_writer import TurbomindWriter
+    from tests.test_turbomind import write_model
+    src, _, _ = write_model(tmp_path / "src", layers=3)
+    seen = []
+    real = TurbomindWriter.groups
+
+    def groups(self, items):
+        got = real(self, items)
+        seen.append([[items[i][0] for i in grp] for grp in got])
+        return got
+
+    monkeypatch.setattr(TurbomindWriter, "groups", groups)
+    convert(src, tmp_path / "ws", "turbomind", "v6")  # groups() is asked only on the process path
+    (got,) = seen
+    layers = [grp for grp in got if grp[0].startswith("model.layers.")]
+    assert len(layers) == 3 and all(len({n.split(".")[2] for n in grp}) == 1 for grp in layers)
+    assert all(len(grp) == 1 for grp in got if not grp[0].startswith("model.layers."))
+    assert sum(len(grp) for grp in got) == len({n for grp in got for n in grp})

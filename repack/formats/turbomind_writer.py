@@ -202,7 +202,8 @@ def _join(slot: str, pieces: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 class TurbomindWriter(CheckpointWriter):
-    fills_in_any_order = False  # slots are gathered across modules (_gathered): written in order
+    fills_in_any_order = False  # slots are gathered across modules (_gathered): written in order...
+    writes_groups = True  # ...within a layer; layers are independent files (parallel_write.write_groups)
     accepts_raw_slices = True  # float tensors stored as written are copied file to file
 
     def __init__(self, target, specs, *, force: bool, source, config: dict, variant: str, tp: int):
@@ -425,11 +426,30 @@ class TurbomindWriter(CheckpointWriter):
             for kind, data in sl.encode_rank(self.variant, q, z, s).items():
                 self._file(sl.file_name(i, slot, r, kind), data)
 
-    def finish(self, config: dict, side_files=(), extra_json=None) -> Path:
-        self._check_all_written()
+    def groups(self, items: list[tuple[str, str]]) -> list[list[int]]:
+        """Convert's items (module or tensor name, kind) as groups that complete every fused slot
+        and bias they start: the runs of items of one layer (declaration order keeps a layer's
+        items together), every other item alone."""
+        groups: list[list[int]] = []
+        last = None
+        for i, (name, kind) in enumerate(items):
+            role = self.roles.get(f"{name}.qweight" if kind == "module" else name)
+            layer = role.layer if role is not None and role.layer >= 0 else None
+            if layer is not None and layer == last:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+            last = layer
+        return groups
+
+    def check_groups_complete(self) -> None:
         left = list(self.pieces) + [f"layer {i} {s}" for i, s in self.parts] + [f"layer {i} bias" for i in self.biases]
         if left:
             raise OutputError(f"{self.target}: incomplete fused groups at the end: {', '.join(left[:4])}")
+
+    def finish(self, config: dict, side_files=(), extra_json=None) -> Path:
+        self._check_all_written()
+        self.check_groups_complete()
         # model_format names the input lmdeploy converted from (informational: zeros on disk are true zeros)
         fmt = "gptq" if self.source_format in ("auto_gptq", "auto_round") else "awq"
         text = render(self.variant, self.config, self.d, self.arch, self.tp, GROUP_SIZE, self.attn_bias, fmt)
