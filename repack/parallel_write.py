@@ -12,6 +12,11 @@ file to file with ``copy_file_range``). The parent only counts finished items fo
 bar; a worker's exception (an InputError naming the file and tensor, say) comes back and is raised
 in the parent, where the writer removes its temporary folder as always.
 
+TurboMind's slots are gathered across a layer's modules, so its writer cannot take tensors in
+any order; :func:`write_groups` gives each worker whole layers instead, whose files are their own.
+A worker killed from outside ends the run with one error line, and the workers die with a killed
+parent (an orphan would keep the output's lock).
+
 POSIX ``fork`` only: the items and the function that produces them are inherited by the workers
 (the sources they read are file maps), nothing is pickled but item indices and tensor names.
 """
@@ -37,7 +42,7 @@ from .errors import OutputError
 
 WORKERS = 2
 
-_job: tuple | None = None  # (items, produce, places, encode), inherited by the forked workers
+_job: tuple | None = None  # what the tasks need, inherited by the forked workers (_on_workers)
 _fds: dict = {}
 
 
@@ -55,30 +60,15 @@ def write_all(writer, items: list, produce: Callable, workers: int = WORKERS) ->
     for all ``items`` into ``writer``'s files; yields once per finished item. The writer (inside its
     ``with`` block, nothing written yet) has ``fills_in_any_order``, ``presize`` and ``mark_written``
     and may have ``encode`` (its container's bytes of a tensor); the caller calls ``finish`` after."""
-    global _job
     places = writer.presize()
-    _job = (items, produce, places, getattr(writer, "encode", None))
     written: set[str] = set()
-    # an executor rather than multiprocessing.Pool: a worker that dies (the OOM killer, a signal)
-    # breaks it and every pending result raises, where a Pool silently replaces the worker, loses its
-    # item and leaves the parent waiting forever
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_init,
-                               initargs=(os.getpid(),))
-    try:
-        for done in as_completed([pool.submit(_write_item, i) for i in range(len(items))]):
-            for name in done.result():  # a worker's exception is raised here, in the parent
-                if name in written:
-                    raise OutputError(f"tensor '{name}' would be written twice")
-                written.add(name)
-            yield
-    except BrokenProcessPool:
-        raise OutputError(f"{writer.target}: a write process was killed before it finished "
-                          f"(out of memory? REPACK_WRITE_PROCESSES=0 writes in one process)") from None
-    finally:
-        # on an error or Ctrl-C: the items not started are dropped, the running ones (workers ignore
-        # SIGINT) end before the caller removes the temporary folder
-        pool.shutdown(wait=True, cancel_futures=True)
-        _job = None
+    job = (items, produce, places, getattr(writer, "encode", None))
+    for names in _on_workers(writer, job, _write_item, len(items), workers):
+        for name in names:
+            if name in written:
+                raise OutputError(f"tensor '{name}' would be written twice")
+            written.add(name)
+        yield
     writer.mark_written(written)
 
 
@@ -88,25 +78,35 @@ def write_groups(writer, items: list, produce: Callable, workers: int = WORKERS)
     ``writer.groups(items)`` and passes its tensors to ``writer.write`` in declaration order, as the
     threaded path does, so whole files are written by one process and no two write one file. Yields
     once per item; the caller calls ``finish`` after."""
-    global _job
     groups = writer.groups(items)
-    _job = (items, produce, writer, groups)
     written: set[str] = set()
+    for names, count in _on_workers(writer, (items, produce, writer, groups), _write_group, len(groups), workers):
+        written.update(names)
+        for _ in range(count):
+            yield
+    writer.mark_written(written)
+
+
+def _on_workers(writer, job: tuple, task: Callable, count: int, workers: int) -> Iterator:
+    """``task(0) .. task(count - 1)`` on forked workers that inherit ``job``; their results in the
+    order they finish, a worker's exception raised here, in the parent. An executor rather than
+    multiprocessing.Pool: a worker that dies (the OOM killer, a signal) breaks it and the pending
+    results raise, where a Pool silently replaces the worker, loses its item and waits forever."""
+    global _job
+    _job = job
     pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_init,
                                initargs=(os.getpid(),))
     try:
-        for done in as_completed([pool.submit(_write_group, g) for g in range(len(groups))]):
-            names, count = done.result()
-            written.update(names)
-            for _ in range(count):
-                yield
+        for done in as_completed([pool.submit(task, i) for i in range(count)]):
+            yield done.result()
     except BrokenProcessPool:
         raise OutputError(f"{writer.target}: a write process was killed before it finished "
                           f"(out of memory? REPACK_WRITE_PROCESSES=0 writes in one process)") from None
     finally:
+        # on an error or Ctrl-C: the tasks not started are dropped, the running ones (workers ignore
+        # SIGINT) end before the caller removes the temporary folder
         pool.shutdown(wait=True, cancel_futures=True)
         _job = None
-    writer.mark_written(written)
 
 
 def _write_group(index: int) -> tuple[list[str], int]:
