@@ -32,7 +32,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..packing import byte_nibble_words, pack_cols, unpack_cols
+from ..packing import pack_cols, unpack_cols
 
 TILE = 16  # rows (k) per tile and per row of B
 BLOCK_N = 64  # columns per permutation block: four 16x16 tensor-core tiles
@@ -106,7 +106,9 @@ def pack_weight(q: np.ndarray, bits: int) -> np.ndarray:
     return out.view(np.int32)
 
 
-STEP_WORDS = 1 << 17  # ~512 KB of source words a step: the passes over them stay in L2
+STEP_WORDS = 1 << 17  # ~512 KB of source words a step: the tile's buffers stay in L2
+_LOW = np.uint64(0x0F0F0F0F0F0F0F0F)
+_BYTES_02, _BYTES_0 = np.uint64(0x0000FFFF0000FFFF), np.uint64(0x00FF00FF00FF00FF)
 
 
 def pack_weight_words(words: np.ndarray, K: int, N: int) -> np.ndarray:
@@ -114,25 +116,68 @@ def pack_weight_words(words: np.ndarray, K: int, N: int) -> np.ndarray:
     of one column per word), without unpacking a code: a Marlin word holds inputs k0 + {0, 1} +
     {0, 8} of columns n and n + 8 (nibble ``4*(k%2) + 2*((n//8)%2) + (k//8)%2``), i.e. byte
     ``(k%8)//2`` of the canonical words of rows k//8 and k//8 + 1 of both columns, put together by
-    nibble selects and a 4x4 byte transpose (:func:`repack.packing.byte_nibble_words`)."""
+    nibble selects and a 4x4 byte transpose (as :func:`repack.packing.byte_nibble_words`)."""
     if K % TILE or N % BLOCK_N:
         raise ValueError(f"Marlin needs K % 16 == 0 and N % 64 == 0, got K={K}, N={N}")
     out = np.empty((K // TILE, N // BLOCK_N, 128), np.uint32)
     step = max(1, STEP_WORDS // (2 * N))
     w = words.view(np.uint32)
+    tile = None
     for k0 in range(0, K // TILE, step):
-        k1 = min(K // TILE, k0 + step)
-        out[k0:k1] = _tile_rows(w[2 * k0: 2 * k1], k1 - k0, N)
+        kt = min(K // TILE, k0 + step) - k0
+        if tile is None or tile.kt != kt:  # the first step, then the shorter last one
+            tile = _WordTile(kt, N)
+        tile.pack(w[2 * k0: 2 * (k0 + kt)], out[k0: k0 + kt])
     return out.reshape(K // TILE, -1).view(np.int32)
 
 
-def _tile_rows(w: np.ndarray, kt: int, N: int) -> np.ndarray:
-    # source words as [k-tile, k bit 3, 64-column block, (n//16)%4, n bit 3, n%8]
-    w = w.reshape(kt, 2, N // BLOCK_N, 4, 2, 8)
-    parts = [np.ascontiguousarray(w[:, k3, :, :, n3]) for n3 in (0, 1) for k3 in (0, 1)]
-    x = byte_nibble_words(*parts)  # word t = (k%8)//2, nibble 4*k0 + 2*n3 + k3
-    # word 16*(n%8) + 4*((k%8)//2) + (n//16)%4 of the block (module docstring)
-    return x.transpose(1, 2, 4, 0, 3).reshape(kt, N // BLOCK_N, 128)
+class _WordTile:
+    """The buffers of kt k-tiles, reused step after step. Between the two copies every pass runs
+    on whole contiguous planes in 64-bit lanes (the masks keep the 32-bit words apart)."""
+
+    def __init__(self, kt: int, N: int):
+        self.kt, self.N = kt, N
+        # source words as [k bit 3, n bit 3, k-tile, 64-column block, n%8, (n//16)%4]: the planes
+        # a, c (k bit 3 = 0), b, d of byte_nibble_words, each in the order of the output words
+        self.x = np.empty((2, 2, kt, N // BLOCK_N, 8, 4), np.uint32)
+        self.tmp = np.empty(kt * N // 2, np.uint64)
+
+    def pack(self, w: np.ndarray, out: np.ndarray) -> None:
+        """Source words ``[2 kt, N]`` -> Marlin rows ``out`` [kt, N/64, 128]."""
+        kt, N = self.kt, self.N
+        # source words as [k-tile, k bit 3, 64-column block, (n//16)%4, n bit 3, n%8]
+        np.copyto(self.x, w.reshape(kt, 2, N // BLOCK_N, 4, 2, 8).transpose(1, 4, 0, 2, 5, 3))
+        self._nibble_words()
+        # x as [word t = (k%8)//2, k-tile, block, n%8, (n//16)%4] -> word 16*(n%8) + 4*t + (n//16)%4
+        # of the block (module docstring); each (n//16)%4 run of 4 words moves as one 16-byte item
+        x = _items16(self.x.reshape(4, kt, N // BLOCK_N, 8, 4))
+        np.copyto(_items16(out.reshape(kt, N // BLOCK_N, 8, 4, 4)), x.transpose(1, 2, 3, 0))
+
+    def _nibble_words(self) -> None:
+        """byte_nibble_words in place, as three swaps: x0..x3 = (a, c, b, d) become the words t = 0..3
+        holding byte t of each source, nibbles (LSB first) lo(a), lo(b), lo(c), lo(d), hi(a), ..."""
+        x = self.x.reshape(2, 2, -1).view(np.uint64)
+        # high nibbles of a, c <-> low nibbles of b, d: x0 = lo(a) | lo(b) << 4 per byte, x2 = hi
+        _swap(x[0], x[1], 4, _LOW, self.tmp.reshape(2, -1))
+        # then the 4x4 byte transpose: 16-bit halves of x0 / x2 and x1 / x3, bytes of x0 / x1, x2 / x3
+        _swap(x[0], x[1], 16, _BYTES_02, self.tmp.reshape(2, -1))
+        _swap(x[:, 0], x[:, 1], 8, _BYTES_0, self.tmp.reshape(2, -1))
+
+
+def _swap(lo: np.ndarray, hi: np.ndarray, shift: int, mask: np.uint64, tmp: np.ndarray) -> None:
+    """Exchange the ``mask`` bits of ``hi`` with the bits of ``lo`` ``shift`` above them."""
+    sh = np.uint64(shift)
+    np.right_shift(lo, sh, out=tmp)
+    np.bitwise_xor(tmp, hi, out=tmp)
+    np.bitwise_and(tmp, mask, out=tmp)
+    np.bitwise_xor(hi, tmp, out=hi)
+    np.left_shift(tmp, sh, out=tmp)
+    np.bitwise_xor(lo, tmp, out=lo)
+
+
+def _items16(a: np.ndarray) -> np.ndarray:
+    """uint32 ``[..., 4]`` seen as one raw 16-byte item per last row (copies move them whole)."""
+    return a.view(np.dtype("V16"))[..., 0]
 
 
 def unpack_weight(B: np.ndarray, bits: int, K: int, N: int) -> np.ndarray:
