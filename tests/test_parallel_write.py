@@ -1,6 +1,9 @@
 """The forked-process write pass (repack/parallel_write.py) against the in-order threaded one:
 the same bytes in every shard, and a worker's failure handled as the threaded path handles it."""
 
+import os
+import signal
+
 import pytest
 
 from fixtures.checkpoints import random_model, write_gptq
@@ -33,7 +36,18 @@ def test_processes_write_the_same_bytes_as_threads(tmp_path, monkeypatch, to, va
     assert outs["1"] == outs["0"]
 
 
-def test_a_worker_failure_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
+def _fail(how: str, ckpt, module: str):
+    if how == "raise":
+        raise InputError(f"{ckpt.root}: tensor '{module}.qweight': simulated bad bytes")
+    os.kill(os.getpid(), signal.SIGKILL)  # the OOM killer
+
+
+@pytest.mark.parametrize("how, error, match", [("raise", InputError, "simulated bad bytes"),
+                                               ("kill", OutputError, "write process was killed")])
+def test_a_worker_failure_is_one_error_and_leaves_nothing(tmp_path, monkeypatch, how, error, match):
+    """A worker's exception is raised in the parent; a worker killed from outside ends the run with
+    an error naming the output (multiprocessing.Pool waited forever for its item). Either way no
+    target and no temporary folder are left."""
     from repack.formats import gptq
     layers = random_model(seed=4, bits=4, group_size=64, sym=True)
     src = write_gptq(tmp_path / "src", layers, "v1", sym=True)
@@ -42,11 +56,11 @@ def test_a_worker_failure_is_one_error_and_leaves_nothing(tmp_path, monkeypatch)
 
     def read(self, ckpt, det, module):
         if module == bad and parallel_write._job is not None:  # only in the write pass's workers
-            raise InputError(f"{ckpt.root}: tensor '{module}.qweight': simulated bad bytes")
+            _fail(how, ckpt, module)
         return real(self, ckpt, det, module)
 
     monkeypatch.setattr(gptq.GptqFormat, "read", read)
-    with pytest.raises(InputError, match="simulated bad bytes"):
+    with pytest.raises(error, match=match):
         convert(src, tmp_path / "out", "auto_awq", "gemm")
     assert not (tmp_path / "out").exists()
     assert not leftovers(tmp_path)
@@ -56,7 +70,6 @@ def test_pass_through_copies_without_copy_file_range(tmp_path, monkeypatch):
     """Where the file systems refuse copy_file_range, pass-through tensors go through the
     read/pwrite loop at their offsets (the forked workers inherit the refusal)."""
     import errno
-    import os
     layers = random_model(seed=6, bits=4, group_size=64, sym=True)
     src = write_gptq(tmp_path / "src", layers, "v1", sym=True)
     monkeypatch.setenv("REPACK_WRITE_PROCESSES", "0")
@@ -69,29 +82,6 @@ def test_pass_through_copies_without_copy_file_range(tmp_path, monkeypatch):
     monkeypatch.setenv("REPACK_WRITE_PROCESSES", "1")
     convert(src, tmp_path / "1" / "out", "auto_gptq", "v2", shard_size=40_000)
     assert folder_bytes(tmp_path / "1" / "out") == folder_bytes(tmp_path / "0" / "out")
-
-
-def test_a_killed_worker_is_one_error_not_a_hang(tmp_path, monkeypatch):
-    """A write process killed from outside (the OOM killer's SIGKILL) ends the conversion with an
-    error naming the output and nothing left behind; multiprocessing.Pool would wait forever."""
-    import os
-    import signal
-    from repack.formats import awq
-    layers = random_model(seed=5, bits=4, group_size=64, sym=True)
-    src = write_gptq(tmp_path / "src", layers, "v1", sym=True)
-    victim = sorted(layers)[2]
-    real = awq.AwqFormat.pack
-
-    def pack(self, module, qt, variant):
-        if module == victim and parallel_write._job is not None:  # only in the write pass's workers
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(self, module, qt, variant)
-
-    monkeypatch.setattr(awq.AwqFormat, "pack", pack)
-    with pytest.raises(OutputError, match="write process was killed"):
-        convert(src, tmp_path / "out", "auto_awq", "gemm")
-    assert not (tmp_path / "out").exists()
-    assert not leftovers(tmp_path)
 
 
 @pytest.mark.parametrize("variant, tp, bias", [("v6", 1, False), ("v6", 2, True), ("w4", 2, True), ("w4", 1, False)])
