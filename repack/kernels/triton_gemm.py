@@ -309,7 +309,7 @@ GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2 = 0, 1, 2, 3, 
 DOT_GLUON = 12  # host-side path id: gluon_gemm.w4_dot_kernel (the weight born in wgmma registers)
 # tensor-core tiles of GPTQ-order layers go to the Gluon kernel where it applies (see _gluon_fits)
 GLUON_DOT = True
-M1_OTHER_BLOCK_N = 256  # the widest M = 1 tile of the paths other than GEMV_H2 (see triton_gemm)
+M1_OTHER_BLOCK_N = 256  # the widest M = 1 tile of the paths other than GEMV_H2 (the narrowing in triton_gemm())
 GLUON_MAX_BLOCK_M = 16  # at 64 and 256 it was slower than DOT_KTJ on the H200 (synchronous wgmma, no stages)
 # fp16 activations at M = 1 on the joined layout take GEMV_H2 (paired fp16 arithmetic, see
 # _half2_dot_asm); a module switch so benchmarks can compare it with GEMV_KJ in one process
