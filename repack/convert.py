@@ -170,16 +170,12 @@ def convert(src: str | os.PathLike | Source, dst: str | os.PathLike, to: str, va
             own = own_layout(name, f.tensor) if own_layout else None
             return own if own is not None else list(target.pack(name, f.tensor, variant).items())
 
-        if getattr(writer, "fills_in_any_order", False) and parallel_write.available():
-            # two forked processes pack modules and write them at their planned offsets: numpy's
-            # short calls serialize on the GIL in threads (parallel_write.py)
-            for _ in progress_bar(parallel_write.write_all(writer, items, packed_item), "write", progress,
-                                  total=len(items)):
-                pass
-        elif getattr(writer, "writes_groups", False) and parallel_write.available():
-            # two forked processes take whole layers, each writing its files (TurboMind)
-            for _ in progress_bar(parallel_write.write_groups(writer, items, packed_item), "write", progress,
-                                  total=len(items)):
+        # two forked processes pack modules and write them at their planned offsets, or take whole
+        # layers each (TurboMind): numpy's short calls serialize on the GIL in threads (parallel_write.py)
+        in_processes = (parallel_write.write_all if getattr(writer, "fills_in_any_order", False) else
+                        parallel_write.write_groups if getattr(writer, "writes_groups", False) else None)
+        if in_processes is not None and parallel_write.available():
+            for _ in progress_bar(in_processes(writer, items, packed_item), "write", progress, total=len(items)):
                 pass
         else:
             # modules are read and packed on two threads a few steps ahead of the writes, in order

@@ -95,6 +95,7 @@ class GgufWriter(CheckpointWriter):
         self._nbytes: dict[str, int] = {}  # GGUF bytes of each written tensor, declared in the header
         self._types = {s.name: s.ggml_type for s in specs if getattr(s, "ggml_type", -1) >= 0}  # declared block types
         self._rope_freqs: np.ndarray | None = None  # Llama 3 rope divisors to add after the model's tensors
+        self._rope_at: int | None = None  # their offset once presize() laid out the data section
 
     def __enter__(self) -> "GgufWriter":
         super().__enter__()
@@ -266,7 +267,6 @@ class GgufWriter(CheckpointWriter):
             offset += pad(ti.nbytes, align)
         fout.truncate(offset)
         self._rope_at = at.get("rope_freqs.weight")
-        self._presized = True
         path = self.tmp / GGUF_NAME
         return {s.name: (path, at[self.names[s.name]], s) if s.name in self.names else (None, 0, s) for s in self.specs}
 
@@ -290,7 +290,7 @@ class GgufWriter(CheckpointWriter):
 
     def finish(self, config: dict, side_files=(), extra_json=None) -> Path:
         self._check_all_written()
-        if self._rope_freqs is not None and getattr(self, "_presized", False):
+        if self._rope_at is not None:
             with open(self.tmp / GGUF_NAME, "r+b") as f:  # its place in the presized data section
                 f.seek(self._rope_at)
                 f.write(np.ascontiguousarray(self._rope_freqs).tobytes())
