@@ -1,6 +1,5 @@
 import click
 
-from repack.demo import format_table, run_demo
 
 from .common import emit_json, handle_errors
 
@@ -12,6 +11,8 @@ from .common import emit_json, handle_errors
 def demo_cmd(keep, as_json) -> None:
     """Quantize a tiny built-in Llama (RTN, 4-bit g64 asym), convert it through every format and
     back, and print a table: format, bytes, exact?, max abs diff of the dequantized weights."""
+    from repack.demo import format_table, run_demo  # torch: imported only by the commands that run it
+
     rows = run_demo(keep)
     if as_json:
         emit_json([vars(r) for r in rows])

@@ -1,6 +1,5 @@
 import click
 
-from repack.evaluate import evaluate, generate
 
 from .common import emit_json, fail, handle_errors, show_progress
 
@@ -32,6 +31,8 @@ def eval_cmd(checkpoint, text, prompt, max_new_tokens, seqlen, max_windows, devi
     """
     if text is None and prompt is None:
         fail("give --text FILE (perplexity) and/or --generate PROMPT")
+    from repack.evaluate import evaluate, generate  # torch: imported only by the commands that run it
+
     out = {}
     if text is not None:
         r = evaluate(checkpoint, text, seqlen, max_windows, progress=show_progress(quiet, as_json), device=device,

@@ -1,8 +1,8 @@
 import click
 
 from repack import hub
+from repack.quantize import METHODS
 from repack.quantize.arch import ARCHS
-from repack.quantize.driver import METHODS, quantize
 
 from .common import emit_json, handle_errors
 
@@ -57,8 +57,11 @@ HELP = f"""Quantize the float model MODEL (folder, hub id, or any checkpoint rep
 @handle_errors
 def quantize_cmd(model, out, method, bits, group_size, sym, act_order, static_groups, no_true_sequential, damp, clip_search,
                  calib, nsamples, seqlen, to, variant, device, seed, force, as_json, quiet, push_to):
+    from repack.quantize.driver import quantize  # torch: imported only by the commands that run it
+
     if push_to:
         hub.check_push_target(push_to)
+
     def on_block(b):
         if not quiet and not as_json:
             rel = sum(l.rel for l in b.layers) / len(b.layers)

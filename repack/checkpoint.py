@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 
+from .dtypes import as_array, is_array
 from .errors import InputError, OutputError
-from .safetensors_header import DTYPES, TORCH_TO_ST, TensorInfo, read_header
+from .safetensors_header import DTYPES, TensorInfo, read_header, st_dtype
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -140,15 +140,13 @@ class Checkpoint:
         except KeyError:
             raise InputError(f"{self.root}: tensor '{name}' not found") from None
 
-    def get(self, name: str, rows: int | None = None) -> torch.Tensor:
+    def get(self, name: str, rows: int | None = None) -> np.ndarray:
         """Read one tensor into memory (a private copy; the file is never written); ``rows`` reads
         only the first rows of its leading dimension."""
         info = self.info(name)
         if rows is not None and info.shape and rows < info.shape[0]:
             per_row = info.nbytes // info.shape[0] if info.shape[0] else 0
             info = TensorInfo(info.name, info.dtype, (rows, *info.shape[1:]), info.file, info.begin, info.begin + rows * per_row)
-        if info.torch_dtype is None:
-            raise InputError(f"{info.file}: tensor '{name}': dtype {info.dtype} cannot be loaded")
         if info.nbytes >= MAP_MIN_BYTES and info.begin % DTYPES[info.dtype][0] == 0:
             mapped = self._mapped(info, name, self.populate)
             if mapped is not None:
@@ -163,11 +161,11 @@ class Checkpoint:
         if got != info.nbytes:
             raise InputError(f"{info.file}: tensor '{name}': truncated (read {got} of {info.nbytes} bytes)")
         if not buf:
-            return torch.empty(info.shape, dtype=info.torch_dtype)
-        return torch.frombuffer(buf, dtype=torch.uint8).view(info.torch_dtype).reshape(info.shape)
+            return np.empty(info.shape, dtype=info.np_dtype)
+        return np.frombuffer(buf, dtype=info.np_dtype).reshape(info.shape)  # a bytearray: writeable
 
     @staticmethod
-    def _mapped(info: TensorInfo, name: str, populate: bool = False) -> torch.Tensor | None:
+    def _mapped(info: TensorInfo, name: str, populate: bool = False) -> np.ndarray | None:
         """A large tensor as a copy-on-write map of the file: nothing is read until used (a plan
         that needs only a layer's zeros and scales never touches its codes), no copy is made
         when it is, and a write to the tensor stays private (the file is never written). The
@@ -180,7 +178,7 @@ class Checkpoint:
             return None  # the read path below reports what is wrong
         if populate:
             _populate(arr)
-        return torch.from_numpy(arr).view(info.torch_dtype).reshape(info.shape)
+        return arr.view(np.ndarray).view(info.np_dtype).reshape(info.shape)
 
     def raw_slice(self, name: str) -> "RawSlice":
         """Where the tensor's stored bytes lie, for a writer that copies them file to file."""
@@ -273,8 +271,9 @@ class TensorSpec:
         return math.prod(self.shape) * DTYPES[self.dtype][0]
 
     @classmethod
-    def of(cls, name: str, t: torch.Tensor) -> "TensorSpec":
-        return cls(name, TORCH_TO_ST[t.dtype], tuple(t.shape))
+    def of(cls, name: str, t) -> "TensorSpec":
+        """The spec of an array or tensor (numpy or torch)."""
+        return cls(name, st_dtype(t.dtype), tuple(t.shape))
 
 
 def plan_shards(specs: list[TensorSpec], shard_size: int) -> list[list[TensorSpec]]:
@@ -374,12 +373,12 @@ def pwrite_all(fd: int, offset: int, view: memoryview) -> int:
     return len(view)
 
 
-def tensor_bytes(name: str, spec: TensorSpec, data: torch.Tensor) -> np.ndarray:
-    """A torch tensor's bytes (uint8, flat), after checking it against its declared spec."""
+def tensor_bytes(name: str, spec: TensorSpec, data) -> np.ndarray:
+    """An array's bytes (uint8, flat; numpy or torch), after checking it against its declared spec."""
     got = TensorSpec.of(name, data)
     if got != spec:
         raise OutputError(f"tensor '{name}': declared {spec.dtype}{list(spec.shape)}, got {got.dtype}{list(got.shape)}")
-    return data.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    return np.ascontiguousarray(as_array(data)).reshape(-1).view(np.uint8)
 
 
 class CheckpointWriter:
@@ -450,8 +449,9 @@ class CheckpointWriter:
             lock.close()  # closing the descriptor releases the lock
             self._lock = None
 
-    def write(self, name: str, data: torch.Tensor | Iterator[bytes]) -> None:
-        """Write the next declared tensor: a torch tensor (checked against its spec) or raw byte chunks."""
+    def write(self, name: str, data) -> None:
+        """Write the next declared tensor: an array (numpy or torch, checked against its spec), a
+        RawSlice, or raw byte chunks."""
         shard, spec = self._expect(name)
         if shard != self._shard:
             if self._fh:
@@ -462,7 +462,7 @@ class CheckpointWriter:
         written = 0
         if isinstance(data, RawSlice):
             written = self._copy_slice(data)
-        elif isinstance(data, torch.Tensor):
+        elif is_array(data):
             buf = tensor_bytes(name, spec, data)
             if spec.nbytes:
                 written = write_chunked(self._fh, buf)

@@ -15,13 +15,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 
 from . import formats
 from . import parallel_write
 from .checkpoint import DEFAULT_SHARD_SIZE, TensorSpec, check_target
+from .dtypes import NAMES as DTYPE_NAMES
+from .dtypes import name as dtype_name
 from .errors import LossyConversionError, UnsupportedError
-from .fit import DTYPE_NAMES, Fit, fit
+from .fit import Fit, fit
 from .formats.base import Scheme
 from .pipeline import ahead_map, torch_single_threaded
 from .progress import progress_bar
@@ -210,5 +211,5 @@ def _config(source: Source, target, scheme: Scheme | None, variant: str, specs: 
     elif not target.quantized and scheme:
         dtype = scheme.scale_dtype if variant == "auto" else DTYPE_NAMES[variant]
         key = "dtype" if "dtype" in config and "torch_dtype" not in config else "torch_dtype"
-        config[key] = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}[dtype]
+        config[key] = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}[dtype_name(dtype)]
     return config

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .dtypes import to_torch, torch_dtype
 from . import formats
 from .checkpoint import Checkpoint
 from .convert import convert
@@ -29,13 +30,13 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     """module -> dequantized fp32 weight, for any readable folder."""
     src = open_source(path)
     if src.modules():
-        return {m: src.read(m).dequantize(torch.float32) for m in src.modules()}
-    return {n[:-7]: src.ckpt.get(n).to(torch.float32) for n in src.ckpt.names() if n.endswith(".weight")}
+        return {m: to_torch(src.read(m).dequantize(torch.float32)) for m in src.modules()}
+    return {n[:-7]: to_torch(src.ckpt.get(n)).to(torch.float32) for n in src.ckpt.names() if n.endswith(".weight")}
 
 
 def got_dtype(path: Path) -> torch.dtype:
     ckpt = Checkpoint.open(path)
-    return next(ckpt.get(n).dtype for n in ckpt.names() if n.endswith("q_proj.weight"))
+    return next(torch_dtype(ckpt.get(n).dtype) for n in ckpt.names() if n.endswith("q_proj.weight"))
 
 
 def _size(path: Path) -> int:

@@ -10,16 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
+from .dtypes import as_dtype
+from .dtypes import name as _dtype_name
 from .errors import UnsupportedError
-from .quantize.rtn import rtn_quantize
 from .tensor import QuantTensor, int_bounds
 
 if TYPE_CHECKING:  # formats import this module: a run-time import would be circular
     from .formats.base import Capabilities
-
-DTYPE_NAMES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 @dataclass
@@ -35,8 +34,7 @@ class Fit:
         return "unsupported" if self.unsupported else "lossy" if self.lossy else "exact"
 
 
-def fit(qt: QuantTensor, caps: Capabilities, scale_dtype: torch.dtype | None = None,
-        measure: bool = True) -> Fit:
+def fit(qt: QuantTensor, caps: Capabilities, scale_dtype=None, measure: bool = True) -> Fit:
     out = Fit(qt)
     t = qt
     if t.bits not in caps.bits:
@@ -67,7 +65,8 @@ def fit(qt: QuantTensor, caps: Capabilities, scale_dtype: torch.dtype | None = N
     if t.offsets is None and (zmin < lo or zmax > hi):
         out.lossy.append(f"zero points {zmin}..{zmax} outside the storable {lo}..{hi}, clamped")
         t = _clamp_zeros(t, lo, hi)
-    if scale_dtype is not None and t.scales.dtype != scale_dtype:
+    if scale_dtype is not None and t.scales.dtype != as_dtype(scale_dtype):
+        scale_dtype = as_dtype(scale_dtype)
         names = f"{_dtype_name(t.scales.dtype)}->{_dtype_name(scale_dtype)}"
         t = cast_scales(t, scale_dtype, out, f"scales {names} (exact)", f"scales {names} rounds")
     if caps.check is not None:  # the target's own rules (e.g. GGUF block types), after the generic ones
@@ -76,16 +75,17 @@ def fit(qt: QuantTensor, caps: Capabilities, scale_dtype: torch.dtype | None = N
             return out
     out.tensor = t
     if out.lossy and measure:
-        out.max_abs_err = float((qt.dequantize(torch.float32) - t.dequantize(torch.float32)).abs().max())
+        out.max_abs_err = float(np.abs(qt.dequantize(np.float32) - t.dequantize(np.float32)).max())
     return out
 
 
-def cast_scales(t: QuantTensor, dtype: torch.dtype, out: Fit, exact_note: str, lossy_note: str) -> QuantTensor:
+def cast_scales(t: QuantTensor, dtype, out: Fit, exact_note: str, lossy_note: str) -> QuantTensor:
     """``t`` with its scales in ``dtype``, noting on ``out`` whether that kept every value."""
+    dtype = as_dtype(dtype)
     if t.scales.dtype == dtype:
         return t
-    s = t.scales.to(dtype)
-    if torch.equal(s.to(t.scales.dtype), t.scales):
+    s = t.scales.astype(dtype)
+    if np.array_equal(s.astype(t.scales.dtype), t.scales):
         out.exact_notes.append(exact_note)
     else:
         out.lossy.append(lossy_note)
@@ -96,31 +96,32 @@ def offsets_to_zeros(t: QuantTensor, zero_range: tuple[int, int]) -> tuple[Quant
     """``s*q + m`` as ``s*(q - z)`` with ``z = round(-m/s)`` clamped to ``zero_range`` (0 where s is 0);
     exact when every dequantized weight is unchanged (fp32), i.e. ``-m/s`` is an in-range integer and
     ``s*z`` rounds to ``-m`` (gguf.md §5.2: true for 0.27 % of real Q4_1 blocks)."""
-    s, m = t.scales.to(torch.float64), t.offsets.to(torch.float64)
-    z = torch.where(s != 0, -m / torch.where(s != 0, s, 1), torch.zeros_like(s)).nan_to_num(0.0, 0.0, 0.0)
-    z = z.round().clamp(*zero_range).to(torch.int16)
+    s, m = t.scales.astype(np.float64), t.offsets.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        z = np.where(s != 0, -m / np.where(s != 0, s, 1), 0.0)
+    z = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
+    z = np.clip(np.round(z), *zero_range).astype(np.int16)
     moved = QuantTensor(t.qweight, t.scales, z, t.bits, t.group_size, t.in_features, t.g_idx, sym=False)
-    return moved, torch.equal(moved.dequantize(torch.float32), t.dequantize(torch.float32))
+    return moved, np.array_equal(moved.dequantize(np.float32), t.dequantize(np.float32))
 
 
 def _requantize(t: QuantTensor, bits: int, group_size: int, caps: Capabilities) -> QuantTensor:
+    from .dtypes import to_torch, torch_dtype
+    from .quantize.rtn import rtn_quantize  # torch: only a lossy conversion pays for importing it
+
     lo, hi = caps.zero_range(bits)
-    return rtn_quantize(t.dequantize(torch.float32), bits, group_size, sym=t.sym,
-                        scale_dtype=t.scales.dtype, zero_range=(lo, min(hi, 2**bits - 1)))
+    return rtn_quantize(to_torch(t.dequantize(np.float32)), bits, group_size, sym=t.sym,
+                        scale_dtype=torch_dtype(t.scales.dtype), zero_range=(lo, min(hi, 2**bits - 1)))
 
 
 def _clamp_zeros(t: QuantTensor, lo: int, hi: int) -> QuantTensor:
     """Move each out-of-range zero to the nearest storable one and shift its codes by the same
     amount, so ``q - z`` is unchanged except where the shifted code leaves 0..2^b-1 (clipped)."""
-    z = t.zeros.to(torch.int32)
-    z2 = z.clamp(lo, hi)
+    z = t.zeros.astype(np.int32)
+    z2 = np.clip(z, lo, hi)
     shift = (z2 - z)[t.group_index()]  # [K, N]
-    q = (t.codes().to(torch.int32) + shift).clamp(0, 2**t.bits - 1)
-    return QuantTensor.from_codes(q.to(torch.uint8), t.scales, z2, t.bits, t.group_size, t.g_idx, sym=False)
-
-
-def _dtype_name(d: torch.dtype) -> str:
-    return {v: k for k, v in DTYPE_NAMES.items()}.get(d, str(d))
+    q = np.clip(t.codes().astype(np.int32) + shift, 0, 2**t.bits - 1)
+    return QuantTensor.from_codes(q.astype(np.uint8), t.scales, z2, t.bits, t.group_size, t.g_idx, sym=False)
 
 
 def require_supported(module: str, f: Fit) -> None:

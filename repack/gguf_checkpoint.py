@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 
+from .dtypes import BF16
 from .errors import InputError, UnsupportedError
 from .formats import gguf_arch as arch
 from .safetensors_header import DTYPES
@@ -293,28 +293,28 @@ class GgufCheckpoint:
             raise InputError(f"{self.root}: tensor '{info.gguf_name}': expected 2-D block data, got {data.dtype} {data.shape}")
         return np.ascontiguousarray(data[arch.rows_to_hf(data.shape[0], info.heads)] if info.heads else data)
 
-    def get(self, name: str, rows: int | None = None) -> torch.Tensor:
+    def get(self, name: str, rows: int | None = None) -> np.ndarray:
         """One tensor in HF order (a private copy): native dtypes as stored, block types dequantized to float32."""
         import gguf
         info = self.info(name)
         t = self.reader.tensors[info.index]
         if info.ggml_type in _NATIVE:
-            out = torch.from_numpy(np.array(t.data).reshape(info.shape))
+            out = np.array(t.data).reshape(info.shape)
         elif info.ggml_type == BF16_ID:
-            out = torch.from_numpy(np.array(t.data).reshape(-1)).view(torch.bfloat16).reshape(info.shape)
+            out = np.array(t.data).reshape(-1).view(BF16).reshape(info.shape)
         else:
             try:
-                out = torch.from_numpy(np.ascontiguousarray(gguf.dequantize(t.data, t.tensor_type)).reshape(info.shape))
+                out = np.ascontiguousarray(gguf.dequantize(t.data, t.tensor_type)).reshape(info.shape)
             except NotImplementedError:
                 raise UnsupportedError(f"{self.root}: tensor '{info.gguf_name}': gguf cannot dequantize type "
                                        f"{t.tensor_type.name}") from None
         if info.heads:
-            out = out[torch.from_numpy(arch.rows_to_hf(out.shape[0], info.heads))]
-        return out[:rows].contiguous()
+            out = out[arch.rows_to_hf(out.shape[0], info.heads)]
+        return np.ascontiguousarray(out[:rows])
 
     def iter_raw(self, name: str) -> Iterator[bytes]:
         """The tensor as :meth:`get` returns it, as bytes (little-endian), in chunks."""
-        buf = self.get(name).contiguous().reshape(-1).view(torch.uint8).numpy()
+        buf = self.get(name).reshape(-1).view(np.uint8)
         for i in range(0, len(buf), READ_CHUNK):
             yield memoryview(buf[i:i + READ_CHUNK])
 

@@ -7,12 +7,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from . import formats
+from .dtypes import name as dtype_name
 from .fit import fit
 from .progress import progress_bar
 from .source import Source, open_source
 from .tensor import QuantTensor
 
-_DT = {"torch.float16": "fp16", "torch.bfloat16": "bf16", "torch.float32": "fp32"}
 
 
 @dataclass
@@ -61,7 +61,7 @@ def inspect(src: str | os.PathLike | Source, progress: bool = False) -> Inspecti
     for m in progress_bar(source.modules(), "inspect", progress):
         qt: QuantTensor = source.read(m)
         result.layers.append(LayerInfo(m, qt.shape, qt.bits, qt.group_size, qt.sym, qt.act_order,
-                                       _DT.get(str(qt.scales.dtype), str(qt.scales.dtype))))
+                                       dtype_name(qt.scales.dtype)))
         for f, v in targets:
             key = f"{f.name}/{v}"
             status = fit(qt, f.capabilities(v), measure=False).status

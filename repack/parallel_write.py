@@ -35,8 +35,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 
+from .dtypes import is_array
 from .checkpoint import RawSlice, TensorSpec, copy_range, pwrite_all, tensor_bytes
 from .errors import OutputError
 
@@ -50,7 +50,8 @@ def available(workers: int = WORKERS) -> bool:
     """Whether forked workers can write here (POSIX fork, more than one core and worker)."""
     if workers < 2 or (os.cpu_count() or 1) < 2 or sys.platform == "win32":
         return False
-    if torch.cuda.is_initialized():  # a forked child cannot use the parent's CUDA context (quantize on a GPU)
+    torch = sys.modules.get("torch")  # loaded only by quantize/eval: a conversion never imports it
+    if torch is not None and torch.cuda.is_initialized():  # a forked child cannot use the parent's CUDA context
         return False
     return "fork" in mp.get_all_start_methods() and os.environ.get("REPACK_WRITE_PROCESSES", "1") != "0"
 
@@ -123,7 +124,9 @@ def _write_group(index: int) -> tuple[list[str], int]:
 
 def _worker_init(parent: int) -> None:
     _die_with(parent)
-    torch.set_num_threads(1)  # two processes already use both cores
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)  # two processes already use both cores
     # Ctrl-C reaches the whole process group: the parent turns it into "interrupted" and stops the
     # pool; a worker would only add a traceback of its own
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -183,7 +186,7 @@ def _fd(path) -> int:
 def _put(fd: int, offset: int, name: str, spec: TensorSpec, data) -> int:
     if isinstance(data, RawSlice):
         return copy_range(data, 0, data.nbytes, fd, at=offset)
-    if isinstance(data, torch.Tensor):
+    if is_array(data):
         buf = tensor_bytes(name, spec, data)
         return pwrite_all(fd, offset, memoryview(buf)) if spec.nbytes else 0
     done = 0

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TypeVar
 
-import torch
+import sys
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -47,7 +47,12 @@ def ahead_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 2, depth:
 def torch_single_threaded():
     """torch's intra-op threads off while :func:`ahead_map` keeps the cores busy, restored after.
     With two pipeline threads each starting OpenMP regions, a small torch op waited on the other
-    core: an int16 add over a [32, 11008] zeros tensor took 5 ms on 2 threads, 0.07 ms on one."""
+    core: an int16 add over a [32, 11008] zeros tensor took 5 ms on 2 threads, 0.07 ms on one.
+    Only when torch is loaded already: a conversion runs on numpy and never imports it."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

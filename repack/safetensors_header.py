@@ -15,20 +15,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
+from .dtypes import NP_TO_ST, ST_DTYPES, as_dtype
 from .errors import InputError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own cap
 
-DTYPES: dict[str, tuple[int, torch.dtype | None]] = {
-    "BOOL": (1, torch.bool), "U8": (1, torch.uint8), "I8": (1, torch.int8),
-    "I16": (2, torch.int16), "U16": (2, torch.uint16), "F16": (2, torch.float16), "BF16": (2, torch.bfloat16),
-    "I32": (4, torch.int32), "U32": (4, torch.uint32), "F32": (4, torch.float32),
-    "I64": (8, torch.int64), "U64": (8, torch.uint64), "F64": (8, torch.float64),
-    "F8_E4M3": (1, torch.float8_e4m3fn), "F8_E5M2": (1, torch.float8_e5m2),
-}
-TORCH_TO_ST = {dt: name for name, (_, dt) in DTYPES.items() if dt is not None}
+DTYPES: dict[str, tuple[int, object]] = {name: (dt.itemsize, dt) for name, dt in ST_DTYPES.items()}  # (bytes, numpy dtype)
+
+
+def st_dtype(dtype) -> str:
+    """The safetensors dtype string of a numpy or torch dtype."""
+    return NP_TO_ST[as_dtype(dtype)]
 
 
 @dataclass(frozen=True)
@@ -45,8 +42,8 @@ class TensorInfo:
         return self.end - self.begin
 
     @property
-    def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype][1]
+    def np_dtype(self):
+        return ST_DTYPES[self.dtype]
 
 
 def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:

@@ -11,14 +11,12 @@ import re
 from pathlib import Path
 
 from . import formats, hub
-import torch
 
 from .checkpoint import Checkpoint
 from .errors import FormatError, InputError
 from .gguf_checkpoint import open_gguf
 from .turbomind_checkpoint import open_turbomind
 from .formats.base import Detection, Format
-from .quantize.rtn import rtn_quantize
 from .tensor import QuantTensor
 
 KNOWN_UNSUPPORTED: dict[str, str] = {}  # quant_method -> the issue that will read it
@@ -115,6 +113,11 @@ class RtnSource(Source):
         return PackedWeight.from_quant_tensor(qt if qt is not None else self.read(module), "rtn")
 
     def read(self, module: str) -> QuantTensor:
-        w = self.ckpt.get(f"{module}.weight")
+        import torch  # quantizing a float model runs in torch
+
+        from .dtypes import to_torch
+        from .quantize.rtn import rtn_quantize
+
+        w = to_torch(self.ckpt.get(f"{module}.weight"))
         scale_dtype = torch.float16 if w.dtype == torch.float32 else w.dtype
         return rtn_quantize(w, self.bits, self.group_size, self.sym, scale_dtype=scale_dtype)

@@ -24,18 +24,15 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-import torch
 
+from .dtypes import FLOAT_DTYPES, as_array, as_dtype
 from .packing import SUPPORTED_BITS, pack_rows, packed_rows, unpack_rows
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
-
-def int_bounds(t: torch.Tensor) -> tuple[int, int]:
-    """(min, max) of a non-empty integer tensor through numpy: torch's CPU reductions over int16
-    took ~7 ms per [32, 11008] zeros tensor here (numpy: 0.07 ms), the largest cost of a v1 -> v2
-    conversion."""
-    a = t.detach().cpu().numpy()
+def int_bounds(t) -> tuple[int, int]:
+    """(min, max) of a non-empty integer array (numpy, or torch: its CPU reductions over int16 took
+    ~7 ms per [32, 11008] zeros tensor here, numpy's 0.07 ms)."""
+    a = as_array(t)
     return int(a.min()), int(a.max())
 
 
@@ -48,18 +45,16 @@ class Deferred:
     (AWQ's nibble transpose) hands this over as ``qweight``, so a plan that needs only zeros and
     scales never pays for it (an awq -> gptq plan transposed every code of the model)."""
 
-    dtype = torch.int32
+    dtype = np.dtype(np.int32)
 
     def __init__(self, shape: tuple[int, int], make):
-        self.shape = torch.Size(shape)
+        self.shape = tuple(shape)
+        self.ndim = len(self.shape)
         self._make = make
 
-    def dim(self) -> int:
-        return len(self.shape)
-
-    def make(self) -> torch.Tensor:
-        words = self._make()
-        if words.dtype != torch.int32 or tuple(words.shape) != tuple(self.shape):
+    def make(self) -> np.ndarray:
+        words = as_array(self._make())
+        if words.dtype != np.int32 or tuple(words.shape) != tuple(self.shape):
             raise ValueError(f"deferred words came out {words.dtype} {tuple(words.shape)}, declared {tuple(self.shape)}")
         return words
 
@@ -76,22 +71,29 @@ class _Words:
         return got
 
     def __set__(self, obj, value) -> None:
-        obj.__dict__["_qweight"] = value
+        obj.__dict__["_qweight"] = value if isinstance(value, Deferred) else as_array(value)
 
 
 @dataclass(frozen=True, eq=False)
 class QuantTensor:
-    qweight: torch.Tensor = _Words()  # int32 words, or a Deferred (made on first read)
-    scales: torch.Tensor
-    zeros: torch.Tensor
+    """Every field is a numpy array (conversion never needs torch); the constructor also takes torch
+    tensors (quantizers, kernels) and keeps their values, bf16 bits included."""
+
+    qweight: np.ndarray = _Words()  # int32 words, or a Deferred (made on first read)
+    scales: np.ndarray
+    zeros: np.ndarray
     bits: int
     group_size: int
     in_features: int
-    g_idx: torch.Tensor | None = None
+    g_idx: np.ndarray | None = None
     sym: bool = False
-    offsets: torch.Tensor | None = None
+    offsets: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        for name in ("scales", "zeros", "g_idx", "offsets"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, np.ndarray):
+                object.__setattr__(self, name, as_array(value))
         if self.bits not in SUPPORTED_BITS:
             raise ValueError(f"bits must be one of {SUPPORTED_BITS}, got {self.bits}")
         if self.group_size != -1 and self.group_size <= 0:
@@ -100,7 +102,7 @@ class QuantTensor:
         if K <= 0:
             raise ValueError(f"in_features must be positive, got {K}")
         words = self._words  # shape and dtype only: a Deferred stays deferred
-        if words.dtype != torch.int32 or words.dim() != 2:
+        if words.dtype != np.int32 or words.ndim != 2:
             raise ValueError(f"qweight must be a 2-D int32 tensor, got {words.dtype} {tuple(words.shape)}")
         N = words.shape[1]
         if words.shape[0] != packed_rows(K, self.bits):
@@ -109,8 +111,8 @@ class QuantTensor:
             raise ValueError(f"scales must be float [{G}, {N}], got {self.scales.dtype} {tuple(self.scales.shape)}")
         if tuple(self.zeros.shape) != (G, N):
             raise ValueError(f"zeros must be [{G}, {N}], got {tuple(self.zeros.shape)}")
-        if self.zeros.dtype != torch.int16:
-            object.__setattr__(self, "zeros", self.zeros.to(torch.int16))
+        if self.zeros.dtype != np.int16:
+            object.__setattr__(self, "zeros", self.zeros.astype(np.int16))
         if G and N:
             zmin, zmax = int_bounds(self.zeros)
             if zmin < 0 or zmax > 2**self.bits:
@@ -120,18 +122,18 @@ class QuantTensor:
         if self.offsets is not None:
             if self.offsets.dtype not in FLOAT_DTYPES or tuple(self.offsets.shape) != (G, N):
                 raise ValueError(f"offsets must be float [{G}, {N}], got {self.offsets.dtype} {tuple(self.offsets.shape)}")
-            if self.sym or bool(self.zeros.any()):
+            if self.sym or self.zeros.any():
                 raise ValueError("a tensor with float offsets has no integer zeros (all 0, sym=False)")
         if self.g_idx is not None:
             g = self.g_idx
-            if g.dim() != 1 or g.shape[0] != K:
+            if g.ndim != 1 or g.shape[0] != K:
                 raise ValueError(f"g_idx must be [{K}], got {tuple(g.shape)}")
             if K:
                 gmin, gmax = int_bounds(g)
                 if gmin < 0 or gmax >= G:
                     raise ValueError(f"g_idx values must lie in 0..{G - 1}, found {gmin}..{gmax}")
-            g = g.to(torch.int32)
-            object.__setattr__(self, "g_idx", None if torch.equal(g, self.sequential_g_idx()) else g)
+            g = g.astype(np.int32, copy=False)
+            object.__setattr__(self, "g_idx", None if np.array_equal(g, self.sequential_g_idx()) else g)
 
     # -- shape facts -------------------------------------------------------------------------
     @property
@@ -159,53 +161,55 @@ class QuantTensor:
     def act_order(self) -> bool:
         return self.g_idx is not None
 
-    def sequential_g_idx(self) -> torch.Tensor:
-        return (torch.arange(self.in_features, dtype=torch.int32) // self.effective_group_size).to(torch.int32)
+    def sequential_g_idx(self) -> np.ndarray:
+        return np.arange(self.in_features, dtype=np.int32) // np.int32(self.effective_group_size)
 
-    def group_index(self) -> torch.Tensor:
+    def group_index(self) -> np.ndarray:
         """int64 [K]: the group of every input channel (g_idx or sequential)."""
-        return (self.g_idx if self.g_idx is not None else self.sequential_g_idx()).long()
+        return (self.g_idx if self.g_idx is not None else self.sequential_g_idx()).astype(np.int64)
 
     # -- values -------------------------------------------------------------------------------
     @cached_property
-    def _codes(self) -> torch.Tensor:
-        return torch.from_numpy(unpack_rows(self.qweight.numpy(), self.bits, self.in_features))
+    def _codes(self) -> np.ndarray:
+        return unpack_rows(self.qweight, self.bits, self.in_features)
 
-    def codes(self) -> torch.Tensor:
+    def codes(self) -> np.ndarray:
         """uint8 [K, N]: the unpacked codes."""
         return self._codes
 
-    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Float [N, K]: ``s * (q - z)`` (or ``s * q + offset``) computed in fp32 and cast once."""
+    def dequantize(self, dtype=None) -> np.ndarray:
+        """Float [N, K] numpy array: ``s * (q - z)`` (or ``s * q + offset``) computed in fp32 and
+        cast once, to ``dtype`` (numpy or torch dtype) or the scales' dtype.
+        :func:`repack.dtypes.to_torch` makes it a tensor."""
         g = self.group_index()
-        q = self.codes().to(torch.float32)
-        if self.offsets is not None:
-            w = q * self.scales.to(torch.float32)[g] + self.offsets.to(torch.float32)[g]
-        else:
-            w = (q - self.zeros.to(torch.float32)[g]) * self.scales.to(torch.float32)[g]
-        return w.t().contiguous().to(dtype or self.scales.dtype)
+        q = self.codes().astype(np.float32)
+        s = self.scales.astype(np.float32)[g]
+        with np.errstate(invalid="ignore", over="ignore"):  # inf/nan scales propagate, as in any float math
+            if self.offsets is not None:
+                w = q * s + self.offsets.astype(np.float32)[g]
+            else:
+                w = (q - self.zeros.astype(np.float32)[g]) * s
+            return np.ascontiguousarray(w.T).astype(as_dtype(dtype) if dtype is not None else self.scales.dtype, copy=False)
 
     def columns(self, start: int, stop: int) -> "QuantTensor":
         """The output channels ``start:stop`` as their own tensor (for streaming a large layer)."""
-        return dataclasses.replace(self, qweight=self.qweight[:, start:stop].contiguous(),
-                                   scales=self.scales[:, start:stop].contiguous(),
-                                   zeros=self.zeros[:, start:stop].contiguous(),
-                                   offsets=None if self.offsets is None else self.offsets[:, start:stop].contiguous())
+        part = lambda a: np.ascontiguousarray(a[:, start:stop])  # noqa: E731
+        return dataclasses.replace(self, qweight=part(self.qweight), scales=part(self.scales), zeros=part(self.zeros),
+                                   offsets=None if self.offsets is None else part(self.offsets))
 
     def replace(self, **changes) -> "QuantTensor":
         return dataclasses.replace(self, **{"qweight": self._words, **changes})  # a Deferred stays deferred
 
     @classmethod
     def from_codes(cls, codes, scales, zeros, bits: int, group_size: int, g_idx=None, sym: bool = False,
-                   offsets: torch.Tensor | None = None) -> "QuantTensor":
+                   offsets=None) -> "QuantTensor":
         """Build from unpacked codes [K, N] (any integer array or tensor)."""
-        c = codes.numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+        c = as_array(codes)
         if c.size and (int(c.min()) < 0 or int(c.max()) >= 2**bits):
             raise ValueError(f"codes must lie in 0..{2**bits - 1}")
-        qweight = torch.from_numpy(pack_rows(c, bits))
-        zeros = torch.as_tensor(np.asarray(zeros)).to(torch.int16)
-        g = None if g_idx is None else torch.as_tensor(np.asarray(g_idx)).to(torch.int32)
-        return cls(qweight, scales, zeros, bits, group_size, c.shape[0], g, sym, offsets)
+        zeros = as_array(zeros).astype(np.int16)
+        g = None if g_idx is None else as_array(g_idx).astype(np.int32)
+        return cls(pack_rows(c, bits), scales, zeros, bits, group_size, c.shape[0], g, sym, offsets)
 
     def describe(self) -> str:
         gs = "per-channel" if self.group_size == -1 else f"g{self.group_size}"

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 
 from .errors import InputError
 from .formats import turbomind_slots as sl
@@ -176,8 +175,8 @@ class TurbomindCheckpoint:
                 q[:, c], z[:, c], s[:, c] = got[p]
         else:
             q, z, s = got[part]
-        z16 = torch.from_numpy(np.ascontiguousarray(z).astype(np.int16))
-        return QuantTensor.from_codes(np.ascontiguousarray(q), torch.from_numpy(np.ascontiguousarray(s)), z16, 4,
+        z16 = np.ascontiguousarray(z).astype(np.int16)
+        return QuantTensor.from_codes(np.ascontiguousarray(q), np.ascontiguousarray(s), z16, 4,
                                       self.layout.group_size, sym=bool((z16 == 8).all()))
 
     # -- the Checkpoint interface ----------------------------------------------------------------
@@ -193,7 +192,7 @@ class TurbomindCheckpoint:
         except KeyError:
             raise InputError(f"{self.root}: tensor '{name}' not found") from None
 
-    def get(self, name: str, rows: int | None = None) -> torch.Tensor:
+    def get(self, name: str, rows: int | None = None) -> np.ndarray:
         info = self.info(name)
         a, d, L = self.layout.arch, self.layout.dims, self.layout
         w, tp = self.weights, L.tp
@@ -223,11 +222,11 @@ class TurbomindCheckpoint:
                 ranks = [self._raw(w / sl.file_name(i, "qkv", r, "bias"), np.float16, ((d.nq + 2 * d.nkv) // tp,))
                          for r in range(tp)]
                 x = sl.parts_from_ranks("qkv", [b.reshape(1, -1) for b in ranks], d)[part][0]
-        t = torch.from_numpy(np.ascontiguousarray(x))
-        return t[:rows].contiguous() if rows is not None else t
+        t = np.ascontiguousarray(x)
+        return np.ascontiguousarray(t[:rows]) if rows is not None else t
 
     def iter_raw(self, name: str) -> Iterator[bytes]:
-        buf = self.get(name).reshape(-1).view(torch.uint8).numpy()
+        buf = self.get(name).reshape(-1).view(np.uint8)
         for i in range(0, len(buf), READ_CHUNK):
             yield memoryview(buf[i:i + READ_CHUNK])
 

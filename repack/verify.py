@@ -18,8 +18,10 @@ import os
 import zlib
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 
+from .dtypes import to_torch
 from .errors import InputError
 from .kernels import TOLERANCE, gemm, resolve_backend
 from .progress import progress_bar
@@ -131,15 +133,15 @@ def _db(e: QuantError | None) -> str:
     return "-" if e is None else f"{e.sqnr_db:.1f}"
 
 
-def _count_differing(a: torch.Tensor, b: torch.Tensor) -> int:
+def _count_differing(a: np.ndarray, b: np.ndarray) -> int:
     if a.shape != b.shape:
-        return max(a.numel(), b.numel())
-    return int((a != b).sum())
+        return max(a.size, b.size)
+    return int(np.count_nonzero(a != b))
 
 
 def compare_integers(qa: QuantTensor, qb: QuantTensor) -> dict[str, int]:
     return {"codes": _count_differing(qa.codes(), qb.codes()),
-            "scales": _count_differing(qa.scales.float(), qb.scales.float()),
+            "scales": _count_differing(qa.scales.astype(np.float32), qb.scales.astype(np.float32)),
             "zeros": _count_differing(qa.zeros, qb.zeros),
             "groups": _count_differing(qa.group_index(), qb.group_index())}
 
@@ -167,13 +169,13 @@ def check_layer(module: str, sa: Source, sb: Source, backend: str, dtype: torch.
     if qa.shape != qb.shape:
         return LayerCheck(module, qa.shape, {}, math.inf, ok=False,
                           problem=f"shape [{qa.out_features}x{qa.in_features}] vs [{qb.out_features}x{qb.in_features}]")
-    wa, wb = qa.dequantize(torch.float32), qb.dequantize(torch.float32)
+    wa, wb = to_torch(qa.dequantize(torch.float32)), to_torch(qb.dequantize(torch.float32))
     check = LayerCheck(module, qa.shape, compare_integers(qa, qb), float((wa - wb).abs().max()) if wa.numel() else 0.0)
     if against is not None:
         name = f"{module}.weight"
         if name not in against:
             raise InputError(f"{against.root}: the float model has no tensor '{name}'")
-        ref = against.get(name).float()
+        ref = to_torch(against.get(name)).float()
         if tuple(ref.shape) != tuple(wa.shape):
             raise InputError(f"{against.root}: tensor '{name}' is {list(ref.shape)}, the quantized layer is {list(wa.shape)}")
         check.against_a, check.against_b = quant_error(wa, ref), quant_error(wb, ref)
@@ -203,8 +205,9 @@ def _compare_tensors(sa: Source, sb: Source, names: list[str]) -> list[str]:
     differ = []
     for n in names:
         ta, tb = sa.ckpt.get(n), sb.ckpt.get(n)
-        if ta.shape != tb.shape or not torch.equal(ta.float() if ta.dtype != tb.dtype else ta,
-                                                   tb.float() if ta.dtype != tb.dtype else tb):
+        if ta.dtype != tb.dtype:
+            ta, tb = ta.astype(np.float32), tb.astype(np.float32)
+        if ta.shape != tb.shape or not np.array_equal(ta, tb):
             differ.append(n)
     return differ
 

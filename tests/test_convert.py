@@ -134,7 +134,7 @@ def test_act_order_into_awq_is_lossy_with_measured_error(tmp_path):
     written = open_source(tmp_path / "out")
     for l in plan.layers:  # the error reported before writing is the error of what was written
         L = layers[l.module]
-        w = written.read(l.module).dequantize(torch.float32).numpy()
+        w = written.read(l.module).dequantize(np.float32)
         err = np.abs(w - ref.dequantize(L.q, L.z, L.s, 32, L.g_idx)).max()
         assert err == pytest.approx(l.max_abs_err)
 
@@ -239,3 +239,29 @@ def test_config_has_the_fields_loaders_detect(tmp_path, to, variant, sym):
         assert qc["modules_to_not_convert"] == ["lm_head"]
     assert open_source(tmp_path / "out").detection.format == to
     assert open_source(tmp_path / "out").detection.variant == variant
+
+
+def test_convert_never_imports_torch(tmp_path):
+    """Conversion runs on numpy: importing torch is 1-2 s of every `repack convert` on a small
+    machine. The CLI converts to every format family (write processes included) in a fresh
+    interpreter, which then must not have loaded torch."""
+    import subprocess
+    import sys
+
+    src = write_gptq(tmp_path / "src", random_model(seed=3, bits=4, group_size=128, sym=True), "v1", sym=True)
+    code = f"""
+import sys
+from cli.main import main
+for i, (to, variant) in enumerate([("auto_awq", "gemm"), ("auto_awq", "gemv"), ("marlin", "gptq"), ("gguf", "q4_0"),
+                                   ("turbomind", "v6"), ("compressed_tensors", None), ("auto_round", None), ("dense", None)]):
+    args = ["convert", {str(src)!r}, {str(tmp_path)!r} + f"/out{{i}}", "--to", to, "--quiet"]
+    try:
+        main(args + (["--variant", variant] if variant else []), standalone_mode=False)
+    except SystemExit as e:
+        assert not e.code, (to, e.code)
+    assert (__import__("pathlib").Path({str(tmp_path)!r}) / f"out{{i}}").is_dir(), to
+print("torch" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stdout

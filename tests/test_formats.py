@@ -22,14 +22,14 @@ def assert_read(source, layers: dict[str, RefLayer]):
     assert sorted(source.modules()) == sorted(layers)
     for m, L in layers.items():
         qt = source.read(m)
-        assert np.array_equal(qt.codes().numpy(), L.q), m
-        assert np.array_equal(qt.zeros.numpy(), L.z), m
-        assert np.array_equal(qt.scales.numpy(), L.s), m
+        assert np.array_equal(qt.codes(), L.q), m
+        assert np.array_equal(qt.zeros, L.z), m
+        assert np.array_equal(qt.scales, L.s), m
         gs = L.q.shape[0] if L.group_size == -1 else L.group_size
         reordered = L.g_idx is not None and not np.array_equal(L.g_idx, np.arange(L.q.shape[0]) // gs)
         assert (qt.g_idx is not None) == reordered, m  # a sequential g_idx is dropped on read
         if reordered:
-            assert np.array_equal(qt.g_idx.numpy(), L.g_idx), m
+            assert np.array_equal(qt.g_idx, L.g_idx), m
 
 
 def assert_same_bytes(a, b):

@@ -26,6 +26,7 @@ from repack.formats import marlin_layout as layout
 from repack.source import open_source
 from repack.targets import inspect_targets
 from repack.verify import verify
+from repack.dtypes import to_torch
 from tests import marlin_reference as mref
 
 SHAPES = [(16, 64), (32, 128), (48, 192), (128, 64)]
@@ -79,7 +80,7 @@ def test_scale_and_zero_permutations_match_reference(G):
 
 def tensors_of(path) -> dict[str, torch.Tensor]:
     ck = Checkpoint.open(path)
-    return {n: ck.get(n) for n in ck.names()}
+    return {n: to_torch(ck.get(n)) for n in ck.names()}
 
 
 def expected_marlin(m: str, L: RefLayer, variant: str) -> dict[str, torch.Tensor]:
@@ -99,10 +100,10 @@ def assert_reads_as(path, layers: dict[str, RefLayer]) -> None:
     assert sorted(src.modules()) == sorted(layers)
     for m, L in layers.items():
         qt = src.read(m)
-        assert np.array_equal(qt.codes().numpy(), L.q), m
-        assert np.array_equal(qt.zeros.numpy(), L.z), m
-        assert torch.equal(qt.scales, torch.from_numpy(L.s)), m
-        assert np.array_equal(qt.group_index().numpy(), L.groups()), m
+        assert np.array_equal(qt.codes(), L.q), m
+        assert np.array_equal(qt.zeros, L.z), m
+        assert np.array_equal(qt.scales, L.s) and qt.scales.dtype == L.s.dtype, m
+        assert np.array_equal(qt.group_index(), L.groups()), m
         assert qt.group_size == L.group_size and qt.bits == L.bits
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 
-import torch
 
 from ..checkpoint import Checkpoint, TensorSpec
 from ..errors import FormatError
@@ -132,7 +131,7 @@ class AutoRoundFormat(Format):
     def specs(self, module: str, qt: QuantTensor, variant: str) -> list[TensorSpec]:
         return [s for s in self._inner(variant).specs(module, qt, _INNER[variant]) if self._keep(variant, qt, s.name)]
 
-    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, torch.Tensor]:
+    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict:
         return {n: t for n, t in self._inner(variant).pack(module, qt, _INNER[variant]).items()
                 if self._keep(variant, qt, n)}
 

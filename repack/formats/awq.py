@@ -18,13 +18,12 @@ Source: AutoAWQ ``awq/modules/linear/gemm.py`` and ``gemv.py`` (from_linear, cal
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..checkpoint import Checkpoint, TensorSpec
+from ..dtypes import is_float
 from ..errors import InputError, UnsupportedError
 from ..packing import pack_cols, packed_rows, unpack_cols, words_along_k, words_along_n
-from ..safetensors_header import TORCH_TO_ST
-from ..kernels.packed import CODES_ALONG_K, CODES_ALONG_N_AWQ, ZEROS_ALONG_G, ZEROS_ALONG_N_AWQ, PackedWeight
+from ..safetensors_header import st_dtype
 from ..tensor import Deferred, QuantTensor
 from .base import Capabilities, Detection, Format, Scheme, quant_config
 
@@ -137,9 +136,9 @@ class AwqFormat(Format):
             return InputError(f"{ckpt.info(f'{module}.{tensor}').file}: tensor '{module}.{tensor}': {problem}")
 
         for name, t in (("qweight", qweight), ("qzeros", qzeros)):
-            if t.dtype != torch.int32 or t.dim() != 2:
+            if t.dtype != np.int32 or t.ndim != 2:
                 raise bad(name, f"expected a 2-D int32 tensor, got {t.dtype} {list(t.shape)}")
-        if scales.dim() != 2 or not scales.dtype.is_floating_point:
+        if scales.ndim != 2 or not is_float(scales.dtype):
             raise bad("scales", f"expected a 2-D float tensor, got {scales.dtype} {list(scales.shape)}")
         if det.variant == "gemm":
             K, N = qweight.shape[0], qweight.shape[1] * 8
@@ -150,8 +149,8 @@ class AwqFormat(Format):
                 raise bad("scales", f"shape {list(scales.shape)} contradicts K={K}, N={N}, group_size {gs}")
             if tuple(qzeros.shape) != (G, N // 8):
                 raise bad("qzeros", f"shape {list(qzeros.shape)}, expected [{G}, {N // 8}]")
-            zeros = _from_awq_columns(unpack_cols(qzeros.numpy(), 4, N))
-            canon = Deferred((packed_rows(K, 4), N), lambda: torch.from_numpy(_gemm_to_canonical(qweight.numpy(), K, N)))
+            zeros = _from_awq_columns(unpack_cols(qzeros, 4, N))
+            canon = Deferred((packed_rows(K, 4), N), lambda: _gemm_to_canonical(qweight, K, N))
             s = scales
         else:
             N, K = qweight.shape[0], qweight.shape[1] * 8
@@ -167,19 +166,21 @@ class AwqFormat(Format):
                 raise bad("qzeros", str(e)) from None
             if K % eff or width != W or tuple(scales.shape) != (N, 8 * W):
                 raise bad("scales", f"shape {list(scales.shape)} contradicts K={K}, group_size {gs} (expected [{N}, {8 * zeros_width(K, gs)}])")
-            zeros = unpack_cols(qzeros.numpy(), 4, 8 * W)[:, :G].T
+            zeros = unpack_cols(qzeros, 4, 8 * W)[:, :G].T
             # gemv packs 8 consecutive inputs per word in order, as the canonical layout does, so
             # its [N, K/8] words are the canonical [K/8, N] words transposed
-            canon = Deferred((K // 8, N), lambda: torch.from_numpy(np.ascontiguousarray(qweight.numpy().T)))
-            s = scales[:, :G].t().contiguous()
-        z = torch.from_numpy(np.ascontiguousarray(zeros).astype(np.int16))
+            canon = Deferred((K // 8, N), lambda: np.ascontiguousarray(qweight.T))
+            s = np.ascontiguousarray(scales[:, :G].T)
+        z = np.ascontiguousarray(zeros).astype(np.int16)
         sym = bool((z == 8).all()) and det.sym is not False
         try:
             return QuantTensor(canon, s, z, 4, gs, K, None, sym)
         except ValueError as e:
             raise bad("qweight", str(e)) from None
 
-    def packed(self, ckpt: Checkpoint, det: Detection, module: str, qt: QuantTensor | None = None) -> PackedWeight:
+    def packed(self, ckpt: Checkpoint, det: Detection, module: str, qt: QuantTensor | None = None):
+        from ..kernels.packed import CODES_ALONG_K, CODES_ALONG_N_AWQ, ZEROS_ALONG_G, ZEROS_ALONG_N_AWQ, PackedWeight
+
         qt = qt if qt is not None else self.read(ckpt, det, module)  # read() validates every shape
         qweight, qzeros, scales = (ckpt.get(f"{module}.{s}") for s in ("qweight", "qzeros", "scales"))
         args = (4, qt.in_features, qt.out_features, qt.group_size)
@@ -187,13 +188,13 @@ class AwqFormat(Format):
             return PackedWeight(CODES_ALONG_N_AWQ, ZEROS_ALONG_N_AWQ, *args, qweight, scales, qzeros,
                                 source=f"{self.name}/gemm")
         # gemv: [N, K/8] words are the codes-along-K words transposed; scales [N, 8W] padded past G
-        return PackedWeight(CODES_ALONG_K, ZEROS_ALONG_G, *args, qweight.t(), scales[:, :qt.num_groups].t(), qzeros,
+        return PackedWeight(CODES_ALONG_K, ZEROS_ALONG_G, *args, qweight.T, scales[:, :qt.num_groups].T, qzeros,
                             source=f"{self.name}/gemv")
 
     # -- writing ------------------------------------------------------------------------------
     def specs(self, module: str, qt: QuantTensor, variant: str) -> list[TensorSpec]:
         N, K, G = qt.out_features, qt.in_features, qt.num_groups
-        sd = TORCH_TO_ST[qt.scales.dtype]
+        sd = st_dtype(qt.scales.dtype)
         if variant == "gemm":
             return [TensorSpec(f"{module}.qweight", "I32", (K, N // 8)),
                     TensorSpec(f"{module}.qzeros", "I32", (G, N // 8)),
@@ -203,20 +204,20 @@ class AwqFormat(Format):
                 TensorSpec(f"{module}.qzeros", "I32", (N, W)),
                 TensorSpec(f"{module}.scales", sd, (N, 8 * W))]
 
-    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, torch.Tensor]:
+    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, np.ndarray]:
         N, K, G = qt.out_features, qt.in_features, qt.num_groups
-        z = qt.zeros.numpy()
+        z = qt.zeros
         if variant == "gemm":
-            return {f"{module}.qweight": torch.from_numpy(_canonical_to_gemm(qt.qweight.numpy(), K, N)),
-                    f"{module}.qzeros": torch.from_numpy(pack_cols(_to_awq_columns(z), 4)),
+            return {f"{module}.qweight": _canonical_to_gemm(qt.qweight, K, N),
+                    f"{module}.qzeros": pack_cols(_to_awq_columns(z), 4),
                     f"{module}.scales": qt.scales}
         W = zeros_width(K, qt.group_size)
         zp = np.zeros((N, 8 * W), np.int64)
         zp[:, :G] = z.T
-        sp = torch.zeros((N, 8 * W), dtype=qt.scales.dtype)
-        sp[:, :G] = qt.scales.t()
-        return {f"{module}.qweight": qt.qweight.t().contiguous(),  # see read(): the canonical words, transposed
-                f"{module}.qzeros": torch.from_numpy(pack_cols(zp, 4)),
+        sp = np.zeros((N, 8 * W), dtype=qt.scales.dtype)
+        sp[:, :G] = qt.scales.T
+        return {f"{module}.qweight": np.ascontiguousarray(qt.qweight.T),  # see read(): the canonical words, transposed
+                f"{module}.qzeros": pack_cols(zp, 4),
                 f"{module}.scales": sp}
 
     def quantization_config(self, scheme: Scheme, variant: str) -> dict:

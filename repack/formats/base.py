@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+import numpy as np
+
+from ..dtypes import F16
 
 from ..checkpoint import Checkpoint, TensorSpec
 from ..tensor import QuantTensor
@@ -27,7 +29,7 @@ class Capabilities:
     zero_range: Callable[[int], tuple[int, int]]  # bits -> inclusive range of true zeros it can store
     act_order: bool
     shape_problem: Callable[[int, int, int, int], str | None]  # (K, N, bits, group_size) -> why not
-    scale_dtypes: tuple[torch.dtype, ...] | None = None  # None: any float dtype
+    scale_dtypes: tuple[np.dtype, ...] | None = None  # None: any float dtype
     float_offsets: bool = False  # can hold W = s*q + m with a float m (QuantTensor.offsets)
     # a format's own fitting step, run last: (tensor, fit so far) -> tensor, adding notes/loss/refusals to the fit
     check: Callable[[QuantTensor, Any], QuantTensor] | None = None
@@ -64,7 +66,7 @@ class Scheme:
     act_order: bool
     quantized: tuple[str, ...]
     unquantized_linears: tuple[str, ...] = ()
-    scale_dtype: torch.dtype = torch.float16
+    scale_dtype: np.dtype = F16
     # modules whose (bits, group_size, sym) differ from the model-wide ones above
     overrides: tuple[tuple[str, tuple[int, int, bool]], ...] = ()
 
@@ -127,8 +129,8 @@ class Format:
     def specs(self, module: str, qt: QuantTensor, variant: str) -> list[TensorSpec]:
         raise NotImplementedError
 
-    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, torch.Tensor | Iterator[bytes]]:
-        """The output tensors of one module, in the order :meth:`specs` declares them: a tensor, or
+    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, np.ndarray | Iterator[bytes]]:
+        """The output tensors of one module, in the order :meth:`specs` declares them: an array, or
         its bytes in chunks when materialising it whole would cost more than the input does."""
         raise NotImplementedError
 

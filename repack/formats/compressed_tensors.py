@@ -19,12 +19,12 @@ not supported yet.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..checkpoint import Checkpoint, TensorSpec
+from ..dtypes import is_float
 from ..errors import FormatError, InputError, UnsupportedError
 from ..packing import pack_rows, packed_rows, unpack_rows
-from ..safetensors_header import TORCH_TO_ST
+from ..safetensors_header import st_dtype
 from ..tensor import QuantTensor, num_groups
 from .base import Capabilities, Detection, Format, Scheme, any_shape, quant_config, settings_from_overrides
 from .overrides import clean_settings, ct_targets_match
@@ -115,14 +115,14 @@ class CompressedTensorsFormat(Format):
         labels = settings_from_overrides({"bits": None, "group_size": None, "sym": None},
                                          det.options.get("module_labels", {}).get(module))
         packed, scale = ckpt.get(f"{module}.weight_packed"), ckpt.get(f"{module}.weight_scale")
-        if packed.dtype != torch.int32 or packed.dim() != 2:
+        if packed.dtype != np.int32 or packed.ndim != 2:
             raise bad("weight_packed", f"expected a 2-D int32 tensor, got {packed.dtype} {list(packed.shape)}")
-        if scale.dim() != 2 or not scale.dtype.is_floating_point:
+        if scale.ndim != 2 or not is_float(scale.dtype):
             raise bad("weight_scale", f"expected a 2-D float tensor, got {scale.dtype} {list(scale.shape)}")
         N, cols = packed.shape
         if f"{module}.weight_shape" in ckpt:
             shape = ckpt.get(f"{module}.weight_shape")
-            if shape.dim() != 1 or shape.numel() != 2 or shape.dtype not in (torch.int32, torch.int64):
+            if shape.ndim != 1 or shape.size != 2 or shape.dtype not in (np.int32, np.int64):
                 raise bad("weight_shape", f"expected 2 integers, got {shape.dtype} {list(shape.shape)}")
             n, K = (int(v) for v in shape.tolist())
             if n != N:
@@ -152,25 +152,25 @@ class CompressedTensorsFormat(Format):
             raise bad("weight_scale", f"{G} groups contradict group_size {gs} for {K} inputs")
         if f"{module}.weight_zero_point" in ckpt:
             zp = ckpt.get(f"{module}.weight_zero_point")
-            if zp.dtype != torch.int32 or tuple(zp.shape) != (packed_rows(N, bits), G):
+            if zp.dtype != np.int32 or tuple(zp.shape) != (packed_rows(N, bits), G):
                 raise bad("weight_zero_point", f"expected int32 [{packed_rows(N, bits)}, {G}], got {zp.dtype} {list(zp.shape)}")
-            zeros = torch.from_numpy(np.ascontiguousarray(unpack_rows(zp.numpy(), bits, N).T).astype(np.int16))
+            zeros = np.ascontiguousarray(unpack_rows(zp, bits, N).T).astype(np.int16)
             sym = False
         else:
             if labels["sym"] is False:
                 raise bad("weight_packed", "config says asymmetric but there is no weight_zero_point")
-            zeros = torch.full((G, N), 2 ** (bits - 1), dtype=torch.int16)
+            zeros = np.full((G, N), 2 ** (bits - 1), dtype=np.int16)
             sym = True
         g_idx = ckpt.get(f"{module}.weight_g_idx") if f"{module}.weight_g_idx" in ckpt else None
         if g_idx is not None:
-            if g_idx.dim() != 1 or g_idx.shape[0] != K or g_idx.dtype not in (torch.int32, torch.int64):
+            if g_idx.ndim != 1 or g_idx.shape[0] != K or g_idx.dtype not in (np.int32, np.int64):
                 raise bad("weight_g_idx", f"expected int32 [{K}], got {g_idx.dtype} {list(g_idx.shape)}")
             if K and (int(g_idx.min()) < 0 or int(g_idx.max()) >= G):
                 raise bad("weight_g_idx", f"group indices outside 0..{G - 1}")
         # field i of word [n, c] is the code of input per*c + i: the canonical words, transposed
-        qweight = packed.t().contiguous()
+        qweight = np.ascontiguousarray(packed.T)
         try:
-            return QuantTensor(qweight, scale.t().contiguous(), zeros, bits, gs, K, g_idx, sym)
+            return QuantTensor(qweight, np.ascontiguousarray(scale.T), zeros, bits, gs, K, g_idx, sym)
         except ValueError as e:
             raise bad("weight_packed", str(e)) from None
 
@@ -178,7 +178,7 @@ class CompressedTensorsFormat(Format):
     def specs(self, module: str, qt: QuantTensor, variant: str) -> list[TensorSpec]:
         N, K, G, b = qt.out_features, qt.in_features, qt.num_groups, qt.bits
         out = [TensorSpec(f"{module}.weight_packed", "I32", (N, packed_rows(K, b))),
-               TensorSpec(f"{module}.weight_scale", TORCH_TO_ST[qt.scales.dtype], (N, G))]
+               TensorSpec(f"{module}.weight_scale", st_dtype(qt.scales.dtype), (N, G))]
         if not qt.sym:
             out.append(TensorSpec(f"{module}.weight_zero_point", "I32", (packed_rows(N, b), G)))
         if qt.act_order:
@@ -186,14 +186,14 @@ class CompressedTensorsFormat(Format):
         out.append(TensorSpec(f"{module}.weight_shape", "I64", (2,)))
         return out
 
-    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, torch.Tensor]:
-        out = {f"{module}.weight_packed": qt.qweight.t().contiguous(),
-               f"{module}.weight_scale": qt.scales.t().contiguous()}
+    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, np.ndarray]:
+        out = {f"{module}.weight_packed": np.ascontiguousarray(qt.qweight.T),
+               f"{module}.weight_scale": np.ascontiguousarray(qt.scales.T)}
         if not qt.sym:
-            out[f"{module}.weight_zero_point"] = torch.from_numpy(pack_rows(qt.zeros.numpy().T, qt.bits))
+            out[f"{module}.weight_zero_point"] = pack_rows(qt.zeros.T, qt.bits)
         if qt.act_order:
-            out[f"{module}.weight_g_idx"] = qt.g_idx.to(torch.int32)
-        out[f"{module}.weight_shape"] = torch.tensor([qt.out_features, qt.in_features], dtype=torch.int64)
+            out[f"{module}.weight_g_idx"] = qt.g_idx.astype(np.int32)
+        out[f"{module}.weight_shape"] = np.array([qt.out_features, qt.in_features], dtype=np.int64)
         return out
 
     def quantization_config(self, scheme: Scheme, variant: str) -> dict:

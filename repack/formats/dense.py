@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import torch
+import numpy as np
 
 from ..checkpoint import Checkpoint, TensorSpec
-from ..fit import DTYPE_NAMES
-from ..safetensors_header import TORCH_TO_ST
+from ..dtypes import NAMES as DTYPE_NAMES
+from ..safetensors_header import st_dtype
 from ..tensor import QuantTensor
 from .base import Capabilities, Detection, Format, Scheme, any_shape, full_zero_range
 
@@ -38,23 +38,23 @@ class DenseFormat(Format):
             return None
         return Detection(self.name, "auto")
 
-    def _dtype(self, qt: QuantTensor, variant: str) -> torch.dtype:
+    def _dtype(self, qt: QuantTensor, variant: str) -> np.dtype:
         return qt.scales.dtype if variant == "auto" else DTYPE_NAMES[variant]
 
     def specs(self, module: str, qt: QuantTensor, variant: str) -> list[TensorSpec]:
-        return [TensorSpec(f"{module}.weight", TORCH_TO_ST[self._dtype(qt, variant)], qt.shape)]
+        return [TensorSpec(f"{module}.weight", st_dtype(self._dtype(qt, variant)), qt.shape)]
 
     def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, Iterator[bytes]]:
         return {f"{module}.weight": self._rows(qt, self._dtype(qt, variant))}
 
     @staticmethod
-    def _rows(qt: QuantTensor, dtype: torch.dtype) -> Iterator[bytes]:
+    def _rows(qt: QuantTensor, dtype: np.dtype) -> Iterator[bytes]:
         """The float weight [N, K] in row blocks: dequantized whole, a 4-bit layer would take 8x
         its packed size in fp32, so each block's working set is kept near 64 MiB."""
         step = max(1, (1 << 24) // max(qt.in_features, 1))
         for n in range(0, qt.out_features, step):
             block = qt.columns(n, min(n + step, qt.out_features)).dequantize(dtype)
-            yield memoryview(block.reshape(-1).view(torch.uint8).numpy())
+            yield memoryview(block.reshape(-1).view(np.uint8))
 
     def quantization_config(self, scheme: Scheme, variant: str) -> dict | None:
         return None

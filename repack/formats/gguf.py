@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from ..checkpoint import TensorSpec
+from ..dtypes import F16
 from ..errors import InputError, UnsupportedError
 from ..fit import cast_scales
-from ..quantize.rtn import rtn_quantize
 from ..tensor import QuantTensor
 from . import gguf_blocks as gb
 from .base import Capabilities, Detection, Format, Scheme, full_zero_range
@@ -57,7 +57,7 @@ def _shape_problem(K: int, N: int, bits: int, group_size: int) -> str | None:
 
 def _fit(variant: str, t: QuantTensor, f) -> QuantTensor:
     """GGUF's own fitting step (after the generic one): fp16 scales, then a block type."""
-    t = cast_scales(t, torch.float16, f, "scales -> fp16 (exact)", "scales rounded to fp16 (GGUF stores d as fp16)")
+    t = cast_scales(t, F16, f, "scales -> fp16 (exact)", "scales rounded to fp16 (GGUF stores d as fp16)")
     only = None if variant == "auto" else gb.TYPES[variant]
     bt = exact_type(t, only)
     if bt is not None:
@@ -72,7 +72,7 @@ def _fit(variant: str, t: QuantTensor, f) -> QuantTensor:
             return t
         m, _ = offsets_fp16(t)
         f.lossy.append(f"offset m = -s*z rounded to fp16 for {only.name.upper()}")
-        return t.replace(zeros=torch.zeros_like(t.zeros), sym=False, offsets=m)
+        return t.replace(zeros=np.zeros_like(t.zeros), sym=False, offsets=m)
     if t.offsets is not None:
         from ..fit import offsets_to_zeros
         t, exact = offsets_to_zeros(t, (0, 2**t.bits))
@@ -88,7 +88,12 @@ def _fit(variant: str, t: QuantTensor, f) -> QuantTensor:
         return t
     bits = 4 if only is gb.Q4_0 else 8
     f.lossy.append(f"re-quantized to symmetric {bits}-bit for {only.name.upper()}")
-    return rtn_quantize(t.dequantize(torch.float32), bits, t.group_size, sym=True, scale_dtype=torch.float16)
+    import torch  # re-quantizing runs in torch: only a lossy conversion imports it
+
+    from ..dtypes import to_torch
+    from ..quantize.rtn import rtn_quantize
+
+    return rtn_quantize(to_torch(t.dequantize(np.float32)), bits, t.group_size, sym=True, scale_dtype=torch.float16)
 
 
 class GgufFormat(Format):
@@ -140,8 +145,8 @@ class GgufFormat(Format):
         return [GgufSpec(f"{module}.weight", "U8", (qt.out_features, qt.in_features // gb.BLOCK * bt.type_size),
                          bt.ggml_id)]
 
-    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, torch.Tensor]:
-        return {f"{module}.weight": torch.from_numpy(encode(qt, self._type(qt, variant)))}
+    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, np.ndarray]:
+        return {f"{module}.weight": encode(qt, self._type(qt, variant))}
 
     def quantization_config(self, scheme: Scheme, variant: str) -> dict | None:
         return None

@@ -31,8 +31,8 @@ import sys
 import weakref
 
 import numpy as np
-import torch
 
+from ..dtypes import F16
 from ..packing import unpack_rows, values_per_block
 from ..tensor import QuantTensor, int_bounds
 from . import gguf_blocks as gb
@@ -66,17 +66,17 @@ def to_canonical(t: gb.BlockType, data: np.ndarray) -> QuantTensor:
     bits, shift, zero = _CANON[t.name]
     r = group_blocks(d, m)
     gs = -1 if r == d.shape[1] else 32 * r
-    scales = torch.from_numpy(np.ascontiguousarray(d[:, ::r].T))
-    offsets = None if m is None else torch.from_numpy(np.ascontiguousarray(m[:, ::r].T))
+    scales = np.ascontiguousarray(d[:, ::r].T)
+    offsets = None if m is None else np.ascontiguousarray(m[:, ::r].T)
     q = (codes.astype(np.int16) + shift).astype(np.uint8).T
     zeros = np.full(scales.shape, zero, np.int16)
     return QuantTensor.from_codes(q, scales, zeros, bits, gs, sym=zero != 0, offsets=offsets)
 
 
-def _per_block(t: QuantTensor, values: torch.Tensor) -> np.ndarray:
+def _per_block(t: QuantTensor, values: np.ndarray) -> np.ndarray:
     """A [G, N] per-group array as [N, K/32]: the group of each 32-column block."""
-    first_cols = torch.arange(0, t.in_features, gb.BLOCK)
-    return values[t.group_index()[first_cols]].t().contiguous().numpy()
+    first_cols = np.arange(0, t.in_features, gb.BLOCK)
+    return np.ascontiguousarray(values[t.group_index()[first_cols]].T)
 
 
 _spans: "weakref.WeakKeyDictionary[QuantTensor, tuple[int, int, int]]" = weakref.WeakKeyDictionary()
@@ -98,10 +98,10 @@ def spans(t: QuantTensor) -> tuple[int, int, int]:
 def _chunk_spans(t: QuantTensor):
     """:func:`spans` of each block of input rows, in turn, read in the canonical layout: the
     min and max of each group's run of rows are row-wise reductions over contiguous columns."""
-    gi = t.group_index().numpy()
-    z = t.zeros.numpy().astype(np.int16)  # [G, N]
+    gi = t.group_index()
+    z = t.zeros.astype(np.int16)  # [G, N]
     per, nwords = values_per_block(t.bits)
-    words = t.qweight.numpy()
+    words = t.qweight
     for r0, r1 in _row_blocks(t.in_features, _span_rows(t)):
         q = unpack_rows(words[r0 // per * nwords: -(-r1 // per) * nwords], t.bits, r1 - r0)
         g = gi[r0: r1]
@@ -131,7 +131,7 @@ def _all_within(t: QuantTensor, vmin: int, vmax: int, qmax: int) -> bool:
     so ``q - z`` in -zmax..2^b-1-zmin), and stopping at the first block of rows that breaks them:
     the type search of a 7B GPTQ -> GGUF plan read every code twice for an answer the first rows gave."""
     top = 2**t.bits - 1
-    zmin, zmax = int_bounds(t.zeros) if t.zeros.numel() else (0, 0)
+    zmin, zmax = int_bounds(t.zeros) if t.zeros.size else (0, 0)
     if vmin <= -zmax and top - zmin <= vmax and top <= qmax:
         return True
     got = _spans.get(t)
@@ -139,14 +139,14 @@ def _all_within(t: QuantTensor, vmin: int, vmax: int, qmax: int) -> bool:
     return all(vmin <= lo and hi <= vmax and q <= qmax for lo, hi, q in parts)
 
 
-def offsets_fp16(t: QuantTensor) -> tuple[torch.Tensor, bool]:
+def offsets_fp16(t: QuantTensor) -> tuple[np.ndarray, bool]:
     """The offsets as fp16 (-s*z for integer zeros) and whether that is exact."""
     if t.offsets is not None:
-        m32 = t.offsets.to(torch.float32)
+        m32 = t.offsets.astype(np.float32)
     else:
-        m32 = -(t.scales.to(torch.float32) * t.zeros.to(torch.float32))
-    m = m32.to(torch.float16)
-    return m, torch.equal(m.to(torch.float32), m32)
+        m32 = -(t.scales.astype(np.float32) * t.zeros.astype(np.float32))
+    m = m32.astype(np.float16)
+    return m, np.array_equal(m.astype(np.float32), m32)
 
 
 def value_range(bt: gb.BlockType) -> tuple[int, int]:
@@ -168,7 +168,7 @@ def exact_type(t: QuantTensor, only: gb.BlockType | None = None) -> gb.BlockType
 
 
 def _exact_type(t: QuantTensor, only: gb.BlockType | None) -> gb.BlockType | None:
-    if t.scales.dtype != torch.float16 or t.act_order:
+    if t.scales.dtype != F16 or t.act_order:
         return None
     for bt in (only,) if only else BY_SIZE:
         if bt.has_min:
@@ -190,13 +190,13 @@ def encode(t: QuantTensor, bt: gb.BlockType) -> np.ndarray:
 
 def _encode_codes(t: QuantTensor, bt: gb.BlockType) -> np.ndarray:
     """:func:`encode` through unpacked codes, one byte per weight: any bit width and block type."""
-    d = _per_block(t, t.scales.to(torch.float16))
+    d = _per_block(t, t.scales.astype(np.float16))
     m = _per_block(t, offsets_fp16(t)[0]) if bt.has_min else None
     N, K = t.out_features, t.in_features
     gs = t.effective_group_size
     # stored value v + zero = q + (zero - z), in [0, 255] for a type exact_type accepted, so uint8
     # arithmetic modulo 256 gives it without widening (the shift itself may be negative)
-    shift = None if bt.has_min else ((bt.zero - t.zeros.numpy().astype(np.int16)) & 0xFF).astype(np.uint8).T  # [N, G]
+    shift = None if bt.has_min else ((bt.zero - t.zeros.astype(np.int16)) & 0xFF).astype(np.uint8).T  # [N, G]
     out = np.empty((N, K // gb.BLOCK * bt.type_size), np.uint8)
     step = _row_step(K)
     for r0 in range(0, N, step):
@@ -206,7 +206,7 @@ def _encode_codes(t: QuantTensor, bt: gb.BlockType) -> np.ndarray:
             if t.g_idx is None and K % gs == 0:  # the shift broadcast over each group's columns
                 codes = (codes.reshape(r1 - r0, K // gs, gs) + shift[r0:r1, :, None]).reshape(r1 - r0, K)
             else:
-                codes = codes + shift[r0:r1][:, t.group_index().numpy()]
+                codes = codes + shift[r0:r1][:, t.group_index()]
             if bt.code_range[0] < 0:  # Q8_0 stores v itself, signed: the same bytes read as int8
                 codes = codes.view(np.int8)
         out[r0:r1] = gb.encode(bt, codes, d[r0:r1], None if m is None else m[r0:r1])
@@ -242,10 +242,10 @@ TILE_BLOCKS, TILE_WIDTH = 1 << 13, 128
 def _encode_words(t: QuantTensor, bt: gb.BlockType) -> np.ndarray:
     N, K = t.out_features, t.in_features
     nb, ts = K // gb.BLOCK, bt.type_size
-    words = t.qweight.numpy().view(np.uint8).reshape(nb, 4, N, 4)
-    fields = [t.scales.to(torch.float16).numpy().view(np.uint16)]  # d, [G, N]
+    words = t.qweight.view(np.uint8).reshape(nb, 4, N, 4)
+    fields = [t.scales.astype(np.float16).view(np.uint16)]  # d, [G, N]
     if bt.has_min:
-        fields.append(offsets_fp16(t)[0].numpy().view(np.uint16))  # m
+        fields.append(offsets_fp16(t)[0].view(np.uint16))  # m
     shift = None if bt.has_min else _shifts(t, bt)
     groups = _Groups(nb, t.effective_group_size // gb.BLOCK)
     out = np.empty((N, nb * ts), np.uint8)
@@ -269,7 +269,7 @@ def _shifts(t: QuantTensor, bt: gb.BlockType) -> np.ndarray | None:
     """Per group and output, the shift ``zero - z`` as uint8 [G, N]: 0..16 for Q5_0 (stored values
     0..31), modulo 16 for Q4_0 (whose stored values 0..15 need only the low nibble). None when it
     is 0 everywhere (Q4_0 with zero points 8)."""
-    s = bt.zero - t.zeros.numpy().astype(np.int32)
+    s = bt.zero - t.zeros.astype(np.int32)
     if bt.code_bits == 4:
         s &= 15
     return s.astype(np.uint8) if s.any() else None
@@ -363,7 +363,7 @@ def _bytes_nk(t: QuantTensor) -> np.ndarray:
     2b (low nibble) and 2b+1 (high nibble) at 4 bits, code b at 8 bits (hf.md §1.3, LSB first)."""
     got = _bytes_cache.get(t)
     if got is None:
-        got = np.ascontiguousarray(t.qweight.numpy().T).view(np.uint8)
+        got = np.ascontiguousarray(t.qweight.T).view(np.uint8)
         _bytes_cache[t] = got
     return got
 
@@ -380,7 +380,7 @@ def _codes_nk(t: QuantTensor, r0: int, r1: int) -> np.ndarray:
         np.bitwise_and(by, 0x0F, out=codes[:, :, 0])
         np.right_shift(by, 4, out=codes[:, :, 1])
         return codes.reshape(by.shape[0], -1)[:, :t.in_features]
-    return np.ascontiguousarray(t.codes().numpy()[:, r0:r1].T)
+    return np.ascontiguousarray(t.codes()[:, r0:r1].T)
 
 
 def _row_step(K: int) -> int:

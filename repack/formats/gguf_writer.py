@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..checkpoint import CheckpointWriter, write_chunked
+from ..dtypes import as_array, is_array
 from ..errors import OutputError, UnsupportedError
 from ..safetensors_header import DTYPES
 from . import gguf_arch as arch
@@ -237,7 +237,7 @@ class GgufWriter(CheckpointWriter):
         """A tensor's GGUF bytes (contiguous), or None for a tensor GGUF does not keep (its data is
         consumed). Shared by :meth:`write` and the forked writers of repack/parallel_write.py."""
         if name not in self.names:
-            for _ in ([] if isinstance(data, torch.Tensor) else data):
+            for _ in ([] if is_array(data) else data):
                 pass
             return None
         if isinstance(data, _GgufRows):
@@ -271,22 +271,21 @@ class GgufWriter(CheckpointWriter):
         return {s.name: (path, at[self.names[s.name]], s) if s.name in self.names else (None, 0, s) for s in self.specs}
 
     def _array(self, spec, data) -> np.ndarray:
-        if isinstance(data, torch.Tensor):
-            return data.detach().cpu().contiguous().numpy()
-        if spec.name in self.source.ckpt and DTYPES[spec.dtype][1] in (torch.float16, torch.float32) \
-                and self._float_dtype(spec) == {torch.float16: np.float16, torch.float32: np.float32}[DTYPES[spec.dtype][1]]:
+        if is_array(data):
+            return np.ascontiguousarray(as_array(data))
+        stored = DTYPES[spec.dtype][1]
+        if spec.name in self.source.ckpt and stored in (np.float16, np.float32) and self._float_dtype(spec) == stored:
             # stored as written: the source's tensor (memory-mapped when large) goes out without a
             # copy in memory; the embedding and lm_head of a 7B model are 262 MB each
             t = self.source.ckpt.get(spec.name)
             if tuple(t.shape) == tuple(spec.shape):
-                return t.numpy()
+                return t
         raw = bytearray()
         for chunk in data:
             raw += chunk
-        t = torch.frombuffer(raw, dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
-        t = t.view(DTYPES[spec.dtype][1]).reshape(spec.shape)
+        t = np.frombuffer(raw, dtype=stored).reshape(spec.shape)
         out = self._float_dtype(spec)
-        return t.to({np.float32: torch.float32, np.float16: torch.float16}.get(out, t.dtype)).numpy()
+        return t.astype(out) if out in (np.float32, np.float16) else t
 
     def finish(self, config: dict, side_files=(), extra_json=None) -> Path:
         self._check_all_written()

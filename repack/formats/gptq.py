@@ -18,13 +18,12 @@ Source: AutoGPTQ ``nn_modules/qlinear/qlinear_cuda_old.py`` (pack), GPTQModel
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..checkpoint import Checkpoint, TensorSpec
+from ..dtypes import is_float
 from ..errors import InputError
 from ..packing import SUPPORTED_BITS, pack_cols, packed_rows, unpack_cols, unpack_rows, values_per_block
-from ..safetensors_header import TORCH_TO_ST
-from ..kernels.packed import CODES_ALONG_K, ZEROS_ALONG_N, PackedWeight
+from ..safetensors_header import st_dtype
 from ..tensor import QuantTensor, int_bounds, num_groups
 from .base import Capabilities, Detection, Format, Scheme, quant_config, settings_from_overrides
 from .overrides import gptq_dynamic, gptq_lookup, gptq_rules
@@ -122,7 +121,7 @@ class GptqFormat(Format):
         asymmetric zeros the codes decide: weights are centred on their zero point, so the mean
         of ``q - stored`` is ~1 for v1 and ~0 for v2. None when the data is not decisive."""
         N = ckpt.info(f"{module}.scales").shape[1]
-        stored = unpack_cols(ckpt.get(f"{module}.qzeros").numpy(), bits, N).astype(np.int64)
+        stored = unpack_cols(ckpt.get(f"{module}.qzeros"), bits, N).astype(np.int64)
         mid = 2 ** (bits - 1)
         if (stored == mid - 1).all():
             return "v1"
@@ -133,20 +132,22 @@ class GptqFormat(Format):
         G = stored.shape[0]
         K = qw_rows // nwords * per
         if f"{module}.g_idx" in ckpt:
-            g = ckpt.get(f"{module}.g_idx").numpy().astype(np.int64)
+            g = ckpt.get(f"{module}.g_idx").astype(np.int64)
             K = len(g)
         else:
             g = np.minimum(np.arange(K) * G // K, G - 1)
         if len(g) == 0 or g.min() < 0 or g.max() >= G or packed_rows(K, bits) != qw_rows:
             return None
         rows = min(K, max(per, (1 << 22) // max(N, 1) // per * per))  # a bounded sample of rows
-        qw = ckpt.get(f"{module}.qweight", rows=-(-rows // per) * nwords).numpy()
-        codes = torch.from_numpy(unpack_rows(qw, bits, rows).astype(np.float64))
-        idx = torch.from_numpy(g[:rows])
-        count = torch.bincount(idx, minlength=G).to(torch.float64)
+        qw = ckpt.get(f"{module}.qweight", rows=-(-rows // per) * nwords)
+        codes = unpack_rows(qw, bits, rows).astype(np.float64)
+        idx = g[:rows]
+        count = np.bincount(idx, minlength=G).astype(np.float64)
         present = count > 0
-        mean = (torch.zeros(G, N, dtype=torch.float64).index_add_(0, idx, codes)[present] / count[present, None]).numpy()
-        z = stored[present.numpy()].astype(np.float64)
+        sums = np.zeros((G, N), np.float64)
+        np.add.at(sums, idx, codes)
+        mean = sums[present] / count[present, None]
+        z = stored[present].astype(np.float64)
         # Only trust the offset when the codes track the zeros, as a quantizer's output does (the code
         # of w=0 is z): on data with no such relation (random codes) the label decides.
         # Fewer than 64 (group, column) points decide nothing: on 8 random ones the correlation
@@ -178,18 +179,18 @@ class GptqFormat(Format):
         def bad(tensor: str, problem: str) -> InputError:
             return InputError(f"{ckpt.info(f'{module}.{tensor}').file}: tensor '{module}.{tensor}': {problem}")
 
-        if qweight.dtype != torch.int32 or qweight.dim() != 2:
+        if qweight.dtype != np.int32 or qweight.ndim != 2:
             raise bad("qweight", f"expected int32 [K*{bits}/32, N], got {qweight.dtype} {list(qweight.shape)}")
-        if qzeros.dtype != torch.int32 or qzeros.dim() != 2:
+        if qzeros.dtype != np.int32 or qzeros.ndim != 2:
             raise bad("qzeros", f"expected int32 [G, N*{bits}/32], got {qzeros.dtype} {list(qzeros.shape)}")
-        if scales.dim() != 2 or not scales.dtype.is_floating_point:
+        if scales.ndim != 2 or not is_float(scales.dtype):
             raise bad("scales", f"expected float [G, N], got {scales.dtype} {list(scales.shape)}")
         N = qweight.shape[1]
         per, nwords = values_per_block(bits)
         if qweight.shape[0] % nwords:
             raise bad("qweight", f"{qweight.shape[0]} rows is not a whole number of {bits}-bit blocks")
         K = g_idx.shape[0] if g_idx is not None else qweight.shape[0] // nwords * per
-        if g_idx is not None and (g_idx.dim() != 1 or packed_rows(K, bits) != qweight.shape[0]):
+        if g_idx is not None and (g_idx.ndim != 1 or packed_rows(K, bits) != qweight.shape[0]):
             raise bad("g_idx", f"length {list(g_idx.shape)} does not match qweight's {qweight.shape[0]} rows")
         G = scales.shape[0]
         gs = labels["group_size"] if labels["group_size"] is not None else (-1 if G == 1 else K // G)
@@ -197,15 +198,14 @@ class GptqFormat(Format):
             raise bad("scales", f"shape {list(scales.shape)} contradicts group_size {gs} (expected [{num_groups(K, gs)}, {N}])")
         if tuple(qzeros.shape) != (G, packed_rows(N, bits)):
             raise bad("qzeros", f"shape {list(qzeros.shape)}, expected [{G}, {packed_rows(N, bits)}]")
-        zeros = unpack_cols(qzeros.numpy(), bits, N).astype(np.int16)  # numpy: torch's small int ops cost ms
+        zeros = unpack_cols(qzeros, bits, N).astype(np.int16)
         if det.variant == "v1":
             zeros += 1
         sym = bool((zeros == 2 ** (bits - 1)).all())
-        zeros = torch.from_numpy(zeros)
         if labels["sym"] is False:
             sym = False
         if g_idx is not None:
-            if g_idx.dtype not in (torch.int32, torch.int64):
+            if g_idx.dtype not in (np.int32, np.int64):
                 raise bad("g_idx", f"expected int32, got {g_idx.dtype}")
             gmin, gmax = int_bounds(g_idx) if K else (0, 0)
             if K and (gmin < 0 or gmax >= G):
@@ -215,7 +215,9 @@ class GptqFormat(Format):
         except ValueError as e:
             raise bad("qweight", str(e)) from None
 
-    def packed(self, ckpt: Checkpoint, det: Detection, module: str, qt: QuantTensor | None = None) -> PackedWeight:
+    def packed(self, ckpt: Checkpoint, det: Detection, module: str, qt: QuantTensor | None = None):
+        from ..kernels.packed import CODES_ALONG_K, ZEROS_ALONG_N, PackedWeight
+
         qt = qt if qt is not None else self.read(ckpt, det, module)  # read() validates every shape
         return PackedWeight(CODES_ALONG_K, ZEROS_ALONG_N, qt.bits, qt.in_features, qt.out_features, qt.group_size,
                             ckpt.get(f"{module}.qweight"), ckpt.get(f"{module}.scales"), ckpt.get(f"{module}.qzeros"),
@@ -226,15 +228,15 @@ class GptqFormat(Format):
         N, K, G = qt.out_features, qt.in_features, qt.num_groups
         return [TensorSpec(f"{module}.qweight", "I32", (packed_rows(K, qt.bits), N)),
                 TensorSpec(f"{module}.qzeros", "I32", (G, packed_rows(N, qt.bits))),
-                TensorSpec(f"{module}.scales", TORCH_TO_ST[qt.scales.dtype], (G, N)),
+                TensorSpec(f"{module}.scales", st_dtype(qt.scales.dtype), (G, N)),
                 TensorSpec(f"{module}.g_idx", "I32", (K,))]
 
-    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, torch.Tensor]:
-        stored = qt.zeros.numpy().astype(np.int64) - (1 if variant == "v1" else 0)
+    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, np.ndarray]:
+        stored = qt.zeros.astype(np.int64) - (1 if variant == "v1" else 0)
         stored &= 2**qt.bits - 1  # v1 stores z-1 in b bits (z = 2^b is stored as 2^b - 1)
         g_idx = qt.g_idx if qt.g_idx is not None else qt.sequential_g_idx()
         return {f"{module}.qweight": qt.qweight,
-                f"{module}.qzeros": torch.from_numpy(pack_cols(stored, qt.bits)),
+                f"{module}.qzeros": pack_cols(stored, qt.bits),
                 f"{module}.scales": qt.scales,
                 f"{module}.g_idx": g_idx}
 

@@ -28,13 +28,12 @@ original layout) are read as the ``gptq`` variant.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..checkpoint import Checkpoint, TensorSpec
+from ..dtypes import F16, is_float
 from ..errors import InputError
 from ..fit import cast_scales
-from ..kernels.packed import CODES_MARLIN, SCALES_MARLIN, ZEROS_INT, ZEROS_MARLIN, PackedWeight
-from ..safetensors_header import TORCH_TO_ST
+from ..safetensors_header import st_dtype
 from ..tensor import QuantTensor, num_groups
 from . import marlin_layout as layout
 from .base import Capabilities, Detection, Format, Scheme, quant_config
@@ -67,7 +66,7 @@ def _check(variant: str):
                                    "(uint4b8/uint8b128); the awq variant takes zero points")
             return t
         if variant == "checkpoint":
-            t = cast_scales(t, torch.float16, fit, "scales -> fp16 (exact; the Marlin checkpoint is fp16 only)",
+            t = cast_scales(t, F16, fit, "scales -> fp16 (exact; the Marlin checkpoint is fp16 only)",
                             "scales rounded to fp16 (the Marlin checkpoint is fp16 only)")
         return t.replace(sym=True) if variant != "awq" else t
     return check
@@ -146,9 +145,9 @@ class MarlinFormat(Format):
         def bad(tensor: str, problem: str) -> InputError:
             return InputError(f"{ckpt.info(f'{module}.{tensor}').file}: tensor '{module}.{tensor}': {problem}")
 
-        if B.dtype != torch.int32 or B.dim() != 2:
+        if B.dtype != np.int32 or B.ndim != 2:
             raise bad(wname, f"expected int32 [K/16, N*16*b/32], got {B.dtype} {list(B.shape)}")
-        if s.dim() != 2 or not s.dtype.is_floating_point:
+        if s.ndim != 2 or not is_float(s.dtype):
             raise bad(sname, f"expected float [G, N], got {s.dtype} {list(s.shape)}")
         G, N = s.shape
         bits = {2 * N: 4, 4 * N: 8}.get(B.shape[1])
@@ -162,17 +161,17 @@ class MarlinFormat(Format):
             if G == 0 or K % G:
                 raise bad(sname, f"{G} groups do not divide K={K}")
             gs = -1 if G == 1 else K // G
-        codes = layout.unpack_weight(B.numpy(), bits, K, N)
+        codes = layout.unpack_weight(B, bits, K, N)
         g_idx = None
         if f"{module}.g_idx_sort_indices" in ckpt:
             codes, g_idx = self._undo_act_order(ckpt, module, codes, G, bad)
-        scales = layout.unpermute_scales(s, G).contiguous()
+        scales = np.ascontiguousarray(layout.unpermute_scales(s, G))
         mid = 2 ** (bits - 1)
         if det.variant == "awq":
             qz = ckpt.get(f"{module}.qzeros")
-            if qz.dtype != torch.int32 or tuple(qz.shape) != (G, N * bits // 32):
+            if qz.dtype != np.int32 or tuple(qz.shape) != (G, N * bits // 32):
                 raise bad("qzeros", f"expected int32 [{G}, {N * bits // 32}], got {qz.dtype} {list(qz.shape)}")
-            zeros = layout.unpack_zeros(qz.numpy(), bits, N)
+            zeros = layout.unpack_zeros(qz, bits, N)
         else:
             zeros = np.full((G, N), mid)
         sym = bool((zeros == mid).all())
@@ -190,12 +189,12 @@ class MarlinFormat(Format):
             raise bad("g_idx_sort_indices", "has no g_idx beside it")
         g_sorted = ckpt.get(f"{module}.g_idx")
         for name, t in (("g_idx_sort_indices", perm), ("g_idx", g_sorted)):
-            if t.dtype not in (torch.int32, torch.int64) or tuple(t.shape) != (K,):
+            if t.dtype not in (np.int32, np.int64) or tuple(t.shape) != (K,):
                 raise bad(name, f"expected int32 [{K}], got {t.dtype} {list(t.shape)}")
-        p = perm.numpy().astype(np.int64)
+        p = perm.astype(np.int64)
         if not np.array_equal(np.sort(p), np.arange(K)):
             raise bad("g_idx_sort_indices", f"is not a permutation of 0..{K - 1}")
-        gs = g_sorted.numpy().astype(np.int64)
+        gs = g_sorted.astype(np.int64)
         if K and (gs.min() < 0 or gs.max() >= G):
             raise bad("g_idx", f"group indices {gs.min()}..{gs.max()} outside 0..{G - 1}")
         out = np.empty_like(codes)
@@ -204,10 +203,12 @@ class MarlinFormat(Format):
         g_idx[p] = gs
         return out, g_idx
 
-    def packed(self, ckpt: Checkpoint, det: Detection, module: str, qt: QuantTensor | None = None) -> PackedWeight:
+    def packed(self, ckpt: Checkpoint, det: Detection, module: str, qt: QuantTensor | None = None):
         """The stored tensors, for the Triton kernel's Marlin path: codes and scales as they lie;
         symmetric variants have no zero tensor (a stride-0 view of 0, the zero 2^(b-1) as offset);
         act-order hands over the sorted g_idx and the sort indices the activations are gathered by."""
+        from ..kernels.packed import CODES_MARLIN, SCALES_MARLIN, ZEROS_INT, ZEROS_MARLIN, PackedWeight
+
         qt = qt if qt is not None else self.read(ckpt, det, module)  # read() validates every shape
         wname, sname = NAMES[det.variant]
         B, s = ckpt.get(f"{module}.{wname}"), ckpt.get(f"{module}.{sname}")
@@ -215,11 +216,11 @@ class MarlinFormat(Format):
         if det.variant == "awq":
             zeros, zlayout, offset = ckpt.get(f"{module}.qzeros"), ZEROS_MARLIN, 0
         else:
-            zeros, zlayout, offset = torch.zeros(1, 1, dtype=torch.int32).expand(G, N), ZEROS_INT, 2 ** (qt.bits - 1)
+            zeros, zlayout, offset = np.broadcast_to(np.zeros((1, 1), np.int32), (G, N)), ZEROS_INT, 2 ** (qt.bits - 1)
         g_sorted = perm = None
         if f"{module}.g_idx_sort_indices" in ckpt:
-            g_sorted = ckpt.get(f"{module}.g_idx").to(torch.int32)
-            perm = ckpt.get(f"{module}.g_idx_sort_indices").to(torch.int32)
+            g_sorted = ckpt.get(f"{module}.g_idx").astype(np.int32)
+            perm = ckpt.get(f"{module}.g_idx_sort_indices").astype(np.int32)
         return PackedWeight(CODES_MARLIN, zlayout, qt.bits, qt.in_features, N, qt.group_size, B, s, zeros, offset,
                             g_sorted, f"{self.name}/{det.variant}", scales_layout=SCALES_MARLIN, x_perm=perm)
 
@@ -228,31 +229,31 @@ class MarlinFormat(Format):
         N, K, G, b = qt.out_features, qt.in_features, qt.num_groups, qt.bits
         wname, sname = NAMES[variant]
         out = [TensorSpec(f"{module}.{wname}", "I32", (K // layout.TILE, N * layout.TILE * b // 32)),
-               TensorSpec(f"{module}.{sname}", TORCH_TO_ST[qt.scales.dtype], (G, N))]
+               TensorSpec(f"{module}.{sname}", st_dtype(qt.scales.dtype), (G, N))]
         if variant == "awq":
             out.append(TensorSpec(f"{module}.qzeros", "I32", (G, N * b // 32)))
         if variant == "gptq" and qt.act_order:
             out += [TensorSpec(f"{module}.g_idx", "I32", (K,)), TensorSpec(f"{module}.g_idx_sort_indices", "I32", (K,))]
         return out
 
-    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, torch.Tensor]:
+    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, np.ndarray]:
         wname, sname = NAMES[variant]
         perm = None
         if qt.act_order:  # only the gptq variant declares act-order; fit() re-quantizes for the others
             # a stable sort: rows of one group keep their order (vLLM's torch.argsort is unstable
             # in principle; any permutation that sorts g_idx is read back the same way)
-            perm = torch.argsort(qt.g_idx, stable=True).to(torch.int32)
-            weight = layout.pack_weight(qt.codes().numpy()[perm.numpy()], qt.bits)
+            perm = np.argsort(qt.g_idx, kind="stable").astype(np.int32)
+            weight = layout.pack_weight(qt.codes()[perm], qt.bits)
         elif qt.bits == 4:  # rows in order: straight from the packed words, no code unpacked
-            weight = layout.pack_weight_words(qt.qweight.numpy(), qt.in_features, qt.out_features)
+            weight = layout.pack_weight_words(qt.qweight, qt.in_features, qt.out_features)
         else:
-            weight = layout.pack_weight(qt.codes().numpy(), qt.bits)
-        out = {f"{module}.{wname}": torch.from_numpy(weight),
-               f"{module}.{sname}": layout.permute_scales(qt.scales, qt.num_groups).contiguous()}
+            weight = layout.pack_weight(qt.codes(), qt.bits)
+        out = {f"{module}.{wname}": weight,
+               f"{module}.{sname}": np.ascontiguousarray(layout.permute_scales(qt.scales, qt.num_groups))}
         if variant == "awq":
-            out[f"{module}.qzeros"] = torch.from_numpy(layout.pack_zeros(qt.zeros.numpy(), qt.bits))
+            out[f"{module}.qzeros"] = layout.pack_zeros(qt.zeros, qt.bits)
         if perm is not None:
-            out[f"{module}.g_idx"] = qt.g_idx[perm.long()].contiguous()
+            out[f"{module}.g_idx"] = np.ascontiguousarray(qt.g_idx[perm])
             out[f"{module}.g_idx_sort_indices"] = perm
         return out
 

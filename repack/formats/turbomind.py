@@ -14,7 +14,7 @@ model structure: :mod:`.turbomind_arch`; rank splits: :mod:`.turbomind_slots`; f
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 from ..checkpoint import TensorSpec
 from ..errors import UnsupportedError
@@ -37,10 +37,10 @@ def _shape_problem(K: int, N: int, bits: int, group_size: int) -> str | None:
 
 def _fit(t: QuantTensor, f) -> QuantTensor:
     """Scales are fp16 in every TurboMind int4 layout."""
-    if t.scales.dtype == torch.float16:
+    if t.scales.dtype == np.float16:
         return t
-    s = t.scales.to(torch.float16)
-    if torch.equal(s.to(t.scales.dtype), t.scales):
+    s = t.scales.astype(np.float16)
+    if np.array_equal(s.astype(t.scales.dtype), t.scales):
         f.exact_notes.append("scales -> fp16 (exact)")
     else:
         f.lossy.append("scales rounded to fp16 (TurboMind stores fp16 scales)")
@@ -81,10 +81,10 @@ class TurbomindFormat(Format):
         return [TensorSpec(f"{module}.qweight", "I32", (K, N // 8)), TensorSpec(f"{module}.scales", "F16", (G, N)),
                 TensorSpec(f"{module}.zeros", "F16", (G, N))]
 
-    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, torch.Tensor]:
-        codes = unpack_rows(qt.qweight.numpy(), 4, qt.in_features)
-        return {f"{module}.qweight": torch.from_numpy(lay.v6_pack_qweight(codes)),
-                f"{module}.scales": qt.scales.to(torch.float16), f"{module}.zeros": qt.zeros.to(torch.float16)}
+    def pack(self, module: str, qt: QuantTensor, variant: str) -> dict[str, np.ndarray]:
+        codes = unpack_rows(qt.qweight, 4, qt.in_features)
+        return {f"{module}.qweight": lay.v6_pack_qweight(codes),
+                f"{module}.scales": qt.scales.astype(np.float16), f"{module}.zeros": qt.zeros.astype(np.float16)}
 
     def quantization_config(self, scheme: Scheme, variant: str) -> dict | None:
         offending = [m for m, (b, g, _) in scheme.overrides if b != 4 or g != GROUP_SIZE]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
+from ..dtypes import BF16, as_array, is_array
 
 from ..checkpoint import CheckpointWriter, RawSlice, copy_range, write_chunked
 from ..packing import words_along_n
@@ -123,22 +123,19 @@ def check_dims(specs, roles: dict[str, Role], arch: Arch, d: Dims, variant: str,
 
 
 def _as_numpy(spec, data) -> np.ndarray:
-    if isinstance(data, torch.Tensor):
-        t = data.detach().cpu().contiguous()
+    if is_array(data):
+        t = np.ascontiguousarray(as_array(data))
     elif isinstance(data, RawSlice):
         raw = np.fromfile(data.file, np.uint8, data.nbytes, offset=data.begin)
         if raw.nbytes != data.nbytes:
             raise InputError(f"{data.file}: tensor '{data.name}': truncated")
-        t = torch.from_numpy(raw).view(DTYPES[spec.dtype][1]).reshape(spec.shape)
+        t = raw.view(DTYPES[spec.dtype][1]).reshape(spec.shape)
     else:
         raw = bytearray()
         for chunk in data:
             raw += chunk
-        t = torch.frombuffer(raw, dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
-        t = t.view(DTYPES[spec.dtype][1]).reshape(spec.shape)
-    if t.dtype == torch.bfloat16:
-        t = t.to(torch.float32)
-    return t.numpy()
+        t = np.frombuffer(raw, dtype=DTYPES[spec.dtype][1]).reshape(spec.shape)
+    return t.astype(np.float32) if t.dtype == BF16 else t
 
 
 def to_fp16(name: str, a: np.ndarray) -> np.ndarray:
@@ -167,8 +164,8 @@ def _rank_part(qt: QuantTensor, columns: np.ndarray | None, tp: int, r: int, var
     part (None). The words go straight from the canonical layout to the file's (v6: a nibble
     transpose with the column gather folded in; w4: :func:`turbomind_layout.w4_tiles`, ``half`` for
     w13's parts), never through one byte per code."""
-    K, N, words = qt.in_features, qt.out_features, qt.qweight.numpy()
-    s, z = qt.scales.numpy(), qt.zeros.numpy()
+    K, N, words = qt.in_features, qt.out_features, qt.qweight
+    s, z = qt.scales, qt.zeros
     if columns is None:
         rows, groups = lay.rank_slice(K, tp, r), lay.rank_slice(s.shape[0], tp, r)
         block = words[rows[0] // 8: (rows[-1] + 1) // 8]
@@ -299,7 +296,7 @@ class TurbomindWriter(CheckpointWriter):
         if data is None and role.kind == "module":  # scales / zeros, sent with the qweight (pack_module)
             return
         if role.kind == "drop":
-            for _ in ([] if isinstance(data, (torch.Tensor, RawSlice)) else data):
+            for _ in ([] if is_array(data) or isinstance(data, RawSlice) else data):
                 pass
             return
         if isinstance(data, RawSlice) and self._copies(spec, role):

@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from ..dtypes import to_torch
 from ..tensor import QuantTensor
 
 # how the codes are packed
@@ -53,6 +55,12 @@ class PackedWeight:
     # the kernel reads x's columns in this order, as vLLM's permute_cols does before the GEMM
     x_perm: torch.Tensor | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("qweight", "scales", "zeros", "g_idx", "x_perm"):  # formats hand over numpy arrays
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, torch.Tensor):
+                object.__setattr__(self, name, to_torch(value))
+
     @property
     def effective_group_size(self) -> int:
         return self.in_features if self.group_size == -1 else self.group_size
@@ -69,4 +77,4 @@ class PackedWeight:
     @classmethod
     def from_quant_tensor(cls, qt: QuantTensor, source: str = "canonical") -> "PackedWeight":
         return cls(CODES_ALONG_K, ZEROS_INT, qt.bits, qt.in_features, qt.out_features, qt.group_size,
-                   qt.qweight, qt.scales, qt.zeros.to(torch.int32), 0, qt.g_idx, source)
+                   qt.qweight, qt.scales, qt.zeros.astype(np.int32), 0, qt.g_idx, source)

@@ -1,15 +1,18 @@
 """Quantization from float weights: RTN, GPTQ and AWQ, one decoder block at a time (:func:`quantize`).
 
-The driver is imported on first use: formats and sources import :mod:`.rtn` from here, and the
-driver imports them."""
+Everything here runs in torch, so the modules are imported on first use: `repack convert` reads
+the package's constants (and :mod:`.arch`) without loading torch."""
 
-from .rtn import rtn_quantize
+METHODS = ("rtn", "gptq", "awq")
 
 __all__ = ["METHODS", "QuantizeReport", "quantize", "rtn_quantize"]
 
 
 def __getattr__(name: str):
-    if name in ("METHODS", "QuantizeReport", "quantize"):
+    if name in ("QuantizeReport", "quantize"):
         from . import driver
         return getattr(driver, name)
+    if name == "rtn_quantize":
+        from .rtn import rtn_quantize
+        return rtn_quantize
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

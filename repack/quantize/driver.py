@@ -19,8 +19,10 @@ from typing import Callable
 
 import torch
 
+from ..dtypes import to_torch, torch_dtype
 from .. import formats
 from ..checkpoint import check_target
+from . import METHODS
 from ..errors import InputError, UnsupportedError
 from ..packing import SUPPORTED_BITS
 from ..progress import progress_bar
@@ -34,7 +36,6 @@ from .output import QuantizedSource
 from .rtn import clip_groups, fake_quantize, rtn_quantize
 from .weights import ModelWeights
 
-METHODS = ("rtn", "gptq", "awq")
 CHUNK = 8  # calibration samples per forward call: bounds the attention matrix, not the result
 AWQ_SCALE_TOKENS = 8192  # input rows the AWQ scale search sees (evenly spaced over the batch)
 AWQ_CLIP_TOKENS = 512
@@ -259,7 +260,7 @@ def quantize(model: str | os.PathLike, out: str | os.PathLike, method: str = "gp
 
 def _effective(block: _Block, module: str, qt: QuantTensor) -> torch.Tensor:
     """The quantized weight in the float model's coordinates (AWQ's folded scales undone)."""
-    w = qt.dequantize(torch.float32).to(block.w(module).device)
+    w = to_torch(qt.dequantize(torch.float32)).to(block.w(module).device)
     col, row = block.awq_scales.get(module, (None, None))
     if col is not None:
         w = w / col
@@ -271,7 +272,7 @@ def _effective(block: _Block, module: str, qt: QuantTensor) -> torch.Tensor:
 def _store(block: _Block, module: str, qt: QuantTensor, quantized: dict[str, QuantTensor]) -> None:
     """Keep the QuantTensor; the block computes with its dequantized weight from now on."""
     quantized[block.prefix + module] = qt
-    block.t[block.prefix + module + ".weight"] = qt.dequantize(torch.float32).to(block.w(module).device)
+    block.t[block.prefix + module + ".weight"] = to_torch(qt.dequantize(torch.float32)).to(block.w(module).device)
 
 
 def _gptq_block(block: _Block, x, quantized, q, act_order, static_groups, true_sequential, damp, zero_range,
@@ -307,7 +308,7 @@ def _rtn_awq_block(block: _Block, x, quantized, replaced, q, use_awq: bool, zero
                 block.awq_scales[m] = (s, block.awq_scales.get(m, (None, None))[1])
             for name in fold.fold(block.t, block.prefix, stage, s, block.spec.arch.norm):
                 # stored as they are (norms, biases): the block goes on with them as they will be stored
-                replaced[name] = block.t[name].to(src.ckpt.get(name).dtype).cpu()
+                replaced[name] = block.t[name].to(torch_dtype(src.ckpt.get(name).dtype)).cpu()
                 block.t[name] = replaced[name].to(block.t[name])
             if not stage.prev_is_norm:
                 col, _ = block.awq_scales.get(stage.prev, (None, None))

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..formats.base import Detection
-from ..safetensors_header import TORCH_TO_ST, TensorInfo
+from ..safetensors_header import TensorInfo, st_dtype
 from ..source import Source
 from ..tensor import QuantTensor
 
@@ -32,7 +32,7 @@ class OverlayCheckpoint:
         if name in self.replaced:
             t = self.replaced[name]
             nbytes = t.numel() * t.element_size()
-            return TensorInfo(name, TORCH_TO_ST[t.dtype], tuple(t.shape), Path(self.root), 0, nbytes)
+            return TensorInfo(name, st_dtype(t.dtype), tuple(t.shape), Path(self.root), 0, nbytes)
         return self.base.info(name)
 
     def get(self, name: str, rows: int | None = None) -> torch.Tensor:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..errors import UnsupportedError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class Rope:
 
     def frequencies(self, end: int) -> torch.Tensor:
         """Inverse frequencies for a forward pass whose last position is ``end - 1``."""
+        import torch
+
         if self.kind == "dynamic" and end > self.original_max:
             # dynamic NTK grows the base past max_position_embeddings; repack does not follow it
             raise UnsupportedError(f"{self.where}: {end} positions pass max_position_embeddings {self.original_max}, "
@@ -40,6 +45,8 @@ class Rope:
 
 
 def _base(theta: float, dim: int) -> torch.Tensor:
+    import torch
+
     return 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)
 
 
@@ -81,6 +88,8 @@ def divisors(config: dict, dim: int, where: str = "") -> np.ndarray:
 
 
 def _rope_from_config(config: dict, dim: int, where: str) -> Rope:
+    import torch  # the quantizer's math (transformers computes rope in torch fp32); GGUF needs it only for llama3
+
     params = rope_params(config, where)
     kind = str(params.get("rope_type") or params.get("type") or "default")
     theta = rope_theta(config, where)
@@ -120,6 +129,8 @@ def _rope_from_config(config: dict, dim: int, where: str) -> Rope:
 
 
 def _yarn(params: dict, theta: float, dim: int, base: torch.Tensor, max_pos, where: str) -> Rope:
+    import torch
+
     old = _num(params, "original_max_position_embeddings", where, "yarn")
     factor = _num(params, "factor", where, "yarn") if params.get("factor") is not None or not max_pos else float(max_pos) / old
     if factor <= 0 or old <= 0:
@@ -149,6 +160,8 @@ def _yarn(params: dict, theta: float, dim: int, base: torch.Tensor, max_pos, whe
 
 
 def _longrope(params: dict, theta: float, dim: int, max_pos, top_old, where: str) -> Rope:
+    import torch
+
     try:
         short = torch.tensor([float(f) for f in params["short_factor"]], dtype=torch.float32)
         long = torch.tensor([float(f) for f in params["long_factor"]], dtype=torch.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..dtypes import to_torch, torch_dtype
 from ..errors import InputError
 from ..source import Source
 from ..tensor import QuantTensor
@@ -24,14 +25,14 @@ class ModelWeights:
     def get(self, name: str) -> torch.Tensor:
         """fp32 tensor ``name`` (e.g. ``model.layers.0.mlp.up_proj.weight``)."""
         if name.endswith(".weight") and name[:-7] in self.quantized:
-            return self.source.read(name[:-7]).dequantize(torch.float32)
+            return to_torch(self.source.read(name[:-7]).dequantize(torch.float32))
         if name not in self.source.ckpt:
             raise InputError(f"{self.source.path}: tensor '{name}' not found (the model's tensor names "
                              "must follow its Hugging Face architecture; convert it to auto_gptq or dense first)")
-        return self.source.ckpt.get(name).to(torch.float32)
+        return to_torch(self.source.ckpt.get(name)).to(torch.float32)
 
     def bias(self, module: str) -> torch.Tensor | None:
         return self.get(module + ".bias") if module + ".bias" in self.source.ckpt else None
 
     def dtype(self, name: str) -> torch.dtype:
-        return self.source.ckpt.get(name).dtype
+        return torch_dtype(self.source.ckpt.get(name).dtype)
