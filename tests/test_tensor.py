@@ -80,3 +80,19 @@ def test_deferred_words_are_made_on_first_read_only():
     assert np.array_equal(moved.codes(), L.q) and made == [1, 1]
     with pytest.raises(ValueError, match="rows"):
         QuantTensor(Deferred((3, 16), lambda: words), torch.from_numpy(L.s), torch.from_numpy(L.z), 4, 32, 64)
+
+
+def test_torch_inputs_cross_into_numpy_and_back_bit_for_bit():
+    """Quantizers hand torch tensors over; the tensor holds numpy (bf16 via ml_dtypes) and the
+    kernels take torch back: every bf16 bit pattern (NaN payloads, -0, subnormals) survives."""
+    from repack.dtypes import BF16, as_array, to_torch
+
+    bits = torch.arange(0, 1 << 16, dtype=torch.int32).to(torch.int16).reshape(256, 256)
+    t = bits.view(torch.bfloat16)
+    a = as_array(t)
+    assert a.dtype == BF16 and np.array_equal(a.view(np.int16), bits.numpy())
+    back = to_torch(a)
+    assert back.dtype == torch.bfloat16 and torch.equal(back.view(torch.int16), bits)
+    qt = QuantTensor.from_codes(np.zeros((64, 256), np.uint8), t[:1], np.zeros((1, 256), np.int16), 4, -1)
+    assert qt.scales.dtype == BF16 and np.array_equal(qt.scales.view(np.int16), bits[:1].numpy())
+    assert to_torch(qt.scales).dtype == torch.bfloat16
