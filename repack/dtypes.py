@@ -27,6 +27,8 @@ ST_DTYPES: dict[str, np.dtype] = {
     "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn), "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
 }
 NP_TO_ST = {dt: name for name, dt in ST_DTYPES.items()}
+# numpy dtypes that only ml_dtypes knows: they cross to and from torch as raw bits (int16 / uint8 views)
+BIT_VIEWED = (BF16, ST_DTYPES["F8_E4M3"], ST_DTYPES["F8_E5M2"])
 
 
 def name(dtype) -> str:
@@ -37,7 +39,7 @@ def name(dtype) -> str:
 
 def is_float(dtype) -> bool:
     d = as_dtype(dtype)
-    return d.kind == "f" or d in (BF16, ST_DTYPES["F8_E4M3"], ST_DTYPES["F8_E5M2"])
+    return d.kind == "f" or d in BIT_VIEWED
 
 
 def _is_torch(x) -> bool:
@@ -76,7 +78,7 @@ def as_array(x) -> np.ndarray:
         if t.device.type != "cpu":
             t = t.cpu()
         target = as_dtype(t.dtype)
-        if target in (BF16, ST_DTYPES["F8_E4M3"], ST_DTYPES["F8_E5M2"]):
+        if target in BIT_VIEWED:
             import torch  # the tensor exists, so torch is loaded already
 
             return t.view(torch.int16 if target.itemsize == 2 else torch.uint8).numpy().view(target)
@@ -103,7 +105,7 @@ def to_torch(a, device=None):
     a = np.asarray(a)
     if not a.flags.writeable:
         a = a.copy()  # torch.from_numpy warns on read-only memory
-    if a.dtype in (BF16, ST_DTYPES["F8_E4M3"], ST_DTYPES["F8_E5M2"]):
+    if a.dtype in BIT_VIEWED:
         raw = torch.from_numpy(np.ascontiguousarray(a).view(np.int16 if a.dtype.itemsize == 2 else np.uint8))
         t = raw.view(torch_dtype(a.dtype))
     else:

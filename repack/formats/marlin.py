@@ -216,7 +216,9 @@ class MarlinFormat(Format):
         if det.variant == "awq":
             zeros, zlayout, offset = ckpt.get(f"{module}.qzeros"), ZEROS_MARLIN, 0
         else:
-            zeros, zlayout, offset = np.broadcast_to(np.zeros((1, 1), np.int32), (G, N)), ZEROS_INT, 2 ** (qt.bits - 1)
+            import torch  # packed() feeds the kernels, which run in torch
+
+            zeros, zlayout, offset = torch.zeros(1, 1, dtype=torch.int32).expand(G, N), ZEROS_INT, 2 ** (qt.bits - 1)
         g_sorted = perm = None
         if f"{module}.g_idx_sort_indices" in ckpt:
             g_sorted = ckpt.get(f"{module}.g_idx").astype(np.int32)
