@@ -70,7 +70,7 @@ def test_nibble_transpose_against_a_loop():
     from repack.packing import transpose_nibbles_8x8_inplace
     rng = np.random.default_rng(3)
     words = rng.integers(0, 2**32, size=(8, 5, 7), dtype=np.uint32)
-    got = transpose_nibbles_8x8_inplace(words.copy(), np.empty((5, 7), np.uint32), np.empty((5, 7), np.uint32))
+    got = transpose_nibbles_8x8_inplace(words.copy(), np.empty((5, 7), np.uint32))
     for i in range(5):
         for j in range(7):
             for a in range(8):
