@@ -3,8 +3,8 @@
 Synthesises a Llama-2-7B-shaped GPTQ v1 4-bit g128 checkpoint (32 layers, hidden 4096,
 intermediate 11008, vocab 32000: ~3.9 GB in 5 GB shards), written tensor by tensor and never
 held whole, then in one run times `cp -r` of the folder and each `repack convert` (a fresh
-subprocess each, its peak RSS from /proc VmHWM), each paired with a `cp -r` just before it, in
---repeat rounds, and prints the median of the paired time ratios. The page cache
+subprocess each, its peak RSS from /proc VmHWM), each bracketed by `cp -r` runs just before and
+just after it, in --repeat rounds, and prints the median of the ratios to the bracketing cp mean. The page cache
 holds the input of each timed run and nothing else (see settle), so `cp` is a copy of cached bytes.
 
     python benchmarks/convert.py [--layers 32] [--targets auto_awq,auto_gptq:v2,gguf,marlin:awq] [--dir /tmp]
@@ -149,10 +149,12 @@ def main() -> None:
         size = synthesize(src, args.layers)
         print(f"source: {args.layers}-layer 7B-shaped GPTQ 4-bit g128, {size / 1e9:.2f} GB, written in {time.perf_counter() - t:.1f} s",
               flush=True)
-        # Each conversion is paired with a cp run just before it and the ratio taken per pair, over
+        # Each conversion is bracketed by cp runs, one just before and one just after it (the after
+        # of one conversion is the before of the next), and its ratio is to their mean, over
         # --repeat rounds (medians reported). Page-cache write speed on the 2-core VM drifts 2-5x
-        # within minutes (dd of 4 GB in 256 KB writes: 0.6-4 GB/s), so a cp timed once at the start
-        # says little about a conversion a minute later.
+        # within minutes (dd of 4 GB in 256 KB writes: 0.6-4 GB/s; cp of this folder 2.6-5.8 s
+        # within one run), so a cp timed once at the start says little about a conversion a minute
+        # later, and even the one just before can be a different phase.
         times: dict[str, list[float]] = {}
         cps: dict[str, list[float]] = {}
         peaks: dict[str, list[int]] = {}
@@ -167,6 +169,7 @@ def main() -> None:
             shutil.rmtree(tmp / "cp")
             return took
 
+        last_cp = None
         for rnd in range(args.repeat):
             srcs = {"auto_gptq": src}
             for target in args.targets.split(","):
@@ -175,9 +178,11 @@ def main() -> None:
                 if fmt == "auto_gptq":  # awq -> gptq: convert from the AWQ output made above
                     from_ = srcs.get("auto_awq", src)
                 dst = tmp / target.replace(":", "-")
-                cp_s = timed_cp()
+                before = last_cp if last_cp is not None else timed_cp()
                 settle(from_)
                 r = run_convert(from_, dst, target)
+                last_cp = timed_cp()
+                cp_s = (before + last_cp) / 2
                 labels[target] = f"{'awq' if from_ != src else 'gptq'} -> {target}"
                 if "error" in r:
                     print(f"{labels[target]:<26} failed: {r['error']}", flush=True)
@@ -189,7 +194,7 @@ def main() -> None:
                 cps.setdefault(target, []).append(cp_s)
                 peaks.setdefault(target, []).append(r["peak_rss"])
                 worker_peaks.setdefault(target, []).append(r.get("worker_rss", 0))
-                print(f"  round {rnd + 1}: {labels[target]:<26} {r['seconds']:6.1f} s, cp just before {cp_s:.1f} s: "
+                print(f"  round {rnd + 1}: {labels[target]:<26} {r['seconds']:6.1f} s, cp before/after {before:.1f}/{last_cp:.1f} s: "
                       f"{r['seconds'] / cp_s:.2f}x", flush=True)
             for target in args.targets.split(","):
                 shutil.rmtree(tmp / target.replace(":", "-"), ignore_errors=True)
