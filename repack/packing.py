@@ -14,6 +14,8 @@ Words are returned as int32 holding the uint32 bit pattern, as every checkpoint 
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 SUPPORTED_BITS = (2, 3, 4, 8)
@@ -106,7 +108,21 @@ def pack_cols(values: np.ndarray, bits: int) -> np.ndarray:
 
 def unpack_cols(words: np.ndarray, bits: int, cols: int) -> np.ndarray:
     """Inverse of :func:`pack_cols`: uint8 [R, cols]."""
-    return np.ascontiguousarray(unpack_rows(np.asarray(words).T, bits, cols).T)
+    w = np.asarray(words)
+    if bits == 3 or sys.byteorder != "little" or w.ndim != 2 or w.shape[1] * (32 // bits) < cols:
+        return np.ascontiguousarray(unpack_rows(w.T, bits, cols).T)
+    # 2/4/8-bit fields never straddle a byte, and a little-endian word's bytes run from its lowest
+    # field: field j of a row is field j % (8/b) of byte j // (8/b), so the row's bytes unpack in
+    # place, (8/b) shifts over contiguous bytes (a plan reads every qzeros tensor of the model:
+    # [32, 1376] words 0.37 ms through the transposes, 0.19 ms this way)
+    by = np.ascontiguousarray(w).view(np.uint8)
+    per = 8 // bits
+    out = np.empty(by.shape + (per,), np.uint8)
+    for j in range(per):
+        np.right_shift(by, bits * j, out=out[..., j])
+    if bits != 8:
+        out &= np.uint8((1 << bits) - 1)
+    return out.reshape(w.shape[0], -1)[:, :cols]
 
 
 # The three xor-swap stages of an 8x8 nibble transpose, (shift, mask): 4x4, then 2x2, then 1x1 blocks.
