@@ -15,7 +15,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from . import formats
 from . import parallel_write
 from .checkpoint import DEFAULT_SHARD_SIZE, TensorSpec, check_target

@@ -65,8 +65,8 @@ def fit(qt: QuantTensor, caps: Capabilities, scale_dtype=None, measure: bool = T
     if t.offsets is None and (zmin < lo or zmax > hi):
         out.lossy.append(f"zero points {zmin}..{zmax} outside the storable {lo}..{hi}, clamped")
         t = _clamp_zeros(t, lo, hi)
-    if scale_dtype is not None and t.scales.dtype != as_dtype(scale_dtype):
-        scale_dtype = as_dtype(scale_dtype)
+    scale_dtype = None if scale_dtype is None else as_dtype(scale_dtype)
+    if scale_dtype is not None and t.scales.dtype != scale_dtype:
         names = f"{_dtype_name(t.scales.dtype)}->{_dtype_name(scale_dtype)}"
         t = cast_scales(t, scale_dtype, out, f"scales {names} (exact)", f"scales {names} rounds")
     if caps.check is not None:  # the target's own rules (e.g. GGUF block types), after the generic ones
@@ -106,12 +106,19 @@ def offsets_to_zeros(t: QuantTensor, zero_range: tuple[int, int]) -> tuple[Quant
 
 
 def _requantize(t: QuantTensor, bits: int, group_size: int, caps: Capabilities) -> QuantTensor:
-    from .dtypes import to_torch, torch_dtype
-    from .quantize.rtn import rtn_quantize  # torch: only a lossy conversion pays for importing it
-
     lo, hi = caps.zero_range(bits)
-    return rtn_quantize(to_torch(t.dequantize(np.float32)), bits, group_size, sym=t.sym,
-                        scale_dtype=torch_dtype(t.scales.dtype), zero_range=(lo, min(hi, 2**bits - 1)))
+    return requantize(t, bits, group_size, t.sym, t.scales.dtype, (lo, min(hi, 2**bits - 1)))
+
+
+def requantize(t: QuantTensor, bits: int, group_size: int, sym: bool, scale_dtype,
+               zero_range: tuple[int, int] | None = None) -> QuantTensor:
+    """RTN of ``t``'s dequantized weights (the fallback of a lossy fit). In torch: only a lossy
+    conversion pays for importing it."""
+    from .dtypes import to_torch, torch_dtype
+    from .quantize.rtn import rtn_quantize
+
+    return rtn_quantize(to_torch(t.dequantize(np.float32)), bits, group_size, sym=sym,
+                        scale_dtype=torch_dtype(scale_dtype), zero_range=zero_range)
 
 
 def _clamp_zeros(t: QuantTensor, lo: int, hi: int) -> QuantTensor:

@@ -36,8 +36,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .dtypes import is_array
 from .checkpoint import RawSlice, TensorSpec, copy_range, pwrite_all, tensor_bytes
+from .dtypes import is_array
 from .errors import OutputError
 
 WORKERS = 2

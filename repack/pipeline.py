@@ -8,13 +8,12 @@ or in progress, so the memory bound of one module at a time barely moves.
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TypeVar
-
-import sys
 
 T = TypeVar("T")
 R = TypeVar("R")

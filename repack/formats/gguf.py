@@ -20,7 +20,7 @@ import numpy as np
 from ..checkpoint import TensorSpec
 from ..dtypes import F16
 from ..errors import InputError, UnsupportedError
-from ..fit import cast_scales
+from ..fit import cast_scales, requantize
 from ..tensor import QuantTensor
 from . import gguf_blocks as gb
 from .base import Capabilities, Detection, Format, Scheme, full_zero_range
@@ -88,12 +88,7 @@ def _fit(variant: str, t: QuantTensor, f) -> QuantTensor:
         return t
     bits = 4 if only is gb.Q4_0 else 8
     f.lossy.append(f"re-quantized to symmetric {bits}-bit for {only.name.upper()}")
-    import torch  # re-quantizing runs in torch: only a lossy conversion imports it
-
-    from ..dtypes import to_torch
-    from ..quantize.rtn import rtn_quantize
-
-    return rtn_quantize(to_torch(t.dequantize(np.float32)), bits, t.group_size, sym=True, scale_dtype=torch.float16)
+    return requantize(t, bits, t.group_size, True, F16)
 
 
 class GgufFormat(Format):

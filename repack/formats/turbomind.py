@@ -17,7 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..checkpoint import TensorSpec
+from ..dtypes import F16
 from ..errors import UnsupportedError
+from ..fit import cast_scales
 from ..packing import unpack_rows
 from ..tensor import QuantTensor
 from . import turbomind_layout as lay
@@ -37,14 +39,7 @@ def _shape_problem(K: int, N: int, bits: int, group_size: int) -> str | None:
 
 def _fit(t: QuantTensor, f) -> QuantTensor:
     """Scales are fp16 in every TurboMind int4 layout."""
-    if t.scales.dtype == np.float16:
-        return t
-    s = t.scales.astype(np.float16)
-    if np.array_equal(s.astype(t.scales.dtype), t.scales):
-        f.exact_notes.append("scales -> fp16 (exact)")
-    else:
-        f.lossy.append("scales rounded to fp16 (TurboMind stores fp16 scales)")
-    return t.replace(scales=s)
+    return cast_scales(t, F16, f, "scales -> fp16 (exact)", "scales rounded to fp16 (TurboMind stores fp16 scales)")
 
 
 class TurbomindFormat(Format):
