@@ -28,15 +28,30 @@ import torch  # noqa: E402
 
 from benchmarks.gemm_common import bench_ms, copies_for, graph_ms, packed_weight  # noqa: E402
 from repack.kernels import triton_gemm as tg  # noqa: E402
-from repack.kernels.triton_gemm import DOT_GLUON, GEMV_H2, GEMV_KJ, triton_gemm  # noqa: E402
+from repack.kernels.triton_gemm import DOT_GLUON, DOT_PIPE, GEMV_H2, GEMV_KJ, triton_gemm  # noqa: E402
 from repack.kernels.tuned import TileConfig, bucket, pick_config, split_for  # noqa: E402
 
 SMS = 132
 
 
-def candidates(M: int):
+def pipe_candidates(M: int):
+    """gluon_pipe's tiles (benchmarks/diag_pipe.py ruled out rings of 3 and deeper than 5, and splits
+    at M >= 256): a warpgroup per 64 rows, N tiles of 128/256."""
+    if M <= 64:
+        for bn, bk, stages in ((128, 64, 4), (128, 64, 6), (256, 64, 4), (128, 128, 4)):
+            for target in (0, 264):
+                yield DOT_PIPE, True, 64, bn, bk, 4, stages, target
+    else:
+        for bm, bn, bk, warps, stages in ((256, 128, 64, 8, 4), (256, 128, 64, 8, 5), (128, 256, 64, 8, 4),
+                                          (128, 256, 64, 8, 5), (128, 128, 64, 4, 4), (128, 128, 128, 8, 3)):
+            yield DOT_PIPE, True, bm, bn, bk, warps, stages, 0
+
+
+def candidates(M: int, pipe: bool = False):
     """(path, paired dequantization, block_m, block_n, block_k, warps, stages, target programs)."""
-    if M <= 4:
+    if pipe and M >= 64:
+        yield from pipe_candidates(M)
+    elif M <= 4:
         yield from itertools.product([GEMV_H2], [False], [1], [128, 256], [64, 128], [4], [2, 3], [528, 1056, 2112])
         yield from itertools.product([GEMV_H2], [False], [1], [512], [128], [4, 8], [2], [1056, 2112])
         # long programs: no or little K split, deeper pipelines
@@ -57,6 +72,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--rank", choices=("graph", "do_bench"), default="graph")
     ap.add_argument("--merge-into", default=None)
+    ap.add_argument("--pipe", action="store_true", help="at M >= 64 try gluon_pipe's tiles (DOT_PIPE) only")
     ap.add_argument("--gluon-max-m", type=int, default=None, help="let the Gluon tile take M tiles up to this (triton_gemm.GLUON_MAX_BLOCK_M)")
     args = ap.parse_args()
     if args.gluon_max_m:
@@ -95,13 +111,13 @@ def main() -> None:
                 tg.GLUON_DOT = True
                 print(f"  DOT_KTJ on the default tile: {ktj * 1e3:.1f} us (graph {ktj_g * 1e3:.1f})", flush=True)
             best = None
-            for path, paired, bm, bn, bk, warps, stages, target in candidates(M):
+            for path, paired, bm, bn, bk, warps, stages, target in candidates(M, args.pipe):
                 tg.PAIRED_DEQUANT = paired
                 if time.time() - t0 > args.budget_s:
                     break
                 tiles = -(-M // bm) * -(-N // bn)
                 split = split_for(tiles, K, bk, target) if target else 1
-                cfg = TileConfig(bm, bn, bk, split, warps, stages)
+                cfg = TileConfig(bm, bn, bk, split, warps, stages, path == DOT_PIPE)
                 try:
                     y = triton_gemm(x, w, cfg, path_override=path).float()
                     err = ((y - ref).norm() / ref.norm()).item()
@@ -137,7 +153,7 @@ def merge(rows: list[dict], table_file: Path) -> None:
     """Write each best tile into the tuned table where its graph time beats the default's."""
     table = json.loads(table_file.read_text())
     for r in rows:
-        if r["graph_ms"] >= r["default_graph_ms"] or not r["target_programs"]:
+        if r["graph_ms"] >= r["default_graph_ms"]:
             continue
         entries = table.setdefault(str(bucket(r["M"])), [])
         entry = {"K": r["K"], "N": r["N"], "ms": r["graph_ms"], "target_programs": r["target_programs"], "config": r["config"]}

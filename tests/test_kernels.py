@@ -174,7 +174,8 @@ def _random_gptq_words(K: int, N: int, gs: int, seed: int):
 
 @pytest.mark.parametrize("paired", [True, False])
 @pytest.mark.parametrize("M, cfg", [(1024, TileConfig(256, 64, 64, 2, 4, 3)), (64, TileConfig(64, 128, 64, 9, 4, 3)),
-                                    (1, TileConfig(1, 128, 128, 16, 4, 2))])
+                                    (1, TileConfig(1, 128, 128, 16, 4, 2)), (1024, TileConfig(128, 256, 64, 2, 8, 4, True)),
+                                    (64, TileConfig(64, 256, 64, 5, 4, 4, True))])
 def test_split_k_partial_sums_meet_without_a_race(M, cfg, paired, monkeypatch):
     """Before every thread fenced its partial sums, the H200 gave wrong tiles now and then (relative
     error 1e-2 to 6e-2) with these tiles and split 2..9 (benchmarks/results/diag-splitk-h200-before-fix.log);
@@ -269,3 +270,28 @@ def test_half2_gemv_with_outlier_activations(tmp_path):
         seed = random.randrange(2**31)
         x = (torch.randn(1, K, generator=torch.Generator().manual_seed(seed)) * scale).clamp(-65504, 65504).half().cuda()
         run_and_check(x, packed, L, TileConfig(1, 128, 128, 2, 4, 2), seed, tg.GEMV_H2)
+
+
+PIPE_TILES = [(TileConfig(64, 128, 64, 1, 4, 4, True), (64, 100, 1000)), (TileConfig(128, 128, 64, 3, 4, 3, True), (7, 128, 300)),
+              (TileConfig(64, 128, 64, 3, 4, 5, True), (33, 64)), (TileConfig(128, 128, 128, 1, 8, 3, True), (129,)),
+              (TileConfig(256, 128, 64, 2, 8, 4, True), (256, 300))]
+
+
+@pytest.mark.parametrize("layout", ["gptq_v1", "gptq_v2"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("gs", [64, 128])
+def test_pipelined_tile_against_the_oracle(tmp_path, layout, dtype, gs):
+    """gluon_pipe's tile (cp.async ring, asynchronous wgmma from shared memory) on whole and partial
+    M tiles, with and without a K split, 3-5 ring slots, K tiles of 64-128 (one or two per group),
+    eight and four columns per thread: every output written and within tolerance of the oracle; and the same sums as DOT_KTJ."""
+    from repack.kernels import triton_gemm as tg
+    L, packed, _ = layout_case(tmp_path, layout, gs)
+    for cfg, ms in PIPE_TILES:
+        if gs % cfg.block_k:
+            continue
+        for M in ms:
+            seed = random.randrange(2**31)
+            x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).to(dtype).cuda()
+            a = run_and_check(x, packed, L, cfg, seed, tg.DOT_PIPE).double()
+            b = run_and_check(x, packed, L, TileConfig(64, 64, cfg.block_k, 1, 4, 3), seed, tg.DOT_KTJ).double()
+            assert float((a - b).norm() / b.norm()) < (2e-3 if dtype == torch.float16 else 1e-2)

@@ -7,7 +7,8 @@ packed along N, along N in AWQ order, along G (gemv) or unpacked; groups sequent
 
 Tiles come from ``tuned.py``: small M runs a GEMV-shaped program (no tensor cores, the K reduction
 split over programs; with fp16 at M = 1 the products are summed in fp16 pairs, GEMV_H2), larger M
-a ``tl.dot`` tile (at M <= 16 on GPTQ-order layers the Gluon tile of ``gluon_gemm.py`` instead).
+a ``tl.dot`` tile (at M <= 16 on GPTQ-order layers the Gluon tile of ``gluon_gemm.py`` instead;
+``gluon_pipe.py``'s pipelined shared-memory tile where a tuned entry says ``pipe``).
 When a tile lies inside one group, the scale
 is applied once per output column after the K reduction (``s * sum x (q - z)``), so the inner loop
 is mask, integer-to-float and FMA only. Split-K partial sums go to an fp32 workspace; the last
@@ -307,6 +308,8 @@ def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.conste
 # kernel paths (host picks one):
 GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2 = 0, 1, 2, 3, 4, 7, 9, 10
 DOT_GLUON = 12  # host-side path id: gluon_gemm.w4_dot_kernel (the weight born in wgmma registers)
+DOT_PIPE = 13  # host-side path id: gluon_pipe.w4_pipe_kernel (TMA ring, asynchronous wgmma from shared memory); only
+# where a tuned entry says pipe (none does yet: it is not faster than DOT_KTJ, benchmarks/NOTES-gemm.md)
 # tensor-core tiles of GPTQ-order layers go to the Gluon kernel where it applies (see _gluon_fits)
 GLUON_DOT = True
 M1_OTHER_BLOCK_N = 256  # the widest M = 1 tile of the paths other than GEMV_H2 (the narrowing in triton_gemm())
@@ -633,6 +636,23 @@ def _gluon_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, block_m: int
     return _gluon_available()
 
 
+def _pipe_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, cfg: TileConfig, block_k: int) -> bool:
+    """Whether gluon_pipe.w4_pipe_kernel runs this call: GPTQ zeros, whole tiles, a tile its layouts
+    cover (gluon_pipe.fits), and what TMA needs: contiguous weight tensors, 16-byte aligned x rows."""
+    from .gluon_pipe import fits
+    if w.zeros_layout != ZEROS_ALONG_N or w.zero_offset < 0 or w.out_features % cfg.block_n:
+        return False
+    if w.in_features % block_k or w.effective_group_size % block_k:
+        return False
+    if not fits(cfg.block_m, cfg.block_n, block_k, cfg.num_stages, cfg.num_warps):
+        return False
+    if not (y.is_contiguous() and all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in (w.qweight, w.scales, w.zeros))):
+        return False
+    if x2.stride(1) != 1 or (x2.stride(0) * x2.element_size()) % 16 or x2.data_ptr() % 16:
+        return False
+    return _gluon_available()
+
+
 @functools.lru_cache(maxsize=1)
 def _gluon_available() -> bool:
     try:
@@ -672,7 +692,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     block_m, block_k = (1, cfg.block_k) if cfg.block_m == 1 else (max(16, cfg.block_m), cfg.block_k)
     block_n, stages = cfg.block_n, cfg.num_stages
     joined_bk = _joined_block_k(w, block_k, tensor_core=block_m > 1)
-    if path_override is not None and path_override not in (GEMV_KJ, DOT_KTJ, GEMV_H2, DOT_GLUON):
+    if path_override is not None and path_override not in (GEMV_KJ, DOT_KTJ, GEMV_H2, DOT_GLUON, DOT_PIPE):
         joined_bk = None
     if joined_bk is not None:
         # 4-bit GPTQ-order layers: each word loaded once, its codes unpacked inside one thread
@@ -712,7 +732,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             block_k, stages = min(block_k, 32), min(stages, 2)
         if path == GEMV_N:
             block_k = min(block_k, gs) if gs % min(block_k, gs) == 0 else 8  # a tile lies in one group
-    if path == DOT_KTJ and (GLUON_DOT if path_override is None else path_override == DOT_GLUON) and \
+    if path == DOT_KTJ and cfg.pipe and path_override in (None, DOT_PIPE) and _pipe_fits(w, x2, y, cfg, block_k):
+        path = DOT_PIPE
+    elif path == DOT_KTJ and (GLUON_DOT if path_override is None else path_override == DOT_GLUON) and \
             _gluon_fits(w, x2, y, block_m, block_n, block_k):
         path = DOT_GLUON
     if path_override is not None and path != path_override:
@@ -746,11 +768,18 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         consts = gluon_gemm.consts(block_m, block_n, block_k, split > 1)
         kernel = _launch(grid, args, consts, gluon_gemm.NUM_WARPS, 1, x.device, stream, gluon_gemm.w4_dot_kernel,
                          gluon_gemm.CONST_NAMES)
+    elif path == DOT_PIPE:
+        from . import gluon_pipe
+        consts = gluon_pipe.consts(block_m, block_n, block_k, split > 1, stages, warps)
+        args = (gluon_pipe.x_descriptor(x2, block_m, block_k), *gluon_pipe.weight_descriptors(w, block_n, block_k),
+                y, ws, cnt, M, N, K, k_split, split, gs, w.zero_offset, y.stride(0))
+        kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_pipe.w4_pipe_kernel, gluon_pipe.CONST_NAMES)
     else:
         consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even,
                   PAIRED_DEQUANT and x.is_cuda and w.zeros_layout in PAIRED_ZEROS, slayout)
         kernel = _launch(grid, args, consts, warps, stages, x.device, stream)
-    if kernel is not None and config is None and path_override is None and y.is_contiguous():
+    # (DOT_PIPE takes tensor descriptors, made for each call: no plan)
+    if kernel is not None and config is None and path_override is None and y.is_contiguous() and path != DOT_PIPE:
         if len(_plans) >= 4096:  # shapes of many layers and lengths: start over rather than grow
             _plans.clear()
         # the weight's own tensors are not stored: a plan must not keep a dropped layer in GPU memory
@@ -795,6 +824,16 @@ def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torc
     return y.reshape(*x.shape[:-1], N)
 
 
+def _spec(a) -> tuple:
+    """What Triton specializes an argument on: dtype and 16-byte alignment of a tensor; divisibility
+    by 16, equality to 1 and 32-bit range of an integer; dtype and box of a tensor descriptor."""
+    if isinstance(a, torch.Tensor):
+        return a.dtype, a.data_ptr() % 16 == 0
+    if isinstance(a, int):
+        return a % 16 == 0, a == 1, -2**31 <= a < 2**31
+    return a.base.dtype, tuple(a.block_shape), repr(a.layout)
+
+
 _CONST_NAMES = ("BITS", "QLAYOUT", "ZLAYOUT", "ACT_ORDER", "PATH", "SPLIT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "EVEN", "PAIRED",
                 "SLAYOUT")
 _compiled: dict[tuple, object] = {}
@@ -808,8 +847,7 @@ def _launch(grid, args: tuple, consts: tuple, num_warps: int, num_stages: int, d
     that specialization depends on: dtypes, 16-byte alignment of pointers, and for integers
     divisibility by 16, equality to 1 and 32-bit range. Returns the compiled kernel it launched
     (None on the call that compiled it)."""
-    spec = tuple((a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor)
-                 else (a % 16 == 0, a == 1, -2**31 <= a < 2**31) for a in args)
+    spec = tuple(_spec(a) for a in args)
     fn = fn or _w_gemm_kernel
     key = (fn, device.index, consts, num_warps, num_stages, spec)
     kernel = _compiled.get(key)

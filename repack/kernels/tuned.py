@@ -26,6 +26,7 @@ class TileConfig:
     split_k: int = 1  # programs along K (1 = no split)
     num_warps: int = 4
     num_stages: int = 3
+    pipe: bool = False  # GPTQ-order 4-bit layers run gluon_pipe's pipelined tile (num_stages = its ring)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,4 +73,4 @@ def pick_config(M: int, N: int, K: int) -> TileConfig:
     block_n = min(c["block_n"], max(64, 1 << (N.bit_length() - 1)))
     tiles = math.ceil(M / c["block_m"]) * math.ceil(N / block_n)
     split = split_for(tiles, K, c["block_k"], best["target_programs"]) if best["target_programs"] else 1
-    return TileConfig(c["block_m"], block_n, c["block_k"], split, c["num_warps"], c["num_stages"])
+    return TileConfig(c["block_m"], block_n, c["block_k"], split, c["num_warps"], c["num_stages"], c.get("pipe", False))

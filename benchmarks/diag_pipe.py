@@ -1,0 +1,56 @@
+"""Where gluon_pipe's tile loses its time: the same tiles with parts switched off (gluon_pipe.SKIP:
+1 no fence.proxy.async, 2 no ring refills in the loop, 3 neither, 4 the wgmmas alone, 5 the wgmmas and
+the refills; results are wrong, times only),
+kernel-only graph time against cuBLAS fp16 and the DOT_KTJ default.
+
+    python benchmarks/diag_pipe.py [--stages]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from benchmarks.gemm_common import copies_for, graph_ms, packed_weight  # noqa: E402
+from repack.kernels import gluon_pipe  # noqa: E402
+from repack.kernels.triton_gemm import DOT_PIPE, triton_gemm  # noqa: E402
+from repack.kernels.tuned import TileConfig  # noqa: E402
+
+CASES = [(8192, 28672, 1024, TileConfig(128, 256, 64, 1, 8, 4, True)), (8192, 28672, 1024, TileConfig(256, 128, 64, 1, 8, 4, True)),
+         (8192, 28672, 1024, TileConfig(256, 128, 64, 1, 8, 3, True)), (4096, 4096, 256, TileConfig(64, 128, 64, 1, 4, 4, True)),
+         (4096, 4096, 256, TileConfig(128, 128, 64, 1, 4, 4, True)), (4096, 4096, 1024, TileConfig(256, 128, 64, 1, 8, 4, True))]
+# deeper rings (--stages): do the refills stop costing?
+STAGE_CASES = [(8192, 28672, 1024, TileConfig(256, 128, 64, 1, 8, 5, True)), (8192, 28672, 1024, TileConfig(128, 256, 64, 1, 8, 6, True)),
+               (8192, 28672, 1024, TileConfig(128, 256, 64, 1, 8, 5, True)), (4096, 4096, 256, TileConfig(64, 128, 64, 1, 4, 8, True)),
+               (4096, 4096, 256, TileConfig(64, 128, 64, 2, 4, 8, True)), (4096, 4096, 256, TileConfig(128, 128, 64, 1, 4, 6, True)),
+               (4096, 4096, 1024, TileConfig(256, 128, 64, 1, 8, 5, True)), (14336, 4096, 256, TileConfig(64, 128, 64, 2, 4, 8, True))]
+
+
+def main() -> None:
+    warm = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+    t = time.time()
+    while time.time() - t < 2:
+        warm @ warm
+    stages = "--stages" in sys.argv
+    for K, N, M, cfg in STAGE_CASES if stages else CASES:
+        copies = [packed_weight(K, N) for _ in range(copies_for(K * N // 2))]
+        dense = [torch.randn(N, K, device="cuda", dtype=torch.float16) for _ in range(copies_for(K * N * 2))]
+        x = torch.randn(M, K, device="cuda", dtype=torch.float16)
+        cub = graph_ms([lambda d=d: torch.nn.functional.linear(x, d) for d in dense])
+        dflt = graph_ms([lambda c=c: triton_gemm(x, c) for c in copies])
+        line = f"{K}x{N} M={M} {cfg.block_m}x{cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages}: cuBLAS {cub * 1e3:.1f} us, default {dflt * 1e3:.1f}"
+        for dbg in (0, 5) if stages else (0, 1, 2, 3, 4, 5):
+            gluon_pipe.SKIP = dbg
+            g = graph_ms([lambda c=c: triton_gemm(x, c, cfg, path_override=DOT_PIPE) for c in copies])
+            line += f", skip{dbg} {g * 1e3:.1f}"
+        gluon_pipe.SKIP = 0
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
