@@ -54,6 +54,24 @@ def _fence_gpu(dep):
 
 
 @gluon.jit
+def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: gl.constexpr):
+    """Write a tile's result, or add it to the split-K workspace and let the tile's last program
+    write the sum (the protocol of triton_gemm._finish, whose comments say why every thread fences)."""
+    if not SPLIT:
+        gl.store(y_ptrs, acc.to(y_ptrs.dtype.element_ty), mask=mask)
+    else:
+        gl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
+        _fence_gpu(split_k)
+        gl.thread_barrier()
+        arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
+        if arrived == split_k - 1:
+            _fence_gpu(split_k)
+            total = gl.atomic_xchg(ws_ptrs, gl.zeros_like(acc), mask=mask, sem="acquire")
+            gl.store(y_ptrs, total.to(y_ptrs.dtype.element_ty), mask=mask)
+            gl.atomic_xchg(cnt_ptr + tile, 0, sem="relaxed")
+
+
+@gluon.jit
 def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                   M, N, K, K_SPLIT, split_k, group_size, zero_offset,
                   sxm, sxk, sqa, sqb, ssg, ssn, sza, szb, sym, syn,  # triton_gemm's argument list; the unit
@@ -121,20 +139,8 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
     on = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
     om = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, MMA))
     mask = (om < M)[None, :] & (on < N)[:, None]
-    y_ptrs = y_ptr + om[None, :] * sym + on[:, None]
-    if not SPLIT:
-        gl.store(y_ptrs, acc.to(XT), mask=mask)
-    else:
-        ws_ptrs = ws_ptr + om[None, :] * N + on[:, None]
-        gl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
-        _fence_gpu(split_k)  # every thread's partial sums, before the counter moves (triton_gemm._finish)
-        gl.thread_barrier()
-        arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
-        if arrived == split_k - 1:
-            _fence_gpu(split_k)
-            total = gl.atomic_xchg(ws_ptrs, gl.zeros_like(acc), mask=mask, sem="acquire")
-            gl.store(y_ptrs, total.to(XT), mask=mask)
-            gl.atomic_xchg(cnt_ptr + tile, 0, sem="relaxed")
+    _finish(acc, y_ptr + om[None, :] * sym + on[:, None], ws_ptr + om[None, :] * N + on[:, None], mask, cnt_ptr, tile,
+            split_k, SPLIT)
 
 
 CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "WL", "XL")

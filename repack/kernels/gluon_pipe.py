@@ -44,7 +44,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                              warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .gluon_gemm import _fence_gpu
+from .gluon_gemm import _finish
 from .triton_gemm import _PAIRS_BF16, _PAIRS_F16
 
 # diagnostics only (benchmarks/diag_pipe.py; results are wrong when set): 1 no fence.proxy.async,
@@ -215,20 +215,8 @@ def w4_pipe_kernel(x_desc, q_desc, s_desc, z_desc, y_ptr, ws_ptr, cnt_ptr,
     on = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, MMA))
     om = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, MMA))
     mask = (om < M)[:, None] & (on < N)[None, :]
-    y_ptrs = y_ptr + om[:, None] * sym + on[None, :]
-    if not SPLIT:
-        gl.store(y_ptrs, acc.to(XT), mask=mask)
-    else:
-        ws_ptrs = ws_ptr + om[:, None] * N + on[None, :]
-        gl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
-        _fence_gpu(split_k)  # every thread's partial sums, before the counter moves (triton_gemm._finish)
-        gl.thread_barrier()
-        arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
-        if arrived == split_k - 1:
-            _fence_gpu(split_k)
-            total = gl.atomic_xchg(ws_ptrs, gl.zeros_like(acc), mask=mask, sem="acquire")
-            gl.store(y_ptrs, total.to(XT), mask=mask)
-            gl.atomic_xchg(cnt_ptr + tile, 0, sem="relaxed")
+    _finish(acc, y_ptr + om[:, None] * sym + on[None, :], ws_ptr + om[:, None] * N + on[None, :], mask, cnt_ptr, tile,
+            split_k, SPLIT)
 
 
 CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "STAGES", "WL", "MMA", "DBG")
