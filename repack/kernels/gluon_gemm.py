@@ -54,6 +54,29 @@ def _fence_gpu(dep):
 
 
 @gluon.jit
+def _pairs(z, s, XT: gl.constexpr):
+    """The operands of :func:`_dequant8` per output: MAGIC + z and the scale in the activation type,
+    each in both 16-bit halves of an int32."""
+    MAGIC: gl.constexpr = 0x6400 if XT == gl.float16 else 0x4300
+    zz = MAGIC | z
+    zz = zz | (zz << 16)
+    sb = s.to(XT).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF
+    return zz, sb | (sb << 16)
+
+
+@gluon.jit
+def _dequant8(words, zz, ss, XT: gl.constexpr):
+    """The eight weights s * (q - z) of each 4-bit GPTQ-order word in the activation type, two per
+    instruction and exact (triton_gemm._dequant8_pairs: the PTX and why it rounds as the reference)."""
+    if XT == gl.float16:
+        return gl.inline_asm_elementwise(asm=_PAIRS_F16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zz, ss],
+                                         dtype=(gl.float16,) * 8, is_pure=True, pack=1)
+    else:
+        return gl.inline_asm_elementwise(asm=_PAIRS_BF16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zz, ss],
+                                         dtype=(gl.bfloat16,) * 8, is_pure=True, pack=1)
+
+
+@gluon.jit
 def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: gl.constexpr):
     """Write a tile's result, or add it to the split-K workspace and let the tile's last program
     write the sum (the protocol of triton_gemm._finish, whose comments say why every thread fences)."""
@@ -83,7 +106,6 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     XS: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128 if BLOCK_K >= 64 else 64, element_bitwidth=16, rank=2)
     XT: gl.constexpr = x_ptr.dtype.element_ty
-    MAGIC: gl.constexpr = 0x6400 if XT == gl.float16 else 0x4300
     pid_n = gl.program_id(0)
     pid_m = gl.program_id(1)
     pid_k = gl.program_id(2)
@@ -113,18 +135,8 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
         s_n = gl.load(s_ptr + (kn // group_size) * ssg + offs_n)
         x_n = gl.load(x_rows + (kn + perm)[None, :], mask=x_ok, other=0.0)
         z = ((zw >> ((offs_n % 8) * 4)) & 15) + zero_offset
-        zz = MAGIC | z
-        zz = zz | (zz << 16)
-        sb = s.to(XT).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF  # the scale in the activation type
-        ss = sb | (sb << 16)
-        if XT == gl.float16:
-            f0, f1, f2, f3, f4, f5, f6, f7 = gl.inline_asm_elementwise(
-                asm=_PAIRS_F16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zz[:, None], ss[:, None]],
-                dtype=(gl.float16,) * 8, is_pure=True, pack=1)
-        else:
-            f0, f1, f2, f3, f4, f5, f6, f7 = gl.inline_asm_elementwise(
-                asm=_PAIRS_BF16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zz[:, None], ss[:, None]],
-                dtype=(gl.bfloat16,) * 8, is_pure=True, pack=1)
+        zz, ss = _pairs(z, s, XT)
+        f0, f1, f2, f3, f4, f5, f6, f7 = _dequant8(words, zz[:, None], ss[:, None], XT)
         # (n, kw, c, h, e) with field 4c + 2h + e, then kw = 4q + t: slots in (q, c, h, t, e) order
         w = gl.join(gl.join(gl.join(f0, f4), gl.join(f2, f6)), gl.join(gl.join(f1, f5), gl.join(f3, f7)))
         w = gl.reshape(w, (BLOCK_N, BLOCK_K // 32, 4, 2, 2, 2))

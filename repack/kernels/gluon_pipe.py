@@ -44,8 +44,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                              warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .gluon_gemm import _finish
-from .triton_gemm import _PAIRS_BF16, _PAIRS_F16
+from .gluon_gemm import _dequant8, _finish, _pairs
 
 # diagnostics only (benchmarks/diag_pipe.py; results are wrong when set): 1 no fence.proxy.async,
 # 2 no ring refills in the loop, 3 neither, 4 the wgmmas alone, 5 the wgmmas and the refills
@@ -121,7 +120,6 @@ def _step(i, acc, bars, x_ring, q_ring, s_ring, z_ring, w_slots, x_desc, q_desc,
     """K step i: wait for its slot, dequantize its words into a weight slot, issue its wgmma,
     refill the ring and wait for the previous wgmma."""
     XT: gl.constexpr = x_ring.dtype
-    MAGIC: gl.constexpr = 0x6400 if XT == gl.float16 else 0x4300
     slot = i % STAGES
     if DBG < 2 or DBG == 5:
         mbarrier.wait(bars.index(slot), (i // STAGES) & 1)
@@ -133,18 +131,8 @@ def _step(i, acc, bars, x_ring, q_ring, s_ring, z_ring, w_slots, x_desc, q_desc,
         zw = z_ring.index(slot).slice(0, BLOCK_N // 8).load(gl.SliceLayout(1, gl.SliceLayout(0, WL)))
         j = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(0, WL)))
         z = ((zw[:, None] >> (j * 4)[None, :]) & 15) + zero_offset  # [BLOCK_N / 8, 8]: column 8c + j
-        zz = MAGIC | z
-        zz = zz | (zz << 16)
-        sb = s.to(XT).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF  # the scale in the activation type
-        ss = sb | (sb << 16)
-        if XT == gl.float16:
-            f0, f1, f2, f3, f4, f5, f6, f7 = gl.inline_asm_elementwise(
-                asm=_PAIRS_F16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zz[None, :, :], ss[None, :, :]],
-                dtype=(gl.float16,) * 8, is_pure=True, pack=1)
-        else:
-            f0, f1, f2, f3, f4, f5, f6, f7 = gl.inline_asm_elementwise(
-                asm=_PAIRS_BF16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zz[None, :, :], ss[None, :, :]],
-                dtype=(gl.bfloat16,) * 8, is_pure=True, pack=1)
+        zz, ss = _pairs(z, s, XT)
+        f0, f1, f2, f3, f4, f5, f6, f7 = _dequant8(words, zz[None, :, :], ss[None, :, :], XT)
         # joins append a minor axis, the first level ending outermost: field 4a + 2b + c at [.., a, b, c]
         w = gl.join(gl.join(gl.join(f0, f4), gl.join(f2, f6)), gl.join(gl.join(f1, f5), gl.join(f3, f7)))
         # [kw, c, j, fields] -> [c, j, kw, fields]: output 8c + j, input 8 kw + field
