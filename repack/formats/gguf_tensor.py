@@ -252,11 +252,9 @@ _GATHER = np.uint64(sum(1 << (52 - 7 * j) for j in range(8)))
 # A tile's records sit right-aligned in 24-byte slots (the largest type): qs always in bytes 8..23
 # and qh in 4..7, aligned, so the ufuncs that compute them write them there.
 _SLOT = 24
-# ~8 K blocks a tile, whose ~0.8 MB of buffers stay in L2, 32 blocks wide and 256 rows tall, the
-# tiles of a column of blocks one after another: a tile reads 128 runs of 1 KB of the words, the
-# next tile the next 1 KB of the same rows (with tiles across a row first, 128 wide, 512 runs of
-# 256 bytes jumping ahead: 12 layers 275-287 -> 244-253 ms, the first read of the words is the cost)
-TILE_BLOCKS, TILE_WIDTH = 1 << 13, 32
+# ~8 K blocks a tile, whose ~0.8 MB of buffers stay in L2, and up to 128 blocks wide: long runs of
+# records for the transposing copy into ``out`` (the widest measured best, with 64 rows)
+TILE_BLOCKS, TILE_WIDTH = 1 << 13, 128
 
 
 def _encode_words(t: QuantTensor, bt: gb.BlockType) -> np.ndarray:
@@ -273,8 +271,8 @@ def _encode_words(t: QuantTensor, bt: gb.BlockType) -> np.ndarray:
     blocks = min(nb, TILE_WIDTH)
     rows = max(1, TILE_BLOCKS // blocks)
     tiles: dict[tuple[int, int], _Tile] = {}  # by shape: the last row and column of tiles differ
-    for b0 in range(0, nb, blocks):
-        for n0 in range(0, N, rows):
+    for n0 in range(0, N, rows):
+        for b0 in range(0, nb, blocks):
             n1, b1 = min(N, n0 + rows), min(nb, b0 + blocks)
             tile = tiles.get((b1 - b0, n1 - n0))
             if tile is None:
