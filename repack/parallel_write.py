@@ -6,9 +6,10 @@ two threads ran ``words_along_n`` no faster than one, two processes each at full
 (benchmarks/NOTES-convert.md). The shard layout is fixed before any data exists (every tensor's
 shard and offset follow from the declared specs; GGUF's from its header), so the workers need no
 order: the files are created at their final size with their headers (the writer's ``presize``),
-each worker takes the next unfinished item,
-produces its tensors as the threaded path does and ``pwrite``s them in place (pass-through tensors
-file to file with ``copy_file_range``). The parent only counts finished items for the progress
+the parent hands each worker the next items, and a worker produces their tensors as the threaded
+path does and ``pwrite``s them in place (pass-through tensors file to file with ``copy_file_range``)
+from a thread of its own while its main thread produces the next item; the writes of the two
+workers take turns on one lock. The parent only counts finished (written) items for the progress
 bar; a worker's exception (an InputError naming the file and tensor, say) comes back and is raised
 in the parent, where the writer removes its temporary folder as always.
 
@@ -26,12 +27,12 @@ from __future__ import annotations
 import ctypes
 import multiprocessing as mp
 import os
+import queue
 import signal
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import wait
 from typing import Callable, Iterator
 
 import numpy as np
@@ -41,8 +42,10 @@ from .dtypes import is_array
 from .errors import OutputError
 
 WORKERS = 2
+AHEAD = 3  # items queued at a worker: one being written, one waiting for that, one being produced
 
 _job: tuple | None = None  # what the tasks need, inherited by the forked workers (_on_workers)
+_write_lock = None  # one write at a time, across the workers (_Writes)
 _fds: dict = {}
 
 
@@ -89,28 +92,127 @@ def write_groups(writer, items: list, produce: Callable, workers: int = WORKERS)
 
 
 def _on_workers(writer, job: tuple, task: Callable, count: int, workers: int) -> Iterator:
-    """``task(0) .. task(count - 1)`` on forked workers that inherit ``job``; their results in the
-    order they finish, a worker's exception raised here, in the parent. An executor rather than
-    multiprocessing.Pool: a worker that dies (the OOM killer, a signal) breaks it and the pending
-    results raise, where a Pool silently replaces the worker, loses its item and waits forever."""
-    global _job
-    _job = job
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_init,
-                               initargs=(os.getpid(),))
+    """``task(0) .. task(count - 1)`` on forked workers that inherit ``job``; each task returns
+    (its writes, a callable or None; its result), the writes run on the worker's write thread while
+    its main thread starts the next task, and the result comes here, in the order the items finish,
+    once they are done. A worker's exception is raised here, in the parent; a worker that dies (the
+    OOM killer, a signal) ends the run with one error line. On any error (or Ctrl-C) the other
+    workers are killed and reaped before the caller removes the temporary folder."""
+    global _job, _write_lock
+    ctx = mp.get_context("fork")
+    _job, _write_lock = job, ctx.Lock()
+    procs: dict = {}  # connection -> process
+    sent: dict = {}  # connection -> items sent and not yet reported
+    todo, finishing = iter(range(count)), set()
+
+    def feed(conn, most: int = AHEAD) -> None:  # up to ``most`` items queued at it; None: finish
+        while conn not in finishing and sent[conn] < most:
+            index = next(todo, None)
+            if index is None:
+                finishing.add(conn)
+            else:
+                sent[conn] += 1
+            try:
+                conn.send(index)
+            except OSError:  # it died: reading from it says so
+                return
+
+    ok = False
     try:
-        for done in as_completed([pool.submit(task, i) for i in range(count)]):
-            yield done.result()
-    except BrokenProcessPool:
-        raise OutputError(f"{writer.target}: a write process was killed before it finished "
-                          f"(out of memory? REPACK_WRITE_PROCESSES=0 writes in one process)") from None
+        for _ in range(min(workers, count)):
+            here, there = ctx.Pipe()
+            p = ctx.Process(target=_worker, args=(there, task, os.getpid()), daemon=True)
+            p.start()
+            there.close()  # the worker's end is its own: it reads as ended once the worker is gone
+            procs[here], sent[here] = p, 0
+        for most in range(1, AHEAD + 1):  # in turns: the first items (the largest tensors) to different workers
+            for conn in procs:
+                feed(conn, most)
+        reported = 0
+        while reported < count:
+            for conn in wait(list(procs)):
+                try:
+                    kind, value = conn.recv()
+                except (EOFError, OSError):  # it ended (killed with bytes unread: ECONNRESET)
+                    procs.pop(conn).join()
+                    conn.close()
+                    if sent[conn]:
+                        raise OutputError(f"{writer.target}: a write process was killed before it finished "
+                                          f"(out of memory? REPACK_WRITE_PROCESSES=0 writes in one process)") from None
+                    continue
+                if kind == "error":
+                    raise value
+                reported += 1
+                sent[conn] -= 1
+                feed(conn)
+                yield value
+        ok = True
     finally:
-        # on an error or Ctrl-C: the tasks not started are dropped, the running ones (workers ignore
-        # SIGINT) end before the caller removes the temporary folder
-        pool.shutdown(wait=True, cancel_futures=True)
-        _job = None
+        for conn, p in procs.items():
+            if not ok:
+                p.kill()
+            p.join()
+            conn.close()
+        _job = _write_lock = None
 
 
-def _write_group(index: int) -> tuple[list[str], int]:
+def _worker(conn, task: Callable, parent: int) -> None:
+    """A write process: runs the items the parent sends, their writes on a thread of its own."""
+    _worker_init(parent)
+    send_lock = threading.Lock()
+
+    def send(kind: str, value) -> None:
+        with send_lock:
+            try:
+                conn.send((kind, value))
+            except Exception:  # an exception that does not pickle: its message
+                if kind != "error":
+                    raise
+                conn.send((kind, OutputError(f"{type(value).__name__}: {value}")))
+
+    writes = _Writes(send)
+    try:
+        while (index := conn.recv()) is not None:
+            writes.put(*task(index))
+        writes.close()
+    except BaseException as e:  # noqa: BLE001 -- the parent raises it
+        send("error", e)
+        sys.exit(1)
+
+
+class _Writes:
+    """A worker's write thread: each item's writes in turn, then the item's result to the parent,
+    while the main thread produces the next item. Two processes pwrite-ing one file take turns on
+    its inode lock (ext4), and the one waiting spun in the kernel (perf: rwsem_spin_on_owner
+    ~10 %); now a write thread waits, on ``_write_lock``, asleep, and its process encodes."""
+
+    def __init__(self, send: Callable):
+        self.send = send
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def put(self, write: Callable | None, result) -> None:
+        self.queue.put((write, result))
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        while (job := self.queue.get()) is not None:
+            write, result = job
+            try:
+                if write is not None:
+                    with _write_lock:
+                        write()
+            except BaseException as e:  # noqa: BLE001
+                self.send("error", e)  # the parent kills this process
+                return
+            self.send("done", result)
+
+
+def _write_group(index: int) -> tuple[None, tuple[list[str], int]]:
     items, produce, writer, groups = _job
     names = []
     for i in groups[index]:
@@ -119,7 +221,7 @@ def _write_group(index: int) -> tuple[list[str], int]:
             writer.write(name, data)
             names.append(name)
     writer.check_groups_complete()
-    return names, len(groups[index])
+    return None, (names, len(groups[index]))
 
 
 def _worker_init(parent: int) -> None:
@@ -128,15 +230,15 @@ def _worker_init(parent: int) -> None:
     if torch is not None:
         torch.set_num_threads(1)  # two processes already use both cores
     # Ctrl-C reaches the whole process group: the parent turns it into "interrupted" and stops the
-    # pool; a worker would only add a traceback of its own
+    # workers; a worker would only add a traceback of its own
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _fds.clear()
 
 
 def _die_with(parent: int) -> None:
     """End this worker when the parent dies (SIGKILL, the OOM killer): an orphan would keep the
-    output's lock (its descriptor is inherited) and the next run would be refused. The executor's
-    queues do not tell an idle worker, so on Linux the kernel is asked to (PR_SET_PDEATHSIG);
+    output's lock (its descriptor is inherited) and the next run would be refused. A worker waiting
+    on its pipe is not told (the other worker holds a copy of the parent's end), so on Linux the kernel is asked to (PR_SET_PDEATHSIG);
     elsewhere a thread checks every 0.2 s."""
     if sys.platform.startswith("linux"):
         try:
@@ -156,9 +258,10 @@ def _die_with(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _write_item(index: int) -> list[str]:
+def _write_item(index: int) -> tuple[Callable, list[str]]:
+    """Produces (and encodes) an item's tensors; returns their writes and names."""
     items, produce, places, encode = _job
-    names = []
+    names, writes = [], []
     for name, data in produce(items[index]):
         place = places.get(name)
         if place is None:
@@ -168,12 +271,14 @@ def _write_item(index: int) -> list[str]:
         if encode is not None:  # the writer turns the data into its container's bytes (GGUF)
             arr = encode(name, data, spec)
             if arr is not None:
-                pwrite_all(_fd(path), offset, memoryview(arr.reshape(-1).view(np.uint8)))
+                writes.append((pwrite_all, _fd(path), offset, memoryview(arr.reshape(-1).view(np.uint8))))
             continue
-        done = _put(_fd(path), offset, name, spec, data)
-        if done != spec.nbytes:
-            raise OutputError(f"tensor '{name}': wrote {done} bytes, declared {spec.nbytes}")
-    return names
+        writes.append((_put, _fd(path), offset, name, spec, data))
+
+    def write() -> None:
+        for fn, *args in writes:
+            fn(*args)
+    return write, names
 
 
 def _fd(path) -> int:
@@ -183,13 +288,15 @@ def _fd(path) -> int:
     return fd
 
 
-def _put(fd: int, offset: int, name: str, spec: TensorSpec, data) -> int:
+def _put(fd: int, offset: int, name: str, spec: TensorSpec, data) -> None:
     if isinstance(data, RawSlice):
-        return copy_range(data, 0, data.nbytes, fd, at=offset)
-    if is_array(data):
+        done = copy_range(data, 0, data.nbytes, fd, at=offset)
+    elif is_array(data):
         buf = tensor_bytes(name, spec, data)
-        return pwrite_all(fd, offset, memoryview(buf)) if spec.nbytes else 0
-    done = 0
-    for chunk in data:
-        done += pwrite_all(fd, offset + done, memoryview(chunk).cast("B"))
-    return done
+        done = pwrite_all(fd, offset, memoryview(buf)) if spec.nbytes else 0
+    else:
+        done = 0
+        for chunk in data:
+            done += pwrite_all(fd, offset + done, memoryview(chunk).cast("B"))
+    if done != spec.nbytes:
+        raise OutputError(f"tensor '{name}': wrote {done} bytes, declared {spec.nbytes}")

@@ -102,12 +102,17 @@ def _chunk_spans(t: QuantTensor):
     z = t.zeros.astype(np.int16)  # [G, N]
     per, nwords = values_per_block(t.bits)
     words = t.qweight
-    for r0, r1 in _row_blocks(t.in_features, _span_rows(t)):
+    for r0, r1 in _row_blocks(t.in_features, _span_rows(t), max(8, per)):
         q = unpack_rows(words[r0 // per * nwords: -(-r1 // per) * nwords], t.bits, r1 - r0)
         g = gi[r0: r1]
         starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]]))  # runs of one group
-        lo_q = np.minimum.reduceat(q, starts, axis=0).astype(np.int16)
-        hi_q = np.maximum.reduceat(q, starts, axis=0).astype(np.int16)
+        if len(starts) <= 16:  # reduceat along rows: 160 us for 8 x 11008 codes, a reduce 3 us
+            runs = [q[a:b] for a, b in zip(starts, [*starts[1:], len(q)])]
+            lo_q = np.stack([r.min(axis=0) for r in runs]).astype(np.int16)
+            hi_q = np.stack([r.max(axis=0) for r in runs]).astype(np.int16)
+        else:
+            lo_q = np.minimum.reduceat(q, starts, axis=0).astype(np.int16)
+            hi_q = np.maximum.reduceat(q, starts, axis=0).astype(np.int16)
         zs = z[g[starts]]
         yield int((lo_q - zs).min()), int((hi_q - zs).max()), int(hi_q.max())
 
@@ -116,10 +121,11 @@ def _span_rows(t: QuantTensor) -> int:
     return max(32, (1 << 20) // max(t.out_features, 1) // 32 * 32)  # ~1 M codes a block at most
 
 
-def _row_blocks(rows: int, most: int):
-    """Row ranges of 32, 64, 128 ... up to ``most`` rows: a type ruled out by the first group of
-    rows (random or asymmetric codes leave Q4_0 at once) costs one small block, not 1 M codes."""
-    r0, step = 0, 32
+def _row_blocks(rows: int, most: int, first: int):
+    """Row ranges of ``first`` (one row of 4-bit words), twice as many ... up to ``most`` rows: a
+    type ruled out by the first rows (random or asymmetric codes leave Q4_0 at once) costs one
+    small block, not 1 M codes."""
+    r0, step = 0, first
     while r0 < rows:
         yield r0, min(rows, r0 + step)
         r0, step = r0 + step, min(most, 2 * step)
@@ -141,12 +147,24 @@ def _all_within(t: QuantTensor, vmin: int, vmax: int, qmax: int) -> bool:
 
 def offsets_fp16(t: QuantTensor) -> tuple[np.ndarray, bool]:
     """The offsets as fp16 (-s*z for integer zeros) and whether that is exact."""
-    if t.offsets is not None:
-        m32 = t.offsets.astype(np.float32)
+    return _offsets_fp16(t.scales, t.zeros, t.offsets)
+
+
+def _offsets_fp16(scales: np.ndarray, zeros: np.ndarray, offsets: np.ndarray | None) -> tuple[np.ndarray, bool]:
+    if offsets is not None:
+        m32 = offsets.astype(np.float32)
     else:
-        m32 = -(t.scales.astype(np.float32) * t.zeros.astype(np.float32))
+        m32 = -(scales.astype(np.float32) * zeros.astype(np.float32))
     m = m32.astype(np.float16)
     return m, np.array_equal(m.astype(np.float32), m32)
+
+
+def _offsets_exact(t: QuantTensor) -> bool:
+    """``offsets_fp16(t)[1]``, the first group's offsets first: they rule out nearly every tensor
+    whose offsets fp16 cannot hold at 1/G of the casts (the type search asks for every tensor, and
+    the four fp16 <-> fp32 casts were half of a 7B GGUF plan: 0.24 of 0.54 s)."""
+    first = _offsets_fp16(t.scales[:1], t.zeros[:1], None if t.offsets is None else t.offsets[:1])[1]
+    return first and offsets_fp16(t)[1]
 
 
 def value_range(bt: gb.BlockType) -> tuple[int, int]:
@@ -172,7 +190,7 @@ def _exact_type(t: QuantTensor, only: gb.BlockType | None) -> gb.BlockType | Non
         return None
     for bt in (only,) if only else BY_SIZE:
         if bt.has_min:
-            if offsets_fp16(t)[1] and _all_within(t, -(1 << 16), 1 << 16, bt.code_range[1]):
+            if _offsets_exact(t) and _all_within(t, -(1 << 16), 1 << 16, bt.code_range[1]):
                 return bt
         elif t.offsets is None:
             vmin, vmax = value_range(bt)

@@ -140,14 +140,17 @@ class GptqFormat(Format):
             return None
         rows = min(K, max(per, (1 << 22) // max(N, 1) // per * per))  # a bounded sample of rows
         qw = ckpt.get(f"{module}.qweight", rows=-(-rows // per) * nwords)
-        codes = unpack_rows(qw, bits, rows).astype(np.float64)
+        codes = unpack_rows(qw, bits, rows)
         idx = g[:rows]
-        count = np.bincount(idx, minlength=G).astype(np.float64)
-        present = count > 0
-        sums = np.zeros((G, N), np.float64)
-        np.add.at(sums, idx, codes)
-        mean = sums[present] / count[present, None]
-        z = stored[present].astype(np.float64)
+        if (idx[1:] < idx[:-1]).any():  # act-order: rows sorted by group, a group's rows one run
+            order = np.argsort(idx, kind="stable")
+            idx, codes = idx[order], codes[order]
+        starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+        ends = [*starts[1:], rows]
+        # integer sums, exact as the float64 ones of np.add.at were (25 ms of a 7B source's 50 ms open)
+        sums = np.stack([codes[a:b].sum(axis=0, dtype=np.int64) for a, b in zip(starts, ends)])
+        mean = sums / np.diff(np.r_[starts, rows])[:, None]
+        z = stored[idx[starts]].astype(np.float64)  # the groups present, in order
         # Only trust the offset when the codes track the zeros, as a quantizer's output does (the code
         # of w=0 is z): on data with no such relation (random codes) the label decides.
         # Fewer than 64 (group, column) points decide nothing: on 8 random ones the correlation
