@@ -38,6 +38,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .checkpoint import RawSlice, TensorSpec, copy_range, pwrite_all, tensor_bytes
+from .direct_io import open_direct, pwrite_direct
 from .dtypes import is_array
 from .errors import OutputError
 
@@ -270,8 +271,9 @@ def _write_item(index: int) -> tuple[Callable, list[str]]:
         names.append(name)
         if encode is not None:  # the writer turns the data into its container's bytes (GGUF)
             arr = encode(name, data, spec)
-            if arr is not None:
-                writes.append((pwrite_all, _fd(path), offset, memoryview(arr.reshape(-1).view(np.uint8))))
+            if arr is not None:  # the whole file's bytes: its aligned middles bypass the page cache
+                writes.append((pwrite_direct, _fd(path), _fd(path, direct=True), offset,
+                               memoryview(arr.reshape(-1).view(np.uint8))))
             continue
         writes.append((_put, _fd(path), offset, name, spec, data))
 
@@ -281,11 +283,12 @@ def _write_item(index: int) -> tuple[Callable, list[str]]:
     return write, names
 
 
-def _fd(path) -> int:
-    fd = _fds.get(path)
-    if fd is None:
-        fd = _fds[path] = os.open(path, os.O_WRONLY)
-    return fd
+def _fd(path, direct: bool = False) -> int | None:
+    """This process's write descriptor of ``path`` (``direct``: its O_DIRECT one, None if refused)."""
+    key = (path, direct)
+    if key not in _fds:
+        _fds[key] = open_direct(path) if direct else os.open(path, os.O_WRONLY)
+    return _fds[key]
 
 
 def _put(fd: int, offset: int, name: str, spec: TensorSpec, data) -> None:
