@@ -152,8 +152,9 @@ def test_smallest_exact_type_round_trips(bits, gs, K, N, sym, seed):
 @pytest.mark.parametrize("kind", ["q4_0", "q4_1", "q5_0", "q5_1"])
 @pytest.mark.parametrize("K, N, gs", [(32, 8, -1), (96, 24, 32), (160, 64, 64), (256, 8, 128), (4096, 72, 128)])
 def test_word_encoder_matches_the_code_encoder(kind, K, N, gs):
-    """4-bit tensors take the word-level encoder (nibble adds and shuffles on the packed words):
-    its bytes equal those of the encoder that unpacks every code, zero points 0 and 16 included."""
+    """4-bit tensors take the word-level encoders (nibble adds and shuffles on the packed words, in
+    numpy and compiled): their bytes equal those of the encoder that unpacks every code, zero points
+    0 and 16 included."""
     rng = np.random.default_rng(K + N + gs)
     G = 1 if gs == -1 else -(-K // gs)
     groups = np.arange(K) // (K if gs == -1 else gs)
@@ -172,7 +173,9 @@ def test_word_encoder_matches_the_code_encoder(kind, K, N, gs):
         q = rng.integers(np.clip(lo, 0, 15)[groups], np.clip(hi, 0, 15)[groups] + 1)
         qt = QuantTensor.from_codes(q, s, z, 4, gs)
     assert gguf_tensor.exact_type(qt, bt) is bt
-    assert np.array_equal(gguf_tensor._encode_words(qt, bt), gguf_tensor._encode_codes(qt, bt))
+    want = gguf_tensor._encode_codes(qt, bt)
+    assert np.array_equal(gguf_tensor._encode_words(qt, bt), want)
+    assert np.array_equal(gguf_tensor._encode_jit(qt, bt), want)  # the compiled pass (gguf_jit)
 
 
 def test_group_blocks_merges_only_identical_neighbours():

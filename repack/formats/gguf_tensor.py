@@ -202,8 +202,18 @@ def _exact_type(t: QuantTensor, only: gb.BlockType | None) -> gb.BlockType | Non
 def encode(t: QuantTensor, bt: gb.BlockType) -> np.ndarray:
     """Block bytes uint8 [N, K/32 * type_size] of a tensor :func:`exact_type` accepts for ``bt``."""
     if t.bits == 4 and t.g_idx is None and bt.code_bits in (4, 5) and sys.byteorder == "little":
-        return _encode_words(t, bt)
+        from . import gguf_jit
+        return _encode_jit(t, bt) if gguf_jit.available() else _encode_words(t, bt)
     return _encode_codes(t, bt)
+
+
+def _encode_jit(t: QuantTensor, bt: gb.BlockType) -> np.ndarray:
+    """:func:`_encode_words`' bytes from gguf_jit's compiled pass (about 4x fewer CPU-seconds)."""
+    from .gguf_jit import encode_words
+    d = t.scales.astype(np.float16).view(np.uint16)
+    m = offsets_fp16(t)[0].view(np.uint16) if bt.has_min else None
+    shift = None if bt.has_min else _shifts(t, bt)
+    return encode_words(t.qweight, d, m, shift, t.effective_group_size // gb.BLOCK, bt.type_size, bt.code_bits == 5)
 
 
 def _encode_codes(t: QuantTensor, bt: gb.BlockType) -> np.ndarray:
