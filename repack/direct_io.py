@@ -1,4 +1,5 @@
-"""Large writes that bypass the page cache (O_DIRECT), for the GGUF file the write processes fill.
+"""Large writes that bypass the page cache (O_DIRECT): the tensors the write processes put into a
+GGUF file or safetensors shards, and TurboMind's per-tensor files.
 
 Why: on the 2-core VM, filling the page cache costs more than the bytes suggest once an output passes
 ~4 GB — buffered pwrite of 3.9 GB took 2.1 s (1.6 s system time), of 5.1 GB 6.2-9.3 s (5.2-8.4 s),
@@ -23,6 +24,7 @@ from .checkpoint import pwrite_all
 
 ALIGN = 4096
 STAGE = 8 << 20  # bytes a direct write at most (the staging buffer)
+DIRECT_MIN = 1 << 20  # smaller writes (norms, biases, small files) stay buffered: no gain to have
 
 _stage: mmap.mmap | None = None  # per process: only the process's write thread writes
 
@@ -42,7 +44,7 @@ def pwrite_direct(fd: int, direct_fd: int | None, offset: int, view: memoryview)
     (or everything, when ``direct_fd`` is None or the write is small) through ``fd``."""
     n = len(view)
     a0, a1 = -(-offset // ALIGN) * ALIGN, (offset + n) // ALIGN * ALIGN
-    if direct_fd is None or a1 - a0 < 4 * ALIGN:
+    if direct_fd is None or a1 - a0 < DIRECT_MIN:
         return pwrite_all(fd, offset, view)
     pwrite_all(fd, offset, view[:a0 - offset])
     global _stage

@@ -275,7 +275,7 @@ def _write_item(index: int) -> tuple[Callable, list[str]]:
                 writes.append((pwrite_direct, _fd(path), _fd(path, direct=True), offset,
                                memoryview(arr.reshape(-1).view(np.uint8))))
             continue
-        writes.append((_put, _fd(path), offset, name, spec, data))
+        writes.append((_put, _fd(path), _fd(path, direct=True), offset, name, spec, data))
 
     def write() -> None:
         for fn, *args in writes:
@@ -291,12 +291,12 @@ def _fd(path, direct: bool = False) -> int | None:
     return _fds[key]
 
 
-def _put(fd: int, offset: int, name: str, spec: TensorSpec, data) -> None:
+def _put(fd: int, direct_fd: int | None, offset: int, name: str, spec: TensorSpec, data) -> None:
     if isinstance(data, RawSlice):
         done = copy_range(data, 0, data.nbytes, fd, at=offset)
     elif is_array(data):
         buf = tensor_bytes(name, spec, data)
-        done = pwrite_all(fd, offset, memoryview(buf)) if spec.nbytes else 0
+        done = pwrite_direct(fd, direct_fd, offset, memoryview(buf)) if spec.nbytes else 0
     else:
         done = 0
         for chunk in data:

@@ -15,6 +15,7 @@ def test_pieces_at_any_offset_and_length_land_exactly(tmp_path, direct, monkeypa
     boundary pages) into a sparse file, as the write processes fill a GGUF: the file is the
     expected bytes exactly, through a normal descriptor afterwards."""
     monkeypatch.setattr(direct_io, "STAGE", 64 * 1024)  # several staged pieces per write
+    monkeypatch.setattr(direct_io, "DIRECT_MIN", 3 * 4096)
     monkeypatch.setenv("REPACK_DIRECT_IO", "1" if direct else "0")
     rng = np.random.default_rng(1)
     lengths = [1, 4095, 4096, 4097, 20000, 3 * 65536 + 123, 65536 * 2, 7, 100000]

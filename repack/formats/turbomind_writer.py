@@ -11,6 +11,7 @@ the constructor, from the declared shapes, before anything is written.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import numpy as np
 from ..dtypes import BF16, as_array, is_array
 
 from ..checkpoint import CheckpointWriter, RawSlice, copy_range, write_chunked
+from ..direct_io import DIRECT_MIN, open_direct, pwrite_direct
 from ..packing import words_along_n
 from ..errors import InputError, OutputError, UnsupportedError
 from ..safetensors_header import DTYPES
@@ -313,8 +315,17 @@ class TurbomindWriter(CheckpointWriter):
             self._float(name, role, to_fp16(name, arr))
 
     def _file(self, name: str, arr: np.ndarray) -> None:
-        with open(self.weights / name, "wb") as f:
-            write_chunked(f, np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False))
+        data = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False)
+        path = self.weights / name
+        with open(path, "wb") as f:
+            direct = open_direct(path) if data.nbytes >= DIRECT_MIN else None
+            if direct is None:
+                write_chunked(f, data)
+                return
+            try:  # a large file's pages bypass the page cache (repack/direct_io.py says why)
+                pwrite_direct(f.fileno(), direct, 0, memoryview(data.reshape(-1).view(np.uint8)))
+            finally:
+                os.close(direct)
 
     def _float(self, name: str, role: Role, a: np.ndarray) -> None:
         tp = self.tp
