@@ -17,6 +17,7 @@ coherent with direct writes, so a reader sees every byte. Where the file system 
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 
@@ -55,7 +56,12 @@ def pwrite_direct(fd: int, direct_fd: int | None, offset: int, view: memoryview)
     while pos < a1:
         k = min(STAGE, a1 - pos)
         stage[:k] = view[pos - offset: pos - offset + k]
-        done = os.pwrite(direct_fd, stage[:k], pos)
+        try:
+            done = os.pwrite(direct_fd, stage[:k], pos)
+        except OSError as e:
+            if e.errno != errno.EINVAL:  # ENOSPC, EIO ...: the caller's error
+                raise
+            done = 0  # a device whose direct writes need more than 4 KB alignment: this piece buffered
         if done < k:  # a short direct write (rare): the rest of this piece the normal way
             pwrite_all(fd, pos + done, view[pos + done - offset: pos + k - offset])
         pos += k

@@ -40,3 +40,58 @@ def test_pieces_at_any_offset_and_length_land_exactly(tmp_path, direct, monkeypa
     if dfd is not None:
         os.close(dfd)
     assert np.array_equal(np.fromfile(path, np.uint8), expected)
+
+
+def test_a_refused_direct_write_falls_back_to_the_page_cache(tmp_path, monkeypatch):
+    """A device whose direct writes need more alignment answers EINVAL: those bytes go through the
+    normal descriptor, and the file is still exact."""
+    import errno
+    real = os.pwrite
+    calls = []
+
+    def refuse(fd, data, offset):
+        if fd == dfd:
+            calls.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, data, offset)
+
+    path = tmp_path / "out.bin"
+    with open(path, "wb") as f:
+        f.truncate(3 << 20)
+    fd = os.open(path, os.O_WRONLY)
+    dfd = os.open(path, os.O_WRONLY)  # stands in for the O_DIRECT descriptor
+    monkeypatch.setattr(direct_io.os, "pwrite", refuse)
+    data = np.random.default_rng(2).integers(0, 256, (2 << 20) + 123, dtype=np.uint8)
+    assert direct_io.pwrite_direct(fd, dfd, 77, memoryview(data)) == data.size
+    monkeypatch.undo()
+    os.close(fd)
+    os.close(dfd)
+    assert calls  # the direct path was tried
+    got = np.fromfile(path, np.uint8)
+    assert np.array_equal(got[77: 77 + data.size], data) and not got[:77].any()
+
+
+
+def test_other_direct_write_errors_reach_the_caller(tmp_path, monkeypatch):
+    """ENOSPC (or EIO) from a direct write is not papered over by the buffered path."""
+    import errno
+    real = os.pwrite
+    path = tmp_path / "out.bin"
+    with open(path, "wb") as f:
+        f.truncate(3 << 20)
+    fd, dfd = os.open(path, os.O_WRONLY), os.open(path, os.O_WRONLY)
+
+    def full(f, data, offset):
+        if f == dfd:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(f, data, offset)
+
+    monkeypatch.setattr(direct_io.os, "pwrite", full)
+    try:
+        with pytest.raises(OSError) as e:
+            direct_io.pwrite_direct(fd, dfd, 0, memoryview(np.zeros(2 << 20, np.uint8)))
+        assert e.value.errno == errno.ENOSPC
+    finally:
+        monkeypatch.undo()
+        os.close(fd)
+        os.close(dfd)
