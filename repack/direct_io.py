@@ -12,7 +12,8 @@ block; 4 KB covers every common one): a tensor's first and last partial 4 KB go 
 descriptor, the aligned middle through the direct one, copied in turn into a page-aligned staging
 buffer. The two kinds of write never touch the same 4 KB, and the kernel keeps the page cache
 coherent with direct writes, so a reader sees every byte. Where the file system refuses O_DIRECT
-(tmpfs) or ``REPACK_DIRECT_IO=0``, every byte goes through the normal descriptor.
+(tmpfs) or ``REPACK_DIRECT_IO=0``, every byte goes through the normal descriptor; a direct write
+refused with EINVAL (a device wanting more alignment) goes through it too.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ ALIGN = 4096
 STAGE = 8 << 20  # bytes a direct write at most (the staging buffer)
 DIRECT_MIN = 1 << 20  # smaller writes (norms, biases, small files) stay buffered: no gain to have
 
-_stage: mmap.mmap | None = None  # per process: only the process's write thread writes
+_stage: mmap.mmap | None = None  # per process: one thread of a process writes (its write thread, or TurboMind's)
 
 
 def open_direct(path) -> int | None:
