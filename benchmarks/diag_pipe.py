@@ -3,7 +3,7 @@
 the refills; results are wrong, times only),
 kernel-only graph time against cuBLAS fp16 and the DOT_KTJ default.
 
-    python benchmarks/diag_pipe.py [--stages]
+    python benchmarks/diag_pipe.py [--stages | --ws]
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def main() -> None:
     t = time.time()
     while time.time() - t < 2:
         warm @ warm
+    if "--ws" in sys.argv:
+        return compare_ws()
     stages = "--stages" in sys.argv
     for K, N, M, cfg in STAGE_CASES if stages else CASES:
         copies = [packed_weight(K, N) for _ in range(copies_for(K * N // 2))]
@@ -49,6 +51,31 @@ def main() -> None:
             g = graph_ms([lambda c=c: triton_gemm(x, c, cfg, path_override=DOT_PIPE) for c in copies])
             line += f", skip{dbg} {g * 1e3:.1f}"
         gluon_pipe.SKIP = 0
+        print(line, flush=True)
+
+
+WS_CASES = [(8192, 28672, 1024), (8192, 28672, 256), (4096, 4096, 256), (4096, 4096, 1024), (14336, 4096, 256),
+            (4096, 14336, 64)]
+WS_TILES = [TileConfig(128, 128, 64, 1, 4, 4, ws=True), TileConfig(128, 128, 64, 1, 4, 6, ws=True),
+            TileConfig(64, 256, 64, 1, 4, 4, ws=True), TileConfig(128, 128, 128, 1, 4, 3, ws=True)]
+
+
+def compare_ws() -> None:
+    """gluon_ws's tiles against cuBLAS and the default dispatch (graph times), checked first."""
+    from repack.kernels.triton_gemm import DOT_WS
+    for K, N, M in WS_CASES:
+        copies = [packed_weight(K, N) for _ in range(copies_for(K * N // 2))]
+        dense = [torch.randn(N, K, device="cuda", dtype=torch.float16) for _ in range(copies_for(K * N * 2))]
+        x = torch.randn(M, K, device="cuda", dtype=torch.float16)
+        ref = triton_gemm(x, copies[0]).float()
+        cub = graph_ms([lambda d=d: torch.nn.functional.linear(x, d) for d in dense])
+        dflt = graph_ms([lambda c=c: triton_gemm(x, c) for c in copies])
+        line = f"{K}x{N} M={M}: cuBLAS {cub * 1e3:.1f} us, default {dflt * 1e3:.1f}"
+        for cfg in WS_TILES:
+            y = triton_gemm(x, copies[0], cfg, path_override=DOT_WS).float()
+            err = float((y - ref).norm() / ref.norm())
+            g = graph_ms([lambda c=c: triton_gemm(x, c, cfg, path_override=DOT_WS) for c in copies])
+            line += f", ws {cfg.block_m}x{cfg.block_n}x{cfg.block_k} s{cfg.num_stages} {g * 1e3:.1f} (err {err:.0e})"
         print(line, flush=True)
 
 

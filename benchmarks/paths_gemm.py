@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from benchmarks.gemm_common import bench_ms, copies_for, graph_ms, packed_weight  # noqa: E402
 from repack.kernels import triton_gemm as tg  # noqa: E402
-from repack.kernels.triton_gemm import DOT_GLUON, DOT_PIPE, GEMV_H2, GEMV_KJ, triton_gemm  # noqa: E402
+from repack.kernels.triton_gemm import DOT_GLUON, DOT_PIPE, DOT_WS, GEMV_H2, GEMV_KJ, triton_gemm  # noqa: E402
 from repack.kernels.tuned import TileConfig, bucket, pick_config, split_for  # noqa: E402
 
 SMS = 132
@@ -47,9 +47,18 @@ def pipe_candidates(M: int):
             yield DOT_PIPE, True, bm, bn, bk, warps, stages, 0
 
 
-def candidates(M: int, pipe: bool = False):
+def ws_candidates(M: int):
+    """gluon_ws's tiles: one MMA warpgroup, 128x128 or 64x256, rings of 3-6 slots, no split."""
+    for bm, bn, bk, stages in ((128, 128, 64, 4), (128, 128, 64, 6), (64, 256, 64, 4), (128, 128, 128, 3), (64, 128, 64, 6)):
+        if bm <= 64 or M > 64:
+            yield DOT_WS, True, bm, bn, bk, 4, stages, 0
+
+
+def candidates(M: int, pipe: bool = False, ws: bool = False):
     """(path, paired dequantization, block_m, block_n, block_k, warps, stages, target programs)."""
-    if pipe and M >= 64:
+    if ws and M >= 64:
+        yield from ws_candidates(M)
+    elif pipe and M >= 64:
         yield from pipe_candidates(M)
     elif M <= 4:
         yield from itertools.product([GEMV_H2], [False], [1], [128, 256], [64, 128], [4], [2, 3], [528, 1056, 2112])
@@ -73,6 +82,7 @@ def main() -> None:
     ap.add_argument("--rank", choices=("graph", "do_bench"), default="graph")
     ap.add_argument("--merge-into", default=None)
     ap.add_argument("--pipe", action="store_true", help="at M >= 64 try gluon_pipe's tiles (DOT_PIPE) only")
+    ap.add_argument("--ws", action="store_true", help="at M >= 64 try gluon_ws's tiles (DOT_WS) only")
     ap.add_argument("--gluon-max-m", type=int, default=None, help="let the Gluon tile take M tiles up to this (triton_gemm.GLUON_MAX_BLOCK_M)")
     args = ap.parse_args()
     if args.gluon_max_m:
@@ -111,13 +121,13 @@ def main() -> None:
                 tg.GLUON_DOT = True
                 print(f"  DOT_KTJ on the default tile: {ktj * 1e3:.1f} us (graph {ktj_g * 1e3:.1f})", flush=True)
             best = None
-            for path, paired, bm, bn, bk, warps, stages, target in candidates(M, args.pipe):
+            for path, paired, bm, bn, bk, warps, stages, target in candidates(M, args.pipe, args.ws):
                 tg.PAIRED_DEQUANT = paired
                 if time.time() - t0 > args.budget_s:
                     break
                 tiles = -(-M // bm) * -(-N // bn)
                 split = split_for(tiles, K, bk, target) if target else 1
-                cfg = TileConfig(bm, bn, bk, split, warps, stages, path == DOT_PIPE)
+                cfg = TileConfig(bm, bn, bk, split, warps, stages, path == DOT_PIPE, path == DOT_WS)
                 try:
                     y = triton_gemm(x, w, cfg, path_override=path).float()
                     err = ((y - ref).norm() / ref.norm()).item()

@@ -295,3 +295,41 @@ def test_pipelined_tile_against_the_oracle(tmp_path, layout, dtype, gs):
             a = run_and_check(x, packed, L, cfg, seed, tg.DOT_PIPE).double()
             b = run_and_check(x, packed, L, TileConfig(64, 64, cfg.block_k, 1, 4, 3), seed, tg.DOT_KTJ).double()
             assert float((a - b).norm() / b.norm()) < (2e-3 if dtype == torch.float16 else 1e-2)
+
+
+WS_TILES = [(TileConfig(128, 128, 64, 1, 4, 4, ws=True), (64, 128, 300)), (TileConfig(64, 256, 64, 1, 4, 3, ws=True), (7, 64, 1000)),
+            (TileConfig(128, 128, 128, 1, 4, 2, ws=True), (129,)), (TileConfig(64, 128, 64, 1, 4, 6, ws=True), (33, 200))]
+
+
+@pytest.mark.parametrize("layout", ["gptq_v1", "gptq_v2"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("gs", [64, 128])
+def test_warp_specialized_tile_against_the_oracle(tmp_path, layout, dtype, gs):
+    """gluon_ws's tile (load warp, dequantization warps, MMA warps on mbarriers) on whole and partial
+    M tiles, rings of 2-6 slots, K tiles of 64-128: every output written and within tolerance of the
+    oracle, and the same sums as DOT_KTJ."""
+    from repack.kernels import triton_gemm as tg
+    L, packed, _ = layout_case(tmp_path, layout, gs)
+    for cfg, ms in WS_TILES:
+        if gs % cfg.block_k or N % cfg.block_n:
+            continue
+        for M in ms:
+            seed = random.randrange(2**31)
+            x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).to(dtype).cuda()
+            a = run_and_check(x, packed, L, cfg, seed, tg.DOT_WS).double()
+            b = run_and_check(x, packed, L, TileConfig(64, 64, cfg.block_k, 1, 4, 3), seed, tg.DOT_KTJ).double()
+            assert float((a - b).norm() / b.norm()) < (2e-3 if dtype == torch.float16 else 1e-2)
+
+
+def test_warp_specialized_tile_on_a_large_layer():
+    """Many K steps (the rings wrap dozens of times: the mbarrier phases) and many programs."""
+    from repack.kernels import triton_gemm as tg
+    K2, N2 = 4096, 4096
+    w, W = _random_gptq_words(K2, N2, 128, random.randrange(2**31))
+    for M, cfg in ((1024, TileConfig(128, 128, 64, 1, 4, 4, ws=True)), (256, TileConfig(64, 256, 64, 1, 4, 3, ws=True))):
+        seed = random.randrange(2**31)
+        x = torch.randn(M, K2, generator=torch.Generator().manual_seed(seed)).half().cuda()
+        want = x.double() @ W.t()
+        y = tg.triton_gemm(x, w, cfg, path_override=tg.DOT_WS).double()
+        rel = float((y - want).norm() / want.norm())
+        assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg})"

@@ -310,6 +310,7 @@ GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2 = 0, 1, 2, 3, 
 DOT_GLUON = 12  # host-side path id: gluon_gemm.w4_dot_kernel (the weight born in wgmma registers)
 DOT_PIPE = 13  # host-side path id: gluon_pipe.w4_pipe_kernel (TMA ring, asynchronous wgmma from shared memory); only
 # where a tuned entry says pipe (none does yet: it is not faster than DOT_KTJ, benchmarks/NOTES-gemm.md)
+DOT_WS = 14  # host-side path id: gluon_ws.w4_ws_kernel (warp-specialized: load warp, dequantization warps, MMA warps)
 # tensor-core tiles of GPTQ-order layers go to the Gluon kernel where it applies (see _gluon_fits)
 GLUON_DOT = True
 M1_OTHER_BLOCK_N = 256  # the widest M = 1 tile of the paths other than GEMV_H2 (the narrowing in triton_gemm())
@@ -636,10 +637,15 @@ def _gluon_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, block_m: int
     return _gluon_available()
 
 
-def _pipe_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, cfg: TileConfig, block_k: int) -> bool:
-    """Whether gluon_pipe.w4_pipe_kernel runs this call: GPTQ zeros, whole tiles, a tile its layouts
-    cover (gluon_pipe.fits), and what TMA needs: contiguous weight tensors, 16-byte aligned x rows."""
-    from .gluon_pipe import fits
+def _pipe_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, cfg: TileConfig, block_k: int, ws: bool = False) -> bool:
+    """Whether gluon_pipe.w4_pipe_kernel (gluon_ws.w4_ws_kernel with ``ws``) runs this call: GPTQ
+    zeros, whole tiles, a tile its layouts cover (``fits``), and what TMA needs: contiguous weight
+    tensors, 16-byte aligned x rows."""
+    from .gluon_pipe import fits as pipe_fits
+    from .gluon_ws import fits as ws_fits
+    fits = ws_fits if ws else pipe_fits
+    if ws and cfg.split_k > 1:
+        return False
     if w.zeros_layout != ZEROS_ALONG_N or w.zero_offset < 0 or w.out_features % cfg.block_n:
         return False
     if w.in_features % block_k or w.effective_group_size % block_k:
@@ -692,7 +698,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     block_m, block_k = (1, cfg.block_k) if cfg.block_m == 1 else (max(16, cfg.block_m), cfg.block_k)
     block_n, stages = cfg.block_n, cfg.num_stages
     joined_bk = _joined_block_k(w, block_k, tensor_core=block_m > 1)
-    if path_override is not None and path_override not in (GEMV_KJ, DOT_KTJ, GEMV_H2, DOT_GLUON, DOT_PIPE):
+    if path_override is not None and path_override not in (GEMV_KJ, DOT_KTJ, GEMV_H2, DOT_GLUON, DOT_PIPE, DOT_WS):
         joined_bk = None
     if joined_bk is not None:
         # 4-bit GPTQ-order layers: each word loaded once, its codes unpacked inside one thread
@@ -732,7 +738,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             block_k, stages = min(block_k, 32), min(stages, 2)
         if path == GEMV_N:
             block_k = min(block_k, gs) if gs % min(block_k, gs) == 0 else 8  # a tile lies in one group
-    if path == DOT_KTJ and cfg.pipe and path_override in (None, DOT_PIPE) and _pipe_fits(w, x2, y, cfg, block_k):
+    if path == DOT_KTJ and cfg.ws and path_override in (None, DOT_WS) and _pipe_fits(w, x2, y, cfg, block_k, ws=True):
+        path = DOT_WS
+    elif path == DOT_KTJ and cfg.pipe and path_override in (None, DOT_PIPE) and _pipe_fits(w, x2, y, cfg, block_k):
         path = DOT_PIPE
     elif path == DOT_KTJ and (GLUON_DOT if path_override is None else path_override == DOT_GLUON) and \
             _gluon_fits(w, x2, y, block_m, block_n, block_k):
@@ -774,12 +782,19 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         args = (gluon_pipe.x_descriptor(x2, block_m, block_k), *gluon_pipe.weight_descriptors(w, block_n, block_k),
                 y, ws, cnt, M, N, K, k_split, split, gs, w.zero_offset, y.stride(0))
         kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_pipe.w4_pipe_kernel, gluon_pipe.CONST_NAMES)
+    elif path == DOT_WS:
+        from . import gluon_pipe, gluon_ws
+        consts = gluon_ws.consts(block_m, block_n, block_k, stages, warps)
+        args = (gluon_pipe.x_descriptor(x2, block_m, block_k), *gluon_pipe.weight_descriptors(w, block_n, block_k),
+                y, M, N, K, gs, w.zero_offset, y.stride(0))
+        kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_ws.w4_ws_kernel, gluon_ws.CONST_NAMES,
+                         maxnreg=gluon_ws.MAXNREG)
     else:
         consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even,
                   PAIRED_DEQUANT and x.is_cuda and w.zeros_layout in PAIRED_ZEROS, slayout)
         kernel = _launch(grid, args, consts, warps, stages, x.device, stream)
-    # (DOT_PIPE takes tensor descriptors, made for each call: no plan)
-    if kernel is not None and config is None and path_override is None and y.is_contiguous() and path != DOT_PIPE:
+    # (DOT_PIPE and DOT_WS take tensor descriptors, made for each call: no plan)
+    if kernel is not None and config is None and path_override is None and y.is_contiguous() and path not in (DOT_PIPE, DOT_WS):
         if len(_plans) >= 4096:  # shapes of many layers and lengths: start over rather than grow
             _plans.clear()
         # the weight's own tensors are not stored: a plan must not keep a dropped layer in GPU memory
@@ -840,7 +855,7 @@ _compiled: dict[tuple, object] = {}
 
 
 def _launch(grid, args: tuple, consts: tuple, num_warps: int, num_stages: int, device: torch.device,
-            stream: int, fn=None, const_names: tuple = _CONST_NAMES):
+            stream: int, fn=None, const_names: tuple = _CONST_NAMES, maxnreg: int | None = None):
     """Launch through the compiled kernel directly once it exists: Triton's generic launch path
     re-derives the specialization of all 34 arguments in Python on every call (70-150 us measured
     on the lent H100's host), more than the kernel itself takes at M=1. The key holds everything
@@ -849,10 +864,12 @@ def _launch(grid, args: tuple, consts: tuple, num_warps: int, num_stages: int, d
     (None on the call that compiled it)."""
     spec = tuple(_spec(a) for a in args)
     fn = fn or _w_gemm_kernel
-    key = (fn, device.index, consts, num_warps, num_stages, spec)
+    key = (fn, device.index, consts, num_warps, num_stages, maxnreg, spec)
     kernel = _compiled.get(key)
     if kernel is None:
-        _compiled[key] = fn[grid](*args, **dict(zip(const_names, consts)), num_warps=num_warps, num_stages=num_stages)
+        extra = {"maxnreg": maxnreg} if maxnreg else {}
+        _compiled[key] = fn[grid](*args, **dict(zip(const_names, consts)), num_warps=num_warps, num_stages=num_stages,
+                                  **extra)
         return None
     # the launcher takes every parameter in signature order, constexprs included (ignored)
     kernel.run(grid[0], grid[1], grid[2], stream, kernel.function, kernel.packed_metadata, None,

@@ -27,6 +27,7 @@ class TileConfig:
     num_warps: int = 4
     num_stages: int = 3
     pipe: bool = False  # GPTQ-order 4-bit layers run gluon_pipe's pipelined tile (num_stages = its ring)
+    ws: bool = False  # ... or gluon_ws's warp-specialized tile (num_warps = its MMA warps)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,4 +74,5 @@ def pick_config(M: int, N: int, K: int) -> TileConfig:
     block_n = min(c["block_n"], max(64, 1 << (N.bit_length() - 1)))
     tiles = math.ceil(M / c["block_m"]) * math.ceil(N / block_n)
     split = split_for(tiles, K, c["block_k"], best["target_programs"]) if best["target_programs"] else 1
-    return TileConfig(c["block_m"], block_n, c["block_k"], split, c["num_warps"], c["num_stages"], c.get("pipe", False))
+    return TileConfig(c["block_m"], block_n, c["block_k"], split, c["num_warps"], c["num_stages"], c.get("pipe", False),
+                      c.get("ws", False))
