@@ -38,7 +38,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .checkpoint import RawSlice, TensorSpec, copy_range, pwrite_all, tensor_bytes
-from .direct_io import open_direct, pwrite_direct
+from .direct_io import open_direct, pwrite_direct, release
 from .dtypes import is_array
 from .errors import OutputError
 
@@ -262,7 +262,7 @@ def _die_with(parent: int) -> None:
 def _write_item(index: int) -> tuple[Callable, list[str]]:
     """Produces (and encodes) an item's tensors; returns their writes and names."""
     items, produce, places, encode = _job
-    names, writes = [], []
+    names, writes, buffers = [], [], []
     for name, data in produce(items[index]):
         place = places.get(name)
         if place is None:
@@ -274,12 +274,15 @@ def _write_item(index: int) -> tuple[Callable, list[str]]:
             if arr is not None:  # the whole file's bytes: its aligned middles bypass the page cache
                 writes.append((pwrite_direct, _fd(path), _fd(path, direct=True), offset,
                                memoryview(arr.reshape(-1).view(np.uint8))))
+                buffers.append(arr)
             continue
         writes.append((_put, _fd(path), _fd(path, direct=True), offset, name, spec, data))
 
     def write() -> None:
         for fn, *args in writes:
             fn(*args)
+        for arr in buffers:  # an encoder's direct_io.out_buffer, written: free for the next item's
+            release(arr)
     return write, names
 
 

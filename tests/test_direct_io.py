@@ -9,12 +9,16 @@ from repack import direct_io
 
 
 @pytest.mark.parametrize("direct", [True, False])
-def test_pieces_at_any_offset_and_length_land_exactly(tmp_path, direct, monkeypatch):
+@pytest.mark.parametrize("in_place", [False, True])
+def test_pieces_at_any_offset_and_length_land_exactly(tmp_path, direct, in_place, monkeypatch):
     """Pieces of random bytes at unaligned and aligned offsets, shorter than a page, spanning many
     pages and longer than the staging buffer, written next to each other (neighbours share their
     boundary pages) into a sparse file, as the write processes fill a GGUF: the file is the
-    expected bytes exactly, through a normal descriptor afterwards."""
+    expected bytes exactly, through a normal descriptor afterwards. ``in_place``: the bytes sit in
+    out_buffer memory with their offset's page phase, written without the staging copy."""
     monkeypatch.setattr(direct_io, "STAGE", 64 * 1024)  # several staged pieces per write
+    monkeypatch.setattr(direct_io, "DIRECT_MAX", 3 * 4096)  # several direct writes per in-place piece
+    monkeypatch.setattr(direct_io, "_stage", None)
     monkeypatch.setattr(direct_io, "DIRECT_MIN", 3 * 4096)
     monkeypatch.setenv("REPACK_DIRECT_IO", "1" if direct else "0")
     rng = np.random.default_rng(1)
@@ -34,12 +38,20 @@ def test_pieces_at_any_offset_and_length_land_exactly(tmp_path, direct, monkeypa
     assert (dfd is None) == (not direct)
     for off, n in reversed(list(zip(offsets, lengths))):  # out of order, as two processes write
         data = rng.integers(0, 256, n, dtype=np.uint8)
+        if in_place:
+            buf = direct_io.out_buffer(n, off)
+            assert buf.ctypes.data % 4096 == off % 4096
+            buf[:] = data
+            data = buf
         expected[off: off + n] = data
         assert direct_io.pwrite_direct(fd, dfd, off, memoryview(data)) == n
+        if in_place:
+            direct_io.release(data)
     os.close(fd)
     if dfd is not None:
         os.close(dfd)
     assert np.array_equal(np.fromfile(path, np.uint8), expected)
+    assert (direct_io._stage is None) == (in_place or not direct)  # in place: the staging buffer never needed
 
 
 def test_a_refused_direct_write_falls_back_to_the_page_cache(tmp_path, monkeypatch):
@@ -95,3 +107,19 @@ def test_other_direct_write_errors_reach_the_caller(tmp_path, monkeypatch):
         monkeypatch.undo()
         os.close(fd)
         os.close(dfd)
+
+
+def test_out_buffers_are_reused_once_released_and_never_shared():
+    """A released buffer's memory serves the next request that fits (no fresh, zeroed pages); a
+    buffer still held is never handed out again."""
+    a = direct_io.out_buffer(100_000, 5)
+    a[:] = 7
+    b = direct_io.out_buffer(100_000, 5)
+    assert not np.shares_memory(a, b)
+    direct_io.release(a.reshape(1000, 100))  # a view of it gives the whole map back
+    c = direct_io.out_buffer(90_000, 4096 + 300)
+    assert c.ctypes.data % 4096 == 300 and c.ctypes.data // 4096 == a.ctypes.data // 4096  # a's map again
+    assert not np.shares_memory(b, c)
+    direct_io.release(np.zeros(10))  # not a buffer of the pool: ignored
+    direct_io.release(b)
+    direct_io.release(c)

@@ -114,7 +114,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E
 import torch  # noqa: E402
 
 from fixtures.checkpoints import RefLayer, gguf_block_data, random_layer  # noqa: E402
-from repack.formats import gguf_tensor  # noqa: E402
+from repack import direct_io  # noqa: E402
+from repack.formats import gguf_jit, gguf_tensor  # noqa: E402
 from repack.tensor import QuantTensor  # noqa: E402
 
 
@@ -151,7 +152,7 @@ def test_smallest_exact_type_round_trips(bits, gs, K, N, sym, seed):
 
 @pytest.mark.parametrize("kind", ["q4_0", "q4_1", "q5_0", "q5_1"])
 @pytest.mark.parametrize("K, N, gs", [(32, 8, -1), (96, 24, 32), (160, 64, 64), (256, 8, 128), (4096, 72, 128)])
-def test_word_encoder_matches_the_code_encoder(kind, K, N, gs):
+def test_word_encoder_matches_the_code_encoder(kind, K, N, gs, monkeypatch):
     """4-bit tensors take the word-level encoders (nibble adds and shuffles on the packed words, in
     numpy and compiled): their bytes equal those of the encoder that unpacks every code, zero points
     0 and 16 included."""
@@ -176,6 +177,14 @@ def test_word_encoder_matches_the_code_encoder(kind, K, N, gs):
     want = gguf_tensor._encode_codes(qt, bt)
     assert np.array_equal(gguf_tensor._encode_words(qt, bt), want)
     assert np.array_equal(gguf_tensor._encode_jit(qt, bt), want)  # the compiled pass (gguf_jit)
+    # into a write buffer at an odd page phase, rows reordered on the way (q/k's rotary order)
+    rows = rng.permutation(N)
+    out = direct_io.out_buffer(want.nbytes, 4096 * 3 + 6).reshape(want.shape)
+    assert gguf_tensor.encode(qt, bt, out, rows) is out
+    assert out.ctypes.data % 4096 == 6 and np.array_equal(out, want[rows])
+    monkeypatch.setattr(gguf_jit, "available", lambda: False)  # the numpy encoder, the same way
+    out2 = np.zeros_like(want)
+    assert gguf_tensor.encode(qt, bt, out2, rows) is out2 and np.array_equal(out2, want[rows])
 
 
 def test_group_blocks_merges_only_identical_neighbours():

@@ -62,12 +62,14 @@ def _qh_byte(x):
 
 
 @_jit
-def _encode(words, d, m, shift, gblocks, ts, five, out):
+def _encode(words, d, m, shift, dest, gblocks, ts, five, out):
     # words uint32 [K/8, N]; d, m uint16 [G, N] (m 0 x 0 when the type has none); shift uint8 [G, N]
-    # (0 x 0: none); out uint16 [N, K/32 * ts / 2]; positions below in 16-bit units
+    # (0 x 0: none); dest int64 [N]: the output row of column n (empty: n); out uint16
+    # [N, K/32 * ts / 2]; positions below in 16-bit units
     kw, n_out = words.shape
     has_min = m.shape[0] > 0
     has_shift = shift.shape[0] > 0
+    has_dest = dest.shape[0] > 0
     units = ts // 2
     for n0 in range(0, n_out, ROWS):
         n1 = min(n_out, n0 + ROWS)
@@ -75,10 +77,11 @@ def _encode(words, d, m, shift, gblocks, ts, five, out):
             g = b // gblocks
             at = b * units
             for n in range(n0, n1):
-                out[n, at] = d[g, n]
+                r = dest[n] if has_dest else n
+                out[r, at] = d[g, n]
                 p = at + 1
                 if has_min:
-                    out[n, p] = m[g, n]
+                    out[r, p] = m[g, n]
                     p += 1
                 add = _u64(shift[g, n]) * _ONES if has_shift else _u64(0)
                 x0 = _spread(words[4 * b, n]) + add
@@ -87,10 +90,10 @@ def _encode(words, d, m, shift, gblocks, ts, five, out):
                 x3 = _spread(words[4 * b + 3, n]) + add
                 if five:
                     qh = _qh_byte(x0) | (_qh_byte(x1) << _S8) | (_qh_byte(x2) << _S16) | (_qh_byte(x3) << _S24)
-                    _put(out, n, p, qh, 2)
+                    _put(out, r, p, qh, 2)
                     p += 2
-                _put(out, n, p, (x0 & _M4) | ((x2 & _M4) << _S4), 4)
-                _put(out, n, p + 4, (x1 & _M4) | ((x3 & _M4) << _S4), 4)
+                _put(out, r, p, (x0 & _M4) | ((x2 & _M4) << _S4), 4)
+                _put(out, r, p + 4, (x1 & _M4) | ((x3 & _M4) << _S4), 4)
 
 
 def available() -> bool:
@@ -98,14 +101,22 @@ def available() -> bool:
 
 
 def encode_words(words: np.ndarray, d: np.ndarray, m: np.ndarray | None, shift: np.ndarray | None,
-                 group_blocks: int, type_size: int, five: bool) -> np.ndarray:
+                 group_blocks: int, type_size: int, five: bool, out: np.ndarray | None = None,
+                 rows: np.ndarray | None = None) -> np.ndarray:
     """Block bytes uint8 [N, K/32 * type_size] from canonical words uint32 [K/8, N], the per-group
     fp16 bits of d (and m) uint16 [G, N], the per-group shift ``zero - z`` uint8 [G, N] (None: 0;
-    for 4-bit types already modulo 16), ``group_blocks`` blocks a group."""
+    for 4-bit types already modulo 16), ``group_blocks`` blocks a group. ``out``: where to put them
+    (uint8, that shape, rows 2-byte aligned); ``rows``: result row i holds output ``rows[i]`` (a
+    permutation, as ``blocks[rows]`` would give)."""
     kw, n_out = words.shape
-    out = np.empty((n_out, kw // 4 * type_size), np.uint8)
+    if out is None:
+        out = np.empty((n_out, kw // 4 * type_size), np.uint8)
     m = np.zeros((0, 0), np.uint16) if m is None else np.ascontiguousarray(m)
     shift = np.zeros((0, 0), np.uint8) if shift is None else np.ascontiguousarray(shift)
-    _encode(np.ascontiguousarray(words).view(np.uint32), np.ascontiguousarray(d), m, shift, group_blocks, type_size,
-            five, out.view(np.uint16))
+    dest = np.zeros(0, np.int64)
+    if rows is not None:
+        dest = np.empty(n_out, np.int64)
+        dest[rows] = np.arange(n_out)
+    _encode(np.ascontiguousarray(words).view(np.uint32), np.ascontiguousarray(d), m, shift, dest, group_blocks,
+            type_size, five, out.view(np.uint16))
     return out

@@ -199,19 +199,31 @@ def _exact_type(t: QuantTensor, only: gb.BlockType | None) -> gb.BlockType | Non
     return None
 
 
-def encode(t: QuantTensor, bt: gb.BlockType) -> np.ndarray:
-    """Block bytes uint8 [N, K/32 * type_size] of a tensor :func:`exact_type` accepts for ``bt``."""
+def encode(t: QuantTensor, bt: gb.BlockType, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+    """Block bytes uint8 [N, K/32 * type_size] of a tensor :func:`exact_type` accepts for ``bt``;
+    into ``out`` when given (that shape), rows reordered as ``blocks[rows]`` when ``rows`` is given."""
     if t.bits == 4 and t.g_idx is None and bt.code_bits in (4, 5) and sys.byteorder == "little":
         from . import gguf_jit
-        return _encode_jit(t, bt) if gguf_jit.available() else _encode_words(t, bt)
-    return _encode_codes(t, bt)
+        if gguf_jit.available():
+            return _encode_jit(t, bt, out, rows)
+        blocks = _encode_words(t, bt)
+    else:
+        blocks = _encode_codes(t, bt)
+    if rows is not None:
+        blocks = blocks[rows]
+    if out is None:
+        return blocks
+    out[...] = blocks
+    return out
 
 
-def _encode_jit(t: QuantTensor, bt: gb.BlockType) -> np.ndarray:
+def _encode_jit(t: QuantTensor, bt: gb.BlockType, out: np.ndarray | None = None,
+                rows: np.ndarray | None = None) -> np.ndarray:
     """:func:`_encode_words`' bytes from gguf_jit's compiled pass (about half the CPU-seconds)."""
     from .gguf_jit import encode_words
     d, m, shift = _word_fields(t, bt)
-    return encode_words(t.qweight, d, m, shift, t.effective_group_size // gb.BLOCK, bt.type_size, bt.code_bits == 5)
+    return encode_words(t.qweight, d, m, shift, t.effective_group_size // gb.BLOCK, bt.type_size, bt.code_bits == 5,
+                        out, rows)
 
 
 def _word_fields(t: QuantTensor, bt: gb.BlockType) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:

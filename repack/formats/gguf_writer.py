@@ -95,6 +95,7 @@ class GgufWriter(CheckpointWriter):
         self._nbytes: dict[str, int] = {}  # GGUF bytes of each written tensor, declared in the header
         self._types = {s.name: s.ggml_type for s in specs if getattr(s, "ggml_type", -1) >= 0}  # declared block types
         self._rope_freqs: np.ndarray | None = None  # Llama 3 rope divisors to add after the model's tensors
+        self._offsets: dict[str, int] = {}  # each tensor's offset in the file, once presize() laid it out
         self._rope_at: int | None = None  # their offset once presize() laid out the data section
 
     def __enter__(self) -> "GgufWriter":
@@ -214,17 +215,21 @@ class GgufWriter(CheckpointWriter):
 
     # -- data ---------------------------------------------------------------------------------
     def pack_module(self, module: str, qt) -> list[tuple[str, object]] | None:
-        """q_proj / k_proj blocks with their rows already in llama.cpp's rotary order, encoded and
-        reordered on convert's worker threads instead of reordered here (the writer's thread only
-        writes). None: the format's pack, and :meth:`write` as for any tensor."""
+        """A module's GGUF blocks, encoded on convert's workers: q_proj / k_proj rows in llama.cpp's
+        rotary order (the encoder puts each row in its place), and, once :meth:`presize` has laid
+        out the file, into memory with its file offset's page phase (direct_io.out_buffer: the
+        write goes out from there, no copy). None: not a module of this file."""
         name = f"{module}.weight"
-        heads = arch.permuted_heads(name, self.config) if name in self.names else None
-        if not heads:
+        if name not in self.names or name not in self._types:
             return None
+        from ..direct_io import out_buffer
         from .gguf_blocks import BY_ID
         from .gguf_tensor import encode
-        blocks = encode(qt, BY_ID[self._types[name]])
-        return [(name, _GgufRows(blocks[arch.rows_to_gguf(blocks.shape[0], heads)]))]
+        heads = arch.permuted_heads(name, self.config)
+        rows = arch.rows_to_gguf(qt.out_features, heads) if heads else None
+        at = self._offsets.get(name)
+        out = None if at is None else out_buffer(self._nbytes[name], at).reshape(qt.out_features, -1)
+        return [(name, _GgufRows(encode(qt, BY_ID[self._types[name]], out, rows)))]
 
     def write(self, name: str, data) -> None:
         spec = self._expect(name)[1]
@@ -267,6 +272,7 @@ class GgufWriter(CheckpointWriter):
             offset += pad(ti.nbytes, align)
         fout.truncate(offset)
         self._rope_at = at.get("rope_freqs.weight")
+        self._offsets = {s.name: at[self.names[s.name]] for s in self.specs if s.name in self.names}
         path = self.tmp / GGUF_NAME
         return {s.name: (path, at[self.names[s.name]], s) if s.name in self.names else (None, 0, s) for s in self.specs}
 
