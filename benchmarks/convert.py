@@ -144,7 +144,9 @@ def warm_tools() -> None:
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / "repack"), str(root / "cli")], check=True,
                    env=env, stdout=subprocess.DEVNULL)  # every module a conversion imports, lazily too
-    subprocess.run([sys.executable, "-c", "import cli.main, repack.convert, gguf"], check=True, env=env)
+    # gguf_jit: numba and llvmlite (~200 MB of libraries) and the compiled GGUF encoder's cache
+    subprocess.run([sys.executable, "-c", "import cli.main, repack.convert, gguf; from repack.formats import gguf_jit; "
+                    "gguf_jit.load()"], check=True, env=env)
     subprocess.run(["cp", "--version"], check=True, stdout=subprocess.DEVNULL)
 
 

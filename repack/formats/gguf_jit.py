@@ -100,6 +100,15 @@ def available() -> bool:
     return numba is not None
 
 
+def load() -> None:
+    """The compiled encoder ready in this process (numba's import and its code from the disk cache,
+    ~0.3 s): the write pass calls it before it forks, so its processes inherit it instead of each
+    loading it over its first module."""
+    if numba is not None:
+        encode_words(np.zeros((4, 1), np.uint32), np.zeros((1, 1), np.uint16), None, np.zeros((1, 1), np.uint8), 1, 22,
+                     True)
+
+
 def encode_words(words: np.ndarray, d: np.ndarray, m: np.ndarray | None, shift: np.ndarray | None,
                  group_blocks: int, type_size: int, five: bool, out: np.ndarray | None = None,
                  rows: np.ndarray | None = None) -> np.ndarray:
