@@ -102,8 +102,9 @@ def available() -> bool:
 
 def load() -> None:
     """The compiled encoder ready in this process (numba's import and its code from the disk cache,
-    ~0.3 s): the write pass calls it before it forks, so its processes inherit it instead of each
-    loading it over its first module."""
+    ~0.3 s; benchmarks/convert.py warms the files with it). The write processes load it over their
+    first module, while the other one writes the large pass-through tensors: loaded before the fork
+    instead, the serial start grew by ~0.25 s and the conversion was no faster (NOTES-convert.md)."""
     if numba is not None:
         encode_words(np.zeros((4, 1), np.uint32), np.zeros((1, 1), np.uint16), None, np.zeros((1, 1), np.uint8), 1, 22,
                      True)

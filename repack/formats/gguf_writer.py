@@ -273,9 +273,6 @@ class GgufWriter(CheckpointWriter):
         fout.truncate(offset)
         self._rope_at = at.get("rope_freqs.weight")
         self._offsets = {s.name: at[self.names[s.name]] for s in self.specs if s.name in self.names}
-        if self._types:
-            from . import gguf_jit
-            gguf_jit.load()  # before the write processes fork: they inherit the compiled encoder
         path = self.tmp / GGUF_NAME
         return {s.name: (path, at[self.names[s.name]], s) if s.name in self.names else (None, 0, s) for s in self.specs}
 
