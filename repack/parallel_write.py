@@ -38,7 +38,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .checkpoint import RawSlice, TensorSpec, copy_range, pwrite_all, tensor_bytes
-from .direct_io import open_direct, pwrite_direct, release
+from .direct_io import DIRECT_MIN, open_direct, out_buffer, pwrite_direct, release
 from .dtypes import is_array
 from .errors import OutputError
 
@@ -205,8 +205,7 @@ class _Writes:
             write, result = job
             try:
                 if write is not None:
-                    with _write_lock:
-                        write()
+                    write()  # its disk writes under _write_lock
             except BaseException as e:  # noqa: BLE001
                 self.send("error", e)  # the parent kills this process
                 return
@@ -272,7 +271,7 @@ def _write_item(index: int) -> tuple[Callable, list[str]]:
         if encode is not None:  # the writer turns the data into its container's bytes (GGUF)
             arr = encode(name, data, spec)
             if arr is not None:  # the whole file's bytes: its aligned middles bypass the page cache
-                writes.append((pwrite_direct, _fd(path), _fd(path, direct=True), offset,
+                writes.append((_locked, pwrite_direct, _fd(path), _fd(path, direct=True), offset,
                                memoryview(arr.reshape(-1).view(np.uint8))))
                 buffers.append(arr)
             continue
@@ -294,15 +293,30 @@ def _fd(path, direct: bool = False) -> int | None:
     return _fds[key]
 
 
+def _locked(fn: Callable, *args):
+    with _write_lock:
+        return fn(*args)
+
+
 def _put(fd: int, direct_fd: int | None, offset: int, name: str, spec: TensorSpec, data) -> None:
     if isinstance(data, RawSlice):
-        done = copy_range(data, 0, data.nbytes, fd, at=offset)
+        done = _locked(copy_range, data, 0, data.nbytes, fd, offset)
     elif is_array(data):
         buf = tensor_bytes(name, spec, data)
-        done = pwrite_direct(fd, direct_fd, offset, memoryview(buf)) if spec.nbytes else 0
+        if direct_fd is not None and spec.nbytes >= DIRECT_MIN:
+            # copied to memory with the file offset's page phase before taking the lock, so the
+            # other process's disk write goes on meanwhile (direct_io's staging copy happens
+            # under it, between its direct writes)
+            staged = out_buffer(spec.nbytes, offset)
+            staged[:] = buf
+            done = _locked(pwrite_direct, fd, direct_fd, offset, memoryview(staged))
+            release(staged)
+        else:
+            done = _locked(pwrite_direct, fd, direct_fd, offset, memoryview(buf)) if spec.nbytes else 0
     else:
         done = 0
-        for chunk in data:
-            done += pwrite_all(fd, offset + done, memoryview(chunk).cast("B"))
+        with _write_lock:
+            for chunk in data:
+                done += pwrite_all(fd, offset + done, memoryview(chunk).cast("B"))
     if done != spec.nbytes:
         raise OutputError(f"tensor '{name}': wrote {done} bytes, declared {spec.nbytes}")
