@@ -3,7 +3,7 @@
 the refills; results are wrong, times only),
 kernel-only graph time against cuBLAS fp16 and the DOT_KTJ default.
 
-    python benchmarks/diag_pipe.py [--stages | --ws]
+    python benchmarks/diag_pipe.py [--stages | --ws | --ws-parts]
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def main() -> None:
     t = time.time()
     while time.time() - t < 2:
         warm @ warm
+    if "--ws-parts" in sys.argv:
+        return ws_parts()
     if "--ws" in sys.argv:
         return compare_ws()
     stages = "--stages" in sys.argv
@@ -77,6 +79,35 @@ def compare_ws() -> None:
             g = graph_ms([lambda c=c: triton_gemm(x, c, cfg, path_override=DOT_WS) for c in copies])
             line += f", ws {cfg.block_m}x{cfg.block_n}x{cfg.block_k} s{cfg.num_stages} {g * 1e3:.1f} (err {err:.0e})"
         print(line, flush=True)
+
+
+def ws_parts() -> None:
+    """gluon_ws with parts switched off (gluon_ws.SKIP: 1 constant weight tile, 2 no weight stores,
+    3 no fence) and with 4 or 8 dequantization warps: where its time goes."""
+    from repack.kernels import gluon_ws
+    from repack.kernels.triton_gemm import DOT_WS
+    for K, N, M in WS_CASES[:3]:
+        copies = [packed_weight(K, N) for _ in range(copies_for(K * N // 2))]
+        dense = [torch.randn(N, K, device="cuda", dtype=torch.float16) for _ in range(copies_for(K * N * 2))]
+        x = torch.randn(M, K, device="cuda", dtype=torch.float16)
+        ref = triton_gemm(x, copies[0]).float()
+        cub = graph_ms([lambda d=d: torch.nn.functional.linear(x, d) for d in dense])
+        dflt = graph_ms([lambda c=c: triton_gemm(x, c) for c in copies])
+        print(f"{K}x{N} M={M}: cuBLAS {cub * 1e3:.1f} us, default {dflt * 1e3:.1f}", flush=True)
+        for cfg in (WS_TILES[3], WS_TILES[1]):
+            for dqw in (4, 8):
+                line = f"  ws {cfg.block_m}x{cfg.block_n}x{cfg.block_k} s{cfg.num_stages} dq{dqw}:"
+                for dbg in (0, 1, 2, 3):
+                    gluon_ws.DQ_WARPS, gluon_ws.SKIP = dqw, dbg
+                    try:
+                        y = triton_gemm(x, copies[0], cfg, path_override=DOT_WS).float()
+                        err = float((y - ref).norm() / ref.norm())
+                        g = graph_ms([lambda c=c: triton_gemm(x, c, cfg, path_override=DOT_WS) for c in copies])
+                        line += f" skip{dbg} {g * 1e3:.1f}" + (f" (err {err:.0e})" if dbg in (0, 3) else "")
+                    except Exception as e:  # noqa: BLE001 -- a diagnostic: report and go on
+                        line += f" skip{dbg} failed ({type(e).__name__}: {str(e)[:80]})"
+                print(line, flush=True)
+        gluon_ws.DQ_WARPS, gluon_ws.SKIP = 4, 0
 
 
 if __name__ == "__main__":

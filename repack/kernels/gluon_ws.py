@@ -25,9 +25,11 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from .gluon_pipe import _fill, mma_layout, smem_bytes, words_layout
 from .gluon_gemm import _dequant8, _pairs
 
-DQ_WARPS: gl.constexpr = gl.constexpr(4)
+WSLOTS = 3  # weight slots in shared memory
+DQ_WARPS = 4  # a partition's warps; default; consts(dq_warps=8) gives 8 (two a scheduler, so one's loads hide behind the other's math)
 LOAD_REGS: gl.constexpr = gl.constexpr(40)
-DQ_REGS: gl.constexpr = gl.constexpr(128)
+SKIP = 0  # diagnostics only (results wrong): 1 the dequantization warps store a constant tile (no reads, no math),
+# 2 they store nothing either (only the barriers), 3 no fence after the weight stores
 # registers a thread at launch: 4 MMA + 1 load + 4 dequantization warps round up to 12 warps (3 warpgroups),
 # 384 threads x 168 = 64512 of the SM's 65536; the MMA warpgroup then takes what the workers give back
 # (the sm_90 compile probe: setmaxnreg 232 / 128 / 24). 8 MMA warps would need 16 warps x 128, and ptxas
@@ -35,12 +37,31 @@ DQ_REGS: gl.constexpr = gl.constexpr(128)
 MAXNREG = 168
 
 
+def regs(dq_warps: int) -> tuple[int, int]:
+    """(registers a thread at launch, the dequantization warps' own): with 8 dequantization warps the
+    launch rounds 13 warps up to 16 (65536 / 512 = 128), and the MMA warpgroup needs ~200 after."""
+    return (MAXNREG, 128) if dq_warps == 4 else (128, 104)
+
+
 @gluon.jit
 def _dequant_partition(x_desc, q_desc, s_desc, z_desc, x_ring, q_ring, s_ring, z_ring, w_slots,
                        ready, empty, wready, wempty, m0, n0, N, K, group_size, zero_offset,
                        BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, WSLOTS: gl.constexpr,
-                       WL: gl.constexpr):
+                       WL: gl.constexpr, ZL: gl.constexpr, DBG: gl.constexpr):
     XT: gl.constexpr = x_ring.dtype
+    if DBG == 1 or DBG == 2:  # (diagnostics: no reads and no math)
+        wz = gl.zeros((BLOCK_N, BLOCK_K), XT, layout=ZL)
+        for i in range(K // BLOCK_K):
+            slot = i % STAGES
+            mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
+            mbarrier.arrive(empty.index(slot), count=1)
+            ws = i % WSLOTS
+            mbarrier.wait(wempty.index(ws), ((i // WSLOTS) & 1) ^ 1)
+            if DBG == 1:
+                w_slots.index(ws).store(wz)
+                fence_async_shared()
+            mbarrier.arrive(wready.index(ws), count=1)
+        return
     j = gl.arange(0, 8, layout=gl.SliceLayout(0, gl.SliceLayout(0, WL)))
     for i in range(K // BLOCK_K):
         slot = i % STAGES
@@ -60,7 +81,8 @@ def _dequant_partition(x_desc, q_desc, s_desc, z_desc, x_ring, q_ring, s_ring, z
         ws = i % WSLOTS
         mbarrier.wait(wempty.index(ws), ((i // WSLOTS) & 1) ^ 1)
         w_slots.index(ws).store(w)
-        fence_async_shared()  # the weight stores, for the wgmma's async proxy
+        if DBG != 3:
+            fence_async_shared()  # the weight stores, for the wgmma's async proxy
         mbarrier.arrive(wready.index(ws), count=1)
 
 
@@ -68,7 +90,7 @@ def _dequant_partition(x_desc, q_desc, s_desc, z_desc, x_ring, q_ring, s_ring, z
 def _load_partition(x_desc, q_desc, s_desc, z_desc, x_ring, q_ring, s_ring, z_ring, w_slots,
                     ready, empty, wready, wempty, m0, n0, N, K, group_size, zero_offset,
                     BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, WSLOTS: gl.constexpr,
-                    WL: gl.constexpr):
+                    WL: gl.constexpr, ZL: gl.constexpr, DBG: gl.constexpr):
     for i in range(K // BLOCK_K):
         slot = i % STAGES
         mbarrier.wait(empty.index(slot), ((i // STAGES) & 1) ^ 1)  # a fresh barrier passes parity 1
@@ -110,7 +132,8 @@ def _mma_partition(x_ring, w_slots, ready, empty, wready, wempty, y_ptr, M, N, K
 @gluon.jit
 def w4_ws_kernel(x_desc, q_desc, s_desc, z_desc, y_ptr, M, N, K, group_size, zero_offset, sym,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
-                 WSLOTS: gl.constexpr, WL: gl.constexpr, MMA: gl.constexpr):
+                 WSLOTS: gl.constexpr, WL: gl.constexpr, MMA: gl.constexpr, ZL: gl.constexpr, DQW: gl.constexpr,
+                 DQ_REGS: gl.constexpr, DBG: gl.constexpr):
     XT: gl.constexpr = x_desc.dtype
     m0 = gl.program_id(1) * BLOCK_M
     n0 = gl.program_id(0) * BLOCK_N
@@ -135,24 +158,28 @@ def w4_ws_kernel(x_desc, q_desc, s_desc, z_desc, y_ptr, M, N, K, group_size, zer
         (_mma_partition, (x_ring, w_slots, ready, empty, wready, wempty, y_ptr, M, N, K, sym, m0, n0,
                           BLOCK_M, BLOCK_N, BLOCK_K, STAGES, WSLOTS, MMA)),
         (_load_partition, (x_desc, q_desc, s_desc, z_desc, x_ring, q_ring, s_ring, z_ring, w_slots, ready, empty, wready,
-                           wempty, m0, n0, N, K, group_size, zero_offset, BLOCK_N, BLOCK_K, STAGES, WSLOTS, WL)),
+                           wempty, m0, n0, N, K, group_size, zero_offset, BLOCK_N, BLOCK_K, STAGES, WSLOTS, WL, ZL, DBG)),
         (_dequant_partition, (x_desc, q_desc, s_desc, z_desc, x_ring, q_ring, s_ring, z_ring, w_slots, ready, empty, wready,
-                              wempty, m0, n0, N, K, group_size, zero_offset, BLOCK_N, BLOCK_K, STAGES, WSLOTS, WL)),
-    ], [1, DQ_WARPS], [LOAD_REGS, DQ_REGS])
+                              wempty, m0, n0, N, K, group_size, zero_offset, BLOCK_N, BLOCK_K, STAGES, WSLOTS, WL, ZL, DBG)),
+    ], [1, DQW], [LOAD_REGS, DQ_REGS])
 
 
-CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "STAGES", "WSLOTS", "WL", "MMA")
+CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "STAGES", "WSLOTS", "WL", "MMA", "ZL", "DQW", "DQ_REGS", "DBG")
 
 
-def consts(block_m: int, block_n: int, block_k: int, stages: int, warps: int, wslots: int = 3) -> tuple:
+def consts(block_m: int, block_n: int, block_k: int, stages: int, warps: int, wslots: int | None = None,
+           dq_warps: int | None = None) -> tuple:
     """``warps``: the MMA warps (the kernel's num_warps); the dequantization warps' layout is their own."""
-    return (block_m, block_n, block_k, stages, wslots, words_layout(block_n, block_k // 8, DQ_WARPS.value),
-            mma_layout(block_m, block_n, warps))
+    dq_warps, wslots = dq_warps or DQ_WARPS, wslots or WSLOTS
+    zl = gl.BlockedLayout([1, 8], [4, 8], [dq_warps, 1], [1, 0])  # (SKIP 1: the constant tile)
+    return (block_m, block_n, block_k, stages, wslots, words_layout(block_n, block_k // 8, dq_warps),
+            mma_layout(block_m, block_n, warps), zl, dq_warps, regs(dq_warps)[1], SKIP)
 
 
-def fits(block_m: int, block_n: int, block_k: int, stages: int, warps: int, wslots: int = 3) -> bool:
-    kw = block_k // 8
+def fits(block_m: int, block_n: int, block_k: int, stages: int, warps: int, wslots: int | None = None,
+         dq_warps: int | None = None) -> bool:
+    kw, dq_warps, wslots = block_k // 8, dq_warps or DQ_WARPS, wslots or WSLOTS
     return (block_n in (128, 256) and block_k in (32, 64, 128) and block_m in (64, 128) and warps == 4
-            and block_m * block_n <= 128 * 128 and kw * block_n // 4 >= 32 * DQ_WARPS.value
+            and block_m * block_n <= 128 * 128 and kw * block_n // 4 >= 32 * dq_warps
             and stages >= 2 and smem_bytes(block_m, block_n, block_k, stages) + (wslots - 2) * block_n * block_k * 2
             + 2 * wslots * 8 <= 227 * 1024)

@@ -788,7 +788,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         args = (gluon_pipe.x_descriptor(x2, block_m, block_k), *gluon_pipe.weight_descriptors(w, block_n, block_k),
                 y, M, N, K, gs, w.zero_offset, y.stride(0))
         kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_ws.w4_ws_kernel, gluon_ws.CONST_NAMES,
-                         maxnreg=gluon_ws.MAXNREG)
+                         maxnreg=gluon_ws.regs(gluon_ws.DQ_WARPS)[0])
     else:
         consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even,
                   PAIRED_DEQUANT and x.is_cuda and w.zeros_layout in PAIRED_ZEROS, slayout)
