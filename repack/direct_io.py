@@ -57,6 +57,11 @@ def open_direct(path) -> int | None:
         return None
 
 
+class _PoolMap(mmap.mmap):
+    """An anonymous map made by :func:`out_buffer`: the only kind :func:`release` takes back (a
+    memory-mapped source tensor handed to it must not become a buffer)."""
+
+
 def out_buffer(nbytes: int, offset: int) -> np.ndarray:
     """uint8 [nbytes] whose address is ``offset`` modulo 4 KB (``offset``: where in its file the
     bytes go), so :func:`pwrite_direct` writes its aligned middle without a copy. Reused memory
@@ -74,7 +79,7 @@ def out_buffer(nbytes: int, offset: int) -> np.ndarray:
         if m is not None:
             _free.remove(m)
     if m is None:
-        m = mmap.mmap(-1, max(ALIGN, -(-need // ALIGN) * ALIGN))  # anonymous maps are page-aligned
+        m = _PoolMap(-1, max(ALIGN, -(-need // ALIGN) * ALIGN))  # anonymous maps are page-aligned
     return np.frombuffer(m, np.uint8, count=nbytes, offset=phase)
 
 
@@ -84,7 +89,7 @@ def release(arr) -> None:
     base = arr
     while base is not None and not isinstance(base, mmap.mmap):
         base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
-    if base is None:
+    if not isinstance(base, _PoolMap):
         return
     with _pool_lock:
         if _pool_pid == os.getpid() and all(m is not base for m in _free):

@@ -109,9 +109,9 @@ def test_other_direct_write_errors_reach_the_caller(tmp_path, monkeypatch):
         os.close(dfd)
 
 
-def test_out_buffers_are_reused_once_released_and_never_shared():
+def test_out_buffers_are_reused_once_released_and_never_shared(tmp_path):
     """A released buffer's memory serves the next request that fits (no fresh, zeroed pages); a
-    buffer still held is never handed out again."""
+    buffer still held is never handed out again; memory that is not the pool's is never taken in."""
     a = direct_io.out_buffer(100_000, 5)
     a[:] = 7
     b = direct_io.out_buffer(100_000, 5)
@@ -121,5 +121,11 @@ def test_out_buffers_are_reused_once_released_and_never_shared():
     assert c.ctypes.data % 4096 == 300 and c.ctypes.data // 4096 == a.ctypes.data // 4096  # a's map again
     assert not np.shares_memory(b, c)
     direct_io.release(np.zeros(10))  # not a buffer of the pool: ignored
+    src = tmp_path / "source.bin"
+    src.write_bytes(bytes(200_000))
+    mapped = np.memmap(src, np.uint8, mode="r")  # a memory-mapped source tensor, as GGUF's pass-through ones
+    direct_io.release(mapped)
+    d = direct_io.out_buffer(150_000, 0)
+    assert not np.shares_memory(d, mapped) and d.flags.writeable
     direct_io.release(b)
     direct_io.release(c)
