@@ -98,7 +98,8 @@ def release(arr) -> None:
                 _free.remove(min(_free, key=len))
 
 
-def _address(view: memoryview) -> int:
+def address(view: memoryview) -> int:
+    """Where ``view``'s first byte is in memory."""
     return np.frombuffer(view, np.uint8).ctypes.data if len(view) else 0
 
 
@@ -110,7 +111,7 @@ def pwrite_direct(fd: int, direct_fd: int | None, offset: int, view: memoryview)
     if direct_fd is None or a1 - a0 < DIRECT_MIN:
         return pwrite_all(fd, offset, view)
     pwrite_all(fd, offset, view[:a0 - offset])
-    if (_address(view) + a0 - offset) % ALIGN == 0:  # the caller's memory has the file's phase: no staging copy
+    if (address(view) + a0 - offset) % ALIGN == 0:  # the caller's memory has the file's phase: no staging copy
         pos = a0
         while pos < a1:
             k = min(DIRECT_MAX, a1 - pos)
