@@ -36,6 +36,40 @@ def test_processes_write_the_same_bytes_as_threads(tmp_path, monkeypatch, to, va
     assert outs["1"] == outs["0"]
 
 
+@pytest.mark.parametrize("to, variant", [("auto_awq", "gemm"), ("gguf", "auto"), ("gguf", "q8_0")])
+def test_direct_and_staged_writes_land_the_same_bytes(tmp_path, monkeypatch, to, variant):
+    """With the direct-write threshold lowered to a few pages, the write processes' tensors go out
+    with O_DIRECT: GGUF's blocks from the encoder's phase-aligned buffers, safetensors arrays (and
+    the GGUF's pass-through tensors) copied piece by piece into such buffers before the disk lock
+    (_write_staged). The files equal the in-order threaded pass's, written all buffered."""
+    from repack import direct_io
+    layers = random_model(seed=4, bits=4, group_size=64, sym=False)
+    src = write_gptq(tmp_path / "src", layers, "v1", sym=False)
+    monkeypatch.setenv("REPACK_WRITE_PROCESSES", "0")
+    monkeypatch.setenv("REPACK_DIRECT_IO", "0")
+    convert(src, tmp_path / "a" / "out", to, variant, shard_size=40_000)
+    monkeypatch.setenv("REPACK_WRITE_PROCESSES", "1")
+    monkeypatch.setenv("REPACK_DIRECT_IO", "1")
+    if direct_io.open_direct(src / "config.json") is None:
+        pytest.skip("this file system refuses O_DIRECT (tmpfs?)")
+    monkeypatch.setattr(direct_io, "DIRECT_MIN", 2 * 4096)
+    monkeypatch.setattr(parallel_write, "DIRECT_MIN", 2 * 4096)
+    monkeypatch.setattr(parallel_write, "STAGED", 3 * 4096)  # several staged pieces a tensor
+    log = tmp_path / "direct.log"
+    real = direct_io._write_direct
+
+    def logged(fd, direct_fd, pos, aligned, same=None):  # in the write processes: a line a direct write
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {pos} {len(aligned)}\n")
+        return real(fd, direct_fd, pos, aligned, same)
+    monkeypatch.setattr(direct_io, "_write_direct", logged)
+    convert(src, tmp_path / "b" / "out", to, variant, shard_size=40_000)
+    lines = log.read_text().split()
+    assert len(lines) >= 3 * 4 and all(int(n) % 4096 == 0 for n in lines[2::3])  # direct writes happened, whole pages
+    assert len(set(lines[0::3])) == 2  # from both write processes
+    assert folder_bytes(tmp_path / "b" / "out") == folder_bytes(tmp_path / "a" / "out")
+
+
 def _fail(how: str, ckpt, module: str):
     if how == "raise":
         raise InputError(f"{ckpt.root}: tensor '{module}.qweight': simulated bad bytes")
