@@ -748,6 +748,11 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     if path_override is not None and path != path_override:
         raise ValueError(f"kernel path {path_override} cannot run this layer with this tile (dispatch chose {path})")
     warps, split_k = cfg.num_warps, cfg.split_k
+    if path == DOT_KTJ and (block_m, block_n, block_k, warps) == (128, 256, 64, 8):
+        # this one tile computes wrong sums on the H200 (relative error 0.09-0.11 on five shapes, 3 and 4
+        # stages; every other tile of 64-256 x 64-256 x 64-128, 4 or 8 warps is exact against the 64x64
+        # tile: benchmarks/results/diag-configs-h200.log); not understood yet. With 4 warps it is right
+        warps = 4
     if config is None and block_m == 1 and path != GEMV_H2 and block_n > M1_OTHER_BLOCK_N:
         # the tuned M = 1 tiles are GEMV_H2's (512-1024 wide, 8 warps); the other M = 1 paths (bf16,
         # AWQ, Marlin, act-order) keep the 256-wide 4-warp tile they were tuned with, about as many

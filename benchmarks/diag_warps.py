@@ -1,0 +1,53 @@
+"""Large-M tiles with more warps a CTA (the ncu profile: the default 256x128 tile runs 8 warps, 2 a
+scheduler, and stalls on the dequantization's dependency chains): the tuned tile against the same
+tile with 16 warps and other stage counts, graph times, outputs checked against the default.
+
+    python benchmarks/diag_warps.py
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from benchmarks.gemm_common import copies_for, graph_ms, packed_weight  # noqa: E402
+from repack.kernels.triton_gemm import triton_gemm  # noqa: E402
+from repack.kernels.tuned import TileConfig  # noqa: E402
+
+CASES = [(8192, 28672, 1024), (8192, 28672, 256), (4096, 14336, 1024), (14336, 4096, 256), (4096, 4096, 1024)]
+TILES = [(256, 128, 128, 8, 3), (256, 128, 128, 16, 3), (256, 128, 64, 16, 4), (256, 128, 64, 16, 3),
+         (128, 256, 64, 8, 4), (128, 256, 128, 8, 3), (256, 128, 64, 8, 4)]
+
+
+def main() -> None:
+    warm = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+    t = time.time()
+    while time.time() - t < 2:
+        warm @ warm
+    for K, N, M in CASES:
+        copies = [packed_weight(K, N) for _ in range(copies_for(K * N // 2))]
+        dense = [torch.randn(N, K, device="cuda", dtype=torch.float16) for _ in range(copies_for(K * N * 2))]
+        x = torch.randn(M, K, device="cuda", dtype=torch.float16)
+        ref = triton_gemm(x, copies[0]).float()
+        cub = graph_ms([lambda d=d: torch.nn.functional.linear(x, d) for d in dense])
+        dflt = graph_ms([lambda c=c: triton_gemm(x, c) for c in copies])
+        line = f"{K}x{N} M={M}: cuBLAS {cub * 1e3:.1f} us, default {dflt * 1e3:.1f}"
+        for bm, bn, bk, warps, stages in TILES:
+            cfg = TileConfig(bm, bn, bk, 1, warps, stages)
+            try:
+                y = triton_gemm(x, copies[0], cfg).float()
+                err = float((y - ref).norm() / ref.norm())
+                g = graph_ms([lambda c=c: triton_gemm(x, c, cfg) for c in copies])
+                line += f", {bm}x{bn}x{bk} w{warps} s{stages} {g * 1e3:.1f}" + ("" if err < 1e-3 else f" (err {err:.0e})")
+            except Exception as e:  # noqa: BLE001 -- a diagnostic: report and go on
+                line += f", {bm}x{bn}x{bk} w{warps} s{stages} failed ({type(e).__name__}: {str(e)[:50]})"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
