@@ -9,14 +9,13 @@ kernel-only graph time against cuBLAS fp16 and the DOT_KTJ default.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.gemm_common import copies_for, graph_ms, packed_weight  # noqa: E402
+from benchmarks.gemm_common import copies_for, graph_ms, layer_with_baselines, packed_weight, warm_clocks  # noqa: E402
 from repack.kernels import gluon_pipe  # noqa: E402
 from repack.kernels.triton_gemm import DOT_PIPE, triton_gemm  # noqa: E402
 from repack.kernels.tuned import TileConfig  # noqa: E402
@@ -32,10 +31,7 @@ STAGE_CASES = [(8192, 28672, 1024, TileConfig(256, 128, 64, 1, 8, 5, True)), (81
 
 
 def main() -> None:
-    warm = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
-    t = time.time()
-    while time.time() - t < 2:
-        warm @ warm
+    warm_clocks()
     if "--ws-parts" in sys.argv:
         return ws_parts()
     if "--ws" in sys.argv:
@@ -66,12 +62,7 @@ def compare_ws() -> None:
     """gluon_ws's tiles against cuBLAS and the default dispatch (graph times), checked first."""
     from repack.kernels.triton_gemm import DOT_WS
     for K, N, M in WS_CASES:
-        copies = [packed_weight(K, N) for _ in range(copies_for(K * N // 2))]
-        dense = [torch.randn(N, K, device="cuda", dtype=torch.float16) for _ in range(copies_for(K * N * 2))]
-        x = torch.randn(M, K, device="cuda", dtype=torch.float16)
-        ref = triton_gemm(x, copies[0]).float()
-        cub = graph_ms([lambda d=d: torch.nn.functional.linear(x, d) for d in dense])
-        dflt = graph_ms([lambda c=c: triton_gemm(x, c) for c in copies])
+        copies, x, ref, cub, dflt = layer_with_baselines(K, N, M)
         line = f"{K}x{N} M={M}: cuBLAS {cub * 1e3:.1f} us, default {dflt * 1e3:.1f}"
         for cfg in WS_TILES:
             y = triton_gemm(x, copies[0], cfg, path_override=DOT_WS).float()
@@ -87,12 +78,7 @@ def ws_parts() -> None:
     from repack.kernels import gluon_ws
     from repack.kernels.triton_gemm import DOT_WS
     for K, N, M in WS_CASES[:3]:
-        copies = [packed_weight(K, N) for _ in range(copies_for(K * N // 2))]
-        dense = [torch.randn(N, K, device="cuda", dtype=torch.float16) for _ in range(copies_for(K * N * 2))]
-        x = torch.randn(M, K, device="cuda", dtype=torch.float16)
-        ref = triton_gemm(x, copies[0]).float()
-        cub = graph_ms([lambda d=d: torch.nn.functional.linear(x, d) for d in dense])
-        dflt = graph_ms([lambda c=c: triton_gemm(x, c) for c in copies])
+        copies, x, ref, cub, dflt = layer_with_baselines(K, N, M)
         print(f"{K}x{N} M={M}: cuBLAS {cub * 1e3:.1f} us, default {dflt * 1e3:.1f}", flush=True)
         for cfg in (WS_TILES[3], WS_TILES[1]):
             for dqw in (4, 8):

@@ -8,14 +8,12 @@ tile with 16 warps and other stage counts, graph times, outputs checked against 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
 
-from benchmarks.gemm_common import copies_for, graph_ms, packed_weight  # noqa: E402
+from benchmarks.gemm_common import graph_ms, layer_with_baselines, warm_clocks  # noqa: E402
 from repack.kernels.triton_gemm import triton_gemm  # noqa: E402
 from repack.kernels.tuned import TileConfig  # noqa: E402
 
@@ -25,17 +23,9 @@ TILES = [(256, 128, 128, 8, 3), (256, 128, 128, 16, 3), (256, 128, 64, 16, 4), (
 
 
 def main() -> None:
-    warm = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
-    t = time.time()
-    while time.time() - t < 2:
-        warm @ warm
+    warm_clocks()
     for K, N, M in CASES:
-        copies = [packed_weight(K, N) for _ in range(copies_for(K * N // 2))]
-        dense = [torch.randn(N, K, device="cuda", dtype=torch.float16) for _ in range(copies_for(K * N * 2))]
-        x = torch.randn(M, K, device="cuda", dtype=torch.float16)
-        ref = triton_gemm(x, copies[0]).float()
-        cub = graph_ms([lambda d=d: torch.nn.functional.linear(x, d) for d in dense])
-        dflt = graph_ms([lambda c=c: triton_gemm(x, c) for c in copies])
+        copies, x, ref, cub, dflt = layer_with_baselines(K, N, M)
         line = f"{K}x{N} M={M}: cuBLAS {cub * 1e3:.1f} us, default {dflt * 1e3:.1f}"
         for bm, bn, bk, warps, stages in TILES:
             cfg = TileConfig(bm, bn, bk, 1, warps, stages)

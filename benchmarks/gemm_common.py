@@ -74,3 +74,26 @@ def graph_ms(fns: list) -> float:
 
 def copies_for(nbytes: int, l2_bytes: int = 50 * 2**20) -> int:
     return max(2, min(32, -(-3 * l2_bytes // max(nbytes, 1))))
+
+
+def warm_clocks(seconds: float = 2.0) -> None:
+    """Run cuBLAS until the GPU's clocks are up (an idle H200 starts at 345 MHz)."""
+    import time
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+    t = time.time()
+    while time.time() - t < seconds:
+        a @ a
+
+
+def layer_with_baselines(K: int, N: int, M: int) -> tuple[list, torch.Tensor, torch.Tensor, float, float]:
+    """A GPTQ-order layer's copies (enough to defeat L2), x [M, K], the default dispatch's output on
+    the first copy (what forced tiles are checked against), and the graph times (ms) of cuBLAS fp16
+    and of the default dispatch on the same shape."""
+    from repack.kernels.triton_gemm import triton_gemm
+    copies = [packed_weight(K, N) for _ in range(copies_for(K * N // 2))]
+    dense = [torch.randn(N, K, device="cuda", dtype=torch.float16) for _ in range(copies_for(K * N * 2))]
+    x = torch.randn(M, K, device="cuda", dtype=torch.float16)
+    ref = triton_gemm(x, copies[0]).float()
+    cub = graph_ms([lambda d=d: torch.nn.functional.linear(x, d) for d in dense])
+    dflt = graph_ms([lambda c=c: triton_gemm(x, c) for c in copies])
+    return copies, x, ref, cub, dflt
