@@ -1,7 +1,8 @@
-"""One launch of a W4A16 path (or cuBLAS fp16) on 8192x28672, M=1024, for Nsight Compute:
+"""One launch of a W4A16 path (or cuBLAS fp16), 8192x28672 at M=1024 unless M/K/N are given, for
+Nsight Compute:
 
     ncu --kernel-name regex:w4_ --launch-skip 2 --launch-count 1 --section ... \\
-        python benchmarks/profile_ws_once.py [default | ws [SKIP] | cublas]
+        python benchmarks/profile_ws_once.py [default | ws [SKIP] | cublas] [M=.. K=.. N=..]
 
 (`ncu` is on the lent GPU machine at /usr/local/cuda/bin/ncu; results/ncu-*.txt)."""
 
@@ -17,15 +18,17 @@ from repack.kernels import gluon_ws  # noqa: E402
 from repack.kernels.triton_gemm import DOT_WS, triton_gemm  # noqa: E402
 from repack.kernels.tuned import TileConfig  # noqa: E402
 
-what = sys.argv[1] if len(sys.argv) > 1 else "default"
-x = torch.randn(1024, 8192, device="cuda", dtype=torch.float16)
+args = [a for a in sys.argv[1:] if "=" not in a]
+dims = {"M": 1024, "K": 8192, "N": 28672, **{k: int(v) for k, v in (a.split("=") for a in sys.argv[1:] if "=" in a)}}
+what = args[0] if args else "default"
+x = torch.randn(dims["M"], dims["K"], device="cuda", dtype=torch.float16)
 if what == "cublas":
-    d = torch.randn(28672, 8192, device="cuda", dtype=torch.float16)
+    d = torch.randn(dims["N"], dims["K"], device="cuda", dtype=torch.float16)
     run = lambda: torch.nn.functional.linear(x, d)  # noqa: E731
 else:
-    w = packed_weight(8192, 28672)
+    w = packed_weight(dims["K"], dims["N"])
     if what == "ws":
-        gluon_ws.SKIP = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+        gluon_ws.SKIP = int(args[1]) if len(args) > 1 else 0
         cfg = TileConfig(128, 128, 128, 1, 4, 3, ws=True)
         run = lambda: triton_gemm(x, w, cfg, path_override=DOT_WS)  # noqa: E731
     else:
