@@ -38,7 +38,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .checkpoint import RawSlice, TensorSpec, copy_range, pwrite_all, tensor_bytes
-from .direct_io import ALIGN, DIRECT_MIN, address, open_direct, out_buffer, pwrite_direct, release
+from .direct_io import open_direct, pwrite_direct, release
 from .dtypes import is_array
 from .errors import OutputError
 
@@ -271,8 +271,8 @@ def _write_item(index: int) -> tuple[Callable, list[str]]:
         if encode is not None:  # the writer turns the data into its container's bytes (GGUF)
             arr = encode(name, data, spec)
             if arr is not None:  # the whole file's bytes: its aligned middles bypass the page cache
-                writes.append((_write_staged, _fd(path), _fd(path, direct=True), offset,
-                               memoryview(arr.reshape(-1).view(np.uint8))))
+                writes.append((pwrite_direct, _fd(path), _fd(path, direct=True), offset,
+                               memoryview(arr.reshape(-1).view(np.uint8)), _write_lock))
                 buffers.append(arr)
             continue
         writes.append((_put, _fd(path), _fd(path, direct=True), offset, name, spec, data))
@@ -293,37 +293,12 @@ def _fd(path, direct: bool = False) -> int | None:
     return _fds[key]
 
 
-def _locked(fn: Callable, *args):
-    with _write_lock:
-        return fn(*args)
-
-
-STAGED = 32 << 20  # bytes a staged piece at most (_write_staged)
-
-
-def _write_staged(fd: int, direct_fd: int | None, offset: int, view: memoryview) -> int:
-    """``view`` at ``offset``, its disk writes under the lock. Bytes whose memory lacks the file
-    offset's page phase (an array packed anywhere, a memory-mapped source tensor) are first copied,
-    STAGED at a time, into memory that has it (direct_io.out_buffer), before the lock: one process
-    copies while the other's direct write runs (direct_io's own staging copy would happen under the
-    lock, between its direct writes)."""
-    n = len(view)
-    if direct_fd is None or n < DIRECT_MIN or (address(view) - offset) % ALIGN == 0:
-        return _locked(pwrite_direct, fd, direct_fd, offset, view)
-    for pos in range(0, n, STAGED):
-        piece = view[pos: pos + STAGED]
-        staged = out_buffer(len(piece), offset + pos)
-        staged[:] = piece
-        _locked(pwrite_direct, fd, direct_fd, offset + pos, memoryview(staged))
-        release(staged)
-    return n
-
-
 def _put(fd: int, direct_fd: int | None, offset: int, name: str, spec: TensorSpec, data) -> None:
     if isinstance(data, RawSlice):
-        done = _locked(copy_range, data, 0, data.nbytes, fd, offset)
+        with _write_lock:
+            done = copy_range(data, 0, data.nbytes, fd, at=offset)
     elif is_array(data):
-        done = _write_staged(fd, direct_fd, offset, memoryview(tensor_bytes(name, spec, data)))
+        done = pwrite_direct(fd, direct_fd, offset, memoryview(tensor_bytes(name, spec, data)), _write_lock)
     else:
         done = 0
         with _write_lock:

@@ -40,8 +40,8 @@ def test_processes_write_the_same_bytes_as_threads(tmp_path, monkeypatch, to, va
 def test_direct_and_staged_writes_land_the_same_bytes(tmp_path, monkeypatch, to, variant):
     """With the direct-write threshold lowered to a few pages, the write processes' tensors go out
     with O_DIRECT: GGUF's blocks from the encoder's phase-aligned buffers, safetensors arrays (and
-    the GGUF's pass-through tensors) copied piece by piece into such buffers before the disk lock
-    (_write_staged). The files equal the in-order threaded pass's, written all buffered."""
+    the GGUF's pass-through tensors) copied piece by piece into such buffers outside the disk lock
+    (direct_io.pwrite_direct). The files equal the in-order threaded pass's, written all buffered."""
     from repack import direct_io
     layers = random_model(seed=4, bits=4, group_size=64, sym=False)
     src = write_gptq(tmp_path / "src", layers, "v1", sym=False)
@@ -53,15 +53,14 @@ def test_direct_and_staged_writes_land_the_same_bytes(tmp_path, monkeypatch, to,
     if direct_io.open_direct(src / "config.json") is None:
         pytest.skip("this file system refuses O_DIRECT (tmpfs?)")
     monkeypatch.setattr(direct_io, "DIRECT_MIN", 2 * 4096)
-    monkeypatch.setattr(parallel_write, "DIRECT_MIN", 2 * 4096)
-    monkeypatch.setattr(parallel_write, "STAGED", 3 * 4096)  # several staged pieces a tensor
+    monkeypatch.setattr(direct_io, "STAGE", 3 * 4096)  # several staged pieces a tensor
     log = tmp_path / "direct.log"
     real = direct_io._write_direct
 
-    def logged(fd, direct_fd, pos, aligned, same=None):  # in the write processes: a line a direct write
+    def logged(fd, direct_fd, pos, aligned):  # in the write processes: a line a direct write
         with open(log, "a") as f:
             f.write(f"{os.getpid()} {pos} {len(aligned)}\n")
-        return real(fd, direct_fd, pos, aligned, same)
+        return real(fd, direct_fd, pos, aligned)
     monkeypatch.setattr(direct_io, "_write_direct", logged)
     convert(src, tmp_path / "b" / "out", to, variant, shard_size=40_000)
     lines = log.read_text().split()
