@@ -285,14 +285,22 @@ def test_pipelined_tile_against_the_oracle(tmp_path, layout, dtype, gs):
     M tiles, with and without a K split, 3-5 ring slots, K tiles of 64-128 (one or two per group),
     eight and four columns per thread: every output written and within tolerance of the oracle; and the same sums as DOT_KTJ."""
     from repack.kernels import triton_gemm as tg
+    _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout, dtype, gs, PIPE_TILES, tg.DOT_PIPE)
+
+
+def _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout: str, dtype, gs: int, tiles: list, path: int) -> None:
+    """Each (tile, M values) of ``tiles`` forced onto kernel ``path`` (where the tile divides the
+    layer): every output written and within tolerance of the oracle (run_and_check), and the same
+    sums as DOT_KTJ's 64x64 tile on the same input."""
+    from repack.kernels import triton_gemm as tg
     L, packed, _ = layout_case(tmp_path, layout, gs)
-    for cfg, ms in PIPE_TILES:
-        if gs % cfg.block_k:
+    for cfg, ms in tiles:
+        if gs % cfg.block_k or N % cfg.block_n:
             continue
         for M in ms:
             seed = random.randrange(2**31)
             x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).to(dtype).cuda()
-            a = run_and_check(x, packed, L, cfg, seed, tg.DOT_PIPE).double()
+            a = run_and_check(x, packed, L, cfg, seed, path).double()
             b = run_and_check(x, packed, L, TileConfig(64, 64, cfg.block_k, 1, 4, 3), seed, tg.DOT_KTJ).double()
             assert float((a - b).norm() / b.norm()) < (2e-3 if dtype == torch.float16 else 1e-2)
 
@@ -309,16 +317,7 @@ def test_warp_specialized_tile_against_the_oracle(tmp_path, layout, dtype, gs):
     M tiles, rings of 2-6 slots, K tiles of 64-128: every output written and within tolerance of the
     oracle, and the same sums as DOT_KTJ."""
     from repack.kernels import triton_gemm as tg
-    L, packed, _ = layout_case(tmp_path, layout, gs)
-    for cfg, ms in WS_TILES:
-        if gs % cfg.block_k or N % cfg.block_n:
-            continue
-        for M in ms:
-            seed = random.randrange(2**31)
-            x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).to(dtype).cuda()
-            a = run_and_check(x, packed, L, cfg, seed, tg.DOT_WS).double()
-            b = run_and_check(x, packed, L, TileConfig(64, 64, cfg.block_k, 1, 4, 3), seed, tg.DOT_KTJ).double()
-            assert float((a - b).norm() / b.norm()) < (2e-3 if dtype == torch.float16 else 1e-2)
+    _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout, dtype, gs, WS_TILES, tg.DOT_WS)
 
 
 def test_warp_specialized_tile_on_a_large_layer():
