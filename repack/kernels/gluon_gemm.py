@@ -1,16 +1,23 @@
-"""Tensor-core W4A16 tile for 4-bit GPTQ-order layers, written in Gluon so the dequantized weight is
-born in the wgmma A-operand registers.
+"""Tensor-core W4A16 tile for 4-bit GPTQ-order layers at small M, written in Gluon so the dequantized
+weight is born in the MMA's A-operand registers.
 
 Triton's ``tl.dot`` path (``triton_gemm`` DOT_KTJ) dequantizes each word where it was loaded and
 then moves the fp16 tile through shared memory into the A-operand layout (a store, a barrier and
 loads per K step; `benchmarks/NOTES-gemm.md`). Here the K order of the tile is permuted instead:
-wgmma's A layout gives thread t (lane % 4) the K slots 2t, 2t + 1, 2t + 8, 2t + 9 of every 16, i.e.
-slot ``s = 32q + 16c + 8h + 2t + e``; putting input ``32q + 8t + 4c + 2h + e`` in slot s makes a
-thread's slots exactly the eight codes of words ``4q + t`` of its rows. So each thread loads its own
-words (the explicit layout ``words_layout``), dequantizes them two codes per instruction
-(``_PAIRS_F16`` / ``_PAIRS_BF16`` of triton_gemm) and the tile is already the A operand: the layout
-conversion compiles to register moves (sm_90 SASS: no shared-memory traffic for the weight). x is
-read in the same permuted K order into shared memory as the B operand (x^T), so the sum is the same.
+the m16n8k16 A layout gives thread t (lane % 4) the K slots 2t, 2t + 1, 2t + 8, 2t + 9 of every 16,
+i.e. slot ``s = 32q + 16c + 8h + 2t + e``; putting field ``4e + 2c + h`` of word ``4q + t`` in slot s
+makes a thread's slots the eight codes of its own words, and its register pairs (slots 2t, 2t + 1)
+the pairs (q_j, q_{j+4}) that one ``lop3`` makes together (:func:`_qz_asm`). So each thread loads its
+own words (the explicit layout ``words_layout``), turns each into four registers of (q - z) pairs,
+exact in fp16/bf16, and the tile is already the A operand (sm_90 SASS: the lop3 results are the
+HMMA's registers, no repacking, no shared memory). The scale is applied to each K step's fp32 sums
+per output (a step lies in one group), which skips the rounding of s (q - z) to 16 bits.
+
+x is read 8 inputs a thread (16-byte loads), permuted to the same K order in registers and converted
+to the B operand (one shared-memory round trip with barriers). Using ``mma.sync`` rather than wgmma
+keeps every operand in registers: wgmma reads B from shared memory, which needs a
+``fence.proxy.async`` per step, and ptxas makes that a MEMBAR that waits for the next step's words
+prefetched above it (NOTES-gemm, ninth session: 8192x28672 M=16 86 -> 67 us).
 
 Computes ``y^T[BLOCK_N, BLOCK_M] = W[BLOCK_N, K] x^T`` per program, K split over programs as in
 triton_gemm (fp32 workspace, the tile's last program writes; same protocol, same workspace).
@@ -24,9 +31,7 @@ import functools
 
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma
-
-from .triton_gemm import _PAIRS_BF16, _PAIRS_F16
+from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 NUM_WARPS = 4
 
@@ -35,7 +40,7 @@ NUM_WARPS = 4
 def words_layout(block_n: int, kw: int) -> gl.DistributedLinearLayout:
     """[BLOCK_N, KW] words: lane bits 0-1 pick the word (t) of a 32-input chunk and lane bits 2-4
     the row; a thread also holds row + 8, the next 32-input chunks (q) and row + 64·i; warps take
-    rows 16 and 32 apart. The wgmma A operand (instr 16 rows, 4 warps down M) in word units."""
+    rows 16 and 32 apart. The m16n8k16 A operand (16 rows a warp, 4 warps down N) in word units."""
     reg = [[8, 0]] + [[0, 4 << i] for i in range((kw // 4).bit_length() - 1)]
     reg += [[64 << i, 0] for i in range((block_n // 64).bit_length() - 1)]
     return gl.DistributedLinearLayout(reg_bases=reg, lane_bases=[[0, 1], [0, 2], [1, 0], [2, 0], [4, 0]],
@@ -44,7 +49,7 @@ def words_layout(block_n: int, kw: int) -> gl.DistributedLinearLayout:
 
 @functools.lru_cache(maxsize=None)
 def x_layout() -> gl.BlockedLayout:
-    return gl.BlockedLayout(size_per_thread=[1, 2], threads_per_warp=[4, 8], warps_per_cta=[NUM_WARPS, 1], order=[1, 0])
+    return gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[2, 16], warps_per_cta=[NUM_WARPS, 1], order=[1, 0])
 
 
 @gluon.jit
@@ -53,27 +58,60 @@ def _fence_gpu(dep):
                                      is_pure=False, pack=1)
 
 
-@gluon.jit
-def _pairs(z, s, XT: gl.constexpr):
-    """The operands of :func:`_dequant8` per output: MAGIC + z and the scale in the activation type,
-    each in both 16-bit halves of an int32."""
-    MAGIC: gl.constexpr = 0x6400 if XT == gl.float16 else 0x4300
-    zz = MAGIC | z
-    zz = zz | (zz << 16)
-    sb = s.to(XT).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF
-    return zz, sb | (sb << 16)
+def _qz_asm(xt: str) -> str:
+    """PTX of :func:`_qz8`: the eight q - z of a 4-bit GPTQ-order word as 16-bit floats, exactly.
+
+    ``lop3`` with the mask 0x000F000F makes codes j and j + 4 of ``w >> 4j`` the halves MAGIC + q (fp16
+    0x6400 = 1024 + q, bf16 0x4300 = 128 + q); one paired subtract of MAGIC + z leaves q - z. For fp16
+    the codes at bits 4-7 / 20-23 need no shift: 0x00F000F0 gives 1024 + 16 q, and one paired fma by
+    1/16 minus (64 + z) gives q - z (the pairing of FasterTransformer's int4 -> fp16 conversion): one
+    shift a word instead of three. bf16's 7-bit mantissa cannot hold 16 q, so it shifts four times.
+    Halves come out as ($j, $j + 4) = (q_j - z, q_{j+4} - z): the kernel's K order pairs them."""
+    lines = ["{", ".reg .b32 u, t0, t1, t2, t3, r16;"]
+    if xt == "fp16":
+        lines += ["mov.b32 r16, 0x2C002C00;",  # (1/16, 1/16)
+                  "shr.u32 u, $8, 8;",
+                  "lop3.b32 t0, $8, 0x000F000F, 0x64006400, 0xEA;",
+                  "lop3.b32 t1, $8, 0x00F000F0, 0x64006400, 0xEA;",
+                  "lop3.b32 t2, u, 0x000F000F, 0x64006400, 0xEA;",
+                  "lop3.b32 t3, u, 0x00F000F0, 0x64006400, 0xEA;",
+                  "sub.f16x2 t0, t0, $9;",
+                  "fma.rn.f16x2 t1, t1, r16, $10;",
+                  "sub.f16x2 t2, t2, $9;",
+                  "fma.rn.f16x2 t3, t3, r16, $10;"]
+    else:
+        for j in range(4):
+            src = "$8"
+            if j:
+                lines.append(f"shr.u32 u, $8, {4 * j};")
+                src = "u"
+            lines.append(f"lop3.b32 t{j}, {src}, 0x000F000F, 0x43004300, 0xEA;")
+            lines.append(f"sub.rn.bf16x2 t{j}, t{j}, $9;")
+    lines += [f"mov.b32 {{${j}, ${j + 4}}}, t{j};" for j in range(4)]
+    return "\n".join(lines + ["}"])
+
+
+_QZ_F16: gl.constexpr = gl.constexpr(_qz_asm("fp16"))
+_QZ_BF16: gl.constexpr = gl.constexpr(_qz_asm("bf16"))
 
 
 @gluon.jit
-def _dequant8(words, zz, ss, XT: gl.constexpr):
-    """The eight weights s * (q - z) of each 4-bit GPTQ-order word in the activation type, two per
-    instruction and exact (triton_gemm._dequant8_pairs: the PTX and why it rounds as the reference)."""
+def _qz8(words, zm, zh, XT: gl.constexpr):
+    """q - z of the eight codes of each word (:func:`_qz_asm`); ``zm`` holds MAGIC + z and ``zh`` -(64 + z)
+    (fp16 only) in both 16-bit halves."""
     if XT == gl.float16:
-        return gl.inline_asm_elementwise(asm=_PAIRS_F16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zz, ss],
+        return gl.inline_asm_elementwise(asm=_QZ_F16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zm, zh],
                                          dtype=(gl.float16,) * 8, is_pure=True, pack=1)
     else:
-        return gl.inline_asm_elementwise(asm=_PAIRS_BF16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zz, ss],
+        return gl.inline_asm_elementwise(asm=_QZ_BF16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zm, zh],
                                          dtype=(gl.bfloat16,) * 8, is_pure=True, pack=1)
+
+
+@gluon.jit
+def _halves(v, XT: gl.constexpr):
+    """A float per output as XT's 16 bits in both halves of an int32."""
+    b = v.to(XT).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF
+    return b | (b << 16)
 
 
 @gluon.jit
@@ -102,10 +140,11 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                   WL: gl.constexpr, XL: gl.constexpr):
     # strides (sxk, sqb, ssn, szb, syn) are 1 here and g_ptr is unused: the host only sends such layers
     KW: gl.constexpr = BLOCK_K // 8
-    MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16])
+    MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[4, 1], instr_shape=[16, 8])
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
-    XS: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128 if BLOCK_K >= 64 else 64, element_bitwidth=16, rank=2)
+    DOTB: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
     XT: gl.constexpr = x_ptr.dtype.element_ty
+    MAGIC: gl.constexpr = 0x6400 if XT == gl.float16 else 0x4300
     pid_n = gl.program_id(0)
     pid_m = gl.program_id(1)
     pid_k = gl.program_id(2)
@@ -113,40 +152,41 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
     offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, WL))
     offs_kw = gl.arange(0, KW, layout=gl.SliceLayout(0, WL))
     xm = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, XL))
-    sl = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, XL))
-    perm = 32 * (sl // 32) + 8 * ((sl // 2) % 4) + 4 * ((sl // 16) % 2) + 2 * ((sl // 8) % 2) + sl % 2
+    cols = gl.arange(0, BLOCK_K, layout=gl.SliceLayout(0, XL))
     x_rows = x_ptr + xm[:, None] * sxm
     x_ok = (xm < M)[:, None]
-    x_smem = gl.allocate_shared_memory(XT, [BLOCK_M, BLOCK_K], XS)
     acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
     k_begin = pid_k * K_SPLIT
     k_end = gl.minimum(k_begin + K_SPLIT, K)
     # the next step's words, zeros, scales and inputs are loaded before this step's work (registers double
     # buffered: without it a program waits out every load; the last prefetch re-reads the last tile)
     w_ptrs = qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None]
+    s_ptrs = s_ptr + pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
     words = gl.load(w_ptrs + (k_begin // 8) * sqa)
     zw = gl.load(z_ptr + (k_begin // group_size) * sza + offs_n // 8)
-    s = gl.load(s_ptr + (k_begin // group_size) * ssg + offs_n)
-    x = gl.load(x_rows + (k_begin + perm)[None, :], mask=x_ok, other=0.0)
+    s = gl.load(s_ptrs + (k_begin // group_size) * ssg)
+    x = gl.load(x_rows + (k_begin + cols)[None, :], mask=x_ok, other=0.0)
     for k0 in range(k_begin, k_end, BLOCK_K):
         kn = gl.minimum(k0 + BLOCK_K, k_end - BLOCK_K)
         words_n = gl.load(w_ptrs + (kn // 8) * sqa)
         zw_n = gl.load(z_ptr + (kn // group_size) * sza + offs_n // 8)
-        s_n = gl.load(s_ptr + (kn // group_size) * ssg + offs_n)
-        x_n = gl.load(x_rows + (kn + perm)[None, :], mask=x_ok, other=0.0)
+        s_n = gl.load(s_ptrs + (kn // group_size) * ssg)
+        x_n = gl.load(x_rows + (kn + cols)[None, :], mask=x_ok, other=0.0)
         z = ((zw >> ((offs_n % 8) * 4)) & 15) + zero_offset
-        zz, ss = _pairs(z, s, XT)
-        f0, f1, f2, f3, f4, f5, f6, f7 = _dequant8(words, zz[:, None], ss[:, None], XT)
-        # (n, kw, c, h, e) with field 4c + 2h + e, then kw = 4q + t: slots in (q, c, h, t, e) order
-        w = gl.join(gl.join(gl.join(f0, f4), gl.join(f2, f6)), gl.join(gl.join(f1, f5), gl.join(f3, f7)))
+        zm = MAGIC | z
+        f0, f1, f2, f3, f4, f5, f6, f7 = _qz8(words, (zm | (zm << 16))[:, None],
+                                              _halves(-(z.to(gl.float32) + 64.0), XT)[:, None], XT)
+        # (n, kw, e, h, c) with field 4e + 2c + h, kw = 4q + t: slots in (q, c, h, t, e) order
+        w = gl.join(gl.join(gl.join(f0, f4), gl.join(f1, f5)), gl.join(gl.join(f2, f6), gl.join(f3, f7)))
         w = gl.reshape(w, (BLOCK_N, BLOCK_K // 32, 4, 2, 2, 2))
-        w = gl.reshape(gl.permute(w, (0, 1, 3, 4, 2, 5)), (BLOCK_N, BLOCK_K))
+        w = gl.reshape(gl.permute(w, (0, 1, 5, 4, 2, 3)), (BLOCK_N, BLOCK_K))
         w = gl.convert_layout(w, DOTA)  # register moves only: see the module docstring
-        gl.thread_barrier()  # the previous step's wgmma has read x_smem (it is synchronous)
-        x_smem.store(x)
-        fence_async_shared()
-        gl.thread_barrier()
-        acc = warpgroup_mma(w, x_smem.permute((1, 0)), acc)
+        # input 32q + 8t + 4e + 2c + h -> slot 32q + 16c + 8h + 2t + e, then x^T as the B operand
+        xp = gl.permute(gl.reshape(x, (BLOCK_M, BLOCK_K // 32, 4, 2, 2, 2)), (0, 1, 4, 5, 2, 3))
+        xb = gl.convert_layout(gl.permute(gl.reshape(xp, (BLOCK_M, BLOCK_K)), (1, 0)), DOTB)
+        # a K step lies in one group: its sums times the group's scale of each output
+        part = mma_v2(w, xb, gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA))
+        acc = acc + part * s.to(gl.float32)[:, None]
         words, zw, s, x = words_n, zw_n, s_n, x_n
     on = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
     om = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, MMA))

@@ -44,11 +44,35 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                              warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .gluon_gemm import _dequant8, _finish, _pairs
+from .gluon_gemm import _finish
+from .triton_gemm import _PAIRS_BF16, _PAIRS_F16
 
 # diagnostics only (benchmarks/diag_pipe.py; results are wrong when set): 1 no fence.proxy.async,
 # 2 no ring refills in the loop, 3 neither, 4 the wgmmas alone, 5 the wgmmas and the refills
 SKIP = 0
+
+
+@gluon.jit
+def _pairs(z, s, XT: gl.constexpr):
+    """The operands of :func:`_dequant8` per output: MAGIC + z and the scale in the activation type,
+    each in both 16-bit halves of an int32."""
+    MAGIC: gl.constexpr = 0x6400 if XT == gl.float16 else 0x4300
+    zz = MAGIC | z
+    zz = zz | (zz << 16)
+    sb = s.to(XT).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF
+    return zz, sb | (sb << 16)
+
+
+@gluon.jit
+def _dequant8(words, zz, ss, XT: gl.constexpr):
+    """The eight weights s * (q - z) of each 4-bit GPTQ-order word in the activation type, two per
+    instruction and exact (triton_gemm._dequant8_pairs: the PTX and why it rounds as the reference)."""
+    if XT == gl.float16:
+        return gl.inline_asm_elementwise(asm=_PAIRS_F16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zz, ss],
+                                         dtype=(gl.float16,) * 8, is_pure=True, pack=1)
+    else:
+        return gl.inline_asm_elementwise(asm=_PAIRS_BF16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zz, ss],
+                                         dtype=(gl.bfloat16,) * 8, is_pure=True, pack=1)
 
 
 @functools.lru_cache(maxsize=None)

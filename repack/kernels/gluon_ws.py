@@ -22,8 +22,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, warpgroup_mma, warpgroup_mma_wait
 
-from .gluon_pipe import _fill, mma_layout, smem_bytes, words_layout
-from .gluon_gemm import _dequant8, _pairs
+from .gluon_pipe import _dequant8, _fill, _pairs, mma_layout, smem_bytes, words_layout
 
 WSLOTS = 3  # weight slots in shared memory
 DQ_WARPS = 4  # a partition's warps; default; consts(dq_warps=8) gives 8 (two a scheduler, so one's loads hide behind the other's math)

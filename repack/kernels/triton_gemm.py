@@ -307,14 +307,14 @@ def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.conste
 
 # kernel paths (host picks one):
 GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2 = 0, 1, 2, 3, 4, 7, 9, 10
-DOT_GLUON = 12  # host-side path id: gluon_gemm.w4_dot_kernel (the weight born in wgmma registers)
+DOT_GLUON = 12  # host-side path id: gluon_gemm.w4_dot_kernel (the weight born in mma.sync registers)
 DOT_PIPE = 13  # host-side path id: gluon_pipe.w4_pipe_kernel (TMA ring, asynchronous wgmma from shared memory); only
 # where a tuned entry says pipe (none does yet: it is not faster than DOT_KTJ, benchmarks/NOTES-gemm.md)
 DOT_WS = 14  # host-side path id: gluon_ws.w4_ws_kernel (warp-specialized: load warp, dequantization warps, MMA warps)
 # tensor-core tiles of GPTQ-order layers go to the Gluon kernel where it applies (see _gluon_fits)
 GLUON_DOT = True
 M1_OTHER_BLOCK_N = 256  # the widest M = 1 tile of the paths other than GEMV_H2 (the narrowing in triton_gemm())
-GLUON_MAX_BLOCK_M = 16  # at 64 and 256 it was slower than DOT_KTJ on the H200 (synchronous wgmma, no stages)
+GLUON_MAX_BLOCK_M = 16  # its warps split N only, so each holds all of x^T [BLOCK_K, BLOCK_M]: registers run out above 16 (a wgmma version was slower than DOT_KTJ at 64 and 256)
 # fp16 activations at M = 1 on the joined layout take GEMV_H2 (paired fp16 arithmetic, see
 # _half2_dot_asm); a module switch so benchmarks can compare it with GEMV_KJ in one process
 HALF2_GEMV = True
