@@ -66,9 +66,11 @@ def candidates(M: int, pipe: bool = False, ws: bool = False):
         # long programs: no or little K split, deeper pipelines
         yield from itertools.product([GEMV_H2], [False], [1], [64, 128], [64, 128], [4], [3, 4], [0, 264])
     elif M <= 64:
-        bm = 16 if M <= 16 else 64
-        yield from itertools.product([DOT_GLUON], [True], [bm], [64, 128, 256] if bm == 16 else [64, 128], [64, 128], [4], [1],
-                                     [264, 528, 1056])
+        if M <= 16:  # the Gluon tile: 16 rows of N a warp at least, 8 warps only from 128 wide
+            for (bn, warps), bk, target in itertools.product([(64, 4), (128, 4), (128, 8), (256, 8)], [64, 128], [264, 528, 1056]):
+                yield DOT_GLUON, True, 16, bn, bk, warps, 1, target
+        else:
+            yield from itertools.product([DOT_GLUON], [True], [64], [64, 128], [64, 128], [4], [1], [264, 528, 1056])
     else:
         yield from itertools.product([DOT_GLUON], [True], [64, 128], [64, 128], [64, 128], [4], [1], [0, 264])
 

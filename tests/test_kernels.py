@@ -252,11 +252,11 @@ def test_gluon_tile_matches_the_tl_dot_tile(tmp_path, layout, dtype):
     """The Gluon tile ((q - z) born in mma.sync registers, K permuted, scale on each step's sums) and
     DOT_KTJ on the same layer and tile: both within tolerance of the oracle, and the same sums up to fp32
     reordering and the rounding of s (q - z) to 16 bits that the Gluon tile skips. Split 3 leaves the
-    last program 4 of 6 steps."""
+    last program 4 of 6 steps; 8 warps take 16 rows each."""
     from repack.kernels import triton_gemm as tg
     L, packed, _ = layout_case(tmp_path, layout, 128)
     for cfg, M in ((TileConfig(16, 128, 64, 2, 4, 1), 16), (TileConfig(16, 64, 128, 1, 4, 1), 9), (TileConfig(16, 64, 32, 4, 4, 1), 40),
-                   (TileConfig(16, 128, 64, 3, 4, 1), 13)):
+                   (TileConfig(16, 128, 64, 3, 4, 1), 13), (TileConfig(16, 128, 64, 2, 8, 1), 16), (TileConfig(16, 128, 32, 4, 8, 1), 33)):
         seed = random.randrange(2**31)
         x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).to(dtype).cuda()
         a = run_and_check(x, packed, L, cfg, seed, tg.DOT_GLUON).double()

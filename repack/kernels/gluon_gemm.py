@@ -33,23 +33,28 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
-NUM_WARPS = 4
 
 
 @functools.lru_cache(maxsize=None)
-def words_layout(block_n: int, kw: int) -> gl.DistributedLinearLayout:
+def words_layout(block_n: int, kw: int, warps: int = 4) -> gl.DistributedLinearLayout:
     """[BLOCK_N, KW] words: lane bits 0-1 pick the word (t) of a 32-input chunk and lane bits 2-4
-    the row; a thread also holds row + 8, the next 32-input chunks (q) and row + 64·i; warps take
-    rows 16 and 32 apart. The m16n8k16 A operand (16 rows a warp, 4 warps down N) in word units."""
+    the row; a thread also holds row + 8, the next 32-input chunks (q) and row + 16·warps·i; warps take
+    rows 16 apart. The m16n8k16 A operand (16 rows a warp, the warps down N) in word units."""
     reg = [[8, 0]] + [[0, 4 << i] for i in range((kw // 4).bit_length() - 1)]
-    reg += [[64 << i, 0] for i in range((block_n // 64).bit_length() - 1)]
+    reg += [[16 * warps << i, 0] for i in range((block_n // (16 * warps)).bit_length() - 1)]
     return gl.DistributedLinearLayout(reg_bases=reg, lane_bases=[[0, 1], [0, 2], [1, 0], [2, 0], [4, 0]],
-                                      warp_bases=[[16, 0], [32, 0]], block_bases=[], shape=[block_n, kw])
+                                      warp_bases=[[16 << i, 0] for i in range(warps.bit_length() - 1)], block_bases=[],
+                                      shape=[block_n, kw])
 
 
 @functools.lru_cache(maxsize=None)
-def x_layout() -> gl.BlockedLayout:
-    return gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[2, 16], warps_per_cta=[NUM_WARPS, 1], order=[1, 0])
+def x_layout(warps: int = 4) -> gl.BlockedLayout:
+    return gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[2, 16], warps_per_cta=[warps, 1], order=[1, 0])
+
+
+def warps_for(block_n: int, num_warps: int) -> int:
+    """The tile's warps: the tuned count where each warp gets 16 rows or more, else 4."""
+    return num_warps if num_warps in (4, 8) and block_n >= 16 * num_warps else 4
 
 
 @gluon.jit
@@ -140,7 +145,7 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                   WL: gl.constexpr, XL: gl.constexpr):
     # strides (sxk, sqb, ssn, szb, syn) are 1 here and g_ptr is unused: the host only sends such layers
     KW: gl.constexpr = BLOCK_K // 8
-    MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[4, 1], instr_shape=[16, 8])
+    MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[gl.num_warps(), 1], instr_shape=[16, 8])
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     DOTB: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
     XT: gl.constexpr = x_ptr.dtype.element_ty
@@ -198,5 +203,5 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
 CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "WL", "XL")
 
 
-def consts(block_m: int, block_n: int, block_k: int, split: bool) -> tuple:
-    return (block_m, block_n, block_k, split, words_layout(block_n, block_k // 8), x_layout())
+def consts(block_m: int, block_n: int, block_k: int, split: bool, warps: int = 4) -> tuple:
+    return (block_m, block_n, block_k, split, words_layout(block_n, block_k // 8, warps), x_layout(warps))

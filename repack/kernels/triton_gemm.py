@@ -778,8 +778,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             w.zeros.stride(0), w.zeros.stride(1), y.stride(0), y.stride(1))
     if path == DOT_GLUON:
         from . import gluon_gemm
-        consts = gluon_gemm.consts(block_m, block_n, block_k, split > 1)
-        kernel = _launch(grid, args, consts, gluon_gemm.NUM_WARPS, 1, x.device, stream, gluon_gemm.w4_dot_kernel,
+        gwarps = gluon_gemm.warps_for(block_n, warps)
+        consts = gluon_gemm.consts(block_m, block_n, block_k, split > 1, gwarps)
+        kernel = _launch(grid, args, consts, gwarps, 1, x.device, stream, gluon_gemm.w4_dot_kernel,
                          gluon_gemm.CONST_NAMES)
     elif path == DOT_PIPE:
         from . import gluon_pipe
