@@ -248,16 +248,12 @@ def test_half2_gemv_against_fp32_gemv(tmp_path, layout):
 
 @pytest.mark.parametrize("layout", ["gptq_v1", "gptq_v2"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("x_direct", [True, False])
-def test_gluon_tile_matches_the_tl_dot_tile(tmp_path, monkeypatch, layout, dtype, x_direct):
+def test_gluon_tile_matches_the_tl_dot_tile(tmp_path, layout, dtype):
     """The Gluon tile ((q - z) born in mma.sync registers, K permuted, scale on each step's sums) and
     DOT_KTJ on the same layer and tile: both within tolerance of the oracle, and the same sums up to fp32
     reordering and the rounding of s (q - z) to 16 bits that the Gluon tile skips. Split 3 leaves the
-    last program 4 of 6 steps; 8 warps take 16 rows each. x straight into the operand registers or
-    through shared memory."""
-    from repack.kernels import gluon_gemm
+    last program 4 of 6 steps; 8 warps take 16 rows each."""
     from repack.kernels import triton_gemm as tg
-    monkeypatch.setattr(gluon_gemm, "X_DIRECT", x_direct)
     L, packed, _ = layout_case(tmp_path, layout, 128)
     for cfg, M in ((TileConfig(16, 128, 64, 2, 4, 1), 16), (TileConfig(16, 64, 128, 1, 4, 1), 9), (TileConfig(16, 64, 32, 4, 4, 1), 40),
                    (TileConfig(16, 128, 64, 3, 4, 1), 13), (TileConfig(16, 128, 64, 2, 8, 1), 16), (TileConfig(16, 128, 32, 4, 8, 1), 33)):

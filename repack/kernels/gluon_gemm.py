@@ -35,9 +35,6 @@ from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 
 
-X_DIRECT = True  # x loaded straight into the B operand's registers (no shared memory, no barriers)
-
-
 @functools.lru_cache(maxsize=None)
 def words_layout(block_n: int, kw: int, warps: int = 4) -> gl.DistributedLinearLayout:
     """[BLOCK_N, KW] words: lane bits 0-1 pick the word (t) of a 32-input chunk and lane bits 2-4
@@ -53,16 +50,6 @@ def words_layout(block_n: int, kw: int, warps: int = 4) -> gl.DistributedLinearL
 @functools.lru_cache(maxsize=None)
 def x_layout(warps: int = 4) -> gl.BlockedLayout:
     return gl.BlockedLayout(size_per_thread=[1, 8], threads_per_warp=[2, 16], warps_per_cta=[warps, 1], order=[1, 0])
-
-
-@functools.lru_cache(maxsize=None)
-def x_direct_layout(block_k: int, warps: int = 4) -> gl.DistributedLinearLayout:
-    """[16, BLOCK_K] x as the B operand wants it: thread (lane l) holds row l // 4 and row + 8 and, in each
-    32-input chunk, the 8 inputs 8 (l % 4) .. + 7 (one 16-byte load), which the K order puts exactly in its
-    B slots; every warp holds all of it (warp bases zero)."""
-    reg = [[0, 1], [0, 2], [0, 4], [8, 0]] + [[0, 32 << i] for i in range((block_k // 32).bit_length() - 1)]
-    return gl.DistributedLinearLayout(reg_bases=reg, lane_bases=[[0, 8], [0, 16], [1, 0], [2, 0], [4, 0]],
-                                      warp_bases=[[0, 0]] * (warps.bit_length() - 1), block_bases=[], shape=[16, block_k])
 
 
 def warps_for(block_n: int, num_warps: int) -> int:
@@ -217,5 +204,4 @@ CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "WL", "XL")
 
 
 def consts(block_m: int, block_n: int, block_k: int, split: bool, warps: int = 4) -> tuple:
-    xl = x_direct_layout(block_k, warps) if X_DIRECT and block_m == 16 and block_k >= 32 else x_layout(warps)
-    return (block_m, block_n, block_k, split, words_layout(block_n, block_k // 8, warps), xl)
+    return (block_m, block_n, block_k, split, words_layout(block_n, block_k // 8, warps), x_layout(warps))
