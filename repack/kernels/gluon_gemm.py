@@ -33,6 +33,8 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
+from .triton_gemm import _pairs_asm
+
 
 
 @functools.lru_cache(maxsize=None)
@@ -63,53 +65,50 @@ def _fence_gpu(dep):
                                      is_pure=False, pack=1)
 
 
-def _qz_asm(xt: str) -> str:
-    """PTX of :func:`_qz8`: the eight q - z of a 4-bit GPTQ-order word as 16-bit floats, exactly.
+def _qz_f16_asm() -> str:
+    """PTX of :func:`_qz8` for fp16: the eight q - z of a 4-bit GPTQ-order word, exactly.
 
-    ``lop3`` with the mask 0x000F000F makes codes j and j + 4 of ``w >> 4j`` the halves MAGIC + q (fp16
-    0x6400 = 1024 + q, bf16 0x4300 = 128 + q); one paired subtract of MAGIC + z leaves q - z. For fp16
-    the codes at bits 4-7 / 20-23 need no shift: 0x00F000F0 gives 1024 + 16 q, and one paired fma by
-    1/16 minus (64 + z) gives q - z (the pairing of FasterTransformer's int4 -> fp16 conversion): one
-    shift a word instead of three. bf16's 7-bit mantissa cannot hold 16 q, so it shifts four times.
-    Halves come out as ($j, $j + 4) = (q_j - z, q_{j+4} - z): the kernel's K order pairs them."""
-    lines = ["{", ".reg .b32 u, t0, t1, t2, t3, r16;"]
-    if xt == "fp16":
-        lines += ["mov.b32 r16, 0x2C002C00;",  # (1/16, 1/16)
-                  "shr.u32 u, $8, 8;",
-                  "lop3.b32 t0, $8, 0x000F000F, 0x64006400, 0xEA;",
-                  "lop3.b32 t1, $8, 0x00F000F0, 0x64006400, 0xEA;",
-                  "lop3.b32 t2, u, 0x000F000F, 0x64006400, 0xEA;",
-                  "lop3.b32 t3, u, 0x00F000F0, 0x64006400, 0xEA;",
-                  "sub.f16x2 t0, t0, $9;",
-                  "fma.rn.f16x2 t1, t1, r16, $10;",
-                  "sub.f16x2 t2, t2, $9;",
-                  "fma.rn.f16x2 t3, t3, r16, $10;"]
+    ``lop3`` with the mask 0x000F000F makes codes j and j + 4 of ``w >> 4j`` the halves 1024 + q (0x6400
+    magic) and one paired subtract of 1024 + z leaves q - z (triton_gemm._dequant8_pairs). The codes at
+    bits 4-7 / 20-23 need no shift: 0x00F000F0 gives 1024 + 16 q, and one paired fma by 1/16 minus
+    (64 + z) gives q - z (the pairing of FasterTransformer's int4 -> fp16 conversion): one shift a word
+    instead of three. bf16's 7-bit mantissa cannot hold 16 q, so its version shifts four times
+    (triton_gemm._pairs_asm without the multiply). Halves come out as ($j, $j + 4) = (q_j - z, q_{j+4} - z):
+    the kernel's K order pairs them."""
+    return "\n".join(["{", ".reg .b32 u, t0, t1, t2, t3, r16;",
+                      "mov.b32 r16, 0x2C002C00;",  # (1/16, 1/16)
+                      "shr.u32 u, $8, 8;",
+                      "lop3.b32 t0, $8, 0x000F000F, 0x64006400, 0xEA;",
+                      "lop3.b32 t1, $8, 0x00F000F0, 0x64006400, 0xEA;",
+                      "lop3.b32 t2, u, 0x000F000F, 0x64006400, 0xEA;",
+                      "lop3.b32 t3, u, 0x00F000F0, 0x64006400, 0xEA;",
+                      "sub.f16x2 t0, t0, $9;",
+                      "fma.rn.f16x2 t1, t1, r16, $10;",
+                      "sub.f16x2 t2, t2, $9;",
+                      "fma.rn.f16x2 t3, t3, r16, $10;"]
+                     + [f"mov.b32 {{${j}, ${j + 4}}}, t{j};" for j in range(4)] + ["}"])
+
+
+_QZ_F16: gl.constexpr = gl.constexpr(_qz_f16_asm())
+_QZ_BF16: gl.constexpr = gl.constexpr(_pairs_asm(0x4300, "sub.rn.bf16x2", None))
+
+
+@gluon.jit
+def word_asm(words, a, b, ASM_F16: gl.constexpr, ASM_BF16: gl.constexpr, XT: gl.constexpr):
+    """Eight 16-bit floats of each word from one of two PTX blocks (outputs $0-$7, inputs word, a, b)."""
+    if XT == gl.float16:
+        return gl.inline_asm_elementwise(asm=ASM_F16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, a, b],
+                                         dtype=(gl.float16,) * 8, is_pure=True, pack=1)
     else:
-        for j in range(4):
-            src = "$8"
-            if j:
-                lines.append(f"shr.u32 u, $8, {4 * j};")
-                src = "u"
-            lines.append(f"lop3.b32 t{j}, {src}, 0x000F000F, 0x43004300, 0xEA;")
-            lines.append(f"sub.rn.bf16x2 t{j}, t{j}, $9;")
-    lines += [f"mov.b32 {{${j}, ${j + 4}}}, t{j};" for j in range(4)]
-    return "\n".join(lines + ["}"])
-
-
-_QZ_F16: gl.constexpr = gl.constexpr(_qz_asm("fp16"))
-_QZ_BF16: gl.constexpr = gl.constexpr(_qz_asm("bf16"))
+        return gl.inline_asm_elementwise(asm=ASM_BF16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, a, b],
+                                         dtype=(gl.bfloat16,) * 8, is_pure=True, pack=1)
 
 
 @gluon.jit
 def _qz8(words, zm, zh, XT: gl.constexpr):
-    """q - z of the eight codes of each word (:func:`_qz_asm`); ``zm`` holds MAGIC + z and ``zh`` -(64 + z)
-    (fp16 only) in both 16-bit halves."""
-    if XT == gl.float16:
-        return gl.inline_asm_elementwise(asm=_QZ_F16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zm, zh],
-                                         dtype=(gl.float16,) * 8, is_pure=True, pack=1)
-    else:
-        return gl.inline_asm_elementwise(asm=_QZ_BF16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zm, zh],
-                                         dtype=(gl.bfloat16,) * 8, is_pure=True, pack=1)
+    """q - z of the eight codes of each word (:func:`_qz_f16_asm`); ``zm`` holds MAGIC + z and ``zh``
+    -(64 + z) (fp16 only) in both 16-bit halves."""
+    return word_asm(words, zm, zh, _QZ_F16, _QZ_BF16, XT)
 
 
 @gluon.jit

@@ -44,7 +44,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                              warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .gluon_gemm import _finish
+from .gluon_gemm import _finish, word_asm
 from .triton_gemm import _PAIRS_BF16, _PAIRS_F16
 
 # diagnostics only (benchmarks/diag_pipe.py; results are wrong when set): 1 no fence.proxy.async,
@@ -67,12 +67,7 @@ def _pairs(z, s, XT: gl.constexpr):
 def _dequant8(words, zz, ss, XT: gl.constexpr):
     """The eight weights s * (q - z) of each 4-bit GPTQ-order word in the activation type, two per
     instruction and exact (triton_gemm._dequant8_pairs: the PTX and why it rounds as the reference)."""
-    if XT == gl.float16:
-        return gl.inline_asm_elementwise(asm=_PAIRS_F16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zz, ss],
-                                         dtype=(gl.float16,) * 8, is_pure=True, pack=1)
-    else:
-        return gl.inline_asm_elementwise(asm=_PAIRS_BF16, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r", args=[words, zz, ss],
-                                         dtype=(gl.bfloat16,) * 8, is_pure=True, pack=1)
+    return word_asm(words, zz, ss, _PAIRS_F16, _PAIRS_BF16, XT)
 
 
 @functools.lru_cache(maxsize=None)

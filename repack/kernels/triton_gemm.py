@@ -156,8 +156,9 @@ def _unpack8_along_last(words, BITS: tl.constexpr):
     return tl.reshape(c, (R, C * 8))
 
 
-def _pairs_asm(magic: int, sub: str, mul: str) -> str:
-    """The PTX of :func:`_dequant8_pairs` for one 16-bit float type (its magic and paired ops)."""
+def _pairs_asm(magic: int, sub: str, mul: str | None) -> str:
+    """The PTX of :func:`_dequant8_pairs` for one 16-bit float type (its magic and paired ops); without
+    ``mul`` the halves are q - z (gluon_gemm's bf16 tile, which scales the sums instead)."""
     lines = ["{", ".reg .b32 t0, t1, t2, t3, u;"]
     for j in range(4):
         src = "$8"
@@ -166,7 +167,7 @@ def _pairs_asm(magic: int, sub: str, mul: str) -> str:
             src = "u"
         lines.append(f"lop3.b32 t{j}, {src}, 0x000F000F, 0x{magic:04X}{magic:04X}, 0xEA;")
     lines += [f"{sub} t{j}, t{j}, $9;" for j in range(4)]
-    lines += [f"{mul} t{j}, t{j}, $10;" for j in range(4)]
+    lines += [f"{mul} t{j}, t{j}, $10;" for j in range(4) if mul]
     lines += [f"mov.b32 {{${j}, ${j + 4}}}, t{j};" for j in range(4)]  # halves: fields j and j + 4
     return "\n".join(lines + ["}"])
 
