@@ -36,7 +36,6 @@ from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 from .triton_gemm import _pairs_asm
 
 
-
 @functools.lru_cache(maxsize=None)
 def words_layout(block_n: int, kw: int, warps: int = 4) -> gl.DistributedLinearLayout:
     """[BLOCK_N, KW] words: lane bits 0-1 pick the word (t) of a 32-input chunk and lane bits 2-4
@@ -178,8 +177,12 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
         x_n = gl.load(x_rows + (kn + cols)[None, :], mask=x_ok, other=0.0)
         z = ((zw >> ((offs_n % 8) * 4)) & 15) + zero_offset
         zm = MAGIC | z
-        f0, f1, f2, f3, f4, f5, f6, f7 = _qz8(words, (zm | (zm << 16))[:, None],
-                                              _halves(-(z.to(gl.float32) + 64.0), XT)[:, None], XT)
+        zm = zm | (zm << 16)
+        if XT == gl.float16:
+            zh = _halves(-(z.to(gl.float32) + 64.0), XT)
+        else:
+            zh = zm  # unused by the bf16 PTX
+        f0, f1, f2, f3, f4, f5, f6, f7 = _qz8(words, zm[:, None], zh[:, None], XT)
         # (n, kw, e, h, c) with field 4e + 2c + h, kw = 4q + t: slots in (q, c, h, t, e) order
         w = gl.join(gl.join(gl.join(f0, f4), gl.join(f1, f5)), gl.join(gl.join(f2, f6), gl.join(f3, f7)))
         w = gl.reshape(w, (BLOCK_N, BLOCK_K // 32, 4, 2, 2, 2))
