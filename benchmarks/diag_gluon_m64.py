@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.gemm_common import SHAPES, graph_ms, layer_with_baselines, warm_clocks  # noqa: E402
+from benchmarks.gemm_common import SHAPES, forced_tile_time, layer_with_baselines, warm_clocks  # noqa: E402
 from repack.kernels import triton_gemm as tg  # noqa: E402
 from repack.kernels.tuned import TileConfig  # noqa: E402
 
@@ -31,13 +31,7 @@ def main() -> None:
             line = f"  {bm}x{bn}x{bk}:"
             for split in SPLITS:
                 cfg = TileConfig(bm, bn, bk, split, 4, 1)
-                try:
-                    y = tg.triton_gemm(x, copies[0], cfg, path_override=tg.DOT_GLUON).float()
-                    err = float((y - ref).norm() / ref.norm())
-                    g = graph_ms([lambda c=c: tg.triton_gemm(x, c, cfg, path_override=tg.DOT_GLUON) for c in copies])
-                    line += f" s{split} {g * 1e3:6.1f}" + ("" if err < 2e-3 else f" (err {err:.0e})")
-                except Exception as e:  # noqa: BLE001 -- a diagnostic: report and go on
-                    line += f" s{split} failed ({type(e).__name__}: {str(e)[:60]})"
+                line += forced_tile_time(f"s{split}", x, copies, ref, cfg, tg.DOT_GLUON, tol=2e-3)
             print(line, flush=True)
 
 

@@ -97,3 +97,18 @@ def layer_with_baselines(K: int, N: int, M: int) -> tuple[list, torch.Tensor, to
     cub = graph_ms([lambda d=d: torch.nn.functional.linear(x, d) for d in dense])
     dflt = graph_ms([lambda c=c: triton_gemm(x, c) for c in copies])
     return copies, x, ref, cub, dflt
+
+
+def forced_tile_time(label: str, x: torch.Tensor, copies: list, ref: torch.Tensor, cfg, path: int | None = None,
+                     tol: float = 1e-3) -> str:
+    """The text " LABEL GRAPH_US" for one forced tile over the layer's copies, its error against ``ref`` added when
+    above ``tol``, or why it failed (a diagnostic reports a tile that does not compile and goes on)."""
+    from repack.kernels.triton_gemm import triton_gemm
+    try:
+        y = triton_gemm(x, copies[0], cfg, path_override=path).float()
+        err = float((y - ref).norm() / ref.norm())
+        g = graph_ms([lambda c=c: triton_gemm(x, c, cfg, path_override=path) for c in copies])
+    except Exception as e:  # noqa: BLE001
+        return f" {label} failed ({type(e).__name__}: {str(e)[:60]})"
+    return f" {label} {g * 1e3:.1f}" + ("" if err < tol else f" (err {err:.0e})")
+
