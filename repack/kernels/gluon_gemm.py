@@ -7,7 +7,7 @@ loads per K step; `benchmarks/NOTES-gemm.md`). Here the K order of the tile is p
 the m16n8k16 A layout gives thread t (lane % 4) the K slots 2t, 2t + 1, 2t + 8, 2t + 9 of every 16,
 i.e. slot ``s = 32q + 16c + 8h + 2t + e``; putting field ``4e + 2c + h`` of word ``4q + t`` in slot s
 makes a thread's slots the eight codes of its own words, and its register pairs (slots 2t, 2t + 1)
-the pairs (q_j, q_{j+4}) that one ``lop3`` makes together (:func:`_qz_asm`). So each thread loads its
+the pairs (q_j, q_{j+4}) that one ``lop3`` makes together (:func:`_qz_f16_asm`). So each thread loads its
 own words (the explicit layout ``words_layout``), turns each into four registers of (q - z) pairs,
 exact in fp16/bf16, and the tile is already the A operand (sm_90 SASS: the lop3 results are the
 HMMA's registers, no repacking, no shared memory). The scale is applied to each K step's fp32 sums
@@ -118,6 +118,15 @@ def _halves(v, XT: gl.constexpr):
 
 
 @gluon.jit
+def _magic_z(z, XT: gl.constexpr):
+    """MAGIC + z (the 16-bit float whose low mantissa bits are z: fp16 1024 + z, bf16 128 + z) in both
+    halves of an int32: what the dequantization PTX subtracts from MAGIC + q."""
+    MAGIC: gl.constexpr = 0x6400 if XT == gl.float16 else 0x4300
+    zm = MAGIC | z
+    return zm | (zm << 16)
+
+
+@gluon.jit
 def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: gl.constexpr):
     """Write a tile's result, or add it to the split-K workspace and let the tile's last program
     write the sum (the protocol of triton_gemm._finish, whose comments say why every thread fences)."""
@@ -147,7 +156,6 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     DOTB: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
     XT: gl.constexpr = x_ptr.dtype.element_ty
-    MAGIC: gl.constexpr = 0x6400 if XT == gl.float16 else 0x4300
     pid_n = gl.program_id(0)
     pid_m = gl.program_id(1)
     pid_k = gl.program_id(2)
@@ -176,8 +184,7 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
         s_n = gl.load(s_ptrs + (kn // group_size) * ssg)
         x_n = gl.load(x_rows + (kn + cols)[None, :], mask=x_ok, other=0.0)
         z = ((zw >> ((offs_n % 8) * 4)) & 15) + zero_offset
-        zm = MAGIC | z
-        zm = zm | (zm << 16)
+        zm = _magic_z(z, XT)
         if XT == gl.float16:
             zh = _halves(-(z.to(gl.float32) + 64.0), XT)
         else:

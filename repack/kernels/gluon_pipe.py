@@ -44,7 +44,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                              warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .gluon_gemm import _finish, word_asm
+from .gluon_gemm import _finish, _halves, _magic_z, word_asm
 from .triton_gemm import _PAIRS_BF16, _PAIRS_F16
 
 # diagnostics only (benchmarks/diag_pipe.py; results are wrong when set): 1 no fence.proxy.async,
@@ -54,13 +54,9 @@ SKIP = 0
 
 @gluon.jit
 def _pairs(z, s, XT: gl.constexpr):
-    """The operands of :func:`_dequant8` per output: MAGIC + z and the scale in the activation type,
-    each in both 16-bit halves of an int32."""
-    MAGIC: gl.constexpr = 0x6400 if XT == gl.float16 else 0x4300
-    zz = MAGIC | z
-    zz = zz | (zz << 16)
-    sb = s.to(XT).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF
-    return zz, sb | (sb << 16)
+    """The operands of :func:`_dequant8` per output: MAGIC + z (gluon_gemm._magic_z) and the scale in
+    the activation type, each in both 16-bit halves of an int32."""
+    return _magic_z(z, XT), _halves(s, XT)
 
 
 @gluon.jit
