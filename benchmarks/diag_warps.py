@@ -12,7 +12,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
 from benchmarks.gemm_common import forced_tile_time, layer_with_baselines, warm_clocks  # noqa: E402
 from repack.kernels.tuned import TileConfig  # noqa: E402
 

@@ -111,4 +111,3 @@ def forced_tile_time(label: str, x: torch.Tensor, copies: list, ref: torch.Tenso
     except Exception as e:  # noqa: BLE001
         return f" {label} failed ({type(e).__name__}: {str(e)[:60]})"
     return f" {label} {g * 1e3:.1f}" + ("" if err < tol else f" (err {err:.0e})")
-
