@@ -13,7 +13,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
 from benchmarks.gemm_common import forced_tile_time, graph_ms, layer_with_baselines, warm_clocks  # noqa: E402
 from repack.kernels import gluon_pipe  # noqa: E402
 from repack.kernels.triton_gemm import DOT_PIPE, triton_gemm  # noqa: E402
