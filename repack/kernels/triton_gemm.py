@@ -315,7 +315,9 @@ DOT_WS = 14  # host-side path id: gluon_ws.w4_ws_kernel (warp-specialized: load 
 # tensor-core tiles of GPTQ-order layers go to the Gluon kernel where it applies (see _gluon_fits)
 GLUON_DOT = True
 M1_OTHER_BLOCK_N = 256  # the widest M = 1 tile of the paths other than GEMV_H2 (the narrowing in triton_gemm())
-GLUON_MAX_BLOCK_M = 16  # its warps split N only, so each holds all of x^T [BLOCK_K, BLOCK_M]: registers run out above 16 (a wgmma version was slower than DOT_KTJ at 64 and 256)
+# the Gluon tile's warps split N only, so each holds all of x^T [BLOCK_K, BLOCK_M]: registers run out above
+# 16 rows (forced 32/64-row tiles were 2x slower than DOT_KTJ at M = 64; a wgmma version was slower at 64, 256)
+GLUON_MAX_BLOCK_M = 16
 # fp16 activations at M = 1 on the joined layout take GEMV_H2 (paired fp16 arithmetic, see
 # _half2_dot_asm); a module switch so benchmarks can compare it with GEMV_KJ in one process
 HALF2_GEMV = True
