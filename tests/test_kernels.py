@@ -193,28 +193,6 @@ def test_split_k_partial_sums_meet_without_a_race(M, cfg, paired, monkeypatch):
         assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg}, paired={paired})"
 
 
-@pytest.mark.parametrize("M, cfg", [(64, TileConfig(64, 128, 128, 1, 8, 4)), (256, TileConfig(128, 64, 128, 1, 4, 4)),
-                                    (1000, TileConfig(256, 128, 128, 1, 8, 3)), (33, TileConfig(64, 64, 64, 3, 4, 3))])
-def test_one_shift_fp16_pairs_give_the_same_bits(M, cfg, monkeypatch):
-    """The one-shift fp16 dequantization (triton_gemm._pairs_f16_one_shift_asm) forms the same exact
-    q - z and the same single rounding of s (q - z), so the outputs equal the three-shift form's bit for
-    bit; both meet the oracle. Random words cover every code and zero (GPTQ v1: stored z - 1)."""
-    from repack.kernels import triton_gemm as tg
-    K, N = 2048, 1024
-    w, W = _random_gptq_words(K, N, 128, random.randrange(2**31))
-    seed = random.randrange(2**31)
-    x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).half().cuda()
-    outs = []
-    for one_shift in (False, True):
-        monkeypatch.setattr(tg, "ONE_SHIFT_F16", one_shift)
-        outs.append(tg.triton_gemm(x, w, cfg, path_override=tg.DOT_KTJ))
-    want = x.double() @ W.t()
-    for y in outs:
-        rel = float((y.double() - want).norm() / want.norm())
-        assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg})"
-    assert torch.equal(outs[0], outs[1]), f"one-shift outputs differ (seed {seed}, {cfg})"
-
-
 def test_launch_plans_serve_repeated_calls_and_never_a_stale_weight(tmp_path):
     """From the second call on a weight with the same activation shape the launch comes from a
     stored plan; every call still meets the oracle (fresh inputs, poisoned outputs, with and

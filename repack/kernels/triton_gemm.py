@@ -173,42 +173,7 @@ def _pairs_asm(magic: int, sub: str, mul: str | None) -> str:
 
 
 _PAIRS_F16: tl.constexpr = tl.constexpr(_pairs_asm(0x6400, "sub.f16x2", "mul.f16x2"))
-
-
-def _pairs_f16_one_shift_asm() -> str:
-    """:func:`_pairs_asm`'s fp16 weights with one shift a word instead of three (inputs: word, 1024 + z,
-    -(64 + z), s; each 16 bits in both halves). Codes at bits 4-7 / 20-23 need no shift: the mask
-    0x00F000F0 gives the halves 1024 + 16 q (exact), and one paired fma by 1/16 plus -(64 + z) leaves
-    q - z, exactly as the subtract does for the other codes (FasterTransformer's pairing, as in
-    gluon_gemm._qz_f16_asm); the multiply by s then rounds the same exact q - z once, so the weights are
-    bit-identical to ``_PAIRS_F16``'s. Two instructions fewer a word (13), on the dequantization's
-    dependency chains."""
-    lines = ["{", ".reg .b32 u, t0, t1, t2, t3, r16;",
-             "mov.b32 r16, 0x2C002C00;",  # (1/16, 1/16)
-             "shr.u32 u, $8, 8;",
-             "lop3.b32 t0, $8, 0x000F000F, 0x64006400, 0xEA;",  # (1024 + q0, 1024 + q4)
-             "lop3.b32 t1, $8, 0x00F000F0, 0x64006400, 0xEA;",  # (1024 + 16 q1, 1024 + 16 q5)
-             "lop3.b32 t2, u, 0x000F000F, 0x64006400, 0xEA;",   # q2, q6
-             "lop3.b32 t3, u, 0x00F000F0, 0x64006400, 0xEA;",   # q3, q7 (x16)
-             "sub.f16x2 t0, t0, $9;",
-             "fma.rn.f16x2 t1, t1, r16, $10;",
-             "sub.f16x2 t2, t2, $9;",
-             "fma.rn.f16x2 t3, t3, r16, $10;"]
-    lines += [f"mul.f16x2 t{j}, t{j}, $11;" for j in range(4)]
-    lines += [f"mov.b32 {{${j}, ${j + 4}}}, t{j};" for j in range(4)]  # halves: fields j and j + 4
-    return "\n".join(lines + ["}"])
-
-
-_PAIRS_F16_ONE_SHIFT: tl.constexpr = tl.constexpr(_pairs_f16_one_shift_asm())
 _PAIRS_BF16: tl.constexpr = tl.constexpr(_pairs_asm(0x4300, "sub.rn.bf16x2", "mul.rn.bf16x2"))
-
-
-@triton.jit
-def _dequant8_pairs_one_shift(words, zz, zh, ss):
-    """fp16 weights as :func:`_dequant8_pairs` gives them, one shift a word (_pairs_f16_one_shift_asm);
-    ``zh``: -(64 + z) in both fp16 halves."""
-    return tl.inline_asm_elementwise(asm=_PAIRS_F16_ONE_SHIFT, constraints="=h,=h,=h,=h,=h,=h,=h,=h,r,r,r,r",
-                                     args=[words, zz, zh, ss], dtype=(tl.float16,) * 8, is_pure=True, pack=1)
 
 
 @triton.jit
@@ -297,19 +262,14 @@ def _paired_halves(h16):
 
 
 @triton.jit
-def _dequant_tile_asm(words, z, s, OUT: tl.constexpr, ONE_SHIFT: tl.constexpr = False):
+def _dequant_tile_asm(words, z, s, OUT: tl.constexpr):
     """[R, C] 4-bit words, zeros z [R] (true zero points), scales s [R] -> [R, C * 8] in OUT, the
-    eight codes of word c at 8c .. 8c + 7 (joins keep them in one thread, see _unpack8_along_last).
-    ``ONE_SHIFT`` (fp16 only): the same weights from _dequant8_pairs_one_shift."""
+    eight codes of word c at 8c .. 8c + 7 (joins keep them in one thread, see _unpack8_along_last)."""
     MAGIC: tl.constexpr = 0x6400 if OUT == tl.float16 else 0x4300
     zz = _paired_halves(MAGIC | z)[:, None]
     sbits = s.to(OUT).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
     ss = _paired_halves(sbits)[:, None]
-    if ONE_SHIFT and OUT == tl.float16:
-        zh = _paired_halves(_fp16_bits((-64.0 - z.to(tl.float32)).to(tl.float16)))[:, None]
-        f0, f1, f2, f3, f4, f5, f6, f7 = _dequant8_pairs_one_shift(words, zz, zh, ss)
-    else:
-        f0, f1, f2, f3, f4, f5, f6, f7 = _dequant8_pairs(words, zz, ss, OUT)
+    f0, f1, f2, f3, f4, f5, f6, f7 = _dequant8_pairs(words, zz, ss, OUT)
     c = tl.join(tl.join(tl.join(f0, f4), tl.join(f2, f6)), tl.join(tl.join(f1, f5), tl.join(f3, f7)))
     R: tl.constexpr = words.shape[0]
     C: tl.constexpr = words.shape[1]
@@ -369,9 +329,6 @@ PAIRED_DEQUANT = True
 # on the H200 (rel 3e3, benchmarks/results/diag-eval-layers-h200.log) while every other path was
 # right; the cause is not found yet, so that layout dequantizes one code at a time.
 PAIRED_ZEROS = {ZEROS_ALONG_N}
-# fp16 pairs with one shift a word (_pairs_f16_one_shift_asm, the same weights); a module switch so
-# benchmarks can compare it with the three-shift form in one process
-ONE_SHIFT_F16 = True
 HALF2_ZEROS = {ZEROS_ALONG_N, ZEROS_ALONG_N_AWQ, ZEROS_ALONG_G, ZEROS_INT, ZEROS_MARLIN}  # zeros as integers, any layout
 
 
@@ -382,7 +339,7 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                    BITS: tl.constexpr, QLAYOUT: tl.constexpr, ZLAYOUT: tl.constexpr,
                    ACT_ORDER: tl.constexpr, PATH: tl.constexpr,
                    SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   EVEN: tl.constexpr = False, PAIRED: tl.constexpr = 0, SLAYOUT: tl.constexpr = 0):
+                   EVEN: tl.constexpr = False, PAIRED: tl.constexpr = False, SLAYOUT: tl.constexpr = 0):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -516,7 +473,7 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                 words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb,
                                 mask=n_ok[:, None] & (offs_kw < K // PER)[None, :], other=0)
             if PAIRED:
-                w = _dequant_tile_asm(words, z, s, XT, PAIRED == 2)  # [BN, BK]
+                w = _dequant_tile_asm(words, z, s, XT)  # [BN, BK]
             else:
                 w = _dequant(_unpack8_along_last(words, BITS), z[:, None], s[:, None], XT)
             offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -843,7 +800,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
                          maxnreg=gluon_ws.regs(gluon_ws.DQ_WARPS)[0])
     else:
         consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even,
-                  (1 + ONE_SHIFT_F16) if PAIRED_DEQUANT and x.is_cuda and w.zeros_layout in PAIRED_ZEROS else 0, slayout)
+                  PAIRED_DEQUANT and x.is_cuda and w.zeros_layout in PAIRED_ZEROS, slayout)
         kernel = _launch(grid, args, consts, warps, stages, x.device, stream)
     # (DOT_PIPE and DOT_WS take tensor descriptors, made for each call: no plan)
     if kernel is not None and config is None and path_override is None and y.is_contiguous() and path not in (DOT_PIPE, DOT_WS):
@@ -866,7 +823,7 @@ def _plan_key(x: torch.Tensor, w: PackedWeight, stream: int) -> tuple:
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     # the pointer's residue, not just 16-byte alignment: GEMV_H2 also needs 4-byte aligned rows
     return (id(w), tuple(x2.shape), x.dtype, x2.stride(), x.device.index, x2.data_ptr() % 16, stream,
-            HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT, ONE_SHIFT_F16)  # the module switches choose paths too
+            HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT)  # the module switches choose paths too
 
 
 def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torch.Tensor | None:
