@@ -2,7 +2,7 @@
 Nsight Compute:
 
     ncu --kernel-name regex:w4_ --launch-skip 2 --launch-count 1 --section ... \\
-        python benchmarks/profile_ws_once.py [default | ws [SKIP] | cublas] [M=.. K=.. N=..]
+        python benchmarks/profile_ws_once.py [default | ws [SKIP] | cublas | tinygemm] [M=.. K=.. N=..]
 
 (`ncu` is on the lent GPU machine at /usr/local/cuda/bin/ncu; results/ncu-*.txt)."""
 
@@ -22,7 +22,12 @@ args = [a for a in sys.argv[1:] if "=" not in a]
 dims = {"M": 1024, "K": 8192, "N": 28672, **{k: int(v) for k, v in (a.split("=") for a in sys.argv[1:] if "=" in a)}}
 what = args[0] if args else "default"
 x = torch.randn(dims["M"], dims["K"], device="cuda", dtype=torch.float16)
-if what == "cublas":
+if what == "tinygemm":
+    from benchmarks.gemm import tinygemm
+    tg = tinygemm(dims["K"], dims["N"])
+    xb = x.bfloat16()
+    run = lambda: tg(xb)  # noqa: E731
+elif what == "cublas":
     d = torch.randn(dims["N"], dims["K"], device="cuda", dtype=torch.float16)
     run = lambda: torch.nn.functional.linear(x, d)  # noqa: E731
 else:
