@@ -35,9 +35,8 @@ def main() -> None:
     ap.add_argument("--warps", default="4,8")
     ap.add_argument("--stages", default="2,3")
     ap.add_argument("--targets", default="264,528,1056,0", help="programs the K split aims at (0: no split)")
-    ap.add_argument("--prefetch", default="1", help="triton_gemm.GEMV_PREFETCH values to try (0,1: both)")
     args = ap.parse_args()
-    space = [[int(v) for v in getattr(args, a).split(",")] for a in ("prefetch", "bn", "bk", "warps", "stages", "targets")]
+    space = [[int(v) for v in getattr(args, a).split(",")] for a in ("bn", "bk", "warps", "stages", "targets")]
     warm = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
     t_warm = time.time()
     while time.time() - t_warm < 2:
@@ -53,14 +52,13 @@ def main() -> None:
         default = pick_config(1, N, K)
         rows = []
         t0 = time.time()
-        for prefetch, bn, bk, warps, stages, target in itertools.product(*space):
+        for bn, bk, warps, stages, target in itertools.product(*space):
             if time.time() - t0 > args.budget_s:
                 break
             tiles = -(-N // bn)
             split = split_for(tiles, K, bk, target) if target else 1
             cfg = TileConfig(1, bn, bk, split, warps, stages)
             tg.pick_config = lambda M, N_, K_, cfg=cfg: cfg
-            tg.GEMV_PREFETCH = bool(prefetch)
             tg._plans.clear()
             try:
                 y = tg.triton_gemm(x, w).float()
@@ -72,15 +70,14 @@ def main() -> None:
             except Exception as e:  # noqa: BLE001 - a tile that does not compile is skipped
                 print(f"  {cfg}: {type(e).__name__}: {str(e)[:100]}", flush=True)
                 continue
-            rows.append((ms, g, cfg, prefetch))
+            rows.append((ms, g, cfg))
         tg.pick_config = pick_config
-        tg.GEMV_PREFETCH = True
         rows.sort(key=lambda r: r[0])
         print(f"{K}x{N} M=1: tinygemm {tiny_ms * 1e3:.1f} us; default {default}", flush=True)
-        for ms, g, cfg, prefetch in rows[:12]:
-            print(f"  {ms * 1e3:6.1f} us (graph {g * 1e3:5.1f})  x tinygemm {tiny_ms / ms:.2f}  prefetch {prefetch} {cfg}"
+        for ms, g, cfg in rows[:8]:
+            print(f"  {ms * 1e3:6.1f} us (graph {g * 1e3:5.1f})  x tinygemm {tiny_ms / ms:.2f}  {cfg}"
                   f"{'  <- default' if cfg == default else ''}", flush=True)
-        dflt = [r for r in rows if r[2] == default and r[3]]
+        dflt = [r for r in rows if r[2] == default]
         if dflt:
             print(f"  default: {dflt[0][0] * 1e3:.1f} us (graph {dflt[0][1] * 1e3:.1f})", flush=True)
 

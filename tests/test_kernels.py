@@ -116,12 +116,10 @@ def _paths():
             (tg.DOT_KTJ, TileConfig(256, 128, 64, 1, 8, 3), (128, 1000)), (tg.DOT_K, TileConfig(128, 128, 128, 1, 8, 3), (128, 300)),
             (tg.GEMV_H2, TileConfig(1, 256, 128, 4, 4, 2), (1, 3)), (tg.GEMV_H2, TileConfig(1, 128, 64, 1, 8, 3), (1,)),
             (tg.DOT_GLUON, TileConfig(16, 64, 64, 3, 4, 1), (1, 7, 16, 33)), (tg.DOT_GLUON, TileConfig(16, 128, 128, 2, 4, 1), (5, 16)),
-            (tg.DOT_GLUON, TileConfig(16, 64, 32, 1, 4, 1), (16, 40)),
-            (tg.GEMV_H2P, TileConfig(1, 256, 128, 4, 4, 2), (1, 3)), (tg.GEMV_H2P, TileConfig(1, 128, 64, 1, 8, 3), (1,)),
-            (tg.GEMV_H2P, TileConfig(1, 512, 64, 16, 8, 2), (1,)), (tg.GEMV_H2P, TileConfig(1, 64, 64, 3, 4, 2), (1, 2))]
+            (tg.DOT_GLUON, TileConfig(16, 64, 32, 1, 4, 1), (16, 40))]
 
 
-@pytest.mark.parametrize("case", range(15))
+@pytest.mark.parametrize("case", range(11))
 @pytest.mark.parametrize("gs", [32, 128])
 @pytest.mark.parametrize("paired", [True, False])
 def test_each_kernel_path_on_4bit_gptq(tmp_path, case, gs, paired, monkeypatch):
@@ -244,8 +242,6 @@ def test_half2_gemv_against_fp32_gemv(tmp_path, layout):
         h2 = run_and_check(x, packed, L, cfg, seed, tg.GEMV_H2).double()
         kj = run_and_check(x, packed, L, cfg, seed, tg.GEMV_KJ).double()
         assert float((h2 - kj).norm() / kj.norm()) < 1e-3
-        # the prefetching form does the same arithmetic in the same order: the same bits
-        assert torch.equal(run_and_check(x, packed, L, cfg, seed, tg.GEMV_H2P).double(), h2)
         wide = torch.randn(1, K + 1, generator=torch.Generator().manual_seed(seed)).half().cuda()
         run_and_check(wide[:, 1:], packed, L, seed=seed)  # data pointer 2 bytes past an aligned one
 
@@ -277,7 +273,6 @@ def test_half2_gemv_with_outlier_activations(tmp_path):
         seed = random.randrange(2**31)
         x = (torch.randn(1, K, generator=torch.Generator().manual_seed(seed)) * scale).clamp(-65504, 65504).half().cuda()
         run_and_check(x, packed, L, TileConfig(1, 128, 128, 2, 4, 2), seed, tg.GEMV_H2)
-        run_and_check(x, packed, L, TileConfig(1, 128, 64, 2, 4, 2), seed, tg.GEMV_H2P)
 
 
 PIPE_TILES = [(TileConfig(64, 128, 64, 1, 4, 4, True), (64, 100, 1000)), (TileConfig(128, 128, 64, 3, 4, 3, True), (7, 128, 300)),

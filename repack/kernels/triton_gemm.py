@@ -262,49 +262,6 @@ def _paired_halves(h16):
 
 
 @triton.jit
-def _h2_loads(x_ptr, qw_ptr, s_ptr, z_ptr, k0, pid_m, offs_n, n_ok, K, group_size, zero_offset, sxm, sqa, sqb,
-              ssg, ssn, sza, szb, live, BITS: tl.constexpr, ZLAYOUT: tl.constexpr, KW: tl.constexpr,
-              EVEN: tl.constexpr):
-    """What GEMV_H2 reads for the K step at ``k0`` (nothing where ``live`` is false): x as int32 pairs
-    (x[2m], x[2m + 1]) [KW, 4] (one 16-byte load per word row, x contiguous along K), the words
-    [BN, KW], the scales (fp32) and the true zeros [BN] of the step's group."""
-    PER: tl.constexpr = 32 // BITS
-    offs_kw = k0 // PER + tl.arange(0, KW)
-    g = k0 // group_size
-    xw_ptrs = (x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + (pid_m * sxm + k0) // 2
-               + 4 * tl.arange(0, KW)[:, None] + tl.arange(0, 4)[None, :])
-    if EVEN:
-        xw = tl.load(xw_ptrs, mask=live, other=0)
-        words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb, mask=live, other=0)  # [BN, KW]
-        s = tl.load(s_ptr + g * ssg + offs_n * ssn, mask=live, other=0.0).to(tl.float32)
-    else:
-        kw_ok = (offs_kw < K // PER) & live
-        xw = tl.load(xw_ptrs, mask=kw_ok[:, None], other=0)
-        words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb,
-                        mask=n_ok[:, None] & kw_ok[None, :], other=0)
-        s = tl.load(s_ptr + g * ssg + offs_n * ssn, mask=n_ok & live, other=0.0).to(tl.float32)
-    z = _zero_at(z_ptr, g, offs_n, n_ok & live, sza, szb, zero_offset, BITS, ZLAYOUT)
-    return xw, words, s, z
-
-
-@triton.jit
-def _h2_products(xw, words, s, z, KW: tl.constexpr):
-    """[BN, KW] fp32: s times each word's sum of its eight products with x (_dot8_half2)."""
-    pa, pb = tl.split(tl.reshape(xw, (KW, 2, 2)))  # pairs 0, 2 and 1, 3
-    w0, w2 = tl.split(pa)
-    w1, w3 = tl.split(pb)
-    x0 = (w0 & 0xFFFF) | (w2 << 16)  # (x[8r], x[8r + 4])
-    x1 = ((w0 >> 16) & 0xFFFF) | (w2 & -65536)  # (x[8r + 1], x[8r + 5])
-    x2 = (w1 & 0xFFFF) | (w3 << 16)
-    x3 = ((w1 >> 16) & 0xFFFF) | (w3 & -65536)
-    zf = z.to(tl.float32) * 0.015625  # z / 64: exact, and so are both sums below in fp16
-    zl = _paired_halves(_fp16_bits((-16.0 - zf).to(tl.float16)))
-    zh = _paired_halves(_fp16_bits((-1.0 - zf).to(tl.float16)))
-    part = _dot8_half2(words, zl[:, None], zh[:, None], x0[None, :], x1[None, :], x2[None, :], x3[None, :])
-    return part * (s * 64.0)[:, None]  # the partials are sums of x (q - z) / 64
-
-
-@triton.jit
 def _dequant_tile_asm(words, z, s, OUT: tl.constexpr):
     """[R, C] 4-bit words, zeros z [R] (true zero points), scales s [R] -> [R, C * 8] in OUT, the
     eight codes of word c at 8c .. 8c + 7 (joins keep them in one thread, see _unpack8_along_last)."""
@@ -350,7 +307,7 @@ def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.conste
 
 
 # kernel paths (host picks one):
-GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2, GEMV_H2P = 0, 1, 2, 3, 4, 7, 9, 10, 11
+GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2 = 0, 1, 2, 3, 4, 7, 9, 10
 DOT_GLUON = 12  # host-side path id: gluon_gemm.w4_dot_kernel (the weight born in mma.sync registers)
 DOT_PIPE = 13  # host-side path id: gluon_pipe.w4_pipe_kernel (TMA ring, asynchronous wgmma from shared memory); only
 # where a tuned entry says pipe (none does yet: it is not faster than DOT_KTJ, benchmarks/NOTES-gemm.md)
@@ -364,9 +321,6 @@ GLUON_MAX_BLOCK_M = 16
 # fp16 activations at M = 1 on the joined layout take GEMV_H2 (paired fp16 arithmetic, see
 # _half2_dot_asm); a module switch so benchmarks can compare it with GEMV_KJ in one process
 HALF2_GEMV = True
-# GEMV_H2 with the next K step's loads issued before this step's arithmetic (PATH 11, GEMV_H2P); a
-# module switch so benchmarks can compare both in one process
-GEMV_PREFETCH = True
 # dequantize the joined tensor-core paths two weights per instruction (inline PTX, see
 # _dequant8_pairs); a module switch so benchmarks can compare both ways in one process
 PAIRED_DEQUANT = True
@@ -561,30 +515,42 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             acc += tl.sum(qz * x[None, :], axis=1) * s
         _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
                 cnt_ptr, tile, split_k, SPLIT)
-    elif PATH == 10 or PATH == 11:
+    elif PATH == 10:
         # GEMV_KJ's tiles with the arithmetic in fp16 pairs: the eight products of a word are summed
-        # in fp16x2 (exact (q - z) / 64, one rounding per FMA) and only that partial goes to fp32.
-        # PATH 11 loads the next step's words, x, scales and zeros before this step's arithmetic
-        # (Triton does not pipeline these loads: no dot uses them), so a program's loads overlap
-        # its arithmetic and a short program has all its bytes in flight at once
+        # in fp16x2 (exact (q - z) / 64, one rounding per FMA) and only that partial goes to fp32
         acc2 = tl.zeros((BLOCK_N, KW), dtype=tl.float32)  # reduced over K once, after the loop
-        span = tl.minimum(K_SPLIT, K - k_begin)  # a tile past K has no group
-        if PATH == 10:
-            for kk in range(0, span, BLOCK_K):
-                xw, words, s, z = _h2_loads(x_ptr, qw_ptr, s_ptr, z_ptr, k_begin + kk, pid_m, offs_n, n_ok, K,
-                                            group_size, zero_offset, sxm, sqa, sqb, ssg, ssn, sza, szb, True,
-                                            BITS, ZLAYOUT, KW, EVEN)
-                acc2 += _h2_products(xw, words, s, z, KW)
-        else:
-            xw, words, s, z = _h2_loads(x_ptr, qw_ptr, s_ptr, z_ptr, k_begin, pid_m, offs_n, n_ok, K, group_size,
-                                        zero_offset, sxm, sqa, sqb, ssg, ssn, sza, szb, True, BITS, ZLAYOUT, KW, EVEN)
-            for kk in range(BLOCK_K, span + BLOCK_K, BLOCK_K):
-                # the step after the last is not loaded (predicated off), so no byte is read twice
-                xw2, words2, s2, z2 = _h2_loads(x_ptr, qw_ptr, s_ptr, z_ptr, k_begin + kk, pid_m, offs_n, n_ok, K,
-                                                group_size, zero_offset, sxm, sqa, sqb, ssg, ssn, sza, szb, kk < span,
-                                                BITS, ZLAYOUT, KW, EVEN)
-                acc2 += _h2_products(xw, words, s, z, KW)
-                xw, words, s, z = xw2, words2, s2, z2
+        for kk in range(0, tl.minimum(K_SPLIT, K - k_begin), BLOCK_K):  # a tile past K has no group
+            k0 = k_begin + kk
+            offs_kw = k0 // PER + tl.arange(0, KW)
+            g = k0 // group_size
+            # x as int32 pairs (x[2m], x[2m + 1]), one 16-byte load per word row (x contiguous along K)
+            xw_ptrs = (x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + (pid_m * sxm + k0) // 2
+                       + 4 * tl.arange(0, KW)[:, None] + tl.arange(0, 4)[None, :])
+            if EVEN:
+                xw = tl.load(xw_ptrs)
+            else:
+                xw = tl.load(xw_ptrs, mask=(offs_kw < K // PER)[:, None], other=0)
+            pa, pb = tl.split(tl.reshape(xw, (KW, 2, 2)))  # pairs 0, 2 and 1, 3
+            w0, w2 = tl.split(pa)
+            w1, w3 = tl.split(pb)
+            x0 = (w0 & 0xFFFF) | (w2 << 16)  # (x[8r], x[8r + 4])
+            x1 = ((w0 >> 16) & 0xFFFF) | (w2 & -65536)  # (x[8r + 1], x[8r + 5])
+            x2 = (w1 & 0xFFFF) | (w3 << 16)
+            x3 = ((w1 >> 16) & 0xFFFF) | (w3 & -65536)
+            if EVEN:
+                words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb)  # [BN, KW]
+                s = tl.load(s_ptr + g * ssg + offs_n * ssn).to(tl.float32)
+            else:
+                kw_ok = offs_kw < K // PER
+                words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb,
+                                mask=n_ok[:, None] & kw_ok[None, :], other=0)
+                s = tl.load(s_ptr + g * ssg + offs_n * ssn, mask=n_ok, other=0.0).to(tl.float32)
+            z = _zero_at(z_ptr, g, offs_n, n_ok, sza, szb, zero_offset, BITS, ZLAYOUT)
+            zf = z.to(tl.float32) * 0.015625  # z / 64: exact, and so are both sums below in fp16
+            zl = _paired_halves(_fp16_bits((-16.0 - zf).to(tl.float16)))
+            zh = _paired_halves(_fp16_bits((-1.0 - zf).to(tl.float16)))
+            part = _dot8_half2(words, zl[:, None], zh[:, None], x0[None, :], x1[None, :], x2[None, :], x3[None, :])
+            acc2 += part * (s * 64.0)[:, None]  # the partials are sums of x (q - z) / 64
         acc = tl.sum(acc2, axis=1)
         _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
                 cnt_ptr, tile, split_k, SPLIT)
@@ -735,16 +701,16 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     block_m, block_k = (1, cfg.block_k) if cfg.block_m == 1 else (max(16, cfg.block_m), cfg.block_k)
     block_n, stages = cfg.block_n, cfg.num_stages
     joined_bk = _joined_block_k(w, block_k, tensor_core=block_m > 1)
-    if path_override is not None and path_override not in (GEMV_KJ, DOT_KTJ, GEMV_H2, GEMV_H2P, DOT_GLUON, DOT_PIPE, DOT_WS):
+    if path_override is not None and path_override not in (GEMV_KJ, DOT_KTJ, GEMV_H2, DOT_GLUON, DOT_PIPE, DOT_WS):
         joined_bk = None
     if joined_bk is not None:
         # 4-bit GPTQ-order layers: each word loaded once, its codes unpacked inside one thread
         # (2-3x faster than the paths below at M >= 16 on the H200: benchmarks/NOTES-gemm.md)
         path, block_k = (GEMV_KJ if block_m == 1 else DOT_KTJ), joined_bk
-        half2 = HALF2_GEMV if path_override is None else path_override in (GEMV_H2, GEMV_H2P)
+        half2 = HALF2_GEMV if path_override is None else path_override == GEMV_H2
         if (path == GEMV_KJ and half2 and x.dtype == torch.float16 and w.zeros_layout in HALF2_ZEROS
                 and x2.stride(1) == 1 and x2.stride(0) % 2 == 0 and x2.data_ptr() % 4 == 0):  # x read as int32 pairs
-            path = (GEMV_H2P if GEMV_PREFETCH else GEMV_H2) if path_override is None else path_override
+            path = GEMV_H2
     elif w.codes == CODES_MARLIN:
         # the general path addresses each code's word through the Marlin closed forms: correct
         # for every shape and group map, not tuned (the GPU run of this path is still to be done)
@@ -790,7 +756,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         # stages; every other tile of 64-256 x 64-256 x 64-128, 4 or 8 warps is exact against the 64x64
         # tile: benchmarks/results/diag-configs-h200.log); not understood yet. With 4 warps it is right
         warps = 4
-    if config is None and block_m == 1 and path not in (GEMV_H2, GEMV_H2P) and block_n > M1_OTHER_BLOCK_N:
+    if config is None and block_m == 1 and path != GEMV_H2 and block_n > M1_OTHER_BLOCK_N:
         # the tuned M = 1 tiles are GEMV_H2's (512-1024 wide, 8 warps); the other M = 1 paths (bf16,
         # AWQ, Marlin, act-order) keep the 256-wide 4-warp tile they were tuned with, about as many
         # programs in all (more column tiles, a smaller K split): AWQ's GEMV_N on a 1024-wide tile was
@@ -857,7 +823,7 @@ def _plan_key(x: torch.Tensor, w: PackedWeight, stream: int) -> tuple:
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     # the pointer's residue, not just 16-byte alignment: GEMV_H2 also needs 4-byte aligned rows
     return (id(w), tuple(x2.shape), x.dtype, x2.stride(), x.device.index, x2.data_ptr() % 16, stream,
-            HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT, GEMV_PREFETCH)  # the module switches choose paths too
+            HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT)  # the module switches choose paths too
 
 
 def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torch.Tensor | None:
