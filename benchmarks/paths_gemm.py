@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from benchmarks.gemm_common import bench_ms, copies_for, graph_ms, packed_weight  # noqa: E402
 from repack.kernels import triton_gemm as tg  # noqa: E402
-from repack.kernels.triton_gemm import DOT_GLUON, DOT_PIPE, DOT_WS, GEMV_H2, GEMV_KJ, triton_gemm  # noqa: E402
+from repack.kernels.triton_gemm import DOT_GLUON, DOT_KTJ, DOT_PIPE, DOT_WS, GEMV_H2, GEMV_KJ, triton_gemm  # noqa: E402
 from repack.kernels.tuned import TileConfig, bucket, pick_config, split_for  # noqa: E402
 
 SMS = 132
@@ -54,9 +54,25 @@ def ws_candidates(M: int):
             yield DOT_WS, True, bm, bn, bk, 4, stages, 0
 
 
-def candidates(M: int, pipe: bool = False, ws: bool = False):
-    """(path, paired dequantization, block_m, block_n, block_k, warps, stages, target programs)."""
-    if ws and M >= 64:
+def cluster_candidates(M: int):
+    """Tiles whose K split runs inside a thread-block cluster of 2-8 CTAs (TileConfig.cluster), as
+    (path, paired, block_m, block_n, block_k, warps, stages, target programs, cluster)."""
+    if M <= 4:
+        for (bn, warps), cluster in itertools.product([(128, 4), (256, 4), (256, 8), (512, 4), (512, 8), (1024, 8)], [2, 4, 8]):
+            yield GEMV_H2, False, 1, bn, 64, warps, 2, 0, cluster
+    elif M <= 16:
+        for (bn, warps), bk, cluster in itertools.product([(64, 4), (128, 4), (128, 8), (256, 8)], [64, 128], [2, 4, 8]):
+            yield DOT_GLUON, True, 16, bn, bk, warps, 1, 0, cluster
+    else:
+        for (bm, bn, warps), bk, cluster in itertools.product([(64, 64, 4), (64, 128, 4), (64, 128, 8)], [64, 128], [2, 4, 8]):
+            yield DOT_KTJ, True, bm, bn, bk, warps, 3, 0, cluster
+
+
+def candidates(M: int, pipe: bool = False, ws: bool = False, cluster: bool = False):
+    """(path, paired dequantization, block_m, block_n, block_k, warps, stages, target programs[, cluster])."""
+    if cluster:
+        yield from cluster_candidates(M)
+    elif ws and M >= 64:
         yield from ws_candidates(M)
     elif pipe and M >= 64:
         yield from pipe_candidates(M)
@@ -85,6 +101,8 @@ def main() -> None:
     ap.add_argument("--merge-into", default=None)
     ap.add_argument("--pipe", action="store_true", help="at M >= 64 try gluon_pipe's tiles (DOT_PIPE) only")
     ap.add_argument("--ws", action="store_true", help="at M >= 64 try gluon_ws's tiles (DOT_WS) only")
+    ap.add_argument("--cluster", action="store_true", help="try only tiles whose K split runs in a thread-block cluster")
+    ap.add_argument("--no-do-bench", action="store_true", help="time candidates by graph only (faster sweeps)")
     ap.add_argument("--gluon-max-m", type=int, default=None, help="let the Gluon tile take M tiles up to this (triton_gemm.GLUON_MAX_BLOCK_M)")
     args = ap.parse_args()
     if args.gluon_max_m:
@@ -123,20 +141,21 @@ def main() -> None:
                 tg.GLUON_DOT = True
                 print(f"  DOT_KTJ on the default tile: {ktj * 1e3:.1f} us (graph {ktj_g * 1e3:.1f})", flush=True)
             best = None
-            for path, paired, bm, bn, bk, warps, stages, target in candidates(M, args.pipe, args.ws):
+            for path, paired, bm, bn, bk, warps, stages, target, *more in candidates(M, args.pipe, args.ws, args.cluster):
                 tg.PAIRED_DEQUANT = paired
                 if time.time() - t0 > args.budget_s:
                     break
+                cluster = more[0] if more else 1
                 tiles = -(-M // bm) * -(-N // bn)
-                split = split_for(tiles, K, bk, target) if target else 1
-                cfg = TileConfig(bm, bn, bk, split, warps, stages, path == DOT_PIPE, path == DOT_WS)
+                split = cluster if cluster > 1 else split_for(tiles, K, bk, target) if target else 1
+                cfg = TileConfig(bm, bn, bk, split, warps, stages, path == DOT_PIPE, path == DOT_WS, cluster)
                 try:
                     y = triton_gemm(x, w, cfg, path_override=path).float()
                     err = ((y - ref).norm() / ref.norm()).item()
                     if not err < 2e-3:
                         print(f"  path {path} paired={paired} {cfg}: WRONG rel err {err:.2e}", flush=True)
                         continue
-                    ms = bench_ms(lambda: triton_gemm(x, w, cfg, path_override=path))
+                    ms = float("nan") if args.no_do_bench else bench_ms(lambda: triton_gemm(x, w, cfg, path_override=path))
                     g = graph_ms([lambda c=c: triton_gemm(x, c, cfg, path_override=path) for c in copies])
                 except Exception as e:  # noqa: BLE001 - a tile that does not compile is reported and skipped
                     print(f"  path {path} paired={paired} {cfg}: {type(e).__name__}: {str(e)[:120]}", flush=True)

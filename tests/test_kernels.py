@@ -8,6 +8,7 @@ On a machine without CUDA these tests are skipped (CI has none: they run on the 
 benchmarks/gpu_session.sh), and the CPU path is covered by test_verify.py.
 """
 
+import dataclasses
 import random
 
 import numpy as np
@@ -191,6 +192,39 @@ def test_split_k_partial_sums_meet_without_a_race(M, cfg, paired, monkeypatch):
         y = tg.triton_gemm(x, w, cfg).double()
         rel = float((y - want).norm() / want.norm())
         assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg}, paired={paired})"
+
+
+CLUSTER_CASES = [(1, TileConfig(1, 256, 64, 8, 8, 2, cluster=8)), (1, TileConfig(1, 512, 64, 4, 4, 2, cluster=4)),
+                 (1, TileConfig(1, 128, 128, 2, 4, 2, cluster=2)),
+                 (16, TileConfig(16, 128, 128, 4, 4, 1, cluster=4)), (7, TileConfig(16, 256, 64, 8, 8, 1, cluster=8)),
+                 (16, TileConfig(16, 64, 128, 2, 4, 1, cluster=2)),
+                 (64, TileConfig(64, 64, 128, 4, 4, 3, cluster=4)), (33, TileConfig(64, 128, 64, 8, 8, 3, cluster=8)),
+                 (100, TileConfig(128, 64, 128, 2, 4, 3, cluster=2))]
+
+
+@pytest.mark.parametrize("M, cfg", CLUSTER_CASES)
+def test_cluster_split_k_against_the_oracle(M, cfg):
+    """A K split inside a thread-block cluster (partial sums meet in distributed shared memory): each
+    tile meets the float64 oracle with every output written (poisoned first), the sums are the same
+    bits on every run (CTAs add in rank order, no atomics), and they agree with the global-memory split
+    of the same tile. A K that the cluster cannot split evenly falls back to that split, still right."""
+    from repack.kernels import triton_gemm as tg
+    for K, N in ((4096, 1024), (4096 + 64 * 3, 1024 - 64)):
+        w, W = _random_gptq_words(K, N, 64, random.randrange(2**31))
+        seed = random.randrange(2**31)
+        x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).half().cuda()
+        want = x.double() @ W.t()
+        runs = []
+        for _ in range(3):
+            out = torch.full((M, N), float("nan"), dtype=x.dtype, device="cuda")
+            runs.append(tg.triton_gemm(x, w, cfg, out=out).double())
+            assert torch.isfinite(runs[-1]).all(), f"unwritten outputs (seed {seed}, {cfg}, K={K})"
+            rel = float((runs[-1] - want).norm() / want.norm())
+            assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg}, K={K})"
+        if K % (cfg.cluster * cfg.block_k) == 0:
+            assert all(torch.equal(r, runs[0]) for r in runs), f"cluster sums moved between runs ({cfg})"
+        plain = tg.triton_gemm(x, w, dataclasses.replace(cfg, cluster=1)).double()
+        assert float((plain - runs[0]).norm() / plain.norm()) < 1e-3
 
 
 def test_launch_plans_serve_repeated_calls_and_never_a_stale_weight(tmp_path):

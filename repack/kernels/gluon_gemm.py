@@ -33,7 +33,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
-from .triton_gemm import _pairs_asm
+from .triton_gemm import CLUSTER_SYNC_ASM, DSMEM_LOAD_ASM, SMEM_STORE_ASM, _pairs_asm
 
 
 @functools.lru_cache(maxsize=None)
@@ -144,21 +144,54 @@ def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: gl.conste
             gl.atomic_xchg(cnt_ptr + tile, 0, sem="relaxed")
 
 
+_SMEM_STORE: gl.constexpr = gl.constexpr(SMEM_STORE_ASM)
+_DSMEM_LOAD: gl.constexpr = gl.constexpr(DSMEM_LOAD_ASM)
+_CLUSTER_SYNC: gl.constexpr = gl.constexpr(CLUSTER_SYNC_ASM)
+
+
+@gluon.jit
+def _cluster_sync(dep):
+    return gl.inline_asm_elementwise(_CLUSTER_SYNC, "=r,r", [dep], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _cluster_finish(acc, e, y_ptr, rank, n0, m0, N, M, syn, sym, C: gl.constexpr, RC: gl.constexpr,
+                    CLUSTER: gl.constexpr):
+    """triton_gemm._cluster_finish for this tile (the split-K reduction in distributed shared memory)."""
+    gl.thread_barrier()  # every warp is past the loop's use of shared memory
+    gl.inline_asm_elementwise(_SMEM_STORE, "=r,r,f", [e * 4, acc], dtype=gl.int32, is_pure=False, pack=1)
+    _cluster_sync(rank)
+    SL: gl.constexpr = RC // CLUSTER
+    f = rank * SL + gl.arange(0, SL, layout=gl.BlockedLayout([1], [32], [gl.num_warps()], [0]))
+    total = gl.zeros((SL,), dtype=gl.float32, layout=gl.BlockedLayout([1], [32], [gl.num_warps()], [0]))
+    for j in gl.static_range(CLUSTER):
+        total += gl.inline_asm_elementwise(_DSMEM_LOAD, "=f,r,r", [f * 4, f * 0 + j], dtype=gl.float32,
+                                           is_pure=False, pack=1)
+    n = n0 + f // C
+    m = m0 + f % C
+    gl.store(y_ptr + n * syn + m * sym, total.to(y_ptr.dtype.element_ty), mask=(n < N) & (m < M))
+    _cluster_sync(rank)
+
+
 @gluon.jit
 def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                   M, N, K, K_SPLIT, split_k, group_size, zero_offset,
                   sxm, sxk, sqa, sqb, ssg, ssn, sza, szb, sym, syn,  # triton_gemm's argument list; the unit
                   BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
-                  WL: gl.constexpr, XL: gl.constexpr):
+                  WL: gl.constexpr, XL: gl.constexpr, CLUSTER: gl.constexpr = 1):
     # strides (sxk, sqb, ssn, szb, syn) are 1 here and g_ptr is unused: the host only sends such layers
     KW: gl.constexpr = BLOCK_K // 8
     MMA: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[gl.num_warps(), 1], instr_shape=[16, 8])
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     DOTB: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=MMA, k_width=2)
     XT: gl.constexpr = x_ptr.dtype.element_ty
-    pid_n = gl.program_id(0)
+    if CLUSTER > 1:  # the K split runs across the CTAs of a cluster (_cluster_finish)
+        pid_n = gl.program_id(0) // CLUSTER
+        pid_k = gl.program_id(0) % CLUSTER
+    else:
+        pid_n = gl.program_id(0)
+        pid_k = gl.program_id(2)
     pid_m = gl.program_id(1)
-    pid_k = gl.program_id(2)
     tile = pid_m * gl.num_programs(0) + pid_n
     offs_n = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, WL))
     offs_kw = gl.arange(0, KW, layout=gl.SliceLayout(0, WL))
@@ -202,15 +235,21 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
         part = mma_v2(w, xb, gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA))
         acc = acc + part * s.to(gl.float32)[:, None]
         words, zw, s, x = words_n, zw_n, s_n, x_n
-    on = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
-    om = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, MMA))
-    mask = (om < M)[None, :] & (on < N)[:, None]
-    _finish(acc, y_ptr + om[None, :] * sym + on[:, None], ws_ptr + om[None, :] * N + on[:, None], mask, cnt_ptr, tile,
-            split_k, SPLIT)
+    rn = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
+    rm = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, MMA))
+    if CLUSTER > 1:
+        _cluster_finish(acc, rn[:, None] * BLOCK_M + rm[None, :], y_ptr, pid_k, pid_n * BLOCK_N, pid_m * BLOCK_M, N, M,
+                        1, sym, BLOCK_M, BLOCK_N * BLOCK_M, CLUSTER)
+    else:
+        on = pid_n * BLOCK_N + rn
+        om = pid_m * BLOCK_M + rm
+        mask = (om < M)[None, :] & (on < N)[:, None]
+        _finish(acc, y_ptr + om[None, :] * sym + on[:, None], ws_ptr + om[None, :] * N + on[:, None], mask, cnt_ptr,
+                tile, split_k, SPLIT)
 
 
-CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "WL", "XL")
+CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "WL", "XL", "CLUSTER")
 
 
-def consts(block_m: int, block_n: int, block_k: int, split: bool, warps: int = 4) -> tuple:
-    return (block_m, block_n, block_k, split, words_layout(block_n, block_k // 8, warps), x_layout(warps))
+def consts(block_m: int, block_n: int, block_k: int, split: bool, warps: int = 4, cluster: int = 1) -> tuple:
+    return (block_m, block_n, block_k, split, words_layout(block_n, block_k // 8, warps), x_layout(warps), cluster)

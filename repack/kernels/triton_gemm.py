@@ -306,12 +306,62 @@ def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.conste
             tl.atomic_xchg(cnt_ptr + tile, 0, sem="relaxed")
 
 
+# Split-K inside a thread-block cluster (Hopper): the programs of one output tile that split K are the
+# CLUSTER CTAs of one cluster (launched with cluster dimension CLUSTER along grid axis 0). Each leaves
+# its partial sums in its own shared memory, a cluster barrier orders them, and each CTA sums a slice of
+# the tile over every CTA's shared memory (distributed shared memory: `mapa` + `ld.shared::cluster`)
+# and stores it. No workspace, no atomics, no tile counter and no GPU-scope fence: the global-memory
+# epilogue above cost 30-50 % of a small problem's time (benchmarks/diag_small.py). The partial sums go
+# to the start of the kernel's dynamic shared memory (`global_smem`, which the loop no longer uses once a
+# CTA barrier has passed; the launch reserves room for them), addressed from inline PTX.
+SMEM_STORE_ASM = "{ .reg .u32 a; mov.u32 a, global_smem; add.u32 a, a, $1; st.shared.f32 [a], $2; mov.u32 $0, 0; }"
+DSMEM_LOAD_ASM = ("{ .reg .u32 a, r; mov.u32 a, global_smem; add.u32 a, a, $1; mapa.shared::cluster.u32 r, a, $2; "
+                  "ld.shared::cluster.f32 $0, [r]; }")
+CLUSTER_SYNC_ASM = "barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;\n\tmov.u32 $0, 0;"
+_SMEM_STORE: tl.constexpr = tl.constexpr(SMEM_STORE_ASM)
+_DSMEM_LOAD: tl.constexpr = tl.constexpr(DSMEM_LOAD_ASM)
+_CLUSTER_SYNC: tl.constexpr = tl.constexpr(CLUSTER_SYNC_ASM)
+
+
+@triton.jit
+def _cluster_sync(dep):
+    """Every thread of every CTA of the cluster arrives (release) and waits (acquire)."""
+    return tl.inline_asm_elementwise(_CLUSTER_SYNC, "=r,r", [dep], dtype=tl.int32, is_pure=False, pack=1)
+
+
+@triton.jit
+def _cluster_finish(acc, e, y_ptr, rank, n0, m0, N, M, syn, sym, C: tl.constexpr, RC: tl.constexpr,
+                    CLUSTER: tl.constexpr):
+    """The cluster's split-K reduction (see above). ``acc``: this CTA's partial sums of the tile, whose
+    element at flat index ``e`` (row * C + column, RC elements in all) belongs at y[n0 + row, m0 + column];
+    ``rank``: this CTA's place in the cluster. CTA r sums elements [r RC / CLUSTER, (r + 1) RC / CLUSTER)
+    over the cluster's CTAs in rank order (so the result does not depend on timing) and stores them."""
+    # a sum over the whole CTA goes through shared memory, so the kernel declares `global_smem` even where
+    # nothing else uses shared memory (PTX that names an undeclared symbol does not assemble)
+    declared = tl.sum(tl.reshape(e, (RC,)), axis=0)
+    tl.debug_barrier()  # every warp is past the loop's own use of shared memory
+    tl.inline_asm_elementwise(_SMEM_STORE, "=r,r,f", [e * 4, acc], dtype=tl.int32, is_pure=False, pack=1)
+    _cluster_sync(declared)
+    SL: tl.constexpr = RC // CLUSTER
+    f = rank * SL + tl.arange(0, SL)
+    total = tl.zeros((SL,), dtype=tl.float32)
+    for j in tl.static_range(CLUSTER):
+        total += tl.inline_asm_elementwise(_DSMEM_LOAD, "=f,r,r", [f * 4, f * 0 + j], dtype=tl.float32,
+                                           is_pure=False, pack=1)
+    n = n0 + f // C
+    m = m0 + f % C
+    tl.store(y_ptr + n * syn + m * sym, total.to(y_ptr.dtype.element_ty), mask=(n < N) & (m < M))
+    _cluster_sync(rank)  # no CTA leaves (its shared memory) while another may still read it
+
+
 # kernel paths (host picks one):
 GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2 = 0, 1, 2, 3, 4, 7, 9, 10
 DOT_GLUON = 12  # host-side path id: gluon_gemm.w4_dot_kernel (the weight born in mma.sync registers)
 DOT_PIPE = 13  # host-side path id: gluon_pipe.w4_pipe_kernel (TMA ring, asynchronous wgmma from shared memory); only
 # where a tuned entry says pipe (none does yet: it is not faster than DOT_KTJ, benchmarks/NOTES-gemm.md)
 DOT_WS = 14  # host-side path id: gluon_ws.w4_ws_kernel (warp-specialized: load warp, dequantization warps, MMA warps)
+# paths whose K split can run inside a thread-block cluster (TileConfig.cluster, _cluster_finish)
+CLUSTER_PATHS = (GEMV_H2, DOT_KTJ, DOT_GLUON)
 # tensor-core tiles of GPTQ-order layers go to the Gluon kernel where it applies (see _gluon_fits)
 GLUON_DOT = True
 M1_OTHER_BLOCK_N = 256  # the widest M = 1 tile of the paths other than GEMV_H2 (the narrowing in triton_gemm())
@@ -339,10 +389,15 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                    BITS: tl.constexpr, QLAYOUT: tl.constexpr, ZLAYOUT: tl.constexpr,
                    ACT_ORDER: tl.constexpr, PATH: tl.constexpr,
                    SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   EVEN: tl.constexpr = False, PAIRED: tl.constexpr = False, SLAYOUT: tl.constexpr = 0):
-    pid_n = tl.program_id(0)
+                   EVEN: tl.constexpr = False, PAIRED: tl.constexpr = False, SLAYOUT: tl.constexpr = 0,
+                   CLUSTER: tl.constexpr = 1):
+    if CLUSTER > 1:  # the K split runs across the CTAs of a cluster (_cluster_finish)
+        pid_n = tl.program_id(0) // CLUSTER
+        pid_k = tl.program_id(0) % CLUSTER
+    else:
+        pid_n = tl.program_id(0)
+        pid_k = tl.program_id(2)
     pid_m = tl.program_id(1)
-    pid_k = tl.program_id(2)
     tile = pid_m * tl.num_programs(0) + pid_n
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -485,9 +540,14 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                 x = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :] * sxk,
                             mask=(offs_m[:, None] < M) & (offs_k[None, :] < K), other=0.0)
             acc = tl.dot(w, tl.trans(x), acc)
-        mask = n_ok[:, None] & (offs_m[None, :] < M)
-        _finish(acc, y_ptr + offs_n[:, None] * syn + offs_m[None, :] * sym,
-                ws_ptr + offs_m[None, :] * N + offs_n[:, None], mask, cnt_ptr, tile, split_k, SPLIT)
+        if CLUSTER > 1:
+            e = tl.arange(0, BLOCK_N)[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
+            _cluster_finish(acc, e, y_ptr, pid_k, pid_n * BLOCK_N, pid_m * BLOCK_M, N, M, syn, sym, BLOCK_M,
+                            BLOCK_N * BLOCK_M, CLUSTER)
+        else:
+            mask = n_ok[:, None] & (offs_m[None, :] < M)
+            _finish(acc, y_ptr + offs_n[:, None] * syn + offs_m[None, :] * sym,
+                    ws_ptr + offs_m[None, :] * N + offs_n[:, None], mask, cnt_ptr, tile, split_k, SPLIT)
     elif PATH == 9:
         # GEMV on 4-bit codes along K: each word loaded once, its eight codes kept in one thread
         # next to the eight inputs they meet (one vector load of x); the tile lies in one group,
@@ -552,8 +612,12 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             part = _dot8_half2(words, zl[:, None], zh[:, None], x0[None, :], x1[None, :], x2[None, :], x3[None, :])
             acc2 += part * (s * 64.0)[:, None]  # the partials are sums of x (q - z) / 64
         acc = tl.sum(acc2, axis=1)
-        _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
-                cnt_ptr, tile, split_k, SPLIT)
+        if CLUSTER > 1:
+            _cluster_finish(acc, tl.arange(0, BLOCK_N), y_ptr, pid_k, pid_n * BLOCK_N, pid_m, N, M, syn, sym, 1,
+                            BLOCK_N, CLUSTER)
+        else:
+            _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
+                    cnt_ptr, tile, split_k, SPLIT)
     else:
         # general: any layout, any group map; codes addressed per element (duplicate word loads)
         if BLOCK_M > 1:
@@ -763,9 +827,17 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         # 10-16x slower (results/gemm-h200-session5-m1wide.log)
         split_k = _cdiv(split_k * M1_OTHER_BLOCK_N, block_n)
         block_n, warps = M1_OTHER_BLOCK_N, 4
+    # the cluster's CTAs split K evenly (none idles, and the Gluon tile's prologue reads its first step
+    # unconditionally); elsewhere a cluster's split goes through the global-memory epilogue
+    cluster = cfg.cluster if (cfg.cluster > 1 and path in CLUSTER_PATHS and x.is_cuda
+                              and K % (cfg.cluster * block_k) == 0) else 1
+    if cfg.cluster > 1:
+        split_k = cfg.cluster
     k_split = _cdiv(_cdiv(K, split_k), block_k) * block_k
     split = _cdiv(K, k_split)
     even = N % block_n == 0 and K % k_split == 0
+    if cluster > 1:
+        split = 1  # grid axis 0 counts clusters; the launch multiplies it by the cluster's size
     grid = (_cdiv(N, block_n), _cdiv(M, block_m), split)
     stream = torch.cuda.current_stream(x.device).cuda_stream if x.is_cuda else 0
     ws, cnt = _workspace(x.device, stream, M * N, grid[0] * grid[1]) if split > 1 else (y, y)
@@ -782,9 +854,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     if path == DOT_GLUON:
         from . import gluon_gemm
         gwarps = gluon_gemm.warps_for(block_n, warps)
-        consts = gluon_gemm.consts(block_m, block_n, block_k, split > 1, gwarps)
+        consts = gluon_gemm.consts(block_m, block_n, block_k, split > 1, gwarps, cluster)
         kernel = _launch(grid, args, consts, gwarps, 1, x.device, stream, gluon_gemm.w4_dot_kernel,
-                         gluon_gemm.CONST_NAMES)
+                         gluon_gemm.CONST_NAMES, cluster=cluster, cluster_smem=4 * block_n * block_m)
     elif path == DOT_PIPE:
         from . import gluon_pipe
         consts = gluon_pipe.consts(block_m, block_n, block_k, split > 1, stages, warps)
@@ -800,8 +872,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
                          maxnreg=gluon_ws.regs(gluon_ws.DQ_WARPS)[0])
     else:
         consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even,
-                  PAIRED_DEQUANT and x.is_cuda and w.zeros_layout in PAIRED_ZEROS, slayout)
-        kernel = _launch(grid, args, consts, warps, stages, x.device, stream)
+                  PAIRED_DEQUANT and x.is_cuda and w.zeros_layout in PAIRED_ZEROS, slayout, cluster)
+        kernel = _launch(grid, args, consts, warps, stages, x.device, stream, cluster=cluster,
+                         cluster_smem=4 * block_n * (block_m if block_m > 1 else 1))
     # (DOT_PIPE and DOT_WS take tensor descriptors, made for each call: no plan)
     if kernel is not None and config is None and path_override is None and y.is_contiguous() and path not in (DOT_PIPE, DOT_WS):
         if len(_plans) >= 4096:  # shapes of many layers and lengths: start over rather than grow
@@ -843,8 +916,9 @@ def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torc
     if perm is not None:
         x2 = x2.index_select(1, perm)
     ws, cnt = workspace or (y, y)  # without a K split the kernel never touches them
-    kernel.run(grid[0], grid[1], grid[2], stream, kernel.function, kernel.packed_metadata, None, None, None,
-               x2, w.qweight, w.scales, w.zeros, w.g_idx if act else w.scales, y, ws, cnt, *tail, *consts)
+    compiled, meta = kernel
+    compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, meta, None, None, None,
+                 x2, w.qweight, w.scales, w.zeros, w.g_idx if act else w.scales, y, ws, cnt, *tail, *consts)
     return y.reshape(*x.shape[:-1], N)
 
 
@@ -859,28 +933,41 @@ def _spec(a) -> tuple:
 
 
 _CONST_NAMES = ("BITS", "QLAYOUT", "ZLAYOUT", "ACT_ORDER", "PATH", "SPLIT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "EVEN", "PAIRED",
-                "SLAYOUT")
+                "SLAYOUT", "CLUSTER")
 _compiled: dict[tuple, object] = {}
 
 
 def _launch(grid, args: tuple, consts: tuple, num_warps: int, num_stages: int, device: torch.device,
-            stream: int, fn=None, const_names: tuple = _CONST_NAMES, maxnreg: int | None = None):
+            stream: int, fn=None, const_names: tuple = _CONST_NAMES, maxnreg: int | None = None, cluster: int = 1,
+            cluster_smem: int = 0):
     """Launch through the compiled kernel directly once it exists: Triton's generic launch path
     re-derives the specialization of all 34 arguments in Python on every call (70-150 us measured
     on the lent H100's host), more than the kernel itself takes at M=1. The key holds everything
     that specialization depends on: dtypes, 16-byte alignment of pointers, and for integers
     divisibility by 16, equality to 1 and 32-bit range. Returns the compiled kernel it launched
-    (None on the call that compiled it)."""
+    with the launch metadata it used (None on the call that compiled it).
+
+    ``cluster`` > 1 launches clusters of that many CTAs along grid axis 0 (grid[0] counts clusters), with
+    at least ``cluster_smem`` bytes of dynamic shared memory (_cluster_finish): the launcher's own metadata
+    (warps, CTAs a cluster, shared bytes) is replaced, and the first call compiles without launching,
+    since Triton's generic launch knows nothing of the cluster."""
     spec = tuple(_spec(a) for a in args)
     fn = fn or _w_gemm_kernel
-    key = (fn, device.index, consts, num_warps, num_stages, maxnreg, spec)
-    kernel = _compiled.get(key)
-    if kernel is None:
+    key = (fn, device.index, consts, num_warps, num_stages, maxnreg, spec, cluster)
+    entry = _compiled.get(key)
+    if entry is None:
         extra = {"maxnreg": maxnreg} if maxnreg else {}
-        _compiled[key] = fn[grid](*args, **dict(zip(const_names, consts)), num_warps=num_warps, num_stages=num_stages,
-                                  **extra)
-        return None
+        kwargs = dict(zip(const_names, consts))
+        if cluster == 1:
+            kernel = fn[grid](*args, **kwargs, num_warps=num_warps, num_stages=num_stages, **extra)
+            _compiled[key] = (kernel, kernel.packed_metadata)
+            return None
+        kernel = fn.warmup(*args, grid=grid, **kwargs, num_warps=num_warps, num_stages=num_stages, **extra)
+        shared = max(kernel.metadata.shared, cluster_smem)
+        if shared > 48 * 1024 and shared > kernel.metadata.shared:
+            raise ValueError(f"cluster split-K needs {shared} bytes of shared memory: use a smaller tile")
+        entry = _compiled[key] = (kernel, (kernel.metadata.num_warps, cluster, shared))
+    kernel, meta = entry
     # the launcher takes every parameter in signature order, constexprs included (ignored)
-    kernel.run(grid[0], grid[1], grid[2], stream, kernel.function, kernel.packed_metadata, None,
-               None, None, *args, *consts)
-    return kernel
+    kernel.run(grid[0], grid[1], grid[2], stream, kernel.function, meta, None, None, None, *args, *consts)
+    return entry

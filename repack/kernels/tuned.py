@@ -28,6 +28,9 @@ class TileConfig:
     num_stages: int = 3
     pipe: bool = False  # GPTQ-order 4-bit layers run gluon_pipe's pipelined tile (num_stages = its ring)
     ws: bool = False  # ... or gluon_ws's warp-specialized tile (num_warps = its MMA warps)
+    # > 1: K is split over a thread-block cluster of this many CTAs (2-8), whose partial sums meet in
+    # distributed shared memory (triton_gemm._cluster_finish) instead of split_k's global workspace
+    cluster: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,5 +77,8 @@ def pick_config(M: int, N: int, K: int) -> TileConfig:
     block_n = min(c["block_n"], max(64, 1 << (N.bit_length() - 1)))
     tiles = math.ceil(M / c["block_m"]) * math.ceil(N / block_n)
     split = split_for(tiles, K, c["block_k"], best["target_programs"]) if best["target_programs"] else 1
+    cluster = c.get("cluster", 1)
+    if cluster > 1:  # a cluster's split is its size, whatever the shape
+        split = cluster
     return TileConfig(c["block_m"], block_n, c["block_k"], split, c["num_warps"], c["num_stages"], c.get("pipe", False),
-                      c.get("ws", False))
+                      c.get("ws", False), cluster)
