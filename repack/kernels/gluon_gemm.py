@@ -155,7 +155,7 @@ def _cluster_sync(dep):
 
 
 @gluon.jit
-def _cluster_finish(acc, e, y_ptr, rank, n0, m0, N, M, syn, sym, C: gl.constexpr, RC: gl.constexpr,
+def _cluster_finish(acc, e, y_ptr, rank, n0, m0, N, M, syn, sym, R: gl.constexpr, RC: gl.constexpr,
                     CLUSTER: gl.constexpr):
     """triton_gemm._cluster_finish for this tile (the split-K reduction in distributed shared memory)."""
     gl.thread_barrier()  # every warp is past the loop's use of shared memory
@@ -167,8 +167,8 @@ def _cluster_finish(acc, e, y_ptr, rank, n0, m0, N, M, syn, sym, C: gl.constexpr
     for j in gl.static_range(CLUSTER):
         total += gl.inline_asm_elementwise(_DSMEM_LOAD, "=f,r,r", [f * 4, f * 0 + j], dtype=gl.float32,
                                            is_pure=False, pack=1)
-    n = n0 + f // C
-    m = m0 + f % C
+    n = n0 + f % R
+    m = m0 + f // R
     gl.store(y_ptr + n * syn + m * sym, total.to(y_ptr.dtype.element_ty), mask=(n < N) & (m < M))
     _cluster_sync(rank)
 
@@ -238,8 +238,8 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
     rn = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
     rm = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, MMA))
     if CLUSTER > 1:
-        _cluster_finish(acc, rn[:, None] * BLOCK_M + rm[None, :], y_ptr, pid_k, pid_n * BLOCK_N, pid_m * BLOCK_M, N, M,
-                        1, sym, BLOCK_M, BLOCK_N * BLOCK_M, CLUSTER)
+        _cluster_finish(acc, rn[:, None] + rm[None, :] * BLOCK_N, y_ptr, pid_k, pid_n * BLOCK_N, pid_m * BLOCK_M, N, M,
+                        1, sym, BLOCK_N, BLOCK_N * BLOCK_M, CLUSTER)
     else:
         on = pid_n * BLOCK_N + rn
         om = pid_m * BLOCK_M + rm

@@ -330,12 +330,13 @@ def _cluster_sync(dep):
 
 
 @triton.jit
-def _cluster_finish(acc, e, y_ptr, rank, n0, m0, N, M, syn, sym, C: tl.constexpr, RC: tl.constexpr,
+def _cluster_finish(acc, e, y_ptr, rank, n0, m0, N, M, syn, sym, R: tl.constexpr, RC: tl.constexpr,
                     CLUSTER: tl.constexpr):
     """The cluster's split-K reduction (see above). ``acc``: this CTA's partial sums of the tile, whose
-    element at flat index ``e`` (row * C + column, RC elements in all) belongs at y[n0 + row, m0 + column];
-    ``rank``: this CTA's place in the cluster. CTA r sums elements [r RC / CLUSTER, (r + 1) RC / CLUSTER)
-    over the cluster's CTAs in rank order (so the result does not depend on timing) and stores them."""
+    element at flat index ``e`` = m * R + n (R outputs a row of x, RC elements in all) belongs at
+    y[m0 + m, n0 + n] (outputs of one row are contiguous in y, so the final stores coalesce); ``rank``:
+    this CTA's place in the cluster. CTA r sums elements [r RC / CLUSTER, (r + 1) RC / CLUSTER) over the
+    cluster's CTAs in rank order (so the result does not depend on timing) and stores them."""
     # a sum over the whole CTA goes through shared memory, so the kernel declares `global_smem` even where
     # nothing else uses shared memory (PTX that names an undeclared symbol does not assemble)
     declared = tl.sum(tl.reshape(e, (RC,)), axis=0)
@@ -348,8 +349,8 @@ def _cluster_finish(acc, e, y_ptr, rank, n0, m0, N, M, syn, sym, C: tl.constexpr
     for j in tl.static_range(CLUSTER):
         total += tl.inline_asm_elementwise(_DSMEM_LOAD, "=f,r,r", [f * 4, f * 0 + j], dtype=tl.float32,
                                            is_pure=False, pack=1)
-    n = n0 + f // C
-    m = m0 + f % C
+    n = n0 + f % R
+    m = m0 + f // R
     tl.store(y_ptr + n * syn + m * sym, total.to(y_ptr.dtype.element_ty), mask=(n < N) & (m < M))
     _cluster_sync(rank)  # no CTA leaves (its shared memory) while another may still read it
 
@@ -541,8 +542,8 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                             mask=(offs_m[:, None] < M) & (offs_k[None, :] < K), other=0.0)
             acc = tl.dot(w, tl.trans(x), acc)
         if CLUSTER > 1:
-            e = tl.arange(0, BLOCK_N)[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
-            _cluster_finish(acc, e, y_ptr, pid_k, pid_n * BLOCK_N, pid_m * BLOCK_M, N, M, syn, sym, BLOCK_M,
+            e = tl.arange(0, BLOCK_N)[:, None] + tl.arange(0, BLOCK_M)[None, :] * BLOCK_N
+            _cluster_finish(acc, e, y_ptr, pid_k, pid_n * BLOCK_N, pid_m * BLOCK_M, N, M, syn, sym, BLOCK_N,
                             BLOCK_N * BLOCK_M, CLUSTER)
         else:
             mask = n_ok[:, None] & (offs_m[None, :] < M)
@@ -613,7 +614,7 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             acc2 += part * (s * 64.0)[:, None]  # the partials are sums of x (q - z) / 64
         acc = tl.sum(acc2, axis=1)
         if CLUSTER > 1:
-            _cluster_finish(acc, tl.arange(0, BLOCK_N), y_ptr, pid_k, pid_n * BLOCK_N, pid_m, N, M, syn, sym, 1,
+            _cluster_finish(acc, tl.arange(0, BLOCK_N), y_ptr, pid_k, pid_n * BLOCK_N, pid_m, N, M, syn, sym, BLOCK_N,
                             BLOCK_N, CLUSTER)
         else:
             _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
