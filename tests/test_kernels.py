@@ -203,7 +203,7 @@ CLUSTER_CASES = [(1, TileConfig(1, 256, 64, 8, 8, 2, cluster=8)), (1, TileConfig
 
 
 @pytest.mark.parametrize("M, cfg", CLUSTER_CASES)
-def test_cluster_split_k_against_the_oracle(M, cfg):
+def test_cluster_split_k_against_the_oracle(M, cfg, monkeypatch):
     """A K split inside a thread-block cluster (partial sums meet in distributed shared memory): each
     tile meets the float64 oracle with every output written (poisoned first), the sums are the same
     bits on every run (CTAs add in rank order, no atomics), and they agree with the global-memory split
@@ -225,6 +225,14 @@ def test_cluster_split_k_against_the_oracle(M, cfg):
             assert all(torch.equal(r, runs[0]) for r in runs), f"cluster sums moved between runs ({cfg})"
         plain = tg.triton_gemm(x, w, dataclasses.replace(cfg, cluster=1)).double()
         assert float((plain - runs[0]).norm() / plain.norm()) < 1e-3
+        # the dispatch's own choice, and the second call through the launch plan (its cluster metadata)
+        monkeypatch.setattr(tg, "pick_config", lambda M_, N_, K_: cfg)
+        tg._plans.clear()
+        for _ in range(2):
+            y = tg.triton_gemm(x, w).double()
+            assert torch.equal(y, runs[0]) or K % (cfg.cluster * cfg.block_k), f"planned launch differs ({cfg})"
+            assert float((y - want).norm() / want.norm()) <= TOLERANCE[torch.float16]
+        monkeypatch.undo()
 
 
 def test_launch_plans_serve_repeated_calls_and_never_a_stale_weight(tmp_path):
