@@ -139,9 +139,8 @@ def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: gl.conste
         arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
         if arrived == split_k - 1:
             _fence_gpu(split_k)
-            total = gl.load(ws_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
+            total = gl.atomic_xchg(ws_ptrs, gl.zeros_like(acc), mask=mask, sem="acquire")
             gl.store(y_ptrs, total.to(y_ptrs.dtype.element_ty), mask=mask)
-            gl.store(ws_ptrs, gl.zeros_like(acc), mask=mask)
             gl.atomic_xchg(cnt_ptr + tile, 0, sem="relaxed")
 
 

@@ -300,13 +300,11 @@ def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.conste
         tl.debug_barrier()
         arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
         if arrived == split_k - 1:
-            # the other programs of the tile are done with it: read the sums where the atomics were
-            # performed (L2: .cg skips L1) and leave zeros for the next launch with plain stores. Atomic
-            # exchanges did the same 1.1-1.3 us slower at M = 1 (benchmarks/diag_epilogue.py)
+            # the other programs of the tile are done with it: take the sums where the atomics
+            # were performed (an atomic exchange at L2, leaving zeros for the next launch)
             _fence_gpu(split_k)
-            total = tl.load(ws_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
+            total = tl.atomic_xchg(ws_ptrs, tl.zeros_like(acc), mask=mask, sem="acquire")
             tl.store(y_ptrs, total.to(y_ptrs.dtype.element_ty), mask=mask)
-            tl.store(ws_ptrs, tl.zeros_like(acc), mask=mask)
             tl.atomic_xchg(cnt_ptr + tile, 0, sem="relaxed")
 
 
