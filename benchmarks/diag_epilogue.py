@@ -8,7 +8,8 @@ GPU-scope fence and the barrier, ``red-fence-counter`` the tile counter too (eve
 ``full`` is the shipped protocol, ``slots`` stores each program's partial sums with plain stores into a
 slot of its own and lets the tile's last program add the slots up (no atomics on the sums; a correct
 protocol), ``load`` is the shipped protocol with the last program reading the sums with plain L2 loads and
-clearing them with plain stores instead of atomic exchanges, ``load-nofence`` the same without that
+clearing them with plain stores instead of atomic exchanges (faster, and wrong now and then: the race
+test caught it, results/epilogue-load-race-tests-h200.log), ``load-nofence`` the same without that
 program's second fence, ``none`` stores the partial sums straight to y."""
 
 import sys

@@ -301,7 +301,10 @@ def _finish(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.conste
         arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
         if arrived == split_k - 1:
             # the other programs of the tile are done with it: take the sums where the atomics
-            # were performed (an atomic exchange at L2, leaving zeros for the next launch)
+            # were performed (an atomic exchange at L2, leaving zeros for the next launch). Plain loads
+            # (.cg, or relaxed GPU-scope loads kept after the fence) and zeroing stores were 1-1.3 us
+            # faster at M = 1 but gave wrong tiles now and then on the H200 (race test, M = 1024 split
+            # 2: results/epilogue-load-race-tests-h200.log): the sums are read by atomics only
             _fence_gpu(split_k)
             total = tl.atomic_xchg(ws_ptrs, tl.zeros_like(acc), mask=mask, sem="acquire")
             tl.store(y_ptrs, total.to(y_ptrs.dtype.element_ty), mask=mask)
