@@ -75,7 +75,7 @@ def _slots(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.constex
 
 
 @triton.jit
-def _load(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.constexpr):
+def _load_read_back(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.constexpr, FENCE: tl.constexpr):
     if not SPLIT:
         tl.store(y_ptrs, acc.to(y_ptrs.dtype.element_ty), mask=mask)
     else:
@@ -84,7 +84,8 @@ def _load(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.constexp
         tl.debug_barrier()
         arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
         if arrived == split_k - 1:
-            tg._fence_gpu(split_k)
+            if FENCE:
+                tg._fence_gpu(split_k)
             total = tl.load(ws_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
             tl.store(y_ptrs, total.to(y_ptrs.dtype.element_ty), mask=mask)
             tl.store(ws_ptrs, tl.zeros_like(acc), mask=mask)
@@ -92,19 +93,13 @@ def _load(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.constexp
 
 
 @triton.jit
+def _load(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.constexpr):
+    _load_read_back(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT, True)
+
+
+@triton.jit
 def _load_nofence(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.constexpr):
-    if not SPLIT:
-        tl.store(y_ptrs, acc.to(y_ptrs.dtype.element_ty), mask=mask)
-    else:
-        tl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
-        tg._fence_gpu(split_k)
-        tl.debug_barrier()
-        arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
-        if arrived == split_k - 1:
-            total = tl.load(ws_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
-            tl.store(y_ptrs, total.to(y_ptrs.dtype.element_ty), mask=mask)
-            tl.store(ws_ptrs, tl.zeros_like(acc), mask=mask)
-            tl.atomic_xchg(cnt_ptr + tile, 0, sem="relaxed")
+    _load_read_back(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT, False)
 
 
 def main() -> None:

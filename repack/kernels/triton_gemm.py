@@ -833,6 +833,8 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         # 10-16x slower (results/gemm-h200-session5-m1wide.log)
         split_k = _cdiv(split_k * M1_OTHER_BLOCK_N, block_n)
         block_n, warps = M1_OTHER_BLOCK_N, 4
+    if cfg.cluster not in (1, 2, 4, 8):  # each CTA reduces 1/cluster of a power-of-two tile; 16 is non-portable
+        raise ValueError(f"TileConfig.cluster must be 1, 2, 4 or 8, got {cfg.cluster}")
     # the cluster's CTAs split K evenly (none idles, and the Gluon tile's prologue reads its first step
     # unconditionally); elsewhere a cluster's split goes through the global-memory epilogue
     cluster = cfg.cluster if (cfg.cluster > 1 and path in CLUSTER_PATHS and x.is_cuda
