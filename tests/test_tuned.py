@@ -1,0 +1,54 @@
+"""The tuned tile table (repack/kernels/tuned.py): pure Python, so it runs without a GPU."""
+
+import json
+
+import pytest
+
+from repack.kernels import tuned
+from repack.kernels.tuned import M_BUCKETS, TileConfig, bucket, pick_config
+
+
+def test_every_shipped_entry_gives_a_launchable_tile():
+    table = json.loads(tuned.TUNED_FILE.read_text())
+    assert set(table) <= {str(b) for b in M_BUCKETS}
+    for b, entries in table.items():
+        for e in entries:
+            cfg = pick_config(int(b), e["N"], e["K"])
+            assert cfg.block_n >= 64 and cfg.block_k >= 32 and cfg.num_warps in (4, 8), (b, e)
+            assert cfg.cluster in (1, 2, 4, 8), (b, e)
+            # a cluster's K split is its size, whatever target_programs would give
+            assert cfg.split_k == cfg.cluster if cfg.cluster > 1 else cfg.split_k >= 1, (b, e)
+
+
+@pytest.fixture
+def table(monkeypatch):
+    """A small table in place of the shipped one (pick_config and the table are memoised)."""
+    entries = {"16": [{"K": 4096, "N": 4096, "ms": 0.01, "target_programs": 264,
+                       "config": {"block_m": 16, "block_n": 128, "block_k": 128, "split_k": 8, "num_warps": 4,
+                                  "num_stages": 1, "cluster": 8}},
+                      {"K": 8192, "N": 28672, "ms": 0.06, "target_programs": 1056,
+                       "config": {"block_m": 16, "block_n": 128, "block_k": 128, "split_k": 5, "num_warps": 4,
+                                  "num_stages": 1}}]}
+    monkeypatch.setattr(tuned, "_table", lambda: entries)
+    pick_config.cache_clear()
+    yield entries
+    pick_config.cache_clear()
+
+
+def test_a_cluster_entry_splits_k_by_its_cluster(table):
+    cfg = pick_config(16, 4096, 4096)
+    assert (cfg.cluster, cfg.split_k) == (8, 8)
+    # the nearest entry serves a nearby shape too, with the same cluster
+    assert pick_config(9, 3072, 4096).cluster == 8
+
+
+def test_an_entry_without_cluster_keeps_the_global_split(table):
+    cfg = pick_config(16, 28672, 8192)
+    assert cfg.cluster == 1
+    # 224 column tiles of 128: 1056 programs aimed at gives a split of 5
+    assert cfg.split_k == 5
+
+
+def test_buckets_round_up():
+    assert [bucket(m) for m in (1, 2, 3, 16, 17, 1000, 5000)] == [1, 2, 4, 16, 32, 1024, 1024]
+    assert TileConfig(16, 128, 128).cluster == 1
