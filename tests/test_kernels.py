@@ -235,6 +235,31 @@ def test_cluster_split_k_against_the_oracle(M, cfg, monkeypatch):
         monkeypatch.undo()
 
 
+@pytest.mark.parametrize("cfg", [TileConfig(1, 1024, 64, 32, 8, 4), TileConfig(1, 512, 64, 8, 4, 3),
+                                 TileConfig(1, 256, 64, 8, 4, 4, cluster=8), TileConfig(1, 512, 64, 4, 8, 6, cluster=4),
+                                 TileConfig(1, 128, 128, 1, 4, 2)])
+def test_gemv_ring_against_the_oracle(cfg, monkeypatch):
+    """GEMV_H2 with its loads through a shared-memory ring (triton_gemm.GEMV_RING, off by default until
+    measured): every output written and within tolerance, on an even and an uneven K, and where the sums
+    are reduced in a fixed order (one program a tile, or a cluster) the same bits as without the ring."""
+    from repack.kernels import triton_gemm as tg
+    for K, N in ((4096, 2048), (4096 + 64 * 3, 2048 - 64)):
+        w, W = _random_gptq_words(K, N, 64, random.randrange(2**31))
+        seed = random.randrange(2**31)
+        x = torch.randn(1, K, generator=torch.Generator().manual_seed(seed)).half().cuda()
+        want = x.double() @ W.t()
+        ys = []
+        for ring in (False, True):
+            monkeypatch.setattr(tg, "GEMV_RING", ring)
+            out = torch.full((1, N), float("nan"), dtype=x.dtype, device="cuda")
+            ys.append(tg.triton_gemm(x, w, cfg, out=out, path_override=tg.GEMV_H2).double())
+            assert torch.isfinite(ys[-1]).all(), f"unwritten outputs (seed {seed}, {cfg}, ring={ring}, K={K})"
+            rel = float((ys[-1] - want).norm() / want.norm())
+            assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg}, ring={ring})"
+        if cfg.split_k == 1 or (cfg.cluster > 1 and K % (cfg.cluster * cfg.block_k) == 0):
+            assert torch.equal(ys[0], ys[1]), f"the ring changed the sums ({cfg}, K={K})"
+
+
 def test_launch_plans_serve_repeated_calls_and_never_a_stale_weight(tmp_path):
     """From the second call on a weight with the same activation shape the launch comes from a
     stored plan; every call still meets the oracle (fresh inputs, poisoned outputs, with and
