@@ -1,9 +1,9 @@
-"""GEMV_H2 (M = 1) with its loads through a shared-memory ring (triton_gemm.GEMV_RING), graph µs on the
-lent GPU, against the default dispatch: ring depths 2-6, tiles 256-1024 wide, the K split through the
-global workspace (about 528 programs) or inside a cluster of 4 / 8. Prints every candidate and the
-best per shape.
+"""GEMV_H2 (M = 1) with its loads through a shared-memory ring (TileConfig.ring), graph µs on the lent GPU,
+against the default dispatch: ring depths 2-6, tiles 256-1024 wide, the K split through the global
+workspace (about 528 programs) or inside a cluster of 4 / 8. Prints every candidate and the best per
+shape; with --merge-into, a best tile faster than the default replaces that shape's M = 1 entry.
 
-    python benchmarks/diag_gemv_ring.py [--shapes 4096x4096,...]
+    python benchmarks/diag_gemv_ring.py [--shapes 4096x4096,...] [--merge-into repack/kernels/tuned.json]
 """
 
 import argparse
@@ -13,34 +13,40 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.gemm_common import forced_tile_time, layer_with_baselines, warm_clocks  # noqa: E402
+from benchmarks.paths_gemm import merge  # noqa: E402
 from repack.kernels import triton_gemm as tg  # noqa: E402
 from repack.kernels.tuned import TileConfig, pick_config, split_for  # noqa: E402
+
+TARGET = 528  # programs the global split aims at (the shipped M = 1 entries' target)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="4096x4096,4096x14336,14336x4096,8192x28672")
+    ap.add_argument("--merge-into", default=None)
     args = ap.parse_args()
     warm_clocks()
+    rows = []
     for K, N in (tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")):
         copies, x, ref, cub, dflt = layer_with_baselines(K, N, 1)
         print(f"{K}x{N} M=1: cuBLAS {cub * 1e3:.1f} default {pick_config(1, N, K)} {dflt * 1e3:.1f}", flush=True)
-        tg.GEMV_RING = True
-        rows = []
+        timed = []
         for bn, warps in ((1024, 8), (512, 4), (512, 8), (256, 4)):
             for stages in (2, 3, 4, 6):
                 for cluster in (1, 4, 8):
-                    split = cluster if cluster > 1 else split_for(-(-N // bn), K, 64, 528)
-                    cfg = TileConfig(1, bn, 64, split, warps, stages, cluster=cluster)
+                    split = cluster if cluster > 1 else split_for(-(-N // bn), K, 64, TARGET)
+                    cfg = TileConfig(1, bn, 64, split, warps, stages, cluster=cluster, ring=True)
                     text = forced_tile_time("", x, copies, ref, cfg, tg.GEMV_H2, tol=2e-3)
                     print(f"  {bn} w{warps} ring {stages} cluster {cluster} split {split}:{text}", flush=True)
                     if "err" not in text and "failed" not in text:
-                        rows.append((float(text.split()[0]), cfg))
-        tg.GEMV_RING = False
-        if rows:
-            best = min(rows, key=lambda r: r[0])
-            print(f"BEST {K}x{N} M=1: {best[0]:.1f} us {best[1]} (default {dflt * 1e3:.1f}, cuBLAS {cub * 1e3:.1f})",
-                  flush=True)
+                        timed.append((float(text.split()[0]) * 1e-3, cfg))
+        if timed:
+            g, cfg = min(timed, key=lambda r: r[0])
+            print(f"BEST {K}x{N} M=1: {g * 1e3:.1f} us {cfg} (default {dflt * 1e3:.1f}, cuBLAS {cub * 1e3:.1f})", flush=True)
+            rows.append({"K": K, "N": N, "M": 1, "config": cfg.to_dict(), "graph_ms": g, "default_graph_ms": dflt,
+                         "target_programs": 0 if cfg.cluster > 1 else TARGET})
+    if args.merge_into:
+        merge(rows, Path(args.merge_into))
 
 
 if __name__ == "__main__":

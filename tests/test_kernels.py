@@ -238,8 +238,8 @@ def test_cluster_split_k_against_the_oracle(M, cfg, monkeypatch):
 @pytest.mark.parametrize("cfg", [TileConfig(1, 1024, 64, 32, 8, 4), TileConfig(1, 512, 64, 8, 4, 3),
                                  TileConfig(1, 256, 64, 8, 4, 4, cluster=8), TileConfig(1, 512, 64, 4, 8, 6, cluster=4),
                                  TileConfig(1, 128, 128, 1, 4, 2)])
-def test_gemv_ring_against_the_oracle(cfg, monkeypatch):
-    """GEMV_H2 with its loads through a shared-memory ring (triton_gemm.GEMV_RING, off by default until
+def test_gemv_ring_against_the_oracle(cfg):
+    """GEMV_H2 with its loads through a shared-memory ring (TileConfig.ring, in no shipped entry until
     measured): every output written and within tolerance, on an even and an uneven K, and where the sums
     are reduced in a fixed order (one program a tile, or a cluster) the same bits as without the ring."""
     from repack.kernels import triton_gemm as tg
@@ -250,9 +250,8 @@ def test_gemv_ring_against_the_oracle(cfg, monkeypatch):
         want = x.double() @ W.t()
         ys = []
         for ring in (False, True):
-            monkeypatch.setattr(tg, "GEMV_RING", ring)
             out = torch.full((1, N), float("nan"), dtype=x.dtype, device="cuda")
-            ys.append(tg.triton_gemm(x, w, cfg, out=out, path_override=tg.GEMV_H2).double())
+            ys.append(tg.triton_gemm(x, w, dataclasses.replace(cfg, ring=ring), out=out, path_override=tg.GEMV_H2).double())
             assert torch.isfinite(ys[-1]).all(), f"unwritten outputs (seed {seed}, {cfg}, ring={ring}, K={K})"
             rel = float((ys[-1] - want).norm() / want.norm())
             assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg}, ring={ring})"

@@ -366,10 +366,6 @@ DOT_GLUON = 12  # host-side path id: gluon_gemm.w4_dot_kernel (the weight born i
 DOT_PIPE = 13  # host-side path id: gluon_pipe.w4_pipe_kernel (TMA ring, asynchronous wgmma from shared memory); only
 # where a tuned entry says pipe (none does yet: it is not faster than DOT_KTJ, benchmarks/NOTES-gemm.md)
 DOT_WS = 14  # host-side path id: gluon_ws.w4_ws_kernel (warp-specialized: load warp, dequantization warps, MMA warps)
-# GEMV_H2's loads through a shared-memory ring of the tile's num_stages (the RING constexpr). Off: compiled
-# on the CPU probe only (cp.async, no spills) and not yet run on a GPU — the next GPU session measures it
-# (benchmarks/diag_gemv_ring.py) and runs its tests before it may become the default
-GEMV_RING = False
 # paths whose K split can run inside a thread-block cluster (TileConfig.cluster, _cluster_finish)
 CLUSTER_PATHS = (GEMV_H2, DOT_KTJ, DOT_GLUON)
 # tensor-core tiles of GPTQ-order layers go to the Gluon kernel where it applies (see _gluon_fits)
@@ -589,9 +585,9 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
         # GEMV_KJ's tiles with the arithmetic in fp16 pairs: the eight products of a word are summed
         # in fp16x2 (exact (q - z) / 64, one rounding per FMA) and only that partial goes to fp32
         acc2 = tl.zeros((BLOCK_N, KW), dtype=tl.float32)  # reduced over K once, after the loop
-        # RING (GEMV_RING): the words, x, scales and zeros of the next RING - 1 steps come through a ring
-        # of shared memory (cp.async); without it Triton pipelines none of these loads (no dot uses them)
-        # and each step waits out its own loads. None: as plain range()
+        # RING (TileConfig.ring: the tile's num_stages): the words, x, scales and zeros of the next RING - 1
+        # steps come through a ring of shared memory (cp.async); without it Triton pipelines none of these
+        # loads (no dot uses them) and each step waits out its own loads. None: as plain range()
         for kk in tl.range(0, tl.minimum(K_SPLIT, K - k_begin), BLOCK_K, num_stages=RING):  # past K: no group
             k0 = k_begin + kk
             offs_kw = k0 // PER + tl.arange(0, KW)
@@ -888,7 +884,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     else:
         consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even,
                   PAIRED_DEQUANT and x.is_cuda and w.zeros_layout in PAIRED_ZEROS, slayout, cluster,
-                  stages if GEMV_RING and path == GEMV_H2 else None)
+                  stages if cfg.ring and path == GEMV_H2 else None)
         kernel = _launch(grid, args, consts, warps, stages, x.device, stream, cluster=cluster,
                          cluster_smem=4 * block_n * (block_m if block_m > 1 else 1))
     # (DOT_PIPE and DOT_WS take tensor descriptors, made for each call: no plan)
@@ -912,7 +908,7 @@ def _plan_key(x: torch.Tensor, w: PackedWeight, stream: int) -> tuple:
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     # the pointer's residue, not just 16-byte alignment: GEMV_H2 also needs 4-byte aligned rows
     return (id(w), tuple(x2.shape), x.dtype, x2.stride(), x.device.index, x2.data_ptr() % 16, stream,
-            HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT, GEMV_RING)  # the module switches choose paths too
+            HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT)  # the module switches choose paths too
 
 
 def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torch.Tensor | None:

@@ -31,6 +31,9 @@ class TileConfig:
     # > 1: K is split over a thread-block cluster of this many CTAs (2-8), whose partial sums meet in
     # distributed shared memory (triton_gemm._cluster_finish) instead of split_k's global workspace
     cluster: int = 1
+    # GEMV_H2 (M = 1, fp16) takes its loads through a shared-memory ring of num_stages slots. No shipped
+    # entry sets it yet: compiled on the CPU probe only, to be measured (benchmarks/diag_gemv_ring.py)
+    ring: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,4 +84,4 @@ def pick_config(M: int, N: int, K: int) -> TileConfig:
     if cluster > 1:  # a cluster's split is its size, whatever the shape
         split = cluster
     return TileConfig(c["block_m"], block_n, c["block_k"], split, c["num_warps"], c["num_stages"], c.get("pipe", False),
-                      c.get("ws", False), cluster)
+                      c.get("ws", False), cluster, c.get("ring", False))
