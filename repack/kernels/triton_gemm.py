@@ -745,6 +745,12 @@ def _gluon_available() -> bool:
     return torch.cuda.get_device_capability()[0] == 9  # wgmma: Hopper only
 
 
+@functools.lru_cache(maxsize=None)
+def _clusters_available(device_index: int) -> bool:
+    """Thread-block clusters and distributed shared memory: compute capability 9.0 and up."""
+    return torch.cuda.get_device_capability(device_index)[0] >= 9
+
+
 def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = None,
                 out: torch.Tensor | None = None, path_override: int | None = None) -> torch.Tensor:
     """``x`` [..., K] fp16/bf16 on CUDA -> [..., N] in x's dtype (written into ``out`` [M, N] if given).
@@ -839,9 +845,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     if cfg.cluster not in (1, 2, 4, 8):  # each CTA reduces 1/cluster of a power-of-two tile; 16 is non-portable
         raise ValueError(f"TileConfig.cluster must be 1, 2, 4 or 8, got {cfg.cluster}")
     # the cluster's CTAs split K evenly (none idles, and the Gluon tile's prologue reads its first step
-    # unconditionally); elsewhere a cluster's split goes through the global-memory epilogue
+    # unconditionally); elsewhere (or before Hopper) a cluster's split goes through the global-memory epilogue
     cluster = cfg.cluster if (cfg.cluster > 1 and path in CLUSTER_PATHS and x.is_cuda
-                              and K % (cfg.cluster * block_k) == 0) else 1
+                              and K % (cfg.cluster * block_k) == 0 and _clusters_available(x.device.index)) else 1
     if cfg.cluster > 1:
         split_k = cfg.cluster
     k_split = _cdiv(_cdiv(K, split_k), block_k) * block_k
