@@ -29,26 +29,32 @@ SLOT: tl.constexpr = tl.constexpr(1 << 20)  # floats between two programs' slots
 
 
 @triton.jit
-def _red(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.constexpr):
+def _red_steps(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, FENCE: tl.constexpr, COUNTER: tl.constexpr):
+    """The shipped protocol's first steps (atomics, then every thread's fence, then the tile counter), after
+    which every program stores its own partial sums to y."""
     tl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
+    if FENCE:
+        tg._fence_gpu(split_k)
+        tl.debug_barrier()
+    if COUNTER:
+        arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
+        acc = acc + arrived * 0
     tl.store(y_ptrs, acc.to(y_ptrs.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _red(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.constexpr):
+    _red_steps(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, False, False)
 
 
 @triton.jit
 def _red_fence(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.constexpr):
-    tl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
-    tg._fence_gpu(split_k)
-    tl.debug_barrier()
-    tl.store(y_ptrs, acc.to(y_ptrs.dtype.element_ty), mask=mask)
+    _red_steps(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, True, False)
 
 
 @triton.jit
 def _red_fence_counter(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, SPLIT: tl.constexpr):
-    tl.atomic_add(ws_ptrs, acc, mask=mask, sem="relaxed")
-    tg._fence_gpu(split_k)
-    tl.debug_barrier()
-    arrived = tl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
-    tl.store(y_ptrs, (acc + arrived * 0).to(y_ptrs.dtype.element_ty), mask=mask)
+    _red_steps(acc, y_ptrs, ws_ptrs, mask, cnt_ptr, tile, split_k, True, True)
 
 
 @triton.jit

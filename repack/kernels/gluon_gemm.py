@@ -162,8 +162,9 @@ def _cluster_finish(acc, e, y_ptr, rank, n0, m0, N, M, syn, sym, R: gl.constexpr
     gl.inline_asm_elementwise(_SMEM_STORE, "=r,r,f", [e * 4, acc], dtype=gl.int32, is_pure=False, pack=1)
     _cluster_sync(rank)
     SL: gl.constexpr = RC // CLUSTER
-    f = rank * SL + gl.arange(0, SL, layout=gl.BlockedLayout([1], [32], [gl.num_warps()], [0]))
-    total = gl.zeros((SL,), dtype=gl.float32, layout=gl.BlockedLayout([1], [32], [gl.num_warps()], [0]))
+    FLAT: gl.constexpr = gl.BlockedLayout([1], [32], [gl.num_warps()], [0])
+    f = rank * SL + gl.arange(0, SL, layout=FLAT)
+    total = gl.zeros((SL,), dtype=gl.float32, layout=FLAT)
     for j in gl.static_range(CLUSTER):
         total += gl.inline_asm_elementwise(_DSMEM_LOAD, "=f,r,r", [f * 4, f * 0 + j], dtype=gl.float32,
                                            is_pure=False, pack=1)
