@@ -259,6 +259,33 @@ def test_gemv_ring_against_the_oracle(cfg):
             assert torch.equal(ys[0], ys[1]), f"the ring changed the sums ({cfg}, K={K})"
 
 
+@pytest.mark.parametrize("gs, cfg", [(128, TileConfig(1, 32, 1024, 1, 4, 3, ring=True)), (128, TileConfig(1, 16, 2048, 1, 4, 2)),
+                                     (32, TileConfig(1, 64, 512, 4, 8, 3)), (128, TileConfig(1, 32, 1024, 2, 4, 3, cluster=2, ring=True)),
+                                     (64, TileConfig(1, 32, 4096, 1, 8, 2))])
+def test_gemv_multi_group_step_against_the_oracle(gs, cfg, monkeypatch):
+    """GEMV_H2 with a K step of several whole groups (block_k > group size): the dispatch takes the GROUPS
+    branch where K splits into whole steps (checked in the launch plan), the narrow step elsewhere; every
+    output written and within tolerance, alone, with a global split and inside a cluster."""
+    from repack.kernels import triton_gemm as tg
+    for K, N, groups in ((4096, 2048, cfg.block_k // gs), (4096 + gs, 2048, 1)):
+        w, W = _random_gptq_words(K, N, gs, random.randrange(2**31))
+        seed = random.randrange(2**31)
+        x = torch.randn(1, K, generator=torch.Generator().manual_seed(seed)).half().cuda()
+        want = x.double() @ W.t()
+        monkeypatch.setattr(tg, "pick_config", lambda M_, N_, K_: cfg)
+        tg._plans.clear()
+        for _ in range(2):  # the second call runs from the plan
+            out = torch.full((1, N), float("nan"), dtype=x.dtype, device="cuda")
+            y = tg.triton_gemm(x, w, out=out).double()
+            assert torch.isfinite(y).all(), f"unwritten outputs (seed {seed}, {cfg}, K={K})"
+            rel = float((y - want).norm() / want.norm())
+            assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg}, K={K})"
+        (plan,) = tg._plans.values()
+        consts = dict(zip(tg._CONST_NAMES, plan[6]))
+        assert (consts["PATH"], consts["GROUPS"]) == (tg.GEMV_H2, groups), (cfg, K, consts)
+        monkeypatch.undo()
+
+
 def test_launch_plans_serve_repeated_calls_and_never_a_stale_weight(tmp_path):
     """From the second call on a weight with the same activation shape the launch comes from a
     stored plan; every call still meets the oracle (fresh inputs, poisoned outputs, with and

@@ -14,7 +14,10 @@ def test_every_shipped_entry_gives_a_launchable_tile():
     for b, entries in table.items():
         for e in entries:
             cfg = pick_config(int(b), e["N"], e["K"])
-            assert cfg.block_n >= 64 and cfg.block_k >= 32 and cfg.num_warps in (4, 8), (b, e)
+            # M = 1 entries are GEMV_H2 tiles (8 columns and up, K steps up to 4096); the others tensor-core tiles
+            assert cfg.block_n >= (8 if b == "1" else 64) and cfg.block_k >= 32, (b, e)
+            assert cfg.num_warps in ((2, 4, 8) if b == "1" else (4, 8)), (b, e)
+            assert all(v & (v - 1) == 0 for v in (cfg.block_n, cfg.block_k, cfg.num_warps)), (b, e)
             assert cfg.cluster in (1, 2, 4, 8), (b, e)
             # a cluster's K split is its size, whatever target_programs would give
             assert cfg.split_k == cfg.cluster if cfg.cluster > 1 else cfg.split_k >= 1, (b, e)

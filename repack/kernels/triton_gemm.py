@@ -31,7 +31,7 @@ import triton.language as tl
 
 from .packed import (CODES_ALONG_K, CODES_ALONG_N_AWQ, CODES_MARLIN, SCALES_MARLIN, ZEROS_ALONG_G, ZEROS_ALONG_N,
                      ZEROS_ALONG_N_AWQ, ZEROS_INT, ZEROS_MARLIN, PackedWeight)
-from .tuned import TileConfig, pick_config
+from .tuned import TileConfig, pick_config, split_for
 
 _CODES = {CODES_ALONG_K: 0, CODES_ALONG_N_AWQ: 1, CODES_MARLIN: 2}
 _ZEROS = {ZEROS_ALONG_N: 0, ZEROS_ALONG_N_AWQ: 1, ZEROS_ALONG_G: 2, ZEROS_INT: 3, ZEROS_MARLIN: 4}
@@ -370,7 +370,8 @@ DOT_WS = 14  # host-side path id: gluon_ws.w4_ws_kernel (warp-specialized: load 
 CLUSTER_PATHS = (GEMV_H2, DOT_KTJ, DOT_GLUON)
 # tensor-core tiles of GPTQ-order layers go to the Gluon kernel where it applies (see _gluon_fits)
 GLUON_DOT = True
-M1_OTHER_BLOCK_N = 256  # the widest M = 1 tile of the paths other than GEMV_H2 (the narrowing in triton_gemm())
+M1_OTHER_BLOCK_N = 256  # the M = 1 tile of the paths other than GEMV_H2 (see triton_gemm())
+M1_OTHER_PROGRAMS = 264  # ... and the programs its K split aims at (two an SM of the H200)
 # the Gluon tile's warps split N only, so each holds all of x^T [BLOCK_K, BLOCK_M]: registers run out above
 # 16 rows (forced 32/64-row tiles were 2x slower than DOT_KTJ at M = 64; a wgmma version was slower at 64, 256)
 GLUON_MAX_BLOCK_M = 16
@@ -396,7 +397,7 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                    ACT_ORDER: tl.constexpr, PATH: tl.constexpr,
                    SPLIT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                    EVEN: tl.constexpr = False, PAIRED: tl.constexpr = False, SLAYOUT: tl.constexpr = 0,
-                   CLUSTER: tl.constexpr = 1, RING: tl.constexpr = None):
+                   CLUSTER: tl.constexpr = 1, RING: tl.constexpr = None, GROUPS: tl.constexpr = 1):
     if CLUSTER > 1:  # the K split runs across the CTAs of a cluster (_cluster_finish)
         pid_n = tl.program_id(0) // CLUSTER
         pid_k = tl.program_id(0) % CLUSTER
@@ -581,6 +582,41 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             acc += tl.sum(qz * x[None, :], axis=1) * s
         _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
                 cnt_ptr, tile, split_k, SPLIT)
+    elif PATH == 10 and GROUPS > 1:
+        # GEMV_H2 with a K step of GROUPS whole groups (EVEN only): one step loads GROUPS times the bytes
+        # of a one-group step, so few steps (or one) keep a CTA's whole share of the weight in flight
+        # without a K split across CTAs and its epilogue. The tile is [BLOCK_N, GROUPS, KWG]: column,
+        # group of the step, word row within the group; scales and zeros are [BLOCK_N, GROUPS]
+        KWG: tl.constexpr = KW // GROUPS
+        gi = tl.arange(0, GROUPS)
+        wrow = gi[:, None] * KWG + tl.arange(0, KWG)[None, :]  # [GROUPS, KWG]: word row within the step
+        acc3 = tl.zeros((BLOCK_N, GROUPS, KWG), dtype=tl.float32)
+        for kk in tl.range(0, tl.minimum(K_SPLIT, K - k_begin), BLOCK_K, num_stages=RING):
+            k0 = k_begin + kk
+            xw_ptrs = (x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + (pid_m * sxm + k0) // 2
+                       + 4 * tl.arange(0, KW)[:, None] + tl.arange(0, 4)[None, :])
+            pa, pb = tl.split(tl.reshape(tl.load(xw_ptrs), (KW, 2, 2)))
+            w0, w2 = tl.split(pa)
+            w1, w3 = tl.split(pb)
+            x0 = tl.reshape((w0 & 0xFFFF) | (w2 << 16), (1, GROUPS, KWG))
+            x1 = tl.reshape(((w0 >> 16) & 0xFFFF) | (w2 & -65536), (1, GROUPS, KWG))
+            x2 = tl.reshape((w1 & 0xFFFF) | (w3 << 16), (1, GROUPS, KWG))
+            x3 = tl.reshape(((w1 >> 16) & 0xFFFF) | (w3 & -65536), (1, GROUPS, KWG))
+            words = tl.load(qw_ptr + (k0 // PER + wrow)[None, :, :] * sqa + offs_n[:, None, None] * sqb)
+            g = k0 // group_size + gi  # [GROUPS]
+            s = tl.load(s_ptr + g[None, :] * ssg + offs_n[:, None] * ssn).to(tl.float32)  # [BLOCK_N, GROUPS]
+            z = _zero_at(z_ptr, g[None, :], offs_n[:, None], n_ok[:, None], sza, szb, zero_offset, BITS, ZLAYOUT)
+            zf = z.to(tl.float32) * 0.015625
+            zl = _paired_halves(_fp16_bits((-16.0 - zf).to(tl.float16)))[:, :, None]
+            zh = _paired_halves(_fp16_bits((-1.0 - zf).to(tl.float16)))[:, :, None]
+            acc3 += _dot8_half2(words, zl, zh, x0, x1, x2, x3) * (s * 64.0)[:, :, None]
+        acc = tl.sum(tl.sum(acc3, axis=2), axis=1)
+        if CLUSTER > 1:
+            _cluster_finish(acc, tl.arange(0, BLOCK_N), y_ptr, pid_k, pid_n * BLOCK_N, pid_m, N, M, syn, sym, BLOCK_N,
+                            BLOCK_N, CLUSTER)
+        else:
+            _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
+                    cnt_ptr, tile, split_k, SPLIT)
     elif PATH == 10:
         # GEMV_KJ's tiles with the arithmetic in fp16 pairs: the eight products of a word are summed
         # in fp16x2 (exact (q - z) / 64, one rounding per FMA) and only that partial goes to fp32
@@ -835,13 +871,16 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         # stages; every other tile of 64-256 x 64-256 x 64-128, 4 or 8 warps is exact against the 64x64
         # tile: benchmarks/results/diag-configs-h200.log); not understood yet. With 4 warps it is right
         warps = 4
-    if config is None and block_m == 1 and path != GEMV_H2 and block_n > M1_OTHER_BLOCK_N:
-        # the tuned M = 1 tiles are GEMV_H2's (512-1024 wide, 8 warps); the other M = 1 paths (bf16,
-        # AWQ, Marlin, act-order) keep the 256-wide 4-warp tile they were tuned with, about as many
-        # programs in all (more column tiles, a smaller K split): AWQ's GEMV_N on a 1024-wide tile was
-        # 10-16x slower (results/gemm-h200-session5-m1wide.log)
-        split_k = _cdiv(split_k * M1_OTHER_BLOCK_N, block_n)
+    if config is None and block_m == 1 and path != GEMV_H2:
+        # the tuned M = 1 tiles are GEMV_H2's (16-1024 wide, K steps up to 4096, clusters); the other M = 1
+        # paths (bf16, AWQ, Marlin, act-order) take the 256-wide 4-warp tile of 64-input steps they were
+        # measured with, about two programs an SM: AWQ's GEMV_N on a 1024-wide tile was 10-16x slower
+        # (results/gemm-h200-session5-m1wide.log)
         block_n, warps = M1_OTHER_BLOCK_N, 4
+        cfg = TileConfig(1, block_n, 64, split_for(_cdiv(N, block_n), K, 64, M1_OTHER_PROGRAMS), warps, stages)
+        split_k = cfg.split_k
+        if block_k > 64 and block_k & (block_k - 1) == 0:  # a power of two: 64 still divides the group
+            block_k = 64
     if cfg.cluster not in (1, 2, 4, 8):  # each CTA reduces 1/cluster of a power-of-two tile; 16 is non-portable
         raise ValueError(f"TileConfig.cluster must be 1, 2, 4 or 8, got {cfg.cluster}")
     # the cluster's CTAs split K evenly (none idles, and the Gluon tile's prologue reads its first step
@@ -850,6 +889,13 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
                               and K % (cfg.cluster * block_k) == 0 and _clusters_available(x.device.index)) else 1
     if cfg.cluster > 1:
         split_k = cfg.cluster
+    groups = 1
+    if path == GEMV_H2 and cfg.block_k > block_k == gs and cfg.block_k % gs == 0:
+        # a K step of several whole groups (GEMV_H2's GROUPS branch): whole steps and whole tiles only
+        wide = cfg.block_k
+        wide_split = _cdiv(_cdiv(K, split_k), wide) * wide
+        if N % block_n == 0 and K % wide_split == 0 and (cluster == 1 or K % (cluster * wide) == 0):
+            groups, block_k = wide // gs, wide
     k_split = _cdiv(_cdiv(K, split_k), block_k) * block_k
     split = _cdiv(K, k_split)
     even = N % block_n == 0 and K % k_split == 0
@@ -890,7 +936,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     else:
         consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even,
                   PAIRED_DEQUANT and x.is_cuda and w.zeros_layout in PAIRED_ZEROS, slayout, cluster,
-                  stages if cfg.ring and path == GEMV_H2 else None)
+                  stages if cfg.ring and path == GEMV_H2 else None, groups)
         kernel = _launch(grid, args, consts, warps, stages, x.device, stream, cluster=cluster,
                          cluster_smem=4 * block_n * (block_m if block_m > 1 else 1))
     # (DOT_PIPE and DOT_WS take tensor descriptors, made for each call: no plan)
@@ -951,7 +997,7 @@ def _spec(a) -> tuple:
 
 
 _CONST_NAMES = ("BITS", "QLAYOUT", "ZLAYOUT", "ACT_ORDER", "PATH", "SPLIT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "EVEN", "PAIRED",
-                "SLAYOUT", "CLUSTER", "RING")
+                "SLAYOUT", "CLUSTER", "RING", "GROUPS")
 _compiled: dict[tuple, object] = {}
 
 

@@ -31,8 +31,8 @@ class TileConfig:
     # > 1: K is split over a thread-block cluster of this many CTAs (2-8), whose partial sums meet in
     # distributed shared memory (triton_gemm._cluster_finish) instead of split_k's global workspace
     cluster: int = 1
-    # GEMV_H2 (M = 1, fp16) takes its loads through a shared-memory ring of num_stages slots. No shipped
-    # entry sets it yet: compiled on the CPU probe only, to be measured (benchmarks/diag_gemv_ring.py)
+    # GEMV_H2 (M = 1, fp16) takes its loads through a shared-memory ring of num_stages slots (cp.async;
+    # benchmarks/diag_gemv_ring.py). Its block_k may span several whole groups (triton_gemm's GROUPS)
     ring: bool = False
 
     def to_dict(self) -> dict:
