@@ -259,15 +259,22 @@ def test_gemv_ring_against_the_oracle(cfg):
             assert torch.equal(ys[0], ys[1]), f"the ring changed the sums ({cfg}, K={K})"
 
 
-@pytest.mark.parametrize("gs, cfg", [(128, TileConfig(1, 32, 1024, 1, 4, 3, ring=True)), (128, TileConfig(1, 16, 2048, 1, 4, 2)),
-                                     (32, TileConfig(1, 64, 512, 4, 8, 3)), (128, TileConfig(1, 32, 1024, 2, 4, 3, cluster=2, ring=True)),
-                                     (64, TileConfig(1, 32, 4096, 1, 8, 2))])
-def test_gemv_multi_group_step_against_the_oracle(gs, cfg, monkeypatch):
+# (group size, tile, [(K, GROUPS the dispatch must take)]): whole steps of block_k // group groups; a K the
+# step does not divide (6144 = 1.5 x 4096) takes the widest power-of-two step that does; an odd number of
+# groups (4096 + group) leaves one-group steps
+@pytest.mark.parametrize("gs, cfg, cases", [
+    (128, TileConfig(1, 32, 1024, 1, 4, 3, ring=True), [(4096, 8), (4096 + 128, 1)]),
+    (128, TileConfig(1, 16, 2048, 1, 4, 2), [(4096, 16), (4096 + 128, 1)]),
+    (32, TileConfig(1, 64, 512, 4, 8, 3), [(4096, 16), (4096 + 32, 1)]),
+    (128, TileConfig(1, 32, 1024, 2, 4, 3, cluster=2, ring=True), [(4096, 8), (4096 + 128, 1), (6144, 8)]),
+    (64, TileConfig(1, 32, 4096, 1, 8, 2), [(4096, 64), (4096 + 64, 1), (6144, 32)])])
+def test_gemv_multi_group_step_against_the_oracle(gs, cfg, cases, monkeypatch):
     """GEMV_H2 with a K step of several whole groups (block_k > group size): the dispatch takes the GROUPS
-    branch where K splits into whole steps (checked in the launch plan), the narrow step elsewhere; every
+    branch where K splits into whole steps (checked in the launch plan), a narrower step elsewhere; every
     output written and within tolerance, alone, with a global split and inside a cluster."""
     from repack.kernels import triton_gemm as tg
-    for K, N, groups in ((4096, 2048, cfg.block_k // gs), (4096 + gs, 2048, 1)):
+    N = 2048
+    for K, groups in cases:
         w, W = _random_gptq_words(K, N, gs, random.randrange(2**31))
         seed = random.randrange(2**31)
         x = torch.randn(1, K, generator=torch.Generator().manual_seed(seed)).half().cuda()

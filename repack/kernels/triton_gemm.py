@@ -890,11 +890,13 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     if cfg.cluster > 1:
         split_k = cfg.cluster
     groups = 1
-    if path == GEMV_H2 and cfg.block_k > block_k == gs and cfg.block_k % gs == 0:
-        # a K step of several whole groups (GEMV_H2's GROUPS branch): whole steps and whole tiles only
+    if path == GEMV_H2 and cfg.block_k > block_k == gs and cfg.block_k % gs == 0 and N % block_n == 0:
+        # a K step of several whole groups (GEMV_H2's GROUPS branch): whole steps and whole tiles only, so
+        # on a K the tuned step does not divide (a nearby shape's entry) the widest step that does
         wide = cfg.block_k
-        wide_split = _cdiv(_cdiv(K, split_k), wide) * wide
-        if N % block_n == 0 and K % wide_split == 0 and (cluster == 1 or K % (cluster * wide) == 0):
+        while wide > gs and (K % (_cdiv(_cdiv(K, split_k), wide) * wide) or K % (cluster * wide)):
+            wide //= 2
+        if wide > gs:
             groups, block_k = wide // gs, wide
     k_split = _cdiv(_cdiv(K, split_k), block_k) * block_k
     split = _cdiv(K, k_split)
