@@ -44,7 +44,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
     ap.add_argument("--m", default=",".join(map(str, M_VALUES)))
+    ap.add_argument("--awq-dot", action="store_true", help="AWQ layers at M > 1 through DOT_N (triton_gemm.AWQ_DOT)")
     args = ap.parse_args()
+    if args.awq_dot:
+        from repack.kernels import triton_gemm as tgm
+        tgm.AWQ_DOT = True
     ms_list = [int(m) for m in args.m.split(",")]
     warm = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
     t_warm = time.time()

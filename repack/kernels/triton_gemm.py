@@ -361,7 +361,7 @@ def _cluster_finish(acc, e, y_ptr, rank, n0, m0, N, M, syn, sym, R: tl.constexpr
 
 
 # kernel paths (host picks one):
-GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2 = 0, 1, 2, 3, 4, 7, 9, 10
+GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2, DOT_N = 0, 1, 2, 3, 4, 7, 9, 10, 11
 DOT_GLUON = 12  # host-side path id: gluon_gemm.w4_dot_kernel (the weight born in mma.sync registers)
 DOT_PIPE = 13  # host-side path id: gluon_pipe.w4_pipe_kernel (TMA ring, asynchronous wgmma from shared memory); only
 # where a tuned entry says pipe (none does yet: it is not faster than DOT_KTJ, benchmarks/NOTES-gemm.md)
@@ -375,6 +375,11 @@ M1_OTHER_PROGRAMS = 264  # ... and the programs its K split aims at (two an SM o
 # the Gluon tile's warps split N only, so each holds all of x^T [BLOCK_K, BLOCK_M]: registers run out above
 # 16 rows (forced 32/64-row tiles were 2x slower than DOT_KTJ at M = 64; a wgmma version was slower at 64, 256)
 GLUON_MAX_BLOCK_M = 16
+# AWQ layers at M > 1 take DOT_N (the tensor-core tile in field order) instead of the general path.
+# Off until run on a GPU: written in a session without device time, checked in Triton's interpreter on
+# the CPU (tests/test_awq_dot_interpreter.py) and compiled for sm_90 there; tests/test_kernels.py runs it
+# on the GPU with the switch on
+AWQ_DOT = False
 # fp16 activations at M = 1 on the joined layout take GEMV_H2 (paired fp16 arithmetic, see
 # _half2_dot_asm); a module switch so benchmarks can compare it with GEMV_KJ in one process
 HALF2_GEMV = True
@@ -462,6 +467,35 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
         acc = tl.sum(acc3, axis=0)
         _finish(acc, y_ptr + pid_m * sym + cols * syn, ws_ptr + pid_m * N + cols, c_ok & (pid_m < M),
                 cnt_ptr, tile, split_k, SPLIT)
+    elif PATH == 11:
+        # tensor-core tile on AutoAWQ gemm words (4-bit, packed along N). The tile's columns stay in field
+        # order: slot 8c + j holds field j of word column c, i.e. output 8c + [0,2,4,6,1,3,5,7][j] (GEMV_N's
+        # map). Scales are gathered in that order, the packed zeros share the interleave (_zero_at reads
+        # the same field), and the sums are stored to the permuted columns: no code moves between threads.
+        # The tile lies in one group.
+        NW: tl.constexpr = BLOCK_N // 8
+        j = tl.arange(0, 8)
+        offs_c = pid_n * NW + tl.arange(0, NW)
+        cols = tl.reshape(offs_c[:, None] * 8 + ((j % 4) * 2 + j // 4)[None, :], (BLOCK_N,))
+        c_ok = cols < N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for kk in range(0, tl.minimum(K_SPLIT, K - k_begin), BLOCK_K):  # a tile past K has no group
+            k0 = k_begin + kk
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            k_ok = offs_k < K
+            words = tl.load(qw_ptr + offs_k[:, None] * sqa + offs_c[None, :] * sqb,
+                            mask=k_ok[:, None] & (offs_c < N // 8)[None, :], other=0)  # [BK, NW]
+            q = tl.reshape((words[:, :, None] >> (j * 4)[None, None, :]) & 15, (BLOCK_K, BLOCK_N))
+            g = k0 // group_size
+            z = _zero_at(z_ptr, g, cols, c_ok, sza, szb, zero_offset, BITS, ZLAYOUT)
+            s = tl.load(s_ptr + g * ssg + cols * ssn, mask=c_ok, other=0.0)
+            w = _dequant(q, z[None, :], s[None, :], XT)
+            x = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :] * sxk,
+                        mask=(offs_m[:, None] < M) & k_ok[None, :], other=0.0)
+            acc = tl.dot(x, w, acc)
+        mask = (offs_m[:, None] < M) & c_ok[None, :]
+        _finish(acc, y_ptr + offs_m[:, None] * sym + cols[None, :] * syn, ws_ptr + offs_m[:, None] * N + cols[None, :],
+                mask, cnt_ptr, tile, split_k, SPLIT)
     elif PATH == 3:
         # tensor-core tile on codes along K. The tile's K order is permuted to (field, word row):
         # row f*KW + r of the weight tile is field f of word row r, and x's tile is permuted the
@@ -852,6 +886,14 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         if cfg.block_n % 8:
             raise ValueError("AWQ layout needs BLOCK_N a multiple of 8")
         path = GEMV_N if block_m == 1 else GENERAL
+        dot_bk = min(block_k, gs & -gs)  # DOT_N: a power-of-two K tile inside one group, 16 inputs or more
+        if path == GENERAL and w.bits == 4 and dot_bk >= 16 and \
+                (AWQ_DOT if path_override is None else path_override == DOT_N):
+            path, block_k = DOT_N, dot_bk
+            # per stage x [BM, BK] fp16 and the words [BK, BN / 8]; once, the fp16 weight tile the MMA reads:
+            # within the SM's shared memory (256x128x128 with 3 stages wants 246 KB: sm_90 compile, CPU probe)
+            while stages > 1 and stages * (2 * block_m + block_n // 2) * block_k + 2 * block_k * block_n > 200 * 1024:
+                stages -= 1
         if path == GENERAL:  # its int32 code tile is staged whole in shared memory: keep it small
             block_k, stages = min(block_k, 32), min(stages, 2)
         if path == GEMV_N:
@@ -962,7 +1004,7 @@ def _plan_key(x: torch.Tensor, w: PackedWeight, stream: int) -> tuple:
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     # the pointer's residue, not just 16-byte alignment: GEMV_H2 also needs 4-byte aligned rows
     return (id(w), tuple(x2.shape), x.dtype, x2.stride(), x.device.index, x2.data_ptr() % 16, stream,
-            HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT)  # the module switches choose paths too
+            HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT, AWQ_DOT)  # the module switches choose paths too
 
 
 def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torch.Tensor | None:
@@ -1026,7 +1068,8 @@ def _launch(grid, args: tuple, consts: tuple, num_warps: int, num_stages: int, d
         kwargs = dict(zip(const_names, consts))
         if cluster == 1:
             kernel = fn[grid](*args, **kwargs, num_warps=num_warps, num_stages=num_stages, **extra)
-            _compiled[key] = (kernel, kernel.packed_metadata)
+            if kernel is not None:  # (Triton's interpreter, TRITON_INTERPRET=1, runs it in Python: nothing to keep)
+                _compiled[key] = (kernel, kernel.packed_metadata)
             return None
         kernel = fn.warmup(*args, grid=grid, **kwargs, num_warps=num_warps, num_stages=num_stages, **extra)
         shared = max(kernel.metadata.shared, cluster_smem)
