@@ -11,15 +11,12 @@ tuned tiles, splits included, with the dispatch switch on (triton_gemm.AWQ_DOT).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.triton_checks import cuda_and_triton, has_triton, run_in_interpreter
+
 CASES = [(32, (128, 192)), (64, (256, 72)), (128, (256, 256)), (-1, (192, 128))]  # group size, (K, N)
 
 
@@ -59,19 +56,11 @@ def check(folder: str, device: str = "cpu") -> None:
     print("awq dot ok")
 
 
-def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
-
-
-@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU and triton")
+@pytest.mark.skipif(not cuda_and_triton(), reason="needs a CUDA GPU and triton")
 def test_awq_tensor_core_tile_on_the_gpu(tmp_path):
     check(str(tmp_path), "cuda")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs the triton package")
+@pytest.mark.skipif(not has_triton(), reason="needs the triton package")
 def test_awq_tensor_core_tile_in_the_interpreter(tmp_path):
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    r = subprocess.run([sys.executable, "-c", f"from tests.test_awq_dot import check; check({str(tmp_path)!r})"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0 and "awq dot ok" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    run_in_interpreter("tests.test_awq_dot", tmp_path, "awq dot ok")

@@ -11,15 +11,12 @@ run: no GPU time in the session that wrote it)."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.triton_checks import cuda_and_triton, has_triton, run_in_interpreter
+
 CASES = [("gptq", 4, 32, True, True), ("gptq", 8, 64, True, True), ("gptq", 4, -1, True, False),
          ("awq", 4, 128, False, False), ("awq", 8, 32, False, False), ("checkpoint", 4, 128, True, False)]
 
@@ -62,19 +59,11 @@ def check(folder: str, device: str = "cpu") -> None:
     print("marlin triton ok")
 
 
-def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
-
-
-@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU and triton")
+@pytest.mark.skipif(not cuda_and_triton(), reason="needs a CUDA GPU and triton")
 def test_triton_reads_marlin_layout_on_the_gpu(tmp_path):
     check(str(tmp_path), "cuda")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs the triton package")
+@pytest.mark.skipif(not has_triton(), reason="needs the triton package")
 def test_triton_reads_marlin_layout_in_the_interpreter(tmp_path):
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    r = subprocess.run([sys.executable, "-c", f"from tests.test_marlin_triton import check; check({str(tmp_path)!r})"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0 and "marlin triton ok" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    run_in_interpreter("tests.test_marlin_triton", tmp_path, "marlin triton ok")

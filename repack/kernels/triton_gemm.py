@@ -360,6 +360,30 @@ def _cluster_finish(acc, e, y_ptr, rank, n0, m0, N, M, syn, sym, R: tl.constexpr
     _cluster_sync(rank)  # no CTA leaves (its shared memory) while another may still read it
 
 
+@triton.jit
+def _x_pairs(xw):
+    """x read as int32 words [R, 4] (x[8r .. 8r + 7]) -> four int32 [R]: the fp16 pairs (x[8r + j], x[8r + j + 4]),
+    j = 0..3, that meet a word's codes in _dot8_half2."""
+    R: tl.constexpr = xw.shape[0]
+    pa, pb = tl.split(tl.reshape(xw, (R, 2, 2)))  # pairs 0, 2 and 1, 3
+    w0, w2 = tl.split(pa)
+    w1, w3 = tl.split(pb)
+    return ((w0 & 0xFFFF) | (w2 << 16), ((w0 >> 16) & 0xFFFF) | (w2 & -65536),
+            (w1 & 0xFFFF) | (w3 << 16), ((w1 >> 16) & 0xFFFF) | (w3 & -65536))
+
+
+@triton.jit
+def _gemv_finish(acc, y_ptr, ws_ptr, cnt_ptr, offs_n, n_ok, pid_n, pid_m, pid_k, tile, split_k, N, M, sym, syn,
+                 SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, CLUSTER: tl.constexpr):
+    """A GEMV tile's sums [BLOCK_N] (output row pid_m) to y: in the cluster, through the workspace, or stored."""
+    if CLUSTER > 1:
+        _cluster_finish(acc, tl.arange(0, BLOCK_N), y_ptr, pid_k, pid_n * BLOCK_N, pid_m, N, M, syn, sym, BLOCK_N,
+                        BLOCK_N, CLUSTER)
+    else:
+        _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
+                cnt_ptr, tile, split_k, SPLIT)
+
+
 # kernel paths (host picks one):
 GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2, DOT_N = 0, 1, 2, 3, 4, 7, 9, 10, 11
 DOT_GLUON = 12  # host-side path id: gluon_gemm.w4_dot_kernel (the weight born in mma.sync registers)
@@ -629,13 +653,11 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             k0 = k_begin + kk
             xw_ptrs = (x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + (pid_m * sxm + k0) // 2
                        + 4 * tl.arange(0, KW)[:, None] + tl.arange(0, 4)[None, :])
-            pa, pb = tl.split(tl.reshape(tl.load(xw_ptrs), (KW, 2, 2)))
-            w0, w2 = tl.split(pa)
-            w1, w3 = tl.split(pb)
-            x0 = tl.reshape((w0 & 0xFFFF) | (w2 << 16), (1, GROUPS, KWG))
-            x1 = tl.reshape(((w0 >> 16) & 0xFFFF) | (w2 & -65536), (1, GROUPS, KWG))
-            x2 = tl.reshape((w1 & 0xFFFF) | (w3 << 16), (1, GROUPS, KWG))
-            x3 = tl.reshape(((w1 >> 16) & 0xFFFF) | (w3 & -65536), (1, GROUPS, KWG))
+            x0, x1, x2, x3 = _x_pairs(tl.load(xw_ptrs))
+            x0 = tl.reshape(x0, (1, GROUPS, KWG))
+            x1 = tl.reshape(x1, (1, GROUPS, KWG))
+            x2 = tl.reshape(x2, (1, GROUPS, KWG))
+            x3 = tl.reshape(x3, (1, GROUPS, KWG))
             words = tl.load(qw_ptr + (k0 // PER + wrow)[None, :, :] * sqa + offs_n[:, None, None] * sqb)
             g = k0 // group_size + gi  # [GROUPS]
             s = tl.load(s_ptr + g[None, :] * ssg + offs_n[:, None] * ssn).to(tl.float32)  # [BLOCK_N, GROUPS]
@@ -644,13 +666,8 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             zl = _paired_halves(_fp16_bits((-16.0 - zf).to(tl.float16)))[:, :, None]
             zh = _paired_halves(_fp16_bits((-1.0 - zf).to(tl.float16)))[:, :, None]
             acc3 += _dot8_half2(words, zl, zh, x0, x1, x2, x3) * (s * 64.0)[:, :, None]
-        acc = tl.sum(tl.sum(acc3, axis=2), axis=1)
-        if CLUSTER > 1:
-            _cluster_finish(acc, tl.arange(0, BLOCK_N), y_ptr, pid_k, pid_n * BLOCK_N, pid_m, N, M, syn, sym, BLOCK_N,
-                            BLOCK_N, CLUSTER)
-        else:
-            _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
-                    cnt_ptr, tile, split_k, SPLIT)
+        _gemv_finish(tl.sum(tl.sum(acc3, axis=2), axis=1), y_ptr, ws_ptr, cnt_ptr, offs_n, n_ok, pid_n, pid_m, pid_k,
+                     tile, split_k, N, M, sym, syn, SPLIT, BLOCK_N, CLUSTER)
     elif PATH == 10:
         # GEMV_KJ's tiles with the arithmetic in fp16 pairs: the eight products of a word are summed
         # in fp16x2 (exact (q - z) / 64, one rounding per FMA) and only that partial goes to fp32
@@ -669,13 +686,7 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                 xw = tl.load(xw_ptrs)
             else:
                 xw = tl.load(xw_ptrs, mask=(offs_kw < K // PER)[:, None], other=0)
-            pa, pb = tl.split(tl.reshape(xw, (KW, 2, 2)))  # pairs 0, 2 and 1, 3
-            w0, w2 = tl.split(pa)
-            w1, w3 = tl.split(pb)
-            x0 = (w0 & 0xFFFF) | (w2 << 16)  # (x[8r], x[8r + 4])
-            x1 = ((w0 >> 16) & 0xFFFF) | (w2 & -65536)  # (x[8r + 1], x[8r + 5])
-            x2 = (w1 & 0xFFFF) | (w3 << 16)
-            x3 = ((w1 >> 16) & 0xFFFF) | (w3 & -65536)
+            x0, x1, x2, x3 = _x_pairs(xw)
             if EVEN:
                 words = tl.load(qw_ptr + offs_kw[None, :] * sqa + offs_n[:, None] * sqb)  # [BN, KW]
                 s = tl.load(s_ptr + g * ssg + offs_n * ssn).to(tl.float32)
@@ -690,13 +701,8 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             zh = _paired_halves(_fp16_bits((-1.0 - zf).to(tl.float16)))
             part = _dot8_half2(words, zl[:, None], zh[:, None], x0[None, :], x1[None, :], x2[None, :], x3[None, :])
             acc2 += part * (s * 64.0)[:, None]  # the partials are sums of x (q - z) / 64
-        acc = tl.sum(acc2, axis=1)
-        if CLUSTER > 1:
-            _cluster_finish(acc, tl.arange(0, BLOCK_N), y_ptr, pid_k, pid_n * BLOCK_N, pid_m, N, M, syn, sym, BLOCK_N,
-                            BLOCK_N, CLUSTER)
-        else:
-            _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
-                    cnt_ptr, tile, split_k, SPLIT)
+        _gemv_finish(tl.sum(acc2, axis=1), y_ptr, ws_ptr, cnt_ptr, offs_n, n_ok, pid_n, pid_m, pid_k, tile, split_k,
+                     N, M, sym, syn, SPLIT, BLOCK_N, CLUSTER)
     else:
         # general: any layout, any group map; codes addressed per element (duplicate word loads)
         if BLOCK_M > 1:
