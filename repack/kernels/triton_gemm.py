@@ -821,6 +821,13 @@ def _gluon_available() -> bool:
     return torch.cuda.get_device_capability()[0] == 9  # wgmma: Hopper only
 
 
+try:  # the current stream as an integer without making a torch.cuda.Stream object (Triton's own launcher does this)
+    from torch._C import _cuda_getCurrentRawStream as _raw_stream
+except ImportError:  # a torch build without CUDA (the interpreter) or without this private entry point
+    def _raw_stream(device_index: int) -> int:
+        return torch.cuda.current_stream(device_index).cuda_stream
+
+
 @functools.lru_cache(maxsize=None)
 def _clusters_available(device_index: int) -> bool:
     """Thread-block clusters and distributed shared memory: compute capability 9.0 and up."""
@@ -952,7 +959,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     if cluster > 1:
         split = 1  # grid axis 0 counts clusters; the launch multiplies it by the cluster's size
     grid = (_cdiv(N, block_n), _cdiv(M, block_m), split)
-    stream = torch.cuda.current_stream(x.device).cuda_stream if x.is_cuda else 0
+    stream = _raw_stream(x.device.index) if x.is_cuda else 0
     ws, cnt = _workspace(x.device, stream, M * N, grid[0] * grid[1]) if split > 1 else (y, y)
     perm = None
     if w.x_perm is not None:  # Marlin act-order: the layout's rows are inputs in x_perm order
@@ -994,8 +1001,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         if len(_plans) >= 4096:  # shapes of many layers and lengths: start over rather than grow
             _plans.clear()
         # the weight's own tensors are not stored: a plan must not keep a dropped layer in GPU memory
-        _plans[_plan_key(x, w, stream)] = (weakref.ref(w), kernel, grid, act, args[6:8] if split > 1 else None,
-                                           args[8:], consts, perm, N)
+        weight_ptrs = tuple(t.data_ptr() for t in args[1:5])  # qweight, scales, zeros, g_idx (or its stand-in)
+        workspace = (ws, cnt, ws.data_ptr(), cnt.data_ptr()) if split > 1 else None  # the tensors keep the pointers valid
+        _plans[_plan_key(x, w, stream)] = (weakref.ref(w), kernel, grid, weight_ptrs, workspace, args[8:], consts, perm, N)
     return y.reshape(*lead, N)
 
 
@@ -1014,26 +1022,32 @@ def _plan_key(x: torch.Tensor, w: PackedWeight, stream: int) -> tuple:
 
 
 def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torch.Tensor | None:
-    stream = torch.cuda.current_stream(x.device).cuda_stream
+    stream = _raw_stream(x.device.index)
     plan = _plans.get(_plan_key(x, w, stream))
     if plan is None or plan[0]() is not w:  # a weight at a recycled id is not the planned one
         return None
-    _, kernel, grid, act, workspace, tail, consts, perm, N = plan
+    _, kernel, grid, weight_ptrs, workspace, tail, consts, perm, N = plan
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     M = x2.shape[0]
     if out is None:
         y = torch.empty((M, N), dtype=x.dtype, device=x.device)
-    elif out.shape == (M, N) and out.dtype == x.dtype and out.is_contiguous() and out.data_ptr() % 16 == 0:
+    elif (out.shape == (M, N) and out.dtype == x.dtype and out.device == x.device and out.is_contiguous()
+          and out.data_ptr() % 16 == 0):
         y = out
     else:
         return None  # the full path checks (and explains) an unusual out
     if perm is not None:
         x2 = x2.index_select(1, perm)
-    ws, cnt = workspace or (y, y)  # without a K split the kernel never touches them
+    y_ptr = y.data_ptr()
+    ws_ptr, cnt_ptr = workspace[2:] if workspace else (y_ptr, y_ptr)  # without a K split the kernel never touches them
     compiled, meta = kernel
+    # pointers go to the launcher as integers: for a tensor it calls data_ptr() and asks the driver whether
+    # the address is device memory (cuPointerGetAttribute), per pointer and call. The weight's were taken
+    # when the plan was made (the plan holds a weak reference and checks it above); x and y are CUDA
+    # tensors of the plan's device (the key and the check on ``out``)
     compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, meta, None, None, None,
-                 x2, w.qweight, w.scales, w.zeros, w.g_idx if act else w.scales, y, ws, cnt, *tail, *consts)
-    return y.reshape(*x.shape[:-1], N)
+                 x2.data_ptr(), *weight_ptrs, y_ptr, ws_ptr, cnt_ptr, *tail, *consts)
+    return y.reshape(*x.shape[:-1], N) if x.dim() != 2 else y
 
 
 def _spec(a) -> tuple:

@@ -1,0 +1,77 @@
+"""The launch plan's arguments (triton_gemm._planned) against the full dispatch's, on the CPU: the kernel
+launch is replaced by a recorder, so what is checked is the host code — a plan's second call must hand
+the launcher the same arguments as the first call's launch, with pointers as integers (the weight's taken
+when the plan was made) and its own output. Needs the triton package (the module imports it), no GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.triton_checks import has_triton
+
+pytestmark = pytest.mark.skipif(not has_triton(), reason="needs the triton package")
+
+
+class Recorder:
+    """Stands in for a compiled kernel: keeps the arguments of each run()."""
+
+    function = object()
+
+    def __init__(self):
+        self.runs = []
+
+    def run(self, *args):
+        self.runs.append(args)
+
+
+def _gptq_weight(K: int, N: int, gs: int):
+    from repack.kernels.packed import CODES_ALONG_K, ZEROS_ALONG_N, PackedWeight
+    g = torch.Generator().manual_seed(K + N)
+    qweight = torch.randint(-2**31, 2**31 - 1, (K // 8, N), dtype=torch.int32, generator=g)
+    qzeros = torch.randint(-2**31, 2**31 - 1, (K // gs, N // 8), dtype=torch.int32, generator=g)
+    scales = (torch.rand(K // gs, N, generator=g) * 0.01).half()
+    return PackedWeight(CODES_ALONG_K, ZEROS_ALONG_N, 4, K, N, gs, qweight, scales, qzeros, 1, None, "test/gptq")
+
+
+def _as_launched(a):
+    return a.data_ptr() if isinstance(a, torch.Tensor) else a
+
+
+@pytest.mark.parametrize("dtype, K, N", [(torch.float16, 4096, 4096),     # GEMV_H2, tuned: no K split
+                                         (torch.bfloat16, 4096, 4096),    # GEMV_KJ, split through the workspace
+                                         (torch.float16, 4096 + 128, 1000)])  # a nearby entry, narrow step
+def test_a_plan_launches_what_the_dispatch_launched(dtype, K, N, monkeypatch):
+    from repack.kernels import triton_gemm as tg
+    rec = Recorder()
+    launched = []
+
+    def fake_launch(grid, args, consts, *rest, **kw):
+        launched.append((grid, args, consts))
+        return rec, ("meta",)
+
+    monkeypatch.setattr(tg, "_launch", fake_launch)
+    monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)  # the dispatch's stream on a CPU tensor
+    tg._plans.clear()
+    w = _gptq_weight(K, N, 128)
+    x = torch.randn(3, 1, K).to(dtype)[1]  # [1, K], not at the storage's start
+    y1 = tg.triton_gemm(x, w)
+    (grid, args, consts), = launched
+    assert len(tg._plans) == 1
+    y2 = tg._planned(x, w, None)
+    assert y2 is not None and y2.shape == (1, N) and y2.data_ptr() != y1.data_ptr()
+    (run,) = rec.runs
+    assert run[:4] == (grid[0], grid[1], grid[2], 0) and run[4] is Recorder.function and run[5] == ("meta",)
+    want = [_as_launched(a) for a in args]
+    want[5] = y2.data_ptr()  # the plan's call writes its own output
+    if args[6] is args[5]:  # no K split: the workspace arguments are the output, unused
+        want[6] = want[7] = y2.data_ptr()
+    assert list(run[9:9 + len(args)]) == want
+    assert all(isinstance(a, int) for a in run[9:17]), "pointers go to the launcher as integers"
+    assert tuple(run[9 + len(args):]) == tuple(consts)
+    # an out of another dtype, shape or device is not the plan's: the full path takes it (and explains)
+    assert tg._planned(x, w, torch.empty(1, N, dtype=torch.float32)) is None
+    assert tg._planned(x, w, torch.empty(2, N, dtype=dtype)) is None
+    out = torch.empty(1, N, dtype=dtype)
+    assert tg._planned(x, w, out) is out and rec.runs[-1][9 + 5] == out.data_ptr()
+    tg._plans.clear()
