@@ -401,8 +401,7 @@ M1_OTHER_PROGRAMS = 264  # ... and the programs its K split aims at (two an SM o
 GLUON_MAX_BLOCK_M = 16
 # AWQ layers at M > 1 take DOT_N (the tensor-core tile in field order) instead of the general path.
 # Off until run on a GPU: written in a session without device time, checked in Triton's interpreter on
-# the CPU (tests/test_awq_dot_interpreter.py) and compiled for sm_90 there; tests/test_kernels.py runs it
-# on the GPU with the switch on
+# the CPU and compiled for sm_90 there; tests/test_awq_dot.py runs it on a GPU with the switch on
 AWQ_DOT = False
 # fp16 activations at M = 1 on the joined layout take GEMV_H2 (paired fp16 arithmetic, see
 # _half2_dot_asm); a module switch so benchmarks can compare it with GEMV_KJ in one process
