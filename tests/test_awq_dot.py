@@ -30,29 +30,35 @@ def check(folder: str, device: str = "cpu") -> None:
     from repack.kernels.tuned import TileConfig
     from repack.source import open_source
 
-    tg.AWQ_DOT = True
-    torch.manual_seed(0)
-    tol = TOLERANCE[torch.float16]
-    for i, (gs, (K, N)) in enumerate(CASES):
-        layers = random_model(seed=i, bits=4, group_size=gs, shapes={"model.layers.0.mlp.up_proj": (K, N)})
-        L = layers["model.layers.0.mlp.up_proj"]
-        W = torch.from_numpy((L.q - L.z[L.groups()]) * L.s[L.groups()].astype("float64")).double()  # [K, N]
-        src = open_source(write_awq(Path(folder) / f"a{i}", layers, "gemm"))
-        w = src.packed("model.layers.0.mlp.up_proj").to(device)
-        assert w.codes == "n-awq", w.codes
-        for M in ((5, 33) if device == "cpu" else (5, 16, 33, 100, 300, 16)):  # the last: from the launch plan
-            x = torch.randn(M, K, dtype=torch.float16, device=device)
-            cfg = TileConfig(16, 64, 32, 1, 4, 2) if device == "cpu" else None
-            want = x.double().cpu() @ W
-            out = torch.full((M, N), float("nan"), dtype=torch.float16, device=device)
-            y = tg.triton_gemm(x, w, config=cfg, out=out, path_override=tg.DOT_N if cfg else None).double().cpu()
-            assert torch.isfinite(y).all(), f"g{gs} {K}x{N} M={M}: outputs left unwritten"
+    before, tg.AWQ_DOT = tg.AWQ_DOT, True  # restored below: later tests in this process see the shipped switch
+    try:
+        torch.manual_seed(0)
+        tol = TOLERANCE[torch.float16]
+        for i, (gs, (K, N)) in enumerate(CASES):
+            layers = random_model(seed=i, bits=4, group_size=gs, shapes={"model.layers.0.mlp.up_proj": (K, N)})
+            L = layers["model.layers.0.mlp.up_proj"]
+            W = torch.from_numpy((L.q - L.z[L.groups()]) * L.s[L.groups()].astype("float64")).double()  # [K, N]
+            src = open_source(write_awq(Path(folder) / f"a{i}", layers, "gemm"))
+            w = src.packed("model.layers.0.mlp.up_proj").to(device)
+            assert w.codes == "n-awq", w.codes
+            for M in ((5, 33) if device == "cpu" else (5, 16, 33, 100, 300, 16)):  # the last: from the launch plan
+                x = torch.randn(M, K, dtype=torch.float16, device=device)
+                cfg = TileConfig(16, 64, 32, 1, 4, 2) if device == "cpu" else None
+                want = x.double().cpu() @ W
+                out = torch.full((M, N), float("nan"), dtype=torch.float16, device=device)
+                y = tg.triton_gemm(x, w, config=cfg, out=out, path_override=tg.DOT_N if cfg else None).double().cpu()
+                assert torch.isfinite(y).all(), f"g{gs} {K}x{N} M={M}: outputs left unwritten"
+                rel = float((y - want).norm() / want.norm())
+                assert rel <= tol, f"g{gs} {K}x{N} M={M}: rel {rel:.2e}"
+            if device != "cpu":  # the dispatch's own choice (the CPU run forces the path)
+                paths = {dict(zip(tg._CONST_NAMES, p[6]))["PATH"] for p in tg._plans.values() if p[0]() is w}
+                assert paths == {tg.DOT_N}, paths
+            wrong = dataclasses.replace(w, zeros_layout=ZEROS_ALONG_N)  # GPTQ's plain nibble order for the zeros
+            y = tg.triton_gemm(x, wrong, config=cfg, path_override=tg.DOT_N if cfg else None).double().cpu()
             rel = float((y - want).norm() / want.norm())
-            assert rel <= tol, f"g{gs} {K}x{N} M={M}: rel {rel:.2e}"
-        wrong = dataclasses.replace(w, zeros_layout=ZEROS_ALONG_N)  # GPTQ's plain nibble order for the zeros
-        y = tg.triton_gemm(x, wrong, config=cfg, path_override=tg.DOT_N if cfg else None).double().cpu()
-        rel = float((y - want).norm() / want.norm())
-        assert rel > 10 * tol, f"g{gs}: the zeros' interleave went unnoticed ({rel:.2e})"
+            assert rel > 10 * tol, f"g{gs}: the zeros' interleave went unnoticed ({rel:.2e})"
+    finally:
+        tg.AWQ_DOT = before
     print("awq dot ok")
 
 
