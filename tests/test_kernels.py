@@ -268,13 +268,18 @@ def test_gemv_ring_against_the_oracle(cfg):
     (32, TileConfig(1, 64, 512, 4, 8, 3), [(4096, 16), (4096 + 32, 1)]),
     (128, TileConfig(1, 32, 1024, 2, 4, 3, cluster=2, ring=True), [(4096, 8), (4096 + 128, 1), (6144, 8)]),
     (64, TileConfig(1, 32, 4096, 1, 8, 2), [(4096, 64), (4096 + 64, 1), (6144, 32)])])
-def test_gemv_multi_group_step_against_the_oracle(gs, cfg, cases, monkeypatch):
+@pytest.mark.parametrize("ragged", [False, True])
+def test_gemv_multi_group_step_against_the_oracle(gs, cfg, cases, ragged, monkeypatch):
     """GEMV_H2 with a K step of several whole groups (block_k > group size): the dispatch takes the GROUPS
-    branch where K splits into whole steps (checked in the launch plan), a narrower step elsewhere; every
-    output written and within tolerance, alone, with a global split and inside a cluster."""
+    branch where K splits into whole steps (checked in the launch plan), a narrower step elsewhere — or,
+    with RAGGED_WIDE, the tuned step everywhere with a partial last step; every output written and within
+    tolerance, alone, with a global split and inside a cluster."""
     from repack.kernels import triton_gemm as tg
     N = 2048
     for K, groups in cases:
+        if ragged:
+            groups = cfg.block_k // gs
+        monkeypatch.setattr(tg, "RAGGED_WIDE", ragged)
         w, W = _random_gptq_words(K, N, gs, random.randrange(2**31))
         seed = random.randrange(2**31)
         x = torch.randn(1, K, generator=torch.Generator().manual_seed(seed)).half().cuda()

@@ -403,6 +403,10 @@ GLUON_MAX_BLOCK_M = 16
 # Off until run on a GPU: written in a session without device time, checked in Triton's interpreter on
 # the CPU and compiled for sm_90 there; tests/test_awq_dot.py runs it on a GPU with the switch on
 AWQ_DOT = False
+# GEMV_H2's multi-group step on a K the tuned step does not divide: the tuned step with a partial last step
+# (masked) instead of the widest step that divides. Off until run on a GPU (written without device time;
+# the masked branch runs inline PTX, so the interpreter cannot check it); tests/test_kernels.py turns it on
+RAGGED_WIDE = False
 # fp16 activations at M = 1 on the joined layout take GEMV_H2 (paired fp16 arithmetic, see
 # _half2_dot_asm); a module switch so benchmarks can compare it with GEMV_KJ in one process
 HALF2_GEMV = True
@@ -640,27 +644,39 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
         _finish(acc, y_ptr + pid_m * sym + offs_n * syn, ws_ptr + pid_m * N + offs_n, n_ok & (pid_m < M),
                 cnt_ptr, tile, split_k, SPLIT)
     elif PATH == 10 and GROUPS > 1:
-        # GEMV_H2 with a K step of GROUPS whole groups (EVEN only): one step loads GROUPS times the bytes
-        # of a one-group step, so few steps (or one) keep a CTA's whole share of the weight in flight
-        # without a K split across CTAs and its epilogue. The tile is [BLOCK_N, GROUPS, KWG]: column,
-        # group of the step, word row within the group; scales and zeros are [BLOCK_N, GROUPS]
+        # GEMV_H2 with a K step of GROUPS whole groups: one step loads GROUPS times the bytes of a one-group
+        # step, so few steps (or one) keep a CTA's whole share of the weight in flight without a K split
+        # across CTAs and its epilogue. The tile is [BLOCK_N, GROUPS, KWG]: column, group of the step, word
+        # row within the group; scales and zeros are [BLOCK_N, GROUPS]. Not EVEN (RAGGED_WIDE): the last
+        # step of a program's K range may be partial; rows past it meet x = 0 and scale 0
         KWG: tl.constexpr = KW // GROUPS
         gi = tl.arange(0, GROUPS)
         wrow = gi[:, None] * KWG + tl.arange(0, KWG)[None, :]  # [GROUPS, KWG]: word row within the step
+        k_end = tl.minimum(k_begin + K_SPLIT, K)
         acc3 = tl.zeros((BLOCK_N, GROUPS, KWG), dtype=tl.float32)
         for kk in tl.range(0, tl.minimum(K_SPLIT, K - k_begin), BLOCK_K, num_stages=RING):
             k0 = k_begin + kk
             xw_ptrs = (x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + (pid_m * sxm + k0) // 2
                        + 4 * tl.arange(0, KW)[:, None] + tl.arange(0, 4)[None, :])
-            x0, x1, x2, x3 = _x_pairs(tl.load(xw_ptrs))
+            w_ptrs = qw_ptr + (k0 // PER + wrow)[None, :, :] * sqa + offs_n[:, None, None] * sqb
+            g = k0 // group_size + gi  # [GROUPS]
+            s_ptrs = s_ptr + g[None, :] * ssg + offs_n[:, None] * ssn
+            if EVEN:
+                xw = tl.load(xw_ptrs)
+                words = tl.load(w_ptrs)
+                s = tl.load(s_ptrs).to(tl.float32)  # [BLOCK_N, GROUPS]
+                z_ok = n_ok[:, None]
+            else:
+                xw = tl.load(xw_ptrs, mask=(k0 + PER * tl.arange(0, KW) < k_end)[:, None], other=0)
+                words = tl.load(w_ptrs, mask=(k0 + PER * wrow < k_end)[None, :, :] & n_ok[:, None, None], other=0)
+                z_ok = n_ok[:, None] & (k0 + gi * group_size < k_end)[None, :]
+                s = tl.load(s_ptrs, mask=z_ok, other=0.0).to(tl.float32)
+            x0, x1, x2, x3 = _x_pairs(xw)
             x0 = tl.reshape(x0, (1, GROUPS, KWG))
             x1 = tl.reshape(x1, (1, GROUPS, KWG))
             x2 = tl.reshape(x2, (1, GROUPS, KWG))
             x3 = tl.reshape(x3, (1, GROUPS, KWG))
-            words = tl.load(qw_ptr + (k0 // PER + wrow)[None, :, :] * sqa + offs_n[:, None, None] * sqb)
-            g = k0 // group_size + gi  # [GROUPS]
-            s = tl.load(s_ptr + g[None, :] * ssg + offs_n[:, None] * ssn).to(tl.float32)  # [BLOCK_N, GROUPS]
-            z = _zero_at(z_ptr, g[None, :], offs_n[:, None], n_ok[:, None], sza, szb, zero_offset, BITS, ZLAYOUT)
+            z = _zero_at(z_ptr, g[None, :], offs_n[:, None], z_ok, sza, szb, zero_offset, BITS, ZLAYOUT)
             zf = z.to(tl.float32) * 0.015625
             zl = _paired_halves(_fp16_bits((-16.0 - zf).to(tl.float16)))[:, :, None]
             zh = _paired_halves(_fp16_bits((-1.0 - zf).to(tl.float16)))[:, :, None]
@@ -943,18 +959,19 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
                               and K % (cfg.cluster * block_k) == 0 and _clusters_available(x.device.index)) else 1
     if cfg.cluster > 1:
         split_k = cfg.cluster
-    groups = 1
+    groups, granule = 1, block_k  # granule: what a program's K range is a multiple of
     if path == GEMV_H2 and cfg.block_k > block_k == gs and cfg.block_k % gs == 0 and N % block_n == 0:
-        # a K step of several whole groups (GEMV_H2's GROUPS branch): whole steps and whole tiles only, so
-        # on a K the tuned step does not divide (a nearby shape's entry) the widest step that does
+        # a K step of several whole groups (GEMV_H2's GROUPS branch). Whole steps only, so on a K the tuned
+        # step does not divide (a nearby shape's entry) the widest step that does; with RAGGED_WIDE the
+        # tuned step, each program's range in whole groups and its last step partial
         wide = cfg.block_k
-        while wide > gs and (K % (_cdiv(_cdiv(K, split_k), wide) * wide) or K % (cluster * wide)):
+        while not RAGGED_WIDE and wide > gs and (K % (_cdiv(_cdiv(K, split_k), wide) * wide) or K % (cluster * wide)):
             wide //= 2
         if wide > gs:
-            groups, block_k = wide // gs, wide
-    k_split = _cdiv(_cdiv(K, split_k), block_k) * block_k
+            groups, block_k, granule = wide // gs, wide, (gs if RAGGED_WIDE else wide)
+    k_split = _cdiv(_cdiv(K, split_k), granule) * granule
     split = _cdiv(K, k_split)
-    even = N % block_n == 0 and K % k_split == 0
+    even = N % block_n == 0 and K % k_split == 0 and k_split % block_k == 0
     if cluster > 1:
         split = 1  # grid axis 0 counts clusters; the launch multiplies it by the cluster's size
     grid = (_cdiv(N, block_n), _cdiv(M, block_m), split)
@@ -1017,7 +1034,7 @@ def _plan_key(x: torch.Tensor, w: PackedWeight, stream: int) -> tuple:
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     # the pointer's residue, not just 16-byte alignment: GEMV_H2 also needs 4-byte aligned rows
     return (id(w), tuple(x2.shape), x.dtype, x2.stride(), x.device.index, x2.data_ptr() % 16, stream,
-            HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT, AWQ_DOT)  # the module switches choose paths too
+            HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT, AWQ_DOT, RAGGED_WIDE)  # the module switches choose paths too
 
 
 def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torch.Tensor | None:
