@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch  # noqa: E402
 
 from benchmarks.gemm_common import SHAPES, bench_ms, packed_weight  # noqa: E402
 from repack.kernels.triton_gemm import triton_gemm  # noqa: E402
-from repack.kernels.tuned import TileConfig, split_for  # noqa: E402
+from repack.kernels.tuned import config_of  # noqa: E402
 
 SMS = 132
 
@@ -52,16 +51,11 @@ def candidates(M: int):
             in itertools.product(tiles, [128, 64], [3, 4], [0, 264]))
 
 
-def from_entry(e: dict) -> tuple:
-    """A tuned table entry as a candidate tuple (its split follows from target_programs, as in pick_config)."""
-    c = e["config"]
-    return (c["block_m"], c["block_n"], c["block_k"], c["num_warps"], c["num_stages"], e["target_programs"],
-            c.get("cluster", 1), c.get("ring", False))
-
-
-def tile(M: int, N: int, K: int, bm, bn, bk, warps, stages, target, cluster, ring) -> TileConfig:
-    split = cluster if cluster > 1 else split_for(math.ceil(M / bm) * math.ceil(N / bn), K, bk, target) if target else 1
-    return TileConfig(bm, bn, bk, split, warps, stages, cluster=cluster, ring=ring)
+def as_entry(candidate: tuple) -> dict:
+    """A candidate tuple in the table's entry form (what tuned.config_of reads)."""
+    bm, bn, bk, warps, stages, target, cluster, ring = candidate
+    return {"target_programs": target, "config": {"block_m": bm, "block_n": bn, "block_k": bk, "num_warps": warps,
+                                                  "num_stages": stages, "cluster": cluster, "ring": ring}}
 
 
 def main() -> None:
@@ -83,11 +77,10 @@ def main() -> None:
             best = None
             # the table's own entry for this shape is measured first: a sweep never replaces it by a slower tile
             own = [e for e in table.get(str(M), []) if (e["K"], e["N"]) == (K, N)]
-            tries = [from_entry(e) for e in own]
-            for bm, bn, bk, warps, stages, target, cluster, ring in itertools.chain(tries, candidates(M)):
+            for entry in itertools.chain(own, map(as_entry, candidates(M))):
                 if time.time() > deadline:
                     break
-                cfg = tile(M, N, K, bm, bn, bk, warps, stages, target, cluster, ring)
+                cfg, target = config_of(entry, M, N, K), entry["target_programs"]
                 try:
                     ms = bench_ms(lambda: triton_gemm(x, w, cfg), warmup=5, rep=20)
                 except Exception as e:  # noqa: BLE001 - e.g. out of shared memory: skip the config

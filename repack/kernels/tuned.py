@@ -75,11 +75,17 @@ def pick_config(M: int, N: int, K: int) -> TileConfig:
     # the nearest tuned bucket at or above M (its tile covers M rows), else the largest
     entries = table[str(next((b for b in tuned if M <= b), tuned[-1]))]
     best = min(entries, key=lambda e: abs(math.log(e["K"] * e["N"]) - math.log(K * N)) + (e["K"] != K) * 1e-3)
-    c = best["config"]
+    return config_of(best, M, N, K)
+
+
+def config_of(entry: dict, M: int, N: int, K: int) -> TileConfig:
+    """The tile a table entry (``config`` and ``target_programs``) gives an M x K x N problem: its K split
+    aims at the entry's program count on this shape (none where the target is 0), a cluster's is its size."""
+    c = entry["config"]
     # a tile much wider than the layer (a 1024-wide M = 1 tile on a 576-wide layer) only idles threads
     block_n = min(c["block_n"], max(64, 1 << (N.bit_length() - 1)))
     tiles = math.ceil(M / c["block_m"]) * math.ceil(N / block_n)
-    split = split_for(tiles, K, c["block_k"], best["target_programs"]) if best["target_programs"] else 1
+    split = split_for(tiles, K, c["block_k"], entry["target_programs"]) if entry["target_programs"] else 1
     cluster = c.get("cluster", 1)
     if cluster > 1:  # a cluster's split is its size, whatever the shape
         split = cluster
