@@ -20,6 +20,7 @@ from repack.kernels import TOLERANCE, triton_available
 from repack.kernels.tuned import TileConfig, heuristic
 from repack.source import open_source
 from tests import reference_packers as ref
+from tests.triton_checks import random_gptq_words
 
 pytestmark = pytest.mark.skipif(not triton_available(), reason="needs a CUDA GPU and triton")
 M_VALUES = (1, 7, 16, 33, 128, 1000)
@@ -157,22 +158,6 @@ def test_verify_runs_each_layout_kernel(tmp_path):
     assert [l.module for l in report.layers if not l.ok] == ["model.layers.0.mlp.down_proj"]
 
 
-def _random_gptq_words(K: int, N: int, gs: int, seed: int):
-    """A 4-bit GPTQ v1 layer from random words on the GPU, and its float64 weight [N, K] unpacked
-    here from the layout (field f of word row r is input 8r + f, LSB first; zeros packed along N,
-    stored as z - 1)."""
-    from repack.kernels.packed import CODES_ALONG_K, ZEROS_ALONG_N, PackedWeight
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    qweight = torch.randint(-2**31, 2**31 - 1, (K // 8, N), dtype=torch.int32, device="cuda", generator=g)
-    qzeros = torch.randint(-2**31, 2**31 - 1, (K // gs, N // 8), dtype=torch.int32, device="cuda", generator=g)
-    scales = (torch.rand(K // gs, N, device="cuda", generator=g) * 0.01 + 0.001).half()
-    w = PackedWeight(CODES_ALONG_K, ZEROS_ALONG_N, 4, K, N, gs, qweight, scales, qzeros, 1, None, "test/gptq")
-    q = torch.stack([(qweight >> (4 * f)) & 15 for f in range(8)], 1).reshape(K, N).double()
-    z = torch.stack([(qzeros >> (4 * f)) & 15 for f in range(8)], 2).reshape(K // gs, N).double() + 1
-    grp = torch.arange(K, device="cuda") // gs
-    return w, ((q - z[grp]) * scales.double()[grp]).t()
-
-
 @pytest.mark.parametrize("paired", [True, False])
 @pytest.mark.parametrize("M, cfg", [(1024, TileConfig(256, 64, 64, 2, 4, 3)), (64, TileConfig(64, 128, 64, 9, 4, 3)),
                                     (1, TileConfig(1, 128, 128, 16, 4, 2)), (1024, TileConfig(128, 256, 64, 2, 8, 4, True)),
@@ -184,7 +169,7 @@ def test_split_k_partial_sums_meet_without_a_race(M, cfg, paired, monkeypatch):
     from repack.kernels import triton_gemm as tg
     monkeypatch.setattr(tg, "PAIRED_DEQUANT", paired)
     K, N = 4096, 4096
-    w, W = _random_gptq_words(K, N, 128, random.randrange(2**31))
+    w, W = random_gptq_words(K, N, 128, random.randrange(2**31))
     for _ in range(5):
         seed = random.randrange(2**31)
         x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).half().cuda()
@@ -210,7 +195,7 @@ def test_cluster_split_k_against_the_oracle(M, cfg, monkeypatch):
     of the same tile. A K that the cluster cannot split evenly falls back to that split, still right."""
     from repack.kernels import triton_gemm as tg
     for K, N in ((4096, 1024), (4096 + 64 * 3, 1024 - 64)):
-        w, W = _random_gptq_words(K, N, 64, random.randrange(2**31))
+        w, W = random_gptq_words(K, N, 64, random.randrange(2**31))
         seed = random.randrange(2**31)
         x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).half().cuda()
         want = x.double() @ W.t()
@@ -244,7 +229,7 @@ def test_gemv_ring_against_the_oracle(cfg):
     are reduced in a fixed order (one program a tile, or a cluster) the same bits as without the ring."""
     from repack.kernels import triton_gemm as tg
     for K, N in ((4096, 2048), (4096 + 64 * 3, 2048 - 64)):
-        w, W = _random_gptq_words(K, N, 64, random.randrange(2**31))
+        w, W = random_gptq_words(K, N, 64, random.randrange(2**31))
         seed = random.randrange(2**31)
         x = torch.randn(1, K, generator=torch.Generator().manual_seed(seed)).half().cuda()
         want = x.double() @ W.t()
@@ -280,7 +265,7 @@ def test_gemv_multi_group_step_against_the_oracle(gs, cfg, cases, ragged, monkey
         if ragged:
             groups = cfg.block_k // gs
         monkeypatch.setattr(tg, "RAGGED_WIDE", ragged)
-        w, W = _random_gptq_words(K, N, gs, random.randrange(2**31))
+        w, W = random_gptq_words(K, N, gs, random.randrange(2**31))
         seed = random.randrange(2**31)
         x = torch.randn(1, K, generator=torch.Generator().manual_seed(seed)).half().cuda()
         want = x.double() @ W.t()
@@ -432,7 +417,7 @@ def test_warp_specialized_tile_on_a_large_layer():
     """Many K steps (the rings wrap dozens of times: the mbarrier phases) and many programs."""
     from repack.kernels import triton_gemm as tg
     K2, N2 = 4096, 4096
-    w, W = _random_gptq_words(K2, N2, 128, random.randrange(2**31))
+    w, W = random_gptq_words(K2, N2, 128, random.randrange(2**31))
     for M, cfg in ((1024, TileConfig(128, 128, 64, 1, 4, 4, ws=True)), (256, TileConfig(64, 256, 64, 1, 4, 3, ws=True))):
         seed = random.randrange(2**31)
         x = torch.randn(M, K2, generator=torch.Generator().manual_seed(seed)).half().cuda()
@@ -448,7 +433,7 @@ def test_every_forced_large_tile_gives_the_right_sums():
     ~10 % (run with 4 warps now: triton_gemm)."""
     from repack.kernels import triton_gemm as tg
     K2, N2 = 1024, 1024
-    w, W = _random_gptq_words(K2, N2, 128, random.randrange(2**31))
+    w, W = random_gptq_words(K2, N2, 128, random.randrange(2**31))
     seed = random.randrange(2**31)
     x = torch.randn(300, K2, generator=torch.Generator().manual_seed(seed)).half().cuda()
     want = tg.triton_gemm(x, w, TileConfig(64, 64, 64, 1, 4, 3)).double()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.triton_checks import has_triton
+from tests.triton_checks import has_triton, random_gptq_words
 
 pytestmark = pytest.mark.skipif(not has_triton(), reason="needs the triton package")
 
@@ -23,15 +23,6 @@ class Recorder:
 
     def run(self, *args):
         self.runs.append(args)
-
-
-def _gptq_weight(K: int, N: int, gs: int):
-    from repack.kernels.packed import CODES_ALONG_K, ZEROS_ALONG_N, PackedWeight
-    g = torch.Generator().manual_seed(K + N)
-    qweight = torch.randint(-2**31, 2**31 - 1, (K // 8, N), dtype=torch.int32, generator=g)
-    qzeros = torch.randint(-2**31, 2**31 - 1, (K // gs, N // 8), dtype=torch.int32, generator=g)
-    scales = (torch.rand(K // gs, N, generator=g) * 0.01).half()
-    return PackedWeight(CODES_ALONG_K, ZEROS_ALONG_N, 4, K, N, gs, qweight, scales, qzeros, 1, None, "test/gptq")
 
 
 def _as_launched(a):
@@ -53,7 +44,7 @@ def test_a_plan_launches_what_the_dispatch_launched(dtype, K, N, monkeypatch):
     monkeypatch.setattr(tg, "_launch", fake_launch)
     monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)  # the dispatch's stream on a CPU tensor
     tg._plans.clear()
-    w = _gptq_weight(K, N, 128)
+    w, _ = random_gptq_words(K, N, 128, K + N, device="cpu")
     x = torch.randn(3, 1, K).to(dtype)[1]  # [1, K], not at the storage's start
     y1 = tg.triton_gemm(x, w)
     (grid, args, consts), = launched

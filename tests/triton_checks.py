@@ -1,5 +1,5 @@
-"""Running a kernel check on the GPU or through Triton's interpreter on the CPU (shared by the tests of
-kernel paths that the interpreter can run: no inline PTX on their way)."""
+"""Shared by the kernel tests: running a check on the GPU or through Triton's interpreter on the CPU (for
+kernel paths with no inline PTX on their way), and a random 4-bit GPTQ layer with its float64 weight."""
 
 from __future__ import annotations
 
@@ -28,3 +28,22 @@ def run_in_interpreter(module: str, folder: Path, done: str) -> None:
     r = subprocess.run([sys.executable, "-c", f"from {module} import check; check({str(folder)!r})"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0 and done in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def random_gptq_words(K: int, N: int, gs: int, seed: int, device: str = "cuda"):
+    """A 4-bit GPTQ v1 layer from random words (on ``device``), and its float64 weight [N, K] unpacked
+    here from the layout (field f of word row r is input 8r + f, LSB first; zeros packed along N,
+    stored as z - 1)."""
+    import torch
+
+    from repack.kernels.packed import CODES_ALONG_K, ZEROS_ALONG_N, PackedWeight
+
+    g = torch.Generator(device=device).manual_seed(seed)
+    qweight = torch.randint(-2**31, 2**31 - 1, (K // 8, N), dtype=torch.int32, device=device, generator=g)
+    qzeros = torch.randint(-2**31, 2**31 - 1, (K // gs, N // 8), dtype=torch.int32, device=device, generator=g)
+    scales = (torch.rand(K // gs, N, device=device, generator=g) * 0.01 + 0.001).half()
+    w = PackedWeight(CODES_ALONG_K, ZEROS_ALONG_N, 4, K, N, gs, qweight, scales, qzeros, 1, None, "test/gptq")
+    q = torch.stack([(qweight >> (4 * f)) & 15 for f in range(8)], 1).reshape(K, N).double()
+    z = torch.stack([(qzeros >> (4 * f)) & 15 for f in range(8)], 2).reshape(K // gs, N).double() + 1
+    grp = torch.arange(K, device=device) // gs
+    return w, ((q - z[grp]) * scales.double()[grp]).t()
