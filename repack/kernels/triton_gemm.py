@@ -373,6 +373,15 @@ def _x_pairs(xw):
 
 
 @triton.jit
+def _half2_zeros(z):
+    """The zero operands of _dot8_half2 for true zeros ``z``: -(16 + z / 64) and -(1 + z / 64) in both fp16
+    halves (z / 64 is exact, and so are both sums in fp16)."""
+    zf = z.to(tl.float32) * 0.015625
+    return (_paired_halves(_fp16_bits((-16.0 - zf).to(tl.float16))),
+            _paired_halves(_fp16_bits((-1.0 - zf).to(tl.float16))))
+
+
+@triton.jit
 def _gemv_finish(acc, y_ptr, ws_ptr, cnt_ptr, offs_n, n_ok, pid_n, pid_m, pid_k, tile, split_k, N, M, sym, syn,
                  SPLIT: tl.constexpr, BLOCK_N: tl.constexpr, CLUSTER: tl.constexpr):
     """A GEMV tile's sums [BLOCK_N] (output row pid_m) to y: in the cluster, through the workspace, or stored."""
@@ -677,10 +686,8 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             x2 = tl.reshape(x2, (1, GROUPS, KWG))
             x3 = tl.reshape(x3, (1, GROUPS, KWG))
             z = _zero_at(z_ptr, g[None, :], offs_n[:, None], z_ok, sza, szb, zero_offset, BITS, ZLAYOUT)
-            zf = z.to(tl.float32) * 0.015625
-            zl = _paired_halves(_fp16_bits((-16.0 - zf).to(tl.float16)))[:, :, None]
-            zh = _paired_halves(_fp16_bits((-1.0 - zf).to(tl.float16)))[:, :, None]
-            acc3 += _dot8_half2(words, zl, zh, x0, x1, x2, x3) * (s * 64.0)[:, :, None]
+            zl, zh = _half2_zeros(z)
+            acc3 += _dot8_half2(words, zl[:, :, None], zh[:, :, None], x0, x1, x2, x3) * (s * 64.0)[:, :, None]
         _gemv_finish(tl.sum(tl.sum(acc3, axis=2), axis=1), y_ptr, ws_ptr, cnt_ptr, offs_n, n_ok, pid_n, pid_m, pid_k,
                      tile, split_k, N, M, sym, syn, SPLIT, BLOCK_N, CLUSTER)
     elif PATH == 10:
@@ -711,9 +718,7 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                                 mask=n_ok[:, None] & kw_ok[None, :], other=0)
                 s = tl.load(s_ptr + g * ssg + offs_n * ssn, mask=n_ok, other=0.0).to(tl.float32)
             z = _zero_at(z_ptr, g, offs_n, n_ok, sza, szb, zero_offset, BITS, ZLAYOUT)
-            zf = z.to(tl.float32) * 0.015625  # z / 64: exact, and so are both sums below in fp16
-            zl = _paired_halves(_fp16_bits((-16.0 - zf).to(tl.float16)))
-            zh = _paired_halves(_fp16_bits((-1.0 - zf).to(tl.float16)))
+            zl, zh = _half2_zeros(z)
             part = _dot8_half2(words, zl[:, None], zh[:, None], x0[None, :], x1[None, :], x2[None, :], x3[None, :])
             acc2 += part * (s * 64.0)[:, None]  # the partials are sums of x (q - z) / 64
         _gemv_finish(tl.sum(acc2, axis=1), y_ptr, ws_ptr, cnt_ptr, offs_n, n_ok, pid_n, pid_m, pid_k, tile, split_k,
