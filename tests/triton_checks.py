@@ -25,9 +25,26 @@ def run_in_interpreter(module: str, folder: Path, done: str) -> None:
     """``module``.check(folder) in a subprocess with TRITON_INTERPRET=1 (the variable must be set before
     Triton is imported); it must exit 0 and print ``done``."""
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    r = subprocess.run([sys.executable, "-c", f"from {module} import check; check({str(folder)!r})"],
+    code = f"from tests.triton_checks import fix_interpreter_index; fix_interpreter_index(); " \
+           f"from {module} import check; check({str(folder)!r})"
+    r = subprocess.run([sys.executable, "-c", code],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0 and done in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def fix_interpreter_index() -> None:
+    """Triton 3.6's interpreter turns a scalar into a Python int (a loop bound, ``range(0, tl.minimum(..))``)
+    with ``int()`` of a one-element 1-d array, which NumPy 2.4 refuses ("only 0-dimensional arrays can be
+    converted"); take the element instead. Called in the interpreter's subprocess only."""
+    from triton.runtime import interpreter
+
+    patch = interpreter._patch_lang_tensor
+
+    def patched(tensor, scope):
+        patch(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    interpreter._patch_lang_tensor = patched
 
 
 def random_gptq_words(K: int, N: int, gs: int, seed: int, device: str = "cuda"):
