@@ -5,7 +5,7 @@ workspace (about 528 programs) or inside a cluster of 4 / 8. With --wide, the mu
 Prints every candidate and the best per shape; with --merge-into, a best tile faster than the default
 replaces that shape's M = 1 entry.
 
-    python benchmarks/diag_gemv_ring.py [--wide] [--ragged] [--shapes 4096x4096,...] [--merge-into repack/kernels/tuned.json]
+    python benchmarks/diag_gemv_ring.py [--wide [--quick]] [--ragged] [--shapes 4096x4096,...] [--merge-into repack/kernels/tuned.json]
 
 On shapes no entry was tuned for (Llama-2's 11008x4096 and 4096x11008: 86 groups), the "default" line shows
 what the nearest entry gives, with and without --ragged (triton_gemm.RAGGED_WIDE).
@@ -33,16 +33,20 @@ def ring_candidates(K: int, N: int):
                 yield TileConfig(1, bn, 64, split, warps, stages, cluster=cluster, ring=True)
 
 
-def wide_candidates(K: int, N: int, group: int = 128, ragged: bool = False):
-    for bn, warps in ((8, 2), (8, 4), (16, 2), (16, 4), (16, 8), (32, 4), (32, 8), (64, 4), (64, 8), (128, 8)):
-        for bk in (512, 1024, 2048, 4096):
+WIDE_TILES = ((8, 2), (8, 4), (16, 2), (16, 4), (16, 8), (32, 4), (32, 8), (64, 4), (64, 8), (128, 8))
+QUICK_TILES = ((16, 2), (16, 4), (32, 4), (64, 4))  # the tiles that won on the eleventh/twelfth sessions' shapes
+
+
+def wide_candidates(K: int, N: int, group: int = 128, ragged: bool = False, quick: bool = False):
+    for bn, warps in QUICK_TILES if quick else WIDE_TILES:
+        for bk in (512, 1024, 2048) if quick else (512, 1024, 2048, 4096):
             words = bn * bk // 8  # int32 words of one step
             if words // (32 * warps) > 64:  # registers: a step's words per thread
                 continue
-            for cluster in (1, 2, 4):
+            for cluster in (1, 2) if quick else (1, 2, 4):
                 if (K % (cluster * bk) and not ragged) or N % bn or bk % group:
                     continue
-                for ring in (0, 2, 3, 4):
+                for ring in (3, 4) if quick else (0, 2, 3, 4):
                     if ring * words * 4 > 200 * 1024:
                         continue
                     yield TileConfig(1, bn, bk, cluster, warps, ring or 2, cluster=cluster, ring=ring > 0)
@@ -54,6 +58,7 @@ def main() -> None:
     ap.add_argument("--merge-into", default=None)
     ap.add_argument("--wide", action="store_true")
     ap.add_argument("--ragged", action="store_true", help="multi-group steps with a partial last step (RAGGED_WIDE)")
+    ap.add_argument("--quick", action="store_true", help="with --wide: only the structures that won before (48 a shape)")
     args = ap.parse_args()
     tg.RAGGED_WIDE = args.ragged
     warm_clocks()
@@ -62,7 +67,7 @@ def main() -> None:
         copies, x, ref, cub, dflt = layer_with_baselines(K, N, 1)
         print(f"{K}x{N} M=1: cuBLAS {cub * 1e3:.1f} default {pick_config(1, N, K)} {dflt * 1e3:.1f}", flush=True)
         timed = []
-        for cfg in (wide_candidates(K, N, ragged=args.ragged) if args.wide else ring_candidates(K, N)):
+        for cfg in (wide_candidates(K, N, ragged=args.ragged, quick=args.quick) if args.wide else ring_candidates(K, N)):
             text = forced_tile_time("", x, copies, ref, cfg, tg.GEMV_H2, tol=2e-3)
             print(f"  {cfg.block_n}x{cfg.block_k} w{cfg.num_warps} ring {cfg.num_stages if cfg.ring else 0} "
                   f"cluster {cfg.cluster} split {cfg.split_k}:{text}", flush=True)

@@ -55,3 +55,21 @@ def test_an_entry_without_cluster_keeps_the_global_split(table):
 def test_buckets_round_up():
     assert [bucket(m) for m in (1, 2, 3, 16, 17, 1000, 5000)] == [1, 2, 4, 16, 32, 1024, 1024]
     assert TileConfig(16, 128, 128).cluster == 1
+
+
+def test_an_untuned_shape_takes_the_entry_nearest_in_both_dimensions(monkeypatch):
+    """K and N are matched separately (log scale): a tall layer takes the tall entry even where a wide
+    entry has the nearer product K·N (11008x4096 and 4096x11008 have the same product)."""
+    def entry(K, N, block_n):
+        return {"K": K, "N": N, "ms": 0.01, "target_programs": 0,
+                "config": {"block_m": 1, "block_n": block_n, "block_k": 1024, "split_k": 1, "num_warps": 4,
+                           "num_stages": 3}}
+    entries = {"1": [entry(4096, 14336, 64), entry(14336, 4096, 32)]}
+    monkeypatch.setattr(tuned, "_table", lambda: entries)
+    pick_config.cache_clear()
+    try:
+        assert pick_config(1, 4096, 11008).block_n == 32  # K = 11008, N = 4096: the 14336x4096 entry
+        assert pick_config(1, 11008, 4096).block_n == 64  # K = 4096, N = 11008: the 4096x14336 entry
+        assert pick_config(1, 4096, 12288).block_n == 32
+    finally:
+        pick_config.cache_clear()

@@ -408,14 +408,14 @@ M1_OTHER_PROGRAMS = 264  # ... and the programs its K split aims at (two an SM o
 # the Gluon tile's warps split N only, so each holds all of x^T [BLOCK_K, BLOCK_M]: registers run out above
 # 16 rows (forced 32/64-row tiles were 2x slower than DOT_KTJ at M = 64; a wgmma version was slower at 64, 256)
 GLUON_MAX_BLOCK_M = 16
-# AWQ layers at M > 1 take DOT_N (the tensor-core tile in field order) instead of the general path.
-# Off until run on a GPU: written in a session without device time, checked in Triton's interpreter on
-# the CPU and compiled for sm_90 there; tests/test_awq_dot.py runs it on a GPU with the switch on
-AWQ_DOT = False
+# AWQ layers at M > 1 take DOT_N (the tensor-core tile in field order) instead of the general path
+# (2.5-4x faster on the H200: benchmarks/results/gemm-h200-session12-awqdot.log); a switch so benchmarks
+# can time the general path in one process
+AWQ_DOT = True
 # GEMV_H2's multi-group step on a K the tuned step does not divide: the tuned step with a partial last step
-# (masked) instead of the widest step that divides. Off until run on a GPU (written without device time;
-# the masked branch runs inline PTX, so the interpreter cannot check it); tests/test_kernels.py turns it on
-RAGGED_WIDE = False
+# (masked) instead of the widest step that divides (Llama-2's K = 11008 is 86 groups: no power-of-two step
+# of several groups divides it). tests/test_kernels.py runs it on and off
+RAGGED_WIDE = True
 # fp16 activations at M = 1 on the joined layout take GEMV_H2 (paired fp16 arithmetic, see
 # _half2_dot_asm); a module switch so benchmarks can compare it with GEMV_KJ in one process
 HALF2_GEMV = True

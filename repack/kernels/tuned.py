@@ -74,7 +74,8 @@ def pick_config(M: int, N: int, K: int) -> TileConfig:
         return heuristic(M, N, K)
     # the nearest tuned bucket at or above M (its tile covers M rows), else the largest
     entries = table[str(next((b for b in tuned if M <= b), tuned[-1]))]
-    best = min(entries, key=lambda e: abs(math.log(e["K"] * e["N"]) - math.log(K * N)) + (e["K"] != K) * 1e-3)
+    # nearest in both dimensions (log scale): K sets a program's K range, N the number of column tiles
+    best = min(entries, key=lambda e: math.hypot(math.log(e["K"] / K), math.log(e["N"] / N)))
     return config_of(best, M, N, K)
 
 
