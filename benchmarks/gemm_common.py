@@ -85,12 +85,12 @@ def warm_clocks(seconds: float = 2.0) -> None:
         a @ a
 
 
-def layer_with_baselines(K: int, N: int, M: int) -> tuple[list, torch.Tensor, torch.Tensor, float, float]:
-    """A GPTQ-order layer's copies (enough to defeat L2), x [M, K], the default dispatch's output on
-    the first copy (what forced tiles are checked against), and the graph times (ms) of cuBLAS fp16
-    and of the default dispatch on the same shape."""
+def layer_with_baselines(K: int, N: int, M: int, layout: str = "gptq") -> tuple[list, torch.Tensor, torch.Tensor, float, float]:
+    """A layer's copies (GPTQ order, or AutoAWQ gemm; enough to defeat L2), x [M, K], the default dispatch's
+    output on the first copy (what forced tiles are checked against), and the graph times (ms) of cuBLAS
+    fp16 and of the default dispatch on the same shape."""
     from repack.kernels.triton_gemm import triton_gemm
-    copies = [packed_weight(K, N) for _ in range(copies_for(K * N // 2))]
+    copies = [packed_weight(K, N, layout) for _ in range(copies_for(K * N // 2))]
     dense = [torch.randn(N, K, device="cuda", dtype=torch.float16) for _ in range(copies_for(K * N * 2))]
     x = torch.randn(M, K, device="cuda", dtype=torch.float16)
     ref = triton_gemm(x, copies[0]).float()

@@ -365,6 +365,36 @@ def test_half2_gemv_with_outlier_activations(tmp_path):
         run_and_check(x, packed, L, TileConfig(1, 128, 128, 2, 4, 2), seed, tg.GEMV_H2)
 
 
+@pytest.mark.parametrize("gs", [32, 128, -1])
+def test_awq_half2_gemv_against_fp32_gemv(tmp_path, gs):
+    """AWQ gemm words at M = 1 with fp16 x take GEMV_NH2 (output pairs 2j, 2j + 1 from fields j, j + 4,
+    eight rows summed in fp16x2): within the oracle's tolerance on tiles with and without a K split, a
+    ring, a cluster and a partial last column tile (N = 384), close to the fp32 GEMV_N, and finite with
+    outlier activations (eight products of (q - z) / 128 cannot overflow fp16)."""
+    from repack.kernels import triton_gemm as tg
+    L, packed, _ = layout_case(tmp_path, "awq_gemm", gs)
+    tiles = [TileConfig(1, 256, 64, 1, 4, 2), TileConfig(1, 128, 128, 3, 4, 2), TileConfig(1, 256, 64, 4, 8, 3, ring=True),
+             TileConfig(1, 128, 64, 2, 4, 2, cluster=2), TileConfig(1, 64, 32, 1, 2, 2)]
+    for cfg in tiles:
+        for M in (1, 3):
+            seed = random.randrange(2**31)
+            x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).half().cuda()
+            h2 = run_and_check(x, packed, L, cfg, seed, tg.GEMV_NH2).double()
+            n32 = run_and_check(x, packed, L, cfg, seed, tg.GEMV_N).double()
+            assert float((h2 - n32).norm() / n32.norm()) < 1e-3, cfg
+    w = packed.to("cuda")  # the default dispatch (GEMV_NH2 on the M = 1 tile of the other paths), planned on w
+    seed = random.randrange(2**31)
+    x = torch.randn(1, K, generator=torch.Generator().manual_seed(seed)).half().cuda()
+    want = oracle(x, L)
+    for _ in range(2):  # a plan is kept from the second call on (the first one compiles)
+        assert float((tg.triton_gemm(x, w).double().cpu() - want).norm() / want.norm()) <= TOLERANCE[torch.float16]
+    assert {dict(zip(tg._CONST_NAMES, p[6]))["PATH"] for p in tg._plans.values() if p[0]() is w} == {tg.GEMV_NH2}
+    for scale in (3000.0, 8000.0):
+        seed = random.randrange(2**31)
+        x = (torch.randn(1, K, generator=torch.Generator().manual_seed(seed)) * scale).clamp(-65504, 65504).half().cuda()
+        run_and_check(x, packed, L, tiles[0], seed, tg.GEMV_NH2)
+
+
 PIPE_TILES = [(TileConfig(64, 128, 64, 1, 4, 4, True), (64, 100, 1000)), (TileConfig(128, 128, 64, 3, 4, 3, True), (7, 128, 300)),
               (TileConfig(64, 128, 64, 3, 4, 5, True), (33, 64)), (TileConfig(128, 128, 128, 1, 8, 3, True), (129,)),
               (TileConfig(256, 128, 64, 2, 8, 4, True), (256, 300))]

@@ -249,6 +249,67 @@ def _dot8_half2(words, zl, zh, x0, x1, x2, x3):
                                      args=[words, zl, zh, x0, x1, x2, x3], dtype=tl.float32, is_pure=True, pack=1)
 
 
+def _awq_half2_asm() -> str:
+    """PTX of :func:`_awq_dot8_half2`: eight rows of one AutoAWQ gemm word column against their eight fp16
+    inputs. AutoAWQ packs output 8c + [0, 2, 4, 6, 1, 3, 5, 7][f] into field f of word c (its
+    ``order_map``, awq/utils/packing_utils.py), so fields j and j + 4 are the adjacent outputs 2j and
+    2j + 1: the same ``lop3`` as _half2_dot_asm gives each output pair as one fp16x2, 1024 + q (j even)
+    or 1024 + 16 q (j odd), and one ``fma`` with the pair's zero operand gives (q - z) / 128 exactly.
+    Each pair is multiplied by (x_r, x_r) and summed over the eight rows in fp16x2; eight products of
+    magnitude at most 15 / 128 |x| stay finite for any fp16 x. Outputs: the eight columns' sums in fp32
+    (the caller multiplies by 128 s). 14 instructions a word, against ~6 a code on the fp32 path."""
+    lines = ["{", ".reg .b32 u, t0, t1, t2, t3, a0, a1, a2, a3, xx, r128, r2048;", ".reg .b16 h0, h1;",
+             "mov.b32 r128, 0x20002000;",  # (1/128, 1/128)
+             "mov.b32 r2048, 0x10001000;"]  # (1/2048, 1/2048)
+    for r in range(8):
+        w, x = f"${8 + r}", f"${16 + r}"
+        lines += [f"mov.b32 xx, {{{x}, {x}}};",
+                  f"shr.u32 u, {w}, 8;",
+                  f"lop3.b32 t0, {w}, 0x000F000F, 0x64006400, 0xEA;",  # outputs 0, 1: (1024 + q, 1024 + q)
+                  f"lop3.b32 t1, {w}, 0x00F000F0, 0x64006400, 0xEA;",  # outputs 2, 3 (x16)
+                  "lop3.b32 t2, u, 0x000F000F, 0x64006400, 0xEA;",  # outputs 4, 5
+                  "lop3.b32 t3, u, 0x00F000F0, 0x64006400, 0xEA;",  # outputs 6, 7 (x16)
+                  "fma.rn.f16x2 t0, t0, r128, $24;",  # / 128 - (8 + z / 128)
+                  "fma.rn.f16x2 t1, t1, r2048, $25;",  # / 2048 - (1/2 + z / 128)
+                  "fma.rn.f16x2 t2, t2, r128, $26;",
+                  "fma.rn.f16x2 t3, t3, r2048, $27;"]
+        lines += [f"mul.rn.f16x2 a{i}, t{i}, xx;" if r == 0 else f"fma.rn.f16x2 a{i}, t{i}, xx, a{i};" for i in range(4)]
+    for i in range(4):
+        lines += [f"mov.b32 {{h0, h1}}, a{i};", f"cvt.f32.f16 ${2 * i}, h0;", f"cvt.f32.f16 ${2 * i + 1}, h1;"]
+    return "\n".join(lines + ["}"])
+
+
+_AWQ_HALF2: tl.constexpr = tl.constexpr(_awq_half2_asm())
+
+
+@triton.jit
+def _awq_dot8_half2(w0, w1, w2, w3, w4, w5, w6, w7, x0, x1, x2, x3, x4, x5, x6, x7, z0, z1, z2, z3):
+    """Eight rows ``w0..w7`` of AWQ words (one word column), inputs ``x0..x7`` (fp16) and the zero
+    operands of the four output pairs (_awq_half2_zeros) -> the eight outputs' sums of x (q - z) / 128,
+    fp32, in output order (see _awq_half2_asm)."""
+    return tl.inline_asm_elementwise(asm=_AWQ_HALF2, constraints="=f," * 8 + "r," * 8 + "h," * 8 + "r,r,r,r",
+                                     args=[w0, w1, w2, w3, w4, w5, w6, w7, x0, x1, x2, x3, x4, x5, x6, x7,
+                                           z0, z1, z2, z3], dtype=(tl.float32,) * 8, is_pure=True, pack=1)
+
+
+@triton.jit
+def _awq_zero_pair(zw, j: tl.constexpr, base: tl.constexpr, zero_offset):
+    """-(base + z / 128) for the zeros of fields j and j + 4 of ``zw`` (outputs 2j, 2j + 1), in the two
+    fp16 halves of an int32; exact in fp16 for base 8 and 1/2."""
+    lo = ((zw >> (4 * j)) & 15) + zero_offset
+    hi = ((zw >> (4 * j + 16)) & 15) + zero_offset
+    return (_fp16_bits((-base - lo.to(tl.float32) * 0.0078125).to(tl.float16))
+            | (_fp16_bits((-base - hi.to(tl.float32) * 0.0078125).to(tl.float16)) << 16))
+
+
+@triton.jit
+def _awq_half2_zeros(zw, zero_offset):
+    """An AWQ zero word -> the four zero operands of _awq_dot8_half2 (output pairs 0-3: the 1024 + q
+    pairs take -(8 + z / 128), the 1024 + 16 q pairs -(1/2 + z / 128))."""
+    return (_awq_zero_pair(zw, 0, 8.0, zero_offset), _awq_zero_pair(zw, 1, 0.5, zero_offset),
+            _awq_zero_pair(zw, 2, 8.0, zero_offset), _awq_zero_pair(zw, 3, 0.5, zero_offset))
+
+
 @triton.jit
 def _fp16_bits(v):
     """fp16 tensor -> int32 holding its 16 bits (upper half zero)."""
@@ -395,12 +456,13 @@ def _gemv_finish(acc, y_ptr, ws_ptr, cnt_ptr, offs_n, n_ok, pid_n, pid_m, pid_k,
 
 # kernel paths (host picks one):
 GENERAL, GEMV_K, GEMV_N, DOT_K, DOT_KT, DOT_KTJ, GEMV_KJ, GEMV_H2, DOT_N = 0, 1, 2, 3, 4, 7, 9, 10, 11
+GEMV_NH2 = 15  # AWQ words at M = 1 with fp16 x: GEMV_N in fp16 pairs (_awq_half2_asm)
 DOT_GLUON = 12  # host-side path id: gluon_gemm.w4_dot_kernel (the weight born in mma.sync registers)
 DOT_PIPE = 13  # host-side path id: gluon_pipe.w4_pipe_kernel (TMA ring, asynchronous wgmma from shared memory); only
 # where a tuned entry says pipe (none does yet: it is not faster than DOT_KTJ, benchmarks/NOTES-gemm.md)
 DOT_WS = 14  # host-side path id: gluon_ws.w4_ws_kernel (warp-specialized: load warp, dequantization warps, MMA warps)
 # paths whose K split can run inside a thread-block cluster (TileConfig.cluster, _cluster_finish)
-CLUSTER_PATHS = (GEMV_H2, DOT_KTJ, DOT_GLUON)
+CLUSTER_PATHS = (GEMV_H2, GEMV_NH2, DOT_KTJ, DOT_GLUON)
 # tensor-core tiles of GPTQ-order layers go to the Gluon kernel where it applies (see _gluon_fits)
 GLUON_DOT = True
 M1_OTHER_BLOCK_N = 256  # the M = 1 tile of the paths other than GEMV_H2 (see triton_gemm())
@@ -419,6 +481,8 @@ RAGGED_WIDE = True
 # fp16 activations at M = 1 on the joined layout take GEMV_H2 (paired fp16 arithmetic, see
 # _half2_dot_asm); a module switch so benchmarks can compare it with GEMV_KJ in one process
 HALF2_GEMV = True
+# AWQ layers at M = 1 with fp16 activations take GEMV_NH2 (the products in fp16 pairs) instead of GEMV_N
+AWQ_HALF2 = True
 # dequantize the joined tensor-core paths two weights per instruction (inline PTX, see
 # _dequant8_pairs); a module switch so benchmarks can compare both ways in one process
 PAIRED_DEQUANT = True
@@ -723,6 +787,102 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             acc2 += part * (s * 64.0)[:, None]  # the partials are sums of x (q - z) / 64
         _gemv_finish(tl.sum(acc2, axis=1), y_ptr, ws_ptr, cnt_ptr, offs_n, n_ok, pid_n, pid_m, pid_k, tile, split_k,
                      N, M, sym, syn, SPLIT, BLOCK_N, CLUSTER)
+    elif PATH == 15:
+        # GEMV on AutoAWQ gemm words in fp16 pairs (fp16 x, 4-bit): a thread takes eight consecutive rows
+        # of a word column, whose output pairs (2j, 2j + 1) come out of one lop3 each (_awq_half2_asm); the
+        # rows' products are summed in fp16x2, then in fp32 times 128 s. Tile [R, NW]: row octet, word
+        # column; eight accumulators, one an output of the word; the step lies in one group
+        NW: tl.constexpr = BLOCK_N // 8
+        R: tl.constexpr = BLOCK_K // 8
+        offs_c = pid_n * NW + tl.arange(0, NW)
+        c_ok = offs_c < N // 8
+        r8 = tl.arange(0, R) * 8
+        a0 = tl.zeros((R, NW), dtype=tl.float32)
+        a1 = tl.zeros((R, NW), dtype=tl.float32)
+        a2 = tl.zeros((R, NW), dtype=tl.float32)
+        a3 = tl.zeros((R, NW), dtype=tl.float32)
+        a4 = tl.zeros((R, NW), dtype=tl.float32)
+        a5 = tl.zeros((R, NW), dtype=tl.float32)
+        a6 = tl.zeros((R, NW), dtype=tl.float32)
+        a7 = tl.zeros((R, NW), dtype=tl.float32)
+        for kk in tl.range(0, tl.minimum(K_SPLIT, K - k_begin), BLOCK_K, num_stages=RING):  # past K: no group
+            k0 = k_begin + kk
+            g = k0 // group_size
+            rows = k0 + r8  # [R]
+            wp = qw_ptr + rows[:, None] * sqa + offs_c[None, :] * sqb
+            xp = x_ptr + pid_m * sxm + rows * sxk
+            sp = s_ptr + g * ssg + (offs_c * 8) * ssn
+            if EVEN:
+                zw = tl.load(z_ptr + g * sza + offs_c * szb)
+                w0 = tl.load(wp)
+                w1 = tl.load(wp + sqa)
+                w2 = tl.load(wp + 2 * sqa)
+                w3 = tl.load(wp + 3 * sqa)
+                w4 = tl.load(wp + 4 * sqa)
+                w5 = tl.load(wp + 5 * sqa)
+                w6 = tl.load(wp + 6 * sqa)
+                w7 = tl.load(wp + 7 * sqa)
+                x0 = tl.load(xp)
+                x1 = tl.load(xp + sxk)
+                x2 = tl.load(xp + 2 * sxk)
+                x3 = tl.load(xp + 3 * sxk)
+                x4 = tl.load(xp + 4 * sxk)
+                x5 = tl.load(xp + 5 * sxk)
+                x6 = tl.load(xp + 6 * sxk)
+                x7 = tl.load(xp + 7 * sxk)
+                s0 = tl.load(sp)
+                s1 = tl.load(sp + ssn)
+                s2 = tl.load(sp + 2 * ssn)
+                s3 = tl.load(sp + 3 * ssn)
+                s4 = tl.load(sp + 4 * ssn)
+                s5 = tl.load(sp + 5 * ssn)
+                s6 = tl.load(sp + 6 * ssn)
+                s7 = tl.load(sp + 7 * ssn)
+            else:  # K % 8 == 0 (the caller checks): a row octet is in or out as a whole
+                r_ok = rows < K
+                m2 = r_ok[:, None] & c_ok[None, :]
+                zw = tl.load(z_ptr + g * sza + offs_c * szb, mask=c_ok, other=0)
+                w0 = tl.load(wp, mask=m2, other=0)
+                w1 = tl.load(wp + sqa, mask=m2, other=0)
+                w2 = tl.load(wp + 2 * sqa, mask=m2, other=0)
+                w3 = tl.load(wp + 3 * sqa, mask=m2, other=0)
+                w4 = tl.load(wp + 4 * sqa, mask=m2, other=0)
+                w5 = tl.load(wp + 5 * sqa, mask=m2, other=0)
+                w6 = tl.load(wp + 6 * sqa, mask=m2, other=0)
+                w7 = tl.load(wp + 7 * sqa, mask=m2, other=0)
+                x0 = tl.load(xp, mask=r_ok, other=0.0)
+                x1 = tl.load(xp + sxk, mask=r_ok, other=0.0)
+                x2 = tl.load(xp + 2 * sxk, mask=r_ok, other=0.0)
+                x3 = tl.load(xp + 3 * sxk, mask=r_ok, other=0.0)
+                x4 = tl.load(xp + 4 * sxk, mask=r_ok, other=0.0)
+                x5 = tl.load(xp + 5 * sxk, mask=r_ok, other=0.0)
+                x6 = tl.load(xp + 6 * sxk, mask=r_ok, other=0.0)
+                x7 = tl.load(xp + 7 * sxk, mask=r_ok, other=0.0)
+                s0 = tl.load(sp, mask=c_ok, other=0.0)
+                s1 = tl.load(sp + ssn, mask=c_ok, other=0.0)
+                s2 = tl.load(sp + 2 * ssn, mask=c_ok, other=0.0)
+                s3 = tl.load(sp + 3 * ssn, mask=c_ok, other=0.0)
+                s4 = tl.load(sp + 4 * ssn, mask=c_ok, other=0.0)
+                s5 = tl.load(sp + 5 * ssn, mask=c_ok, other=0.0)
+                s6 = tl.load(sp + 6 * ssn, mask=c_ok, other=0.0)
+                s7 = tl.load(sp + 7 * ssn, mask=c_ok, other=0.0)
+            z0, z1, z2, z3 = _awq_half2_zeros(zw, zero_offset)
+            o0, o1, o2, o3, o4, o5, o6, o7 = _awq_dot8_half2(
+                w0, w1, w2, w3, w4, w5, w6, w7, x0[:, None], x1[:, None], x2[:, None], x3[:, None], x4[:, None],
+                x5[:, None], x6[:, None], x7[:, None], z0[None, :], z1[None, :], z2[None, :], z3[None, :])
+            a0 += o0 * (s0.to(tl.float32) * 128.0)[None, :]
+            a1 += o1 * (s1.to(tl.float32) * 128.0)[None, :]
+            a2 += o2 * (s2.to(tl.float32) * 128.0)[None, :]
+            a3 += o3 * (s3.to(tl.float32) * 128.0)[None, :]
+            a4 += o4 * (s4.to(tl.float32) * 128.0)[None, :]
+            a5 += o5 * (s5.to(tl.float32) * 128.0)[None, :]
+            a6 += o6 * (s6.to(tl.float32) * 128.0)[None, :]
+            a7 += o7 * (s7.to(tl.float32) * 128.0)[None, :]
+        # outputs 8c + i, i = 0..7, contiguous: joined in bit-reversed order, as _dequant_tile_asm's codes
+        v = tl.join(tl.join(tl.join(tl.sum(a0, axis=0), tl.sum(a4, axis=0)), tl.join(tl.sum(a2, axis=0), tl.sum(a6, axis=0))),
+                    tl.join(tl.join(tl.sum(a1, axis=0), tl.sum(a5, axis=0)), tl.join(tl.sum(a3, axis=0), tl.sum(a7, axis=0))))
+        _gemv_finish(tl.reshape(v, (BLOCK_N,)), y_ptr, ws_ptr, cnt_ptr, offs_n, n_ok, pid_n, pid_m, pid_k, tile,
+                     split_k, N, M, sym, syn, SPLIT, BLOCK_N, CLUSTER)
     else:
         # general: any layout, any group map; codes addressed per element (duplicate word loads)
         if BLOCK_M > 1:
@@ -919,6 +1079,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         if cfg.block_n % 8:
             raise ValueError("AWQ layout needs BLOCK_N a multiple of 8")
         path = GEMV_N if block_m == 1 else GENERAL
+        if (path == GEMV_N and w.bits == 4 and x.dtype == torch.float16 and w.zeros_layout == ZEROS_ALONG_N_AWQ
+                and K % 8 == 0 and (AWQ_HALF2 if path_override is None else path_override == GEMV_NH2)):
+            path = GEMV_NH2
         dot_bk = min(block_k, gs & -gs)  # DOT_N: a power-of-two K tile inside one group, 16 inputs or more
         if path == GENERAL and w.bits == 4 and dot_bk >= 16 and \
                 (AWQ_DOT if path_override is None else path_override == DOT_N):
@@ -929,7 +1092,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
                 stages -= 1
         if path == GENERAL:  # its int32 code tile is staged whole in shared memory: keep it small
             block_k, stages = min(block_k, 32), min(stages, 2)
-        if path == GEMV_N:
+        if path in (GEMV_N, GEMV_NH2):
             block_k = min(block_k, gs) if gs % min(block_k, gs) == 0 else 8  # a tile lies in one group
     if path == DOT_KTJ and cfg.ws and path_override in (None, DOT_WS) and _pipe_fits(w, x2, y, cfg, block_k, ws=True):
         path = DOT_WS
@@ -950,12 +1113,13 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         # the tuned M = 1 tiles are GEMV_H2's (16-1024 wide, K steps up to 4096, clusters); the other M = 1
         # paths (bf16, AWQ, Marlin, act-order) take the 256-wide 4-warp tile of 64-input steps they were
         # measured with, about two programs an SM: AWQ's GEMV_N on a 1024-wide tile was 10-16x slower
-        # (results/gemm-h200-session5-m1wide.log)
-        block_n, warps = M1_OTHER_BLOCK_N, 4
-        cfg = TileConfig(1, block_n, 64, split_for(_cdiv(N, block_n), K, 64, M1_OTHER_PROGRAMS), warps, stages)
+        # (results/gemm-h200-session5-m1wide.log); AWQ's GEMV_NH2 steps 128 inputs (within 4-14 % of the best
+        # of 16 tiles on each benchmark shape: results/awq-gemv-h200-session12.log)
+        block_n, warps, step = M1_OTHER_BLOCK_N, 4, (128 if path == GEMV_NH2 else 64)
+        cfg = TileConfig(1, block_n, step, split_for(_cdiv(N, block_n), K, step, M1_OTHER_PROGRAMS), warps, stages)
         split_k = cfg.split_k
-        if block_k > 64 and block_k & (block_k - 1) == 0:  # a power of two: 64 still divides the group
-            block_k = 64
+        if block_k > step and block_k & (block_k - 1) == 0:  # a power of two: the step still divides the group
+            block_k = step
     if cfg.cluster not in (1, 2, 4, 8):  # each CTA reduces 1/cluster of a power-of-two tile; 16 is non-portable
         raise ValueError(f"TileConfig.cluster must be 1, 2, 4 or 8, got {cfg.cluster}")
     # the cluster's CTAs split K evenly (none idles, and the Gluon tile's prologue reads its first step
@@ -1014,7 +1178,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     else:
         consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even,
                   PAIRED_DEQUANT and x.is_cuda and w.zeros_layout in PAIRED_ZEROS, slayout, cluster,
-                  stages if cfg.ring and path == GEMV_H2 else None, groups)
+                  stages if cfg.ring and path in (GEMV_H2, GEMV_NH2) else None, groups)
         kernel = _launch(grid, args, consts, warps, stages, x.device, stream, cluster=cluster,
                          cluster_smem=4 * block_n * (block_m if block_m > 1 else 1))
     # (DOT_PIPE and DOT_WS take tensor descriptors, made for each call: no plan)
@@ -1039,7 +1203,7 @@ def _plan_key(x: torch.Tensor, w: PackedWeight, stream: int) -> tuple:
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     # the pointer's residue, not just 16-byte alignment: GEMV_H2 also needs 4-byte aligned rows
     return (id(w), tuple(x2.shape), x.dtype, x2.stride(), x.device.index, x2.data_ptr() % 16, stream,
-            HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT, AWQ_DOT, RAGGED_WIDE)  # the module switches choose paths too
+            HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT, AWQ_DOT, RAGGED_WIDE, AWQ_HALF2)  # the module switches choose paths too
 
 
 def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torch.Tensor | None:
