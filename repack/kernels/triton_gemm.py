@@ -6,8 +6,9 @@ codes along K (GPTQ, canonical, AutoAWQ gemv transposed) or along N in AWQ nibbl
 packed along N, along N in AWQ order, along G (gemv) or unpacked; groups sequential or by g_idx.
 
 Tiles come from ``tuned.py``: small M runs a GEMV-shaped program (no tensor cores, the K reduction
-split over programs; with fp16 at M = 1 the products are summed in fp16 pairs, GEMV_H2), larger M
-a ``tl.dot`` tile (at M <= 16 on GPTQ-order layers the Gluon tile of ``gluon_gemm.py`` instead;
+split over programs; with fp16 at M = 1 the products are summed in fp16 pairs, GEMV_H2 on GPTQ-order
+words and GEMV_NH2 on AWQ words), larger M a ``tl.dot`` tile (at M <= 16 on GPTQ-order layers the Gluon
+tile of ``gluon_gemm.py`` instead; on AWQ words DOT_N, its columns in AWQ's field order;
 ``gluon_pipe.py``'s pipelined shared-memory tile where a tuned entry says ``pipe``).
 When a tile lies inside one group, the scale
 is applied once per output column after the K reduction (``s * sum x (q - z)``), so the inner loop
@@ -1194,8 +1195,8 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
 
 # Launch plans: the second call on a weight with the same activation shape, dtype, strides,
 # alignment and stream reuses the first one's grid, arguments and compiled kernel, so only the
-# output is allocated. Host time per call on the H200's host: 41-74 us through the dispatch above,
-# 19-26 us from a plan (benchmarks/launch_plans.py) — the kernel at M = 1 takes 10-65 us.
+# output is allocated. Host time per call on the H200's host: 73-94 us through the dispatch above,
+# 18-22 us from a plan (benchmarks/launch_plans.py, results/launch-plans-h200-session12.log) — the kernel at M = 1 takes 6-40 us.
 _plans: dict[tuple, tuple] = {}
 
 
