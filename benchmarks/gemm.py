@@ -44,11 +44,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
     ap.add_argument("--m", default=",".join(map(str, M_VALUES)))
-    ap.add_argument("--awq-dot", action="store_true", help="AWQ layers at M > 1 through DOT_N (triton_gemm.AWQ_DOT)")
+    ap.add_argument("--awq-pairs", action="store_true",
+                    help="AWQ layers at M > 1 through DOT_N with the paired dequantization (triton_gemm.AWQ_DOT_PAIRS)")
     args = ap.parse_args()
-    if args.awq_dot:
+    if args.awq_pairs:
         from repack.kernels import triton_gemm as tgm
-        tgm.AWQ_DOT = True
+        tgm.AWQ_DOT_PAIRS = True
     ms_list = [int(m) for m in args.m.split(",")]
     warm = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
     t_warm = time.time()

@@ -30,12 +30,17 @@ def check(folder: str, device: str = "cpu") -> None:
     from repack.kernels.tuned import TileConfig
     from repack.source import open_source
 
-    before, tg.AWQ_DOT = tg.AWQ_DOT, True  # restored below: later tests in this process see the shipped switch
+    before = tg.AWQ_DOT, tg.AWQ_DOT_PAIRS, tg._awq_dequant8_pairs  # restored below: later tests see the shipped ones
+    if device == "cpu":  # the interpreter cannot run the PTX: the same arithmetic in Triton's ops
+        from tests.awq_pairs_in_triton import awq_dequant8_pairs
+        tg._awq_dequant8_pairs = awq_dequant8_pairs
+    tg.AWQ_DOT = True
     try:
         torch.manual_seed(0)
         tol = TOLERANCE[torch.float16]
-        for i, (gs, (K, N)) in enumerate(CASES):
-            layers = random_model(seed=i, bits=4, group_size=gs, shapes={"model.layers.0.mlp.up_proj": (K, N)})
+        for i, ((gs, (K, N)), paired) in enumerate((c, p) for c in CASES for p in (False, True)):
+            tg.AWQ_DOT_PAIRS = paired
+            layers = random_model(seed=i // 2, bits=4, group_size=gs, shapes={"model.layers.0.mlp.up_proj": (K, N)})
             L = layers["model.layers.0.mlp.up_proj"]
             W = torch.from_numpy((L.q - L.z[L.groups()]) * L.s[L.groups()].astype("float64")).double()  # [K, N]
             src = open_source(write_awq(Path(folder) / f"a{i}", layers, "gemm"))
@@ -54,14 +59,17 @@ def check(folder: str, device: str = "cpu") -> None:
                 rel = float((y - want).norm() / want.norm())
                 assert rel <= tol, f"g{gs} {K}x{N} M={M}: rel {rel:.2e}"
             if device != "cpu":  # the dispatch's own choice (the CPU run forces the path)
-                paths = {dict(zip(tg._CONST_NAMES, p[6]))["PATH"] for p in tg._plans.values() if p[0]() is w}
-                assert paths == {tg.DOT_N}, paths
-            wrong = dataclasses.replace(w, zeros_layout=ZEROS_ALONG_N)  # GPTQ's plain nibble order for the zeros
+                consts = [dict(zip(tg._CONST_NAMES, p[6])) for p in tg._plans.values() if p[0]() is w]
+                assert {(c["PATH"], c["PAIRED"]) for c in consts} == {(tg.DOT_N, paired)}, consts
+            if paired:  # the zeros' words in another column order: the pairs must come from the right word
+                wrong = dataclasses.replace(w, zeros=w.zeros.flip(1).contiguous())
+            else:  # GPTQ's plain nibble order for the zeros
+                wrong = dataclasses.replace(w, zeros_layout=ZEROS_ALONG_N)
             y = tg.triton_gemm(x, wrong, config=cfg, path_override=tg.DOT_N if cfg else None).double().cpu()
             rel = float((y - want).norm() / want.norm())
-            assert rel > 10 * tol, f"g{gs}: the zeros' interleave went unnoticed ({rel:.2e})"
+            assert rel > 10 * tol, f"g{gs} paired {paired}: wrong zeros went unnoticed ({rel:.2e})"
     finally:
-        tg.AWQ_DOT = before
+        tg.AWQ_DOT, tg.AWQ_DOT_PAIRS, tg._awq_dequant8_pairs = before
     print("awq dot ok")
 
 

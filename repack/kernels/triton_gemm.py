@@ -197,6 +197,68 @@ def _dequant8_pairs(words, zz, ss, OUT: tl.constexpr):
                                          args=[words, zz, ss], dtype=(tl.bfloat16,) * 8, is_pure=True, pack=1)
 
 
+def _awq_pairs_asm(magic: int, sub: str, mul: str) -> str:
+    """The PTX of :func:`_awq_dequant8_pairs`: _pairs_asm's lop3 on an AutoAWQ word, whose fields j and j + 4
+    are outputs 2j and 2j + 1 (AutoAWQ's order_map [0, 2, 4, 6, 1, 3, 5, 7]), so each pair has its own zero
+    and scale operands ($9-$12, $13-$16) and the halves come out in output order."""
+    lines = ["{", ".reg .b32 t0, t1, t2, t3, u;"]
+    for j in range(4):
+        src = "$8"
+        if j:
+            lines.append(f"shr.u32 u, $8, {4 * j};")
+            src = "u"
+        lines.append(f"lop3.b32 t{j}, {src}, 0x000F000F, 0x{magic:04X}{magic:04X}, 0xEA;")
+    lines += [f"{sub} t{j}, t{j}, ${9 + j};" for j in range(4)]
+    lines += [f"{mul} t{j}, t{j}, ${13 + j};" for j in range(4)]
+    lines += [f"mov.b32 {{${2 * j}, ${2 * j + 1}}}, t{j};" for j in range(4)]  # halves: outputs 2j and 2j + 1
+    return "\n".join(lines + ["}"])
+
+
+_AWQ_PAIRS_F16: tl.constexpr = tl.constexpr(_awq_pairs_asm(0x6400, "sub.f16x2", "mul.f16x2"))
+_AWQ_PAIRS_BF16: tl.constexpr = tl.constexpr(_awq_pairs_asm(0x4300, "sub.rn.bf16x2", "mul.rn.bf16x2"))
+
+
+@triton.jit
+def _awq_dequant8_pairs(words, zz0, zz1, zz2, zz3, ss0, ss1, ss2, ss3, OUT: tl.constexpr):
+    """Eight fp16/bf16 weights s * (q - z) per AutoAWQ word, in output order (8c + 0 .. 8c + 7), two per
+    instruction as in _dequant8_pairs; ``zzj``: MAGIC + z of outputs 2j, 2j + 1 (_awq_magic_zeros), ``ssj``:
+    their scales, as int32 pairs."""
+    if OUT == tl.float16:
+        return tl.inline_asm_elementwise(asm=_AWQ_PAIRS_F16, constraints="=h," * 8 + "r," * 8 + "r",
+                                         args=[words, zz0, zz1, zz2, zz3, ss0, ss1, ss2, ss3],
+                                         dtype=(tl.float16,) * 8, is_pure=True, pack=1)
+    else:
+        return tl.inline_asm_elementwise(asm=_AWQ_PAIRS_BF16, constraints="=h," * 8 + "r," * 8 + "r",
+                                         args=[words, zz0, zz1, zz2, zz3, ss0, ss1, ss2, ss3],
+                                         dtype=(tl.bfloat16,) * 8, is_pure=True, pack=1)
+
+
+@triton.jit
+def _awq_magic_zero(zw, j: tl.constexpr, zero_offset, MAGIC: tl.constexpr):
+    """MAGIC + z for the zeros of fields j and j + 4 of the AWQ zero word ``zw`` (outputs 2j, 2j + 1), as the
+    16-bit floats' bit patterns in the two halves of an int32 (MAGIC | z is exact: z < 2^7)."""
+    lo = ((zw >> (4 * j)) & 15) + zero_offset
+    hi = ((zw >> (4 * j + 16)) & 15) + zero_offset
+    return (MAGIC | lo) | ((MAGIC | hi) << 16)
+
+
+@triton.jit
+def _awq_dequant_tile(words, zw, s2_ptrs, c_ok, zero_offset, OUT: tl.constexpr):
+    """AWQ words [R, C] of one group, its zero words [C] and int32 pointers [C] to each word's first scale
+    pair -> weights [R, C * 8] in output order (each thread keeps a word's eight together, as
+    _dequant_tile_asm does along K)."""
+    MAGIC: tl.constexpr = 0x6400 if OUT == tl.float16 else 0x4300
+    c0, c1, c2, c3, c4, c5, c6, c7 = _awq_dequant8_pairs(
+        words, _awq_magic_zero(zw, 0, zero_offset, MAGIC)[None, :], _awq_magic_zero(zw, 1, zero_offset, MAGIC)[None, :],
+        _awq_magic_zero(zw, 2, zero_offset, MAGIC)[None, :], _awq_magic_zero(zw, 3, zero_offset, MAGIC)[None, :],
+        tl.load(s2_ptrs, mask=c_ok, other=0)[None, :], tl.load(s2_ptrs + 1, mask=c_ok, other=0)[None, :],
+        tl.load(s2_ptrs + 2, mask=c_ok, other=0)[None, :], tl.load(s2_ptrs + 3, mask=c_ok, other=0)[None, :], OUT)
+    c = tl.join(tl.join(tl.join(c0, c4), tl.join(c2, c6)), tl.join(tl.join(c1, c5), tl.join(c3, c7)))
+    R: tl.constexpr = words.shape[0]
+    C: tl.constexpr = words.shape[1]
+    return tl.reshape(c, (R, C * 8))
+
+
 def _half2_dot_asm() -> str:
     """PTX of :func:`_dot8_half2`: one 4-bit GPTQ-order word against its eight fp16 inputs.
 
@@ -475,6 +537,10 @@ GLUON_MAX_BLOCK_M = 16
 # (2.5-4x faster on the H200: benchmarks/results/gemm-h200-session12-awqdot.log); a switch so benchmarks
 # can time the general path in one process
 AWQ_DOT = True
+# DOT_N with the paired dequantization in output order (_awq_dequant_tile). Off until run on a GPU: written
+# in a session without device time; its structure is checked in Triton's interpreter with the PTX replaced
+# by the same arithmetic in Triton (tests/test_awq_dot.py), the PTX compiled for sm_90 on the CPU
+AWQ_DOT_PAIRS = False
 # GEMV_H2's multi-group step on a K the tuned step does not divide: the tuned step with a partial last step
 # (masked) instead of the widest step that divides (Llama-2's K = 11008 is 86 groups: no power-of-two step
 # of several groups divides it). tests/test_kernels.py runs it on and off
@@ -574,10 +640,16 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
         # map). Scales are gathered in that order, the packed zeros share the interleave (_zero_at reads
         # the same field), and the sums are stored to the permuted columns: no code moves between threads.
         # The tile lies in one group.
+        # PAIRED (AWQ_DOT_PAIRS): each word's eight weights made two per instruction in output order
+        # (_awq_dequant_tile) and stored to contiguous columns; scales read as int32 pairs (unit column stride)
         NW: tl.constexpr = BLOCK_N // 8
         j = tl.arange(0, 8)
         offs_c = pid_n * NW + tl.arange(0, NW)
-        cols = tl.reshape(offs_c[:, None] * 8 + ((j % 4) * 2 + j // 4)[None, :], (BLOCK_N,))
+        w_ok = offs_c < N // 8
+        if PAIRED:
+            cols = offs_n
+        else:
+            cols = tl.reshape(offs_c[:, None] * 8 + ((j % 4) * 2 + j // 4)[None, :], (BLOCK_N,))
         c_ok = cols < N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for kk in range(0, tl.minimum(K_SPLIT, K - k_begin), BLOCK_K):  # a tile past K has no group
@@ -585,12 +657,17 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             offs_k = k0 + tl.arange(0, BLOCK_K)
             k_ok = offs_k < K
             words = tl.load(qw_ptr + offs_k[:, None] * sqa + offs_c[None, :] * sqb,
-                            mask=k_ok[:, None] & (offs_c < N // 8)[None, :], other=0)  # [BK, NW]
-            q = tl.reshape((words[:, :, None] >> (j * 4)[None, None, :]) & 15, (BLOCK_K, BLOCK_N))
+                            mask=k_ok[:, None] & w_ok[None, :], other=0)  # [BK, NW]
             g = k0 // group_size
-            z = _zero_at(z_ptr, g, cols, c_ok, sza, szb, zero_offset, BITS, ZLAYOUT)
-            s = tl.load(s_ptr + g * ssg + cols * ssn, mask=c_ok, other=0.0)
-            w = _dequant(q, z[None, :], s[None, :], XT)
+            if PAIRED:
+                zw = tl.load(z_ptr + g * sza + offs_c * szb, mask=w_ok, other=0)
+                s2_ptrs = s_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + (g * ssg) // 2 + offs_c * 4
+                w = _awq_dequant_tile(words, zw, s2_ptrs, w_ok, zero_offset, XT)
+            else:
+                q = tl.reshape((words[:, :, None] >> (j * 4)[None, None, :]) & 15, (BLOCK_K, BLOCK_N))
+                z = _zero_at(z_ptr, g, cols, c_ok, sza, szb, zero_offset, BITS, ZLAYOUT)
+                s = tl.load(s_ptr + g * ssg + cols * ssn, mask=c_ok, other=0.0)
+                w = _dequant(q, z[None, :], s[None, :], XT)
             x = tl.load(x_ptr + offs_m[:, None] * sxm + offs_k[None, :] * sxk,
                         mask=(offs_m[:, None] < M) & k_ok[None, :], other=0.0)
             acc = tl.dot(x, w, acc)
@@ -1177,8 +1254,13 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_ws.w4_ws_kernel, gluon_ws.CONST_NAMES,
                          maxnreg=gluon_ws.regs(gluon_ws.DQ_WARPS)[0])
     else:
+        if path == DOT_N:  # scales read as int32 pairs of the activations' type
+            paired = (AWQ_DOT_PAIRS and w.zeros_layout == ZEROS_ALONG_N_AWQ and w.scales.dtype == x.dtype
+                      and w.scales.stride(1) == 1 and w.scales.stride(0) % 2 == 0 and w.scales.data_ptr() % 4 == 0)
+        else:
+            paired = PAIRED_DEQUANT and x.is_cuda and w.zeros_layout in PAIRED_ZEROS
         consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even,
-                  PAIRED_DEQUANT and x.is_cuda and w.zeros_layout in PAIRED_ZEROS, slayout, cluster,
+                  paired, slayout, cluster,
                   stages if cfg.ring and path in (GEMV_H2, GEMV_NH2) else None, groups)
         kernel = _launch(grid, args, consts, warps, stages, x.device, stream, cluster=cluster,
                          cluster_smem=4 * block_n * (block_m if block_m > 1 else 1))
@@ -1204,7 +1286,7 @@ def _plan_key(x: torch.Tensor, w: PackedWeight, stream: int) -> tuple:
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     # the pointer's residue, not just 16-byte alignment: GEMV_H2 also needs 4-byte aligned rows
     return (id(w), tuple(x2.shape), x.dtype, x2.stride(), x.device.index, x2.data_ptr() % 16, stream,
-            HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT, AWQ_DOT, RAGGED_WIDE, AWQ_HALF2)  # the module switches choose paths too
+            HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT, AWQ_DOT, RAGGED_WIDE, AWQ_HALF2, AWQ_DOT_PAIRS)  # the module switches choose paths too
 
 
 def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torch.Tensor | None:
