@@ -356,6 +356,22 @@ def _awq_dot8_half2(w0, w1, w2, w3, w4, w5, w6, w7, x0, x1, x2, x3, x4, x5, x6, 
 
 
 @triton.jit
+def _load8(p, stride):
+    """The eight loads p, p + stride, ..., p + 7 stride (GEMV_NH2's eight rows, inputs, scales)."""
+    return (tl.load(p), tl.load(p + stride), tl.load(p + 2 * stride), tl.load(p + 3 * stride), tl.load(p + 4 * stride),
+            tl.load(p + 5 * stride), tl.load(p + 6 * stride), tl.load(p + 7 * stride))
+
+
+@triton.jit
+def _load8_masked(p, stride, mask, other):
+    """_load8 under one mask."""
+    return (tl.load(p, mask=mask, other=other), tl.load(p + stride, mask=mask, other=other),
+            tl.load(p + 2 * stride, mask=mask, other=other), tl.load(p + 3 * stride, mask=mask, other=other),
+            tl.load(p + 4 * stride, mask=mask, other=other), tl.load(p + 5 * stride, mask=mask, other=other),
+            tl.load(p + 6 * stride, mask=mask, other=other), tl.load(p + 7 * stride, mask=mask, other=other))
+
+
+@triton.jit
 def _awq_zero_pair(zw, j: tl.constexpr, base: tl.constexpr, zero_offset):
     """-(base + z / 128) for the zeros of fields j and j + 4 of ``zw`` (outputs 2j, 2j + 1), in the two
     fp16 halves of an int32; exact in fp16 for base 8 and 1/2."""
@@ -892,58 +908,15 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             sp = s_ptr + g * ssg + (offs_c * 8) * ssn
             if EVEN:
                 zw = tl.load(z_ptr + g * sza + offs_c * szb)
-                w0 = tl.load(wp)
-                w1 = tl.load(wp + sqa)
-                w2 = tl.load(wp + 2 * sqa)
-                w3 = tl.load(wp + 3 * sqa)
-                w4 = tl.load(wp + 4 * sqa)
-                w5 = tl.load(wp + 5 * sqa)
-                w6 = tl.load(wp + 6 * sqa)
-                w7 = tl.load(wp + 7 * sqa)
-                x0 = tl.load(xp)
-                x1 = tl.load(xp + sxk)
-                x2 = tl.load(xp + 2 * sxk)
-                x3 = tl.load(xp + 3 * sxk)
-                x4 = tl.load(xp + 4 * sxk)
-                x5 = tl.load(xp + 5 * sxk)
-                x6 = tl.load(xp + 6 * sxk)
-                x7 = tl.load(xp + 7 * sxk)
-                s0 = tl.load(sp)
-                s1 = tl.load(sp + ssn)
-                s2 = tl.load(sp + 2 * ssn)
-                s3 = tl.load(sp + 3 * ssn)
-                s4 = tl.load(sp + 4 * ssn)
-                s5 = tl.load(sp + 5 * ssn)
-                s6 = tl.load(sp + 6 * ssn)
-                s7 = tl.load(sp + 7 * ssn)
+                w0, w1, w2, w3, w4, w5, w6, w7 = _load8(wp, sqa)
+                x0, x1, x2, x3, x4, x5, x6, x7 = _load8(xp, sxk)
+                s0, s1, s2, s3, s4, s5, s6, s7 = _load8(sp, ssn)
             else:  # K % 8 == 0 (the caller checks): a row octet is in or out as a whole
                 r_ok = rows < K
-                m2 = r_ok[:, None] & c_ok[None, :]
                 zw = tl.load(z_ptr + g * sza + offs_c * szb, mask=c_ok, other=0)
-                w0 = tl.load(wp, mask=m2, other=0)
-                w1 = tl.load(wp + sqa, mask=m2, other=0)
-                w2 = tl.load(wp + 2 * sqa, mask=m2, other=0)
-                w3 = tl.load(wp + 3 * sqa, mask=m2, other=0)
-                w4 = tl.load(wp + 4 * sqa, mask=m2, other=0)
-                w5 = tl.load(wp + 5 * sqa, mask=m2, other=0)
-                w6 = tl.load(wp + 6 * sqa, mask=m2, other=0)
-                w7 = tl.load(wp + 7 * sqa, mask=m2, other=0)
-                x0 = tl.load(xp, mask=r_ok, other=0.0)
-                x1 = tl.load(xp + sxk, mask=r_ok, other=0.0)
-                x2 = tl.load(xp + 2 * sxk, mask=r_ok, other=0.0)
-                x3 = tl.load(xp + 3 * sxk, mask=r_ok, other=0.0)
-                x4 = tl.load(xp + 4 * sxk, mask=r_ok, other=0.0)
-                x5 = tl.load(xp + 5 * sxk, mask=r_ok, other=0.0)
-                x6 = tl.load(xp + 6 * sxk, mask=r_ok, other=0.0)
-                x7 = tl.load(xp + 7 * sxk, mask=r_ok, other=0.0)
-                s0 = tl.load(sp, mask=c_ok, other=0.0)
-                s1 = tl.load(sp + ssn, mask=c_ok, other=0.0)
-                s2 = tl.load(sp + 2 * ssn, mask=c_ok, other=0.0)
-                s3 = tl.load(sp + 3 * ssn, mask=c_ok, other=0.0)
-                s4 = tl.load(sp + 4 * ssn, mask=c_ok, other=0.0)
-                s5 = tl.load(sp + 5 * ssn, mask=c_ok, other=0.0)
-                s6 = tl.load(sp + 6 * ssn, mask=c_ok, other=0.0)
-                s7 = tl.load(sp + 7 * ssn, mask=c_ok, other=0.0)
+                w0, w1, w2, w3, w4, w5, w6, w7 = _load8_masked(wp, sqa, r_ok[:, None] & c_ok[None, :], 0)
+                x0, x1, x2, x3, x4, x5, x6, x7 = _load8_masked(xp, sxk, r_ok, 0.0)
+                s0, s1, s2, s3, s4, s5, s6, s7 = _load8_masked(sp, ssn, c_ok, 0.0)
             z0, z1, z2, z3 = _awq_half2_zeros(zw, zero_offset)
             o0, o1, o2, o3, o4, o5, o6, o7 = _awq_dot8_half2(
                 w0, w1, w2, w3, w4, w5, w6, w7, x0[:, None], x1[:, None], x2[:, None], x3[:, None], x4[:, None],
