@@ -159,9 +159,12 @@ def _unpack8_along_last(words, BITS: tl.constexpr):
     return tl.reshape(c, (R, C * 8))
 
 
-def _pairs_asm(magic: int, sub: str, mul: str | None) -> str:
+def _pairs_asm(magic: int, sub: str, mul: str | None, awq: bool = False) -> str:
     """The PTX of :func:`_dequant8_pairs` for one 16-bit float type (its magic and paired ops); without
-    ``mul`` the halves are q - z (gluon_gemm's bf16 tile, which scales the sums instead)."""
+    ``mul`` the halves are q - z (gluon_gemm's bf16 tile, which scales the sums instead). ``awq``: the PTX
+    of :func:`_awq_dequant8_pairs` — on an AutoAWQ word fields j and j + 4 are outputs 2j and 2j + 1
+    (AutoAWQ's order_map [0, 2, 4, 6, 1, 3, 5, 7]), so each pair has its own zero and scale operands
+    ($9-$12, $13-$16) and the halves are handed out in output order."""
     lines = ["{", ".reg .b32 t0, t1, t2, t3, u;"]
     for j in range(4):
         src = "$8"
@@ -169,9 +172,10 @@ def _pairs_asm(magic: int, sub: str, mul: str | None) -> str:
             lines.append(f"shr.u32 u, $8, {4 * j};")
             src = "u"
         lines.append(f"lop3.b32 t{j}, {src}, 0x000F000F, 0x{magic:04X}{magic:04X}, 0xEA;")
-    lines += [f"{sub} t{j}, t{j}, $9;" for j in range(4)]
-    lines += [f"{mul} t{j}, t{j}, $10;" for j in range(4) if mul]
-    lines += [f"mov.b32 {{${j}, ${j + 4}}}, t{j};" for j in range(4)]  # halves: fields j and j + 4
+    lines += [f"{sub} t{j}, t{j}, ${9 + j if awq else 9};" for j in range(4)]
+    lines += [f"{mul} t{j}, t{j}, ${13 + j if awq else 10};" for j in range(4) if mul]
+    halves = [(2 * j, 2 * j + 1) if awq else (j, j + 4) for j in range(4)]  # GPTQ order: fields j and j + 4
+    lines += [f"mov.b32 {{${lo}, ${hi}}}, t{j};" for j, (lo, hi) in enumerate(halves)]
     return "\n".join(lines + ["}"])
 
 
@@ -197,25 +201,8 @@ def _dequant8_pairs(words, zz, ss, OUT: tl.constexpr):
                                          args=[words, zz, ss], dtype=(tl.bfloat16,) * 8, is_pure=True, pack=1)
 
 
-def _awq_pairs_asm(magic: int, sub: str, mul: str) -> str:
-    """The PTX of :func:`_awq_dequant8_pairs`: _pairs_asm's lop3 on an AutoAWQ word, whose fields j and j + 4
-    are outputs 2j and 2j + 1 (AutoAWQ's order_map [0, 2, 4, 6, 1, 3, 5, 7]), so each pair has its own zero
-    and scale operands ($9-$12, $13-$16) and the halves come out in output order."""
-    lines = ["{", ".reg .b32 t0, t1, t2, t3, u;"]
-    for j in range(4):
-        src = "$8"
-        if j:
-            lines.append(f"shr.u32 u, $8, {4 * j};")
-            src = "u"
-        lines.append(f"lop3.b32 t{j}, {src}, 0x000F000F, 0x{magic:04X}{magic:04X}, 0xEA;")
-    lines += [f"{sub} t{j}, t{j}, ${9 + j};" for j in range(4)]
-    lines += [f"{mul} t{j}, t{j}, ${13 + j};" for j in range(4)]
-    lines += [f"mov.b32 {{${2 * j}, ${2 * j + 1}}}, t{j};" for j in range(4)]  # halves: outputs 2j and 2j + 1
-    return "\n".join(lines + ["}"])
-
-
-_AWQ_PAIRS_F16: tl.constexpr = tl.constexpr(_awq_pairs_asm(0x6400, "sub.f16x2", "mul.f16x2"))
-_AWQ_PAIRS_BF16: tl.constexpr = tl.constexpr(_awq_pairs_asm(0x4300, "sub.rn.bf16x2", "mul.rn.bf16x2"))
+_AWQ_PAIRS_F16: tl.constexpr = tl.constexpr(_pairs_asm(0x6400, "sub.f16x2", "mul.f16x2", awq=True))
+_AWQ_PAIRS_BF16: tl.constexpr = tl.constexpr(_pairs_asm(0x4300, "sub.rn.bf16x2", "mul.rn.bf16x2", awq=True))
 
 
 @triton.jit
