@@ -1,7 +1,10 @@
 """AutoAWQ gemm layers at M = 1 (fp16 x): GEMV_NH2 (fp16 pairs) over a few tiles against GEMV_N (fp32) and
 cuBLAS fp16, graph µs on the lent GPU; prints the best GEMV_NH2 tile per shape.
 
-    python benchmarks/diag_awq_gemv.py [--shapes 4096x4096,...] [--quick]
+    python benchmarks/diag_awq_gemv.py [--shapes 4096x4096,...] [--quick] [--wide]
+
+--wide: K steps of several whole groups (GEMV_NH2's GROUPS branch; RAGGED_WIDE), no split or a cluster of 2,
+tiles 16-64 wide — the structure that took GEMV_H2 from 1.5-2.0x to 2.2-2.9x cuBLAS in the graph.
 """
 
 import argparse
@@ -24,10 +27,20 @@ def candidates(K: int, N: int, quick: bool):
                     yield TileConfig(1, bn, bk, split, warps, ring or 2, ring=ring > 0)
 
 
+def wide_candidates(K: int, N: int, group: int = 128):
+    for bn, warps in ((16, 2), (32, 4), (64, 4)):
+        for bk in (512, 1024, 2048):
+            for cluster in (1, 2):
+                for ring in (0, 3):
+                    if N % bn == 0 and bk % group == 0:
+                        yield TileConfig(1, bn, bk, cluster, warps, ring or 2, cluster=cluster, ring=ring > 0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default=",".join(f"{k}x{n}" for k, n in SHAPES))
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--wide", action="store_true")
     args = ap.parse_args()
     warm_clocks()
     for K, N in (tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")):
@@ -37,9 +50,10 @@ def main() -> None:
                                tg.GEMV_N, tol=2e-3)
         print(f"{K}x{N} M=1 awq: cuBLAS {cub * 1e3:.1f}, default {dflt * 1e3:.1f},{old}", flush=True)
         timed = []
-        for cfg in candidates(K, N, args.quick):
+        for cfg in wide_candidates(K, N) if args.wide else candidates(K, N, args.quick):
             text = forced_tile_time("", x, copies, ref, cfg, tg.GEMV_NH2, tol=2e-3)
-            print(f"  {cfg.block_n}x{cfg.block_k} w{cfg.num_warps} split {cfg.split_k} ring {cfg.num_stages if cfg.ring else 0}:{text}",
+            print(f"  {cfg.block_n}x{cfg.block_k} w{cfg.num_warps} split {cfg.split_k} cluster {cfg.cluster} "
+                  f"ring {cfg.num_stages if cfg.ring else 0}:{text}",
                   flush=True)
             if "err" not in text and "failed" not in text:
                 timed.append((float(text.split()[0]), cfg))

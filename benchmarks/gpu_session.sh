@@ -17,7 +17,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 if [ "$TESTS" = 1 ]; then
   # (the interpreter tests run on any machine with triton; here they would take a minute of device time)
   timeout 480 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernels.py tests/test_tuned.py tests/test_launch_plans.py \
-      tests/test_awq_dot.py tests/test_marlin_triton.py -k "not interpreter" 2>&1 | tee "$OUT/tests.log" | tail -15
+      tests/test_awq_dot.py tests/test_awq_gemv.py tests/test_marlin_triton.py -k "not interpreter" 2>&1 | tee "$OUT/tests.log" | tail -15
 fi
 if [ "$BUDGET" != 0 ]; then
   timeout $((BUDGET + 60)) python3 benchmarks/tune_gemm.py --buckets "$BUCKETS" --out "$OUT/tuned.json" \

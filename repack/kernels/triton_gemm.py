@@ -152,8 +152,7 @@ def _unpack8_along_last(words, BITS: tl.constexpr):
     f5 = (words >> (5 * BITS)) & FMASK
     f6 = (words >> (6 * BITS)) & FMASK
     f7 = (words >> (7 * BITS)) & FMASK
-    # joins append a minor axis: the first level ends outermost, so field = 4c + 2b + a
-    c = tl.join(tl.join(tl.join(f0, f4), tl.join(f2, f6)), tl.join(tl.join(f1, f5), tl.join(f3, f7)))
+    c = _join8(f0, f1, f2, f3, f4, f5, f6, f7)
     R: tl.constexpr = words.shape[0]
     C: tl.constexpr = words.shape[1]
     return tl.reshape(c, (R, C * 8))
@@ -240,7 +239,7 @@ def _awq_dequant_tile(words, zw, s2_ptrs, c_ok, zero_offset, OUT: tl.constexpr):
         _awq_magic_zero(zw, 2, zero_offset, MAGIC)[None, :], _awq_magic_zero(zw, 3, zero_offset, MAGIC)[None, :],
         tl.load(s2_ptrs, mask=c_ok, other=0)[None, :], tl.load(s2_ptrs + 1, mask=c_ok, other=0)[None, :],
         tl.load(s2_ptrs + 2, mask=c_ok, other=0)[None, :], tl.load(s2_ptrs + 3, mask=c_ok, other=0)[None, :], OUT)
-    c = tl.join(tl.join(tl.join(c0, c4), tl.join(c2, c6)), tl.join(tl.join(c1, c5), tl.join(c3, c7)))
+    c = _join8(c0, c1, c2, c3, c4, c5, c6, c7)
     R: tl.constexpr = words.shape[0]
     C: tl.constexpr = words.shape[1]
     return tl.reshape(c, (R, C * 8))
@@ -343,6 +342,13 @@ def _awq_dot8_half2(w0, w1, w2, w3, w4, w5, w6, w7, x0, x1, x2, x3, x4, x5, x6, 
 
 
 @triton.jit
+def _join8(v0, v1, v2, v3, v4, v5, v6, v7):
+    """Eight [C] tensors -> [C, 2, 2, 2] whose flat order is 8c + i for v_i[c] (joins append a minor axis,
+    so they are nested in bit-reversed order, as in _unpack8_along_last)."""
+    return tl.join(tl.join(tl.join(v0, v4), tl.join(v2, v6)), tl.join(tl.join(v1, v5), tl.join(v3, v7)))
+
+
+@triton.jit
 def _load8(p, stride):
     """The eight loads p, p + stride, ..., p + 7 stride (GEMV_NH2's eight rows, inputs, scales)."""
     return (tl.load(p), tl.load(p + stride), tl.load(p + 2 * stride), tl.load(p + 3 * stride), tl.load(p + 4 * stride),
@@ -399,7 +405,7 @@ def _dequant_tile_asm(words, z, s, OUT: tl.constexpr):
     sbits = s.to(OUT).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
     ss = _paired_halves(sbits)[:, None]
     f0, f1, f2, f3, f4, f5, f6, f7 = _dequant8_pairs(words, zz, ss, OUT)
-    c = tl.join(tl.join(tl.join(f0, f4), tl.join(f2, f6)), tl.join(tl.join(f1, f5), tl.join(f3, f7)))
+    c = _join8(f0, f1, f2, f3, f4, f5, f6, f7)
     R: tl.constexpr = words.shape[0]
     C: tl.constexpr = words.shape[1]
     return tl.reshape(c, (R, C * 8))
@@ -868,6 +874,65 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             acc2 += part * (s * 64.0)[:, None]  # the partials are sums of x (q - z) / 64
         _gemv_finish(tl.sum(acc2, axis=1), y_ptr, ws_ptr, cnt_ptr, offs_n, n_ok, pid_n, pid_m, pid_k, tile, split_k,
                      N, M, sym, syn, SPLIT, BLOCK_N, CLUSTER)
+    elif PATH == 15 and GROUPS > 1:
+        # GEMV_NH2 (below) with a K step of GROUPS whole groups, as GEMV_H2's multi-group step: a CTA's share
+        # of the weight in flight in one or a few steps, so K needs no split across programs. Tile [GROUPS, RG,
+        # NW]: group of the step, row octet of the group, word column; zeros and scales [GROUPS, NW]. Not
+        # EVEN (RAGGED_WIDE): the last step of a program's range may be partial (x = 0 and words 0 past it)
+        NW: tl.constexpr = BLOCK_N // 8
+        RG: tl.constexpr = BLOCK_K // 8 // GROUPS
+        offs_c = pid_n * NW + tl.arange(0, NW)
+        c_ok = offs_c < N // 8
+        gi = tl.arange(0, GROUPS)
+        r8 = (gi[:, None] * RG + tl.arange(0, RG)[None, :]) * 8  # [GROUPS, RG]: row within the step
+        k_end = tl.minimum(k_begin + K_SPLIT, K)
+        a0 = tl.zeros((GROUPS, RG, NW), dtype=tl.float32)
+        a1 = tl.zeros((GROUPS, RG, NW), dtype=tl.float32)
+        a2 = tl.zeros((GROUPS, RG, NW), dtype=tl.float32)
+        a3 = tl.zeros((GROUPS, RG, NW), dtype=tl.float32)
+        a4 = tl.zeros((GROUPS, RG, NW), dtype=tl.float32)
+        a5 = tl.zeros((GROUPS, RG, NW), dtype=tl.float32)
+        a6 = tl.zeros((GROUPS, RG, NW), dtype=tl.float32)
+        a7 = tl.zeros((GROUPS, RG, NW), dtype=tl.float32)
+        for kk in tl.range(0, tl.minimum(K_SPLIT, K - k_begin), BLOCK_K, num_stages=RING):
+            k0 = k_begin + kk
+            g = k0 // group_size + gi  # [GROUPS]
+            rows = k0 + r8
+            wp = qw_ptr + rows[:, :, None] * sqa + offs_c[None, None, :] * sqb
+            xp = x_ptr + pid_m * sxm + rows * sxk
+            zp = z_ptr + g[:, None] * sza + offs_c[None, :] * szb
+            sp = s_ptr + g[:, None] * ssg + (offs_c * 8)[None, :] * ssn
+            if EVEN:
+                zw = tl.load(zp)
+                w0, w1, w2, w3, w4, w5, w6, w7 = _load8(wp, sqa)
+                x0, x1, x2, x3, x4, x5, x6, x7 = _load8(xp, sxk)
+                s0, s1, s2, s3, s4, s5, s6, s7 = _load8(sp, ssn)
+            else:
+                r_ok = rows < k_end
+                g_ok = (k0 + gi * group_size < k_end)[:, None] & c_ok[None, :]
+                zw = tl.load(zp, mask=g_ok, other=0)
+                w0, w1, w2, w3, w4, w5, w6, w7 = _load8_masked(wp, sqa, r_ok[:, :, None] & c_ok[None, None, :], 0)
+                x0, x1, x2, x3, x4, x5, x6, x7 = _load8_masked(xp, sxk, r_ok, 0.0)
+                s0, s1, s2, s3, s4, s5, s6, s7 = _load8_masked(sp, ssn, g_ok, 0.0)
+            z0, z1, z2, z3 = _awq_half2_zeros(zw, zero_offset)
+            o0, o1, o2, o3, o4, o5, o6, o7 = _awq_dot8_half2(
+                w0, w1, w2, w3, w4, w5, w6, w7, x0[:, :, None], x1[:, :, None], x2[:, :, None], x3[:, :, None],
+                x4[:, :, None], x5[:, :, None], x6[:, :, None], x7[:, :, None],
+                z0[:, None, :], z1[:, None, :], z2[:, None, :], z3[:, None, :])
+            a0 += o0 * (s0.to(tl.float32) * 128.0)[:, None, :]
+            a1 += o1 * (s1.to(tl.float32) * 128.0)[:, None, :]
+            a2 += o2 * (s2.to(tl.float32) * 128.0)[:, None, :]
+            a3 += o3 * (s3.to(tl.float32) * 128.0)[:, None, :]
+            a4 += o4 * (s4.to(tl.float32) * 128.0)[:, None, :]
+            a5 += o5 * (s5.to(tl.float32) * 128.0)[:, None, :]
+            a6 += o6 * (s6.to(tl.float32) * 128.0)[:, None, :]
+            a7 += o7 * (s7.to(tl.float32) * 128.0)[:, None, :]
+        v = _join8(tl.sum(tl.sum(a0, axis=1), axis=0), tl.sum(tl.sum(a1, axis=1), axis=0),
+                   tl.sum(tl.sum(a2, axis=1), axis=0), tl.sum(tl.sum(a3, axis=1), axis=0),
+                   tl.sum(tl.sum(a4, axis=1), axis=0), tl.sum(tl.sum(a5, axis=1), axis=0),
+                   tl.sum(tl.sum(a6, axis=1), axis=0), tl.sum(tl.sum(a7, axis=1), axis=0))
+        _gemv_finish(tl.reshape(v, (BLOCK_N,)), y_ptr, ws_ptr, cnt_ptr, offs_n, n_ok, pid_n, pid_m, pid_k, tile,
+                     split_k, N, M, sym, syn, SPLIT, BLOCK_N, CLUSTER)
     elif PATH == 15:
         # GEMV on AutoAWQ gemm words in fp16 pairs (fp16 x, 4-bit): a thread takes eight consecutive rows
         # of a word column, whose output pairs (2j, 2j + 1) come out of one lop3 each (_awq_half2_asm); the
@@ -916,9 +981,8 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             a5 += o5 * (s5.to(tl.float32) * 128.0)[None, :]
             a6 += o6 * (s6.to(tl.float32) * 128.0)[None, :]
             a7 += o7 * (s7.to(tl.float32) * 128.0)[None, :]
-        # outputs 8c + i, i = 0..7, contiguous: joined in bit-reversed order, as _dequant_tile_asm's codes
-        v = tl.join(tl.join(tl.join(tl.sum(a0, axis=0), tl.sum(a4, axis=0)), tl.join(tl.sum(a2, axis=0), tl.sum(a6, axis=0))),
-                    tl.join(tl.join(tl.sum(a1, axis=0), tl.sum(a5, axis=0)), tl.join(tl.sum(a3, axis=0), tl.sum(a7, axis=0))))
+        v = _join8(tl.sum(a0, axis=0), tl.sum(a1, axis=0), tl.sum(a2, axis=0), tl.sum(a3, axis=0),
+                   tl.sum(a4, axis=0), tl.sum(a5, axis=0), tl.sum(a6, axis=0), tl.sum(a7, axis=0))
         _gemv_finish(tl.reshape(v, (BLOCK_N,)), y_ptr, ws_ptr, cnt_ptr, offs_n, n_ok, pid_n, pid_m, pid_k, tile,
                      split_k, N, M, sym, syn, SPLIT, BLOCK_N, CLUSTER)
     else:
@@ -1131,7 +1195,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         if path == GENERAL:  # its int32 code tile is staged whole in shared memory: keep it small
             block_k, stages = min(block_k, 32), min(stages, 2)
         if path in (GEMV_N, GEMV_NH2):
-            block_k = min(block_k, gs) if gs % min(block_k, gs) == 0 else 8  # a tile lies in one group
+            block_k = min(block_k, gs & -gs)  # a power-of-two tile inside one group (gs & -gs: 32 of a 96 group)
     if path == DOT_KTJ and cfg.ws and path_override in (None, DOT_WS) and _pipe_fits(w, x2, y, cfg, block_k, ws=True):
         path = DOT_WS
     elif path == DOT_KTJ and cfg.pipe and path_override in (None, DOT_PIPE) and _pipe_fits(w, x2, y, cfg, block_k):
@@ -1167,7 +1231,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     if cfg.cluster > 1:
         split_k = cfg.cluster
     groups, granule = 1, block_k  # granule: what a program's K range is a multiple of
-    if path == GEMV_H2 and cfg.block_k > block_k == gs and cfg.block_k % gs == 0 and N % block_n == 0:
+    if path in (GEMV_H2, GEMV_NH2) and cfg.block_k > block_k == gs and cfg.block_k % gs == 0 and N % block_n == 0:
         # a K step of several whole groups (GEMV_H2's GROUPS branch). Whole steps only, so on a K the tuned
         # step does not divide (a nearby shape's entry) the widest step that does; with RAGGED_WIDE the
         # tuned step, each program's range in whole groups and its last step partial

@@ -1,0 +1,71 @@
+"""GEMV_NH2 (triton_gemm path 15: AutoAWQ gemm words at M = 1 with fp16 x, products summed in fp16 pairs),
+one-group and multi-group K steps, on the CPU through Triton's interpreter (its PTX replaced by the same
+arithmetic in Triton's ops, tests/awq_pairs_in_triton.py) and on the GPU with the PTX.
+
+The expectation is float64 from the fixture's own codes, zeros and scales (written by the reference AWQ
+packer), not from repack's reader. Zero words in another column order must miss the tolerance."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from tests.triton_checks import cuda_and_triton, has_triton, run_in_interpreter
+
+K, N = 1024, 256
+# (group size, tile): one-group steps; multi-group steps of 4 and 16 groups; one step past K (ragged: the
+# masked branch); with a split (GPU only: the split's epilogue fences with inline PTX)
+TILES = [(128, (1, 64, 128, 1, 4, 2)), (128, (1, 32, 512, 1, 4, 2)), (32, (1, 32, 512, 1, 4, 2)),
+         (128, (1, 64, 2048, 1, 4, 2)), (64, (1, 16, 256, 1, 2, 2))]
+GPU_TILES = [(128, (1, 32, 512, 2, 4, 3, False, False, 2, True)), (128, (1, 64, 1024, 2, 4, 2)),
+             (32, (1, 128, 128, 3, 4, 2))]
+
+
+def check(folder: str, device: str = "cpu") -> None:
+    import torch
+
+    from fixtures.checkpoints import random_model, write_awq
+    from repack.kernels import TOLERANCE
+    from repack.kernels import triton_gemm as tg
+    from repack.kernels.tuned import TileConfig
+    from repack.source import open_source
+
+    before = tg.RAGGED_WIDE, tg._awq_dot8_half2
+    if device == "cpu":
+        from tests.awq_pairs_in_triton import awq_dot8_half2
+        tg._awq_dot8_half2 = awq_dot8_half2
+    tg.RAGGED_WIDE = True
+    try:
+        tol = TOLERANCE[torch.float16]
+        for i, (gs, tile) in enumerate(TILES + (GPU_TILES if device != "cpu" else [])):
+            cfg = TileConfig(*tile)
+            layers = random_model(seed=i, bits=4, group_size=gs, shapes={"model.layers.0.mlp.up_proj": (K, N)})
+            L = layers["model.layers.0.mlp.up_proj"]
+            W = torch.from_numpy((L.q - L.z[L.groups()]) * L.s[L.groups()].astype("float64")).double()  # [K, N]
+            w = open_source(write_awq(Path(folder) / f"a{i}", layers, "gemm")).packed("model.layers.0.mlp.up_proj").to(device)
+            for M in (1, 2):
+                x = torch.randn(M, K, generator=torch.Generator().manual_seed(100 + i)).half().to(device)
+                want = x.double().cpu() @ W
+                out = torch.full((M, N), float("nan"), dtype=torch.float16, device=device)
+                y = tg.triton_gemm(x, w, config=cfg, out=out, path_override=tg.GEMV_NH2).double().cpu()
+                assert torch.isfinite(y).all(), f"g{gs} {cfg}: outputs left unwritten"
+                rel = float((y - want).norm() / want.norm())
+                assert rel <= tol, f"g{gs} {cfg} M={M}: rel {rel:.2e}"
+            wrong = dataclasses.replace(w, zeros=w.zeros.flip(1).contiguous())  # zero words of other columns
+            y = tg.triton_gemm(x, wrong, config=cfg, path_override=tg.GEMV_NH2).double().cpu()
+            assert float((y - want).norm() / want.norm()) > 10 * tol, f"g{gs} {cfg}: wrong zeros went unnoticed"
+    finally:
+        tg.RAGGED_WIDE, tg._awq_dot8_half2 = before
+    print("awq gemv ok")
+
+
+@pytest.mark.skipif(not cuda_and_triton(), reason="needs a CUDA GPU and triton")
+def test_awq_half2_gemv_steps_on_the_gpu(tmp_path):
+    check(str(tmp_path), "cuda")
+
+
+@pytest.mark.skipif(not has_triton(), reason="needs the triton package")
+def test_awq_half2_gemv_steps_in_the_interpreter(tmp_path):
+    run_in_interpreter("tests.test_awq_gemv", tmp_path, "awq gemv ok")
