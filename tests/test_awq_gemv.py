@@ -32,32 +32,43 @@ def check(folder: str, device: str = "cpu") -> None:
     from repack.kernels.tuned import TileConfig
     from repack.source import open_source
 
-    before = tg.RAGGED_WIDE, tg._awq_dot8_half2
+    before = tg.RAGGED_WIDE, tg.AWQ_GEMV_TUNED, tg._awq_dot8_half2, tg._launch
+    launched = []
+
+    def recording_launch(grid, args, consts, *rest, **kw):
+        launched.append(dict(zip(tg._CONST_NAMES, consts)))
+        return before[3](grid, args, consts, *rest, **kw)
+    tg._launch = recording_launch
     if device == "cpu":
         from tests.awq_pairs_in_triton import awq_dot8_half2
         tg._awq_dot8_half2 = awq_dot8_half2
     tg.RAGGED_WIDE = True
     try:
         tol = TOLERANCE[torch.float16]
-        for i, (gs, tile) in enumerate(TILES + (GPU_TILES if device != "cpu" else [])):
-            cfg = TileConfig(*tile)
+        for i, (gs, tile) in enumerate(TILES + (GPU_TILES if device != "cpu" else []) + [(128, None)]):
+            # the last: the dispatch's own tile with AWQ_GEMV_TUNED (GEMV_H2's nearest tuned entry, 4096x1024's
+            # 2048-input step: one step on this 1024-input layer, masked past K)
+            cfg = TileConfig(*tile) if tile else None
+            tg.AWQ_GEMV_TUNED = tile is None
             layers = random_model(seed=i, bits=4, group_size=gs, shapes={"model.layers.0.mlp.up_proj": (K, N)})
             L = layers["model.layers.0.mlp.up_proj"]
             W = torch.from_numpy((L.q - L.z[L.groups()]) * L.s[L.groups()].astype("float64")).double()  # [K, N]
             w = open_source(write_awq(Path(folder) / f"a{i}", layers, "gemm")).packed("model.layers.0.mlp.up_proj").to(device)
-            for M in (1, 2):
+            for M in (1, 2) if cfg else (1,):  # (the dispatch sends M = 2 to a tensor-core tile)
                 x = torch.randn(M, K, generator=torch.Generator().manual_seed(100 + i)).half().to(device)
                 want = x.double().cpu() @ W
                 out = torch.full((M, N), float("nan"), dtype=torch.float16, device=device)
-                y = tg.triton_gemm(x, w, config=cfg, out=out, path_override=tg.GEMV_NH2).double().cpu()
+                y = tg.triton_gemm(x, w, config=cfg, out=out, path_override=tg.GEMV_NH2 if cfg else None).double().cpu()
                 assert torch.isfinite(y).all(), f"g{gs} {cfg}: outputs left unwritten"
                 rel = float((y - want).norm() / want.norm())
                 assert rel <= tol, f"g{gs} {cfg} M={M}: rel {rel:.2e}"
+                assert launched[-1]["PATH"] == tg.GEMV_NH2 and (launched[-1]["GROUPS"] > 1) == (
+                    (cfg.block_k if cfg else 2048) > min(gs, K)), launched[-1]
             wrong = dataclasses.replace(w, zeros=w.zeros.flip(1).contiguous())  # zero words of other columns
-            y = tg.triton_gemm(x, wrong, config=cfg, path_override=tg.GEMV_NH2).double().cpu()
+            y = tg.triton_gemm(x, wrong, config=cfg, path_override=tg.GEMV_NH2 if cfg else None).double().cpu()
             assert float((y - want).norm() / want.norm()) > 10 * tol, f"g{gs} {cfg}: wrong zeros went unnoticed"
     finally:
-        tg.RAGGED_WIDE, tg._awq_dot8_half2 = before
+        tg.RAGGED_WIDE, tg.AWQ_GEMV_TUNED, tg._awq_dot8_half2, tg._launch = before
     print("awq gemv ok")
 
 

@@ -559,6 +559,10 @@ RAGGED_WIDE = True
 HALF2_GEMV = True
 # AWQ layers at M = 1 with fp16 activations take GEMV_NH2 (the products in fp16 pairs) instead of GEMV_N
 AWQ_HALF2 = True
+# GEMV_NH2 takes GEMV_H2's tuned M = 1 tiles (multi-group K steps, clusters) instead of the 256-wide tile of
+# the other M = 1 paths. Off until measured: the multi-group GEMV_NH2 was written without device time
+# (benchmarks/diag_awq_gemv.py --wide, and tests/test_awq_gemv.py, are the first things to run)
+AWQ_GEMV_TUNED = False
 # dequantize the joined tensor-core paths two weights per instruction (inline PTX, see
 # _dequant8_pairs); a module switch so benchmarks can compare both ways in one process
 PAIRED_DEQUANT = True
@@ -1211,7 +1215,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         # stages; every other tile of 64-256 x 64-256 x 64-128, 4 or 8 warps is exact against the 64x64
         # tile: benchmarks/results/diag-configs-h200.log); not understood yet. With 4 warps it is right
         warps = 4
-    if config is None and block_m == 1 and path != GEMV_H2:
+    if config is None and block_m == 1 and path != GEMV_H2 and not (path == GEMV_NH2 and AWQ_GEMV_TUNED):
         # the tuned M = 1 tiles are GEMV_H2's (16-1024 wide, K steps up to 4096, clusters); the other M = 1
         # paths (bf16, AWQ, Marlin, act-order) take the 256-wide 4-warp tile of 64-input steps they were
         # measured with, about two programs an SM: AWQ's GEMV_N on a 1024-wide tile was 10-16x slower
@@ -1310,7 +1314,7 @@ def _plan_key(x: torch.Tensor, w: PackedWeight, stream: int) -> tuple:
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     # the pointer's residue, not just 16-byte alignment: GEMV_H2 also needs 4-byte aligned rows
     return (id(w), tuple(x2.shape), x.dtype, x2.stride(), x.device.index, x2.data_ptr() % 16, stream,
-            HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT, AWQ_DOT, RAGGED_WIDE, AWQ_HALF2, AWQ_DOT_PAIRS)  # the module switches choose paths too
+            HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT, AWQ_DOT, RAGGED_WIDE, AWQ_HALF2, AWQ_DOT_PAIRS, AWQ_GEMV_TUNED)  # the module switches choose paths too
 
 
 def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torch.Tensor | None:
