@@ -207,7 +207,7 @@ _AWQ_PAIRS_BF16: tl.constexpr = tl.constexpr(_pairs_asm(0x4300, "sub.rn.bf16x2",
 @triton.jit
 def _awq_dequant8_pairs(words, zz0, zz1, zz2, zz3, ss0, ss1, ss2, ss3, OUT: tl.constexpr):
     """Eight fp16/bf16 weights s * (q - z) per AutoAWQ word, in output order (8c + 0 .. 8c + 7), two per
-    instruction as in _dequant8_pairs; ``zzj``: MAGIC + z of outputs 2j, 2j + 1 (_awq_magic_zeros), ``ssj``:
+    instruction as in _dequant8_pairs; ``zzj``: MAGIC + z of outputs 2j, 2j + 1 (_awq_magic_zero), ``ssj``:
     their scales, as int32 pairs."""
     if OUT == tl.float16:
         return tl.inline_asm_elementwise(asm=_AWQ_PAIRS_F16, constraints="=h," * 8 + "r," * 8 + "r",
@@ -1283,8 +1283,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
                          maxnreg=gluon_ws.regs(gluon_ws.DQ_WARPS)[0])
     else:
         if path == DOT_N:  # scales read as int32 pairs of the activations' type
-            paired = (AWQ_DOT_PAIRS and w.zeros_layout == ZEROS_ALONG_N_AWQ and w.scales.dtype == x.dtype
-                      and w.scales.stride(1) == 1 and w.scales.stride(0) % 2 == 0 and w.scales.data_ptr() % 4 == 0)
+            paired = (AWQ_DOT_PAIRS and w.zeros_layout == ZEROS_ALONG_N_AWQ and w.zero_offset >= 0
+                      and w.scales.dtype == x.dtype and w.scales.stride(1) == 1 and w.scales.stride(0) % 2 == 0
+                      and w.scales.data_ptr() % 4 == 0)
         else:
             paired = PAIRED_DEQUANT and x.is_cuda and w.zeros_layout in PAIRED_ZEROS
         consts = (w.bits, _CODES[w.codes], _ZEROS[w.zeros_layout], act, path, split > 1, block_m, block_n, block_k, even,
