@@ -53,7 +53,8 @@ def check(folder: str, device: str = "cpu") -> None:
             layers = random_model(seed=i, bits=4, group_size=gs, shapes={"model.layers.0.mlp.up_proj": (K, N)})
             L = layers["model.layers.0.mlp.up_proj"]
             W = torch.from_numpy((L.q - L.z[L.groups()]) * L.s[L.groups()].astype("float64")).double()  # [K, N]
-            w = open_source(write_awq(Path(folder) / f"a{i}", layers, "gemm")).packed("model.layers.0.mlp.up_proj").to(device)
+            src = open_source(write_awq(Path(folder) / f"a{i}", layers, "gemm"))
+            w = src.packed("model.layers.0.mlp.up_proj").to(device)
             for M in (1, 2) if cfg else (1,):  # (the dispatch sends M = 2 to a tensor-core tile)
                 x = torch.randn(M, K, generator=torch.Generator().manual_seed(100 + i)).half().to(device)
                 want = x.double().cpu() @ W
