@@ -878,11 +878,16 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
             acc2 += part * (s * 64.0)[:, None]  # the partials are sums of x (q - z) / 64
         _gemv_finish(tl.sum(acc2, axis=1), y_ptr, ws_ptr, cnt_ptr, offs_n, n_ok, pid_n, pid_m, pid_k, tile, split_k,
                      N, M, sym, syn, SPLIT, BLOCK_N, CLUSTER)
-    elif PATH == 15 and GROUPS > 1:
-        # GEMV_NH2 (below) with a K step of GROUPS whole groups, as GEMV_H2's multi-group step: a CTA's share
-        # of the weight in flight in one or a few steps, so K needs no split across programs. Tile [GROUPS, RG,
-        # NW]: group of the step, row octet of the group, word column; zeros and scales [GROUPS, NW]. Not
-        # EVEN (RAGGED_WIDE): the last step of a program's range may be partial (x = 0 and words 0 past it)
+    elif PATH == 15:
+        # GEMV on AutoAWQ gemm words in fp16 pairs (fp16 x, 4-bit): a thread takes eight consecutive rows
+        # of a word column, whose output pairs (2j, 2j + 1) come out of one lop3 each (_awq_half2_asm); the
+        # rows' products are summed in fp16x2, then in fp32 times 128 s. A K step is GROUPS whole groups
+        # (GROUPS > 1: GEMV_H2's multi-group step, a CTA's share of the weight in flight in one or a few steps,
+        # so K needs no split across programs) or a part of one. Tile [GROUPS, RG, NW]: group of the step, row
+        # octet of the group, word column; eight accumulators, one an output of the word; zeros and scales
+        # [GROUPS, NW]. Not EVEN: the last step of a program's range may be partial (x = 0 and words 0 past it;
+        # K % 8 == 0, the caller checks, so a row octet is in or out as a whole). With GROUPS = 1 the EVEN PTX
+        # has the opcode counts of the former one-group branch, the masked one four scalar ops more (CPU probe)
         NW: tl.constexpr = BLOCK_N // 8
         RG: tl.constexpr = BLOCK_K // 8 // GROUPS
         offs_c = pid_n * NW + tl.arange(0, NW)
@@ -935,58 +940,6 @@ def _w_gemm_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
                    tl.sum(tl.sum(a2, axis=1), axis=0), tl.sum(tl.sum(a3, axis=1), axis=0),
                    tl.sum(tl.sum(a4, axis=1), axis=0), tl.sum(tl.sum(a5, axis=1), axis=0),
                    tl.sum(tl.sum(a6, axis=1), axis=0), tl.sum(tl.sum(a7, axis=1), axis=0))
-        _gemv_finish(tl.reshape(v, (BLOCK_N,)), y_ptr, ws_ptr, cnt_ptr, offs_n, n_ok, pid_n, pid_m, pid_k, tile,
-                     split_k, N, M, sym, syn, SPLIT, BLOCK_N, CLUSTER)
-    elif PATH == 15:
-        # GEMV on AutoAWQ gemm words in fp16 pairs (fp16 x, 4-bit): a thread takes eight consecutive rows
-        # of a word column, whose output pairs (2j, 2j + 1) come out of one lop3 each (_awq_half2_asm); the
-        # rows' products are summed in fp16x2, then in fp32 times 128 s. Tile [R, NW]: row octet, word
-        # column; eight accumulators, one an output of the word; the step lies in one group
-        NW: tl.constexpr = BLOCK_N // 8
-        R: tl.constexpr = BLOCK_K // 8
-        offs_c = pid_n * NW + tl.arange(0, NW)
-        c_ok = offs_c < N // 8
-        r8 = tl.arange(0, R) * 8
-        a0 = tl.zeros((R, NW), dtype=tl.float32)
-        a1 = tl.zeros((R, NW), dtype=tl.float32)
-        a2 = tl.zeros((R, NW), dtype=tl.float32)
-        a3 = tl.zeros((R, NW), dtype=tl.float32)
-        a4 = tl.zeros((R, NW), dtype=tl.float32)
-        a5 = tl.zeros((R, NW), dtype=tl.float32)
-        a6 = tl.zeros((R, NW), dtype=tl.float32)
-        a7 = tl.zeros((R, NW), dtype=tl.float32)
-        for kk in tl.range(0, tl.minimum(K_SPLIT, K - k_begin), BLOCK_K, num_stages=RING):  # past K: no group
-            k0 = k_begin + kk
-            g = k0 // group_size
-            rows = k0 + r8  # [R]
-            wp = qw_ptr + rows[:, None] * sqa + offs_c[None, :] * sqb
-            xp = x_ptr + pid_m * sxm + rows * sxk
-            sp = s_ptr + g * ssg + (offs_c * 8) * ssn
-            if EVEN:
-                zw = tl.load(z_ptr + g * sza + offs_c * szb)
-                w0, w1, w2, w3, w4, w5, w6, w7 = _load8(wp, sqa)
-                x0, x1, x2, x3, x4, x5, x6, x7 = _load8(xp, sxk)
-                s0, s1, s2, s3, s4, s5, s6, s7 = _load8(sp, ssn)
-            else:  # K % 8 == 0 (the caller checks): a row octet is in or out as a whole
-                r_ok = rows < K
-                zw = tl.load(z_ptr + g * sza + offs_c * szb, mask=c_ok, other=0)
-                w0, w1, w2, w3, w4, w5, w6, w7 = _load8_masked(wp, sqa, r_ok[:, None] & c_ok[None, :], 0)
-                x0, x1, x2, x3, x4, x5, x6, x7 = _load8_masked(xp, sxk, r_ok, 0.0)
-                s0, s1, s2, s3, s4, s5, s6, s7 = _load8_masked(sp, ssn, c_ok, 0.0)
-            z0, z1, z2, z3 = _awq_half2_zeros(zw, zero_offset)
-            o0, o1, o2, o3, o4, o5, o6, o7 = _awq_dot8_half2(
-                w0, w1, w2, w3, w4, w5, w6, w7, x0[:, None], x1[:, None], x2[:, None], x3[:, None], x4[:, None],
-                x5[:, None], x6[:, None], x7[:, None], z0[None, :], z1[None, :], z2[None, :], z3[None, :])
-            a0 += o0 * (s0.to(tl.float32) * 128.0)[None, :]
-            a1 += o1 * (s1.to(tl.float32) * 128.0)[None, :]
-            a2 += o2 * (s2.to(tl.float32) * 128.0)[None, :]
-            a3 += o3 * (s3.to(tl.float32) * 128.0)[None, :]
-            a4 += o4 * (s4.to(tl.float32) * 128.0)[None, :]
-            a5 += o5 * (s5.to(tl.float32) * 128.0)[None, :]
-            a6 += o6 * (s6.to(tl.float32) * 128.0)[None, :]
-            a7 += o7 * (s7.to(tl.float32) * 128.0)[None, :]
-        v = _join8(tl.sum(a0, axis=0), tl.sum(a1, axis=0), tl.sum(a2, axis=0), tl.sum(a3, axis=0),
-                   tl.sum(a4, axis=0), tl.sum(a5, axis=0), tl.sum(a6, axis=0), tl.sum(a7, axis=0))
         _gemv_finish(tl.reshape(v, (BLOCK_N,)), y_ptr, ws_ptr, cnt_ptr, offs_n, n_ok, pid_n, pid_m, pid_k, tile,
                      split_k, N, M, sym, syn, SPLIT, BLOCK_N, CLUSTER)
     else:
