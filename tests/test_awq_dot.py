@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.triton_checks import cuda_and_triton, has_triton, run_in_interpreter
+from tests.triton_checks import awq_layer, cuda_and_triton, gemm_within_tolerance, has_triton, run_in_interpreter
 
 CASES = [(32, (128, 192)), (64, (256, 72)), (128, (256, 256)), (-1, (192, 128))]  # group size, (K, N)
 
@@ -23,12 +23,10 @@ CASES = [(32, (128, 192)), (64, (256, 72)), (128, (256, 256)), (-1, (192, 128))]
 def check(folder: str, device: str = "cpu") -> None:
     import torch
 
-    from fixtures.checkpoints import random_model, write_awq
     from repack.kernels import TOLERANCE
     from repack.kernels import triton_gemm as tg
     from repack.kernels.packed import ZEROS_ALONG_N
     from repack.kernels.tuned import TileConfig
-    from repack.source import open_source
 
     before = tg.AWQ_DOT, tg.AWQ_DOT_PAIRS, tg._awq_dequant8_pairs  # restored below: later tests see the shipped ones
     if device == "cpu":  # the interpreter cannot run the PTX: the same arithmetic in Triton's ops
@@ -40,11 +38,7 @@ def check(folder: str, device: str = "cpu") -> None:
         tol = TOLERANCE[torch.float16]
         for i, ((gs, (K, N)), paired) in enumerate((c, p) for c in CASES for p in (False, True)):
             tg.AWQ_DOT_PAIRS = paired
-            layers = random_model(seed=i // 2, bits=4, group_size=gs, shapes={"model.layers.0.mlp.up_proj": (K, N)})
-            L = layers["model.layers.0.mlp.up_proj"]
-            W = torch.from_numpy((L.q - L.z[L.groups()]) * L.s[L.groups()].astype("float64")).double()  # [K, N]
-            src = open_source(write_awq(Path(folder) / f"a{i}", layers, "gemm"))
-            w = src.packed("model.layers.0.mlp.up_proj").to(device)
+            w, W = awq_layer(Path(folder) / f"a{i}", i // 2, gs, K, N, device)
             assert w.codes == "n-awq", w.codes
             # the CPU forces two tiles (16 and 64 rows, 8 and 16 words a row); the GPU takes the tuned ones
             runs = ([(5, TileConfig(16, 64, 32, 1, 4, 2)), (33, TileConfig(16, 64, 32, 1, 4, 2)),
@@ -52,12 +46,7 @@ def check(folder: str, device: str = "cpu") -> None:
                     else [(M, None) for M in (5, 16, 33, 100, 300, 16)])  # the last: from the launch plan
             for M, cfg in runs:
                 x = torch.randn(M, K, dtype=torch.float16, device=device)
-                want = x.double().cpu() @ W
-                out = torch.full((M, N), float("nan"), dtype=torch.float16, device=device)
-                y = tg.triton_gemm(x, w, config=cfg, out=out, path_override=tg.DOT_N if cfg else None).double().cpu()
-                assert torch.isfinite(y).all(), f"g{gs} {K}x{N} M={M}: outputs left unwritten"
-                rel = float((y - want).norm() / want.norm())
-                assert rel <= tol, f"g{gs} {K}x{N} M={M}: rel {rel:.2e}"
+                want = gemm_within_tolerance(x, w, W, cfg, tg.DOT_N if cfg else None, f"g{gs} {K}x{N} M={M}")
             if device != "cpu":  # the dispatch's own choice (the CPU run forces the path)
                 consts = [dict(zip(tg._CONST_NAMES, p[6])) for p in tg._plans.values() if p[0]() is w]
                 assert {(c["PATH"], c["PAIRED"]) for c in consts} == {(tg.DOT_N, paired)}, consts

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.triton_checks import cuda_and_triton, has_triton, run_in_interpreter
+from tests.triton_checks import awq_layer, cuda_and_triton, gemm_within_tolerance, has_triton, run_in_interpreter
 
 K, N = 1024, 256
 # (group size, tile): one-group steps; multi-group steps of 4 and 16 groups; one step past K (ragged: the
@@ -26,11 +26,9 @@ GPU_TILES = [(128, (1, 32, 512, 2, 4, 3, False, False, 2, True)), (128, (1, 64, 
 def check(folder: str, device: str = "cpu") -> None:
     import torch
 
-    from fixtures.checkpoints import random_model, write_awq
     from repack.kernels import TOLERANCE
     from repack.kernels import triton_gemm as tg
     from repack.kernels.tuned import TileConfig
-    from repack.source import open_source
 
     before = tg.RAGGED_WIDE, tg.AWQ_GEMV_TUNED, tg._awq_dot8_half2, tg._launch
     launched = []
@@ -50,19 +48,10 @@ def check(folder: str, device: str = "cpu") -> None:
             # 2048-input step: one step on this 1024-input layer, masked past K)
             cfg = TileConfig(*tile) if tile else None
             tg.AWQ_GEMV_TUNED = tile is None
-            layers = random_model(seed=i, bits=4, group_size=gs, shapes={"model.layers.0.mlp.up_proj": (K, N)})
-            L = layers["model.layers.0.mlp.up_proj"]
-            W = torch.from_numpy((L.q - L.z[L.groups()]) * L.s[L.groups()].astype("float64")).double()  # [K, N]
-            src = open_source(write_awq(Path(folder) / f"a{i}", layers, "gemm"))
-            w = src.packed("model.layers.0.mlp.up_proj").to(device)
+            w, W = awq_layer(Path(folder) / f"a{i}", i, gs, K, N, device)
             for M in (1, 2) if cfg else (1,):  # (the dispatch sends M = 2 to a tensor-core tile)
                 x = torch.randn(M, K, generator=torch.Generator().manual_seed(100 + i)).half().to(device)
-                want = x.double().cpu() @ W
-                out = torch.full((M, N), float("nan"), dtype=torch.float16, device=device)
-                y = tg.triton_gemm(x, w, config=cfg, out=out, path_override=tg.GEMV_NH2 if cfg else None).double().cpu()
-                assert torch.isfinite(y).all(), f"g{gs} {cfg}: outputs left unwritten"
-                rel = float((y - want).norm() / want.norm())
-                assert rel <= tol, f"g{gs} {cfg} M={M}: rel {rel:.2e}"
+                want = gemm_within_tolerance(x, w, W, cfg, tg.GEMV_NH2 if cfg else None, f"g{gs} {cfg} M={M}")
                 assert launched[-1]["PATH"] == tg.GEMV_NH2 and (launched[-1]["GROUPS"] > 1) == (
                     (cfg.block_k if cfg else 2048) > min(gs, K)), launched[-1]
             wrong = dataclasses.replace(w, zeros=w.zeros.flip(1).contiguous())  # zero words of other columns

@@ -64,3 +64,35 @@ def random_gptq_words(K: int, N: int, gs: int, seed: int, device: str = "cuda"):
     z = torch.stack([(qzeros >> (4 * f)) & 15 for f in range(8)], 2).reshape(K // gs, N).double() + 1
     grp = torch.arange(K, device=device) // gs
     return w, ((q - z[grp]) * scales.double()[grp]).t()
+
+
+def awq_layer(folder: Path, seed: int, gs: int, K: int, N: int, device: str):
+    """A random 4-bit AutoAWQ gemm layer written by the reference packer (fixtures.write_awq) and read back
+    by repack (on ``device``), and its float64 weight [K, N] from the fixture's own codes, zeros and scales."""
+    import torch
+
+    from fixtures.checkpoints import random_model, write_awq
+    from repack.source import open_source
+
+    name = "model.layers.0.mlp.up_proj"
+    layers = random_model(seed=seed, bits=4, group_size=gs, shapes={name: (K, N)})
+    L = layers[name]
+    W = torch.from_numpy((L.q - L.z[L.groups()]) * L.s[L.groups()].astype("float64")).double()
+    return open_source(write_awq(folder, layers, "gemm")).packed(name).to(device), W
+
+
+def gemm_within_tolerance(x, w, W, config, path, what: str):
+    """triton_gemm(x, w) with this tile and path into NaN-poisoned outputs: every output written and within
+    the kernel tolerance of x @ W in float64. Returns that expectation."""
+    import torch
+
+    from repack.kernels import TOLERANCE
+    from repack.kernels.triton_gemm import triton_gemm
+
+    want = x.double().cpu() @ W
+    out = torch.full((x.shape[0], W.shape[1]), float("nan"), dtype=x.dtype, device=x.device)
+    y = triton_gemm(x, w, config=config, out=out, path_override=path).double().cpu()
+    assert torch.isfinite(y).all(), f"{what}: outputs left unwritten"
+    rel = float((y - want).norm() / want.norm())
+    assert rel <= TOLERANCE[x.dtype], f"{what}: rel {rel:.2e}"
+    return want
