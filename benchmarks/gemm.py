@@ -44,12 +44,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
     ap.add_argument("--m", default=",".join(map(str, M_VALUES)))
-    ap.add_argument("--awq-pairs", action="store_true",
-                    help="AWQ layers at M > 1 through DOT_N with the paired dequantization (triton_gemm.AWQ_DOT_PAIRS)")
+    ap.add_argument("--awq-field-order", action="store_true",
+                    help="AWQ layers at M > 1 through DOT_N's field-order dequantization (AWQ_DOT_PAIRS off)")
     args = ap.parse_args()
-    if args.awq_pairs:
+    if args.awq_field_order:
         from repack.kernels import triton_gemm as tgm
-        tgm.AWQ_DOT_PAIRS = True
+        tgm.AWQ_DOT_PAIRS = False
     ms_list = [int(m) for m in args.m.split(",")]
     warm = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
     t_warm = time.time()

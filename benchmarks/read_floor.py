@@ -1,7 +1,8 @@
-"""The practical floor of an M = 1 GEMV on the lent GPU: graph time of a kernel that only reads the packed
-weight, scales and zeros of a shape (torch's reductions over them, one launch each, over copies larger than
-L2, like the GEMM's graph column), beside cuBLAS fp16 and our M = 1 kernel on the same shapes. The GEMM
-table's "floor" is bytes over the copy bandwidth of 1 GB copies; a 6-40 µs kernel also pays launch and ramp.
+"""The practical floor of an M = 1 GEMV on the lent GPU: graph time of a Triton kernel that only streams the
+packed weight and scales of a shape (grid-stride loads, one small store a program, the best of a few grid and
+block sizes), over copies larger than L2 like the GEMM's graph column, beside our M = 1 kernel and cuBLAS fp16.
+The GEMM table's "floor" is bytes over the copy bandwidth of 1 GB copies; a 6-40 µs kernel also pays launch,
+ramp-up and tail, which this kernel pays too.
 
     python benchmarks/read_floor.py [--shapes 4096x4096,...]
 """
@@ -13,8 +14,29 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 
 from benchmarks.gemm_common import SHAPES, graph_ms, layer_with_baselines, warm_clocks  # noqa: E402
+
+
+@triton.jit
+def _read_kernel(a_ptr, n_a, b_ptr, n_b, out_ptr, BLOCK: tl.constexpr):
+    pid, programs = tl.program_id(0), tl.num_programs(0)
+    offs = tl.arange(0, BLOCK)
+    acc = tl.zeros([BLOCK], tl.int32)
+    for start in range(pid * BLOCK, n_a, programs * BLOCK):
+        acc ^= tl.load(a_ptr + start + offs, mask=start + offs < n_a, other=0)
+    for start in range(pid * BLOCK, n_b, programs * BLOCK):
+        acc ^= tl.load(b_ptr + start + offs, mask=start + offs < n_b, other=0)
+    tl.store(out_ptr + pid * BLOCK + offs, acc)  # kept live so the loads are not dropped
+
+
+def read_time(copies: list, programs: int, block: int, warps: int) -> float:
+    out = torch.empty(programs * block, dtype=torch.int32, device="cuda")
+    words = [(c.qweight.view(-1), c.scales.view(torch.int32).view(-1)) for c in copies]
+    return graph_ms([lambda a=a, b=b: _read_kernel[(programs,)](a, a.numel(), b, b.numel(), out, BLOCK=block,
+                                                                num_warps=warps) for a, b in words])
 
 
 def main() -> None:
@@ -22,13 +44,16 @@ def main() -> None:
     ap.add_argument("--shapes", default=",".join(f"{k}x{n}" for k, n in SHAPES))
     args = ap.parse_args()
     warm_clocks()
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
     for K, N in (tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")):
         copies, x, ref, cub, ours = layer_with_baselines(K, N, 1)
-        # one reduction a tensor: what reading the layer's bytes costs at this size, launches included
-        read = graph_ms([lambda c=c: (c.qweight.amax(), c.scales.amax(), c.zeros.amax()) for c in copies])
-        one = graph_ms([lambda c=c: c.qweight.amax() for c in copies])
-        print(f"{K}x{N}: read all (3 launches) {read * 1e3:.1f} us, qweight only {one * 1e3:.1f} us; "
-              f"ours M=1 {ours * 1e3:.1f} us; cuBLAS fp16 {cub * 1e3:.1f} us", flush=True)
+        nbytes = copies[0].qweight.numel() * 4 + copies[0].scales.numel() * 2
+        best = min((read_time(copies, sms * p, block, warps), sms * p, block, warps)
+                   for p in (1, 2, 4, 8) for block in (512, 1024, 2048) for warps in (4, 8))
+        ms, programs, block, warps = best
+        print(f"{K}x{N}: {nbytes / 1e6:.1f} MB read in {ms * 1e3:.1f} us ({nbytes / ms / 1e9:.2f} TB/s; "
+              f"{programs} programs, {block} words, {warps} warps); ours M=1 {ours * 1e3:.1f} us "
+              f"({ms / ours:.2f} of it at the floor); cuBLAS fp16 {cub * 1e3:.1f} us", flush=True)
         del copies
         torch.cuda.empty_cache()
 

@@ -546,10 +546,10 @@ GLUON_MAX_BLOCK_M = 16
 # (2.5-4x faster on the H200: benchmarks/results/gemm-h200-session12-awqdot.log); a switch so benchmarks
 # can time the general path in one process
 AWQ_DOT = True
-# DOT_N with the paired dequantization in output order (_awq_dequant_tile). Off until run on a GPU: written
-# in a session without device time; its structure is checked in Triton's interpreter with the PTX replaced
-# by the same arithmetic in Triton (tests/test_awq_dot.py), the PTX compiled for sm_90 on the CPU
-AWQ_DOT_PAIRS = False
+# DOT_N with the paired dequantization in output order (_awq_dequant_tile): 1.3-1.9x faster than DOT_N's
+# field-order tile at M = 16-1024 on the H200 (benchmarks/results/gemm-h200-session13-awq-pairs.log); a
+# switch so benchmarks and tests/test_awq_dot.py can run both in one process
+AWQ_DOT_PAIRS = True
 # GEMV_H2's multi-group step on a K the tuned step does not divide: the tuned step with a partial last step
 # (masked) instead of the widest step that divides (Llama-2's K = 11008 is 86 groups: no power-of-two step
 # of several groups divides it). tests/test_kernels.py runs it on and off
@@ -560,8 +560,9 @@ HALF2_GEMV = True
 # AWQ layers at M = 1 with fp16 activations take GEMV_NH2 (the products in fp16 pairs) instead of GEMV_N
 AWQ_HALF2 = True
 # GEMV_NH2 takes GEMV_H2's tuned M = 1 tiles (multi-group K steps, clusters) instead of the 256-wide tile of
-# the other M = 1 paths. Off until measured: the multi-group GEMV_NH2 was written without device time
-# (benchmarks/diag_awq_gemv.py --wide, and tests/test_awq_gemv.py, are the first things to run)
+# the other M = 1 paths. Off: measured slower on three of four shapes (the 256-wide default: 10.8 / 22.9 /
+# 22.8 / 61.1 graph µs, the best multi-group tile: 11.4 / 21.2 / 25.9 / 56.8; AWQ words hold eight columns,
+# so a 16-64 column tile reads 8-32 byte row pieces; results/awq-gemv-wide-h200-session13.log)
 AWQ_GEMV_TUNED = False
 # dequantize the joined tensor-core paths two weights per instruction (inline PTX, see
 # _dequant8_pairs); a module switch so benchmarks can compare both ways in one process
