@@ -8,7 +8,7 @@ packed along N, along N in AWQ order, along G (gemv) or unpacked; groups sequent
 Tiles come from ``tuned.py``: small M runs a GEMV-shaped program (no tensor cores, the K reduction
 split over programs; with fp16 at M = 1 the products are summed in fp16 pairs, GEMV_H2 on GPTQ-order
 words and GEMV_NH2 on AWQ words), larger M a ``tl.dot`` tile (at M <= 16 on GPTQ-order layers the Gluon
-tile of ``gluon_gemm.py`` instead; on AWQ words DOT_N, its columns in AWQ's field order;
+tile of ``gluon_gemm.py`` instead; on AWQ words DOT_N, each word's pairs dequantized into output order;
 ``gluon_pipe.py``'s pipelined shared-memory tile where a tuned entry says ``pipe``).
 When a tile lies inside one group, the scale
 is applied once per output column after the K reduction (``s * sum x (q - z)``), so the inner loop
