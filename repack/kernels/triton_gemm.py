@@ -1164,6 +1164,12 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     if path_override is not None and path != path_override:
         raise ValueError(f"kernel path {path_override} cannot run this layer with this tile (dispatch chose {path})")
     warps, split_k = cfg.num_warps, cfg.split_k
+    if path == DOT_N and block_m <= 64 and config is None:
+        # the GPTQ-tuned entries' 64-row tiles of 8 warps or 4 stages are slower on DOT_N: its fp16 weight tile
+        # takes shared memory besides the stages, and with 4 stages one CTA fits an SM instead of two
+        # (8192x28672 M = 64: 64x128x128 w8 s4 229, w4 s4 230, w8 s3 230, w4 s3 155 µs;
+        # benchmarks/results/diag-awq-dot-m64-h200-session13.log)
+        warps, stages = 4, min(stages, 3)
     if path == DOT_KTJ and (block_m, block_n, block_k, warps) == (128, 256, 64, 8):
         # this one tile computes wrong sums on the H200 (relative error 0.09-0.11 on five shapes, 3 and 4
         # stages; every other tile of 64-256 x 64-256 x 64-128, 4 or 8 warps is exact against the 64x64
