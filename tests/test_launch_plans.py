@@ -1,7 +1,8 @@
 """The launch plan's arguments (triton_gemm._planned) against the full dispatch's, on the CPU: the kernel
 launch is replaced by a recorder, so what is checked is the host code — a plan's second call must hand
 the launcher the same arguments as the first call's launch, with pointers as integers (the weight's taken
-when the plan was made) and its own output. Needs the triton package (the module imports it), no GPU."""
+when the plan was made) and its own output. Also the warps and stages the dispatch launches the AWQ
+tensor-core tile with. Needs the triton package (the module imports it), no GPU."""
 
 from __future__ import annotations
 
@@ -65,4 +66,31 @@ def test_a_plan_launches_what_the_dispatch_launched(dtype, K, N, monkeypatch):
     assert tg._planned(x, w, torch.empty(2, N, dtype=dtype)) is None
     out = torch.empty(1, N, dtype=dtype)
     assert tg._planned(x, w, out) is out and rec.runs[-1][9 + 5] == out.data_ptr()
+    tg._plans.clear()
+
+
+@pytest.mark.parametrize("entry, forced, want", [
+    # a tuned 64-row tile of 8 warps and 4 stages: 4 warps, 3 stages on DOT_N (two CTAs an SM, not one)
+    ((64, 128, 128, 1, 8, 4), False, (4, 3)),
+    # the same tile forced by the caller is launched as given (it fits the shared-memory budget)
+    ((64, 128, 128, 1, 8, 4), True, (8, 4)),
+    # a 256-row tile keeps its warps; 3 stages want 3 * (2*256 + 64) * 128 + 2 * 128 * 128 = 248 KB > 200 KB
+    ((256, 128, 128, 1, 8, 3), False, (8, 2)),
+])
+def test_awq_tensor_core_tile_launch(entry, forced, want, tmp_path, monkeypatch):
+    from repack.kernels import triton_gemm as tg
+    from repack.kernels.tuned import TileConfig
+    from tests.triton_checks import awq_layer
+    launched = []
+    monkeypatch.setattr(tg, "_launch", lambda grid, args, consts, warps, stages, *rest, **kw:
+                        launched.append((consts, warps, stages)) or (Recorder(), ("meta",)))
+    monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)
+    cfg = TileConfig(*entry)
+    monkeypatch.setattr(tg, "pick_config", lambda M, N, K: cfg)
+    tg._plans.clear()
+    w, _ = awq_layer(tmp_path, 0, 128, 256, 128, "cpu")
+    tg.triton_gemm(torch.randn(entry[0], 256, dtype=torch.float16), w, config=cfg if forced else None)
+    (consts, warps, stages), = launched
+    assert dict(zip(tg._CONST_NAMES, consts))["PATH"] == tg.DOT_N
+    assert (warps, stages) == want
     tg._plans.clear()

@@ -1074,6 +1074,22 @@ def _clusters_available(device_index: int) -> bool:
     return torch.cuda.get_device_capability(device_index)[0] >= 9
 
 
+def dot_n_launch(block_m: int, block_n: int, block_k: int, stages: int, warps: int, tuned: bool) -> tuple[int, int]:
+    """DOT_N's (stages, warps) for a tile taken from the GPTQ-tuned table (``tuned``) or forced by the caller.
+
+    Per stage DOT_N holds x [BM, BK] fp16 and the words [BK, BN / 8], and once the fp16 weight tile the MMA
+    reads: stages are cut to keep that within the SM's shared memory (256x128x128 with 3 stages wants 246 KB:
+    sm_90 compile, CPU probe). A tuned tile of 64 rows or fewer also gets 4 warps and at most 3 stages: the
+    GPTQ entries' 8-warp or 4-stage 64-row tiles leave room for one CTA an SM instead of two here (8192x28672
+    M = 64: 64x128x128 w8 s4 229, w4 s4 230, w8 s3 230, w4 s3 155 µs on the H200;
+    benchmarks/results/diag-awq-dot-m64-h200-session13.log)."""
+    if tuned and block_m <= 64:
+        warps, stages = 4, min(stages, 3)
+    while stages > 1 and stages * (2 * block_m + block_n // 2) * block_k + 2 * block_k * block_n > 200 * 1024:
+        stages -= 1
+    return stages, warps
+
+
 def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = None,
                 out: torch.Tensor | None = None, path_override: int | None = None) -> torch.Tensor:
     """``x`` [..., K] fp16/bf16 on CUDA -> [..., N] in x's dtype (written into ``out`` [M, N] if given).
@@ -1101,7 +1117,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     act = w.g_idx is not None
     per = 32 // w.bits
     block_m, block_k = (1, cfg.block_k) if cfg.block_m == 1 else (max(16, cfg.block_m), cfg.block_k)
-    block_n, stages = cfg.block_n, cfg.num_stages
+    block_n, stages, warps = cfg.block_n, cfg.num_stages, cfg.num_warps
     joined_bk = _joined_block_k(w, block_k, tensor_core=block_m > 1)
     if path_override is not None and path_override not in (GEMV_KJ, DOT_KTJ, GEMV_H2, DOT_GLUON, DOT_PIPE, DOT_WS):
         joined_bk = None
@@ -1146,10 +1162,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         if path == GENERAL and w.bits == 4 and dot_bk >= 16 and \
                 (AWQ_DOT if path_override is None else path_override == DOT_N):
             path, block_k = DOT_N, dot_bk
-            # per stage x [BM, BK] fp16 and the words [BK, BN / 8]; once, the fp16 weight tile the MMA reads:
-            # within the SM's shared memory (256x128x128 with 3 stages wants 246 KB: sm_90 compile, CPU probe)
-            while stages > 1 and stages * (2 * block_m + block_n // 2) * block_k + 2 * block_k * block_n > 200 * 1024:
-                stages -= 1
+            stages, warps = dot_n_launch(block_m, block_n, block_k, stages, warps, tuned=config is None)
         if path == GENERAL:  # its int32 code tile is staged whole in shared memory: keep it small
             block_k, stages = min(block_k, 32), min(stages, 2)
         if path in (GEMV_N, GEMV_NH2):
@@ -1163,13 +1176,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         path = DOT_GLUON
     if path_override is not None and path != path_override:
         raise ValueError(f"kernel path {path_override} cannot run this layer with this tile (dispatch chose {path})")
-    warps, split_k = cfg.num_warps, cfg.split_k
-    if path == DOT_N and block_m <= 64 and config is None:
-        # the GPTQ-tuned entries' 64-row tiles of 8 warps or 4 stages are slower on DOT_N: its fp16 weight tile
-        # takes shared memory besides the stages, and with 4 stages one CTA fits an SM instead of two
-        # (8192x28672 M = 64: 64x128x128 w8 s4 229, w4 s4 230, w8 s3 230, w4 s3 155 µs;
-        # benchmarks/results/diag-awq-dot-m64-h200-session13.log)
-        warps, stages = 4, min(stages, 3)
+    split_k = cfg.split_k
     if path == DOT_KTJ and (block_m, block_n, block_k, warps) == (128, 256, 64, 8):
         # this one tile computes wrong sums on the H200 (relative error 0.09-0.11 on five shapes, 3 and 4
         # stages; every other tile of 64-256 x 64-256 x 64-128, 4 or 8 warps is exact against the 64x64
