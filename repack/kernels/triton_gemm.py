@@ -546,7 +546,7 @@ GLUON_MAX_BLOCK_M = 16
 # (2.5-4x faster on the H200: benchmarks/results/gemm-h200-session12-awqdot.log); a switch so benchmarks
 # can time the general path in one process
 AWQ_DOT = True
-# DOT_N with the paired dequantization in output order (_awq_dequant_tile): 1.3-1.9x faster than DOT_N's
+# DOT_N with the paired dequantization in output order (_awq_dequant_tile): 1.3-2.1x faster than DOT_N's
 # field-order tile at M = 16-1024 on the H200 (benchmarks/results/gemm-h200-session13-awq-pairs.log); a
 # switch so benchmarks and tests/test_awq_dot.py can run both in one process
 AWQ_DOT_PAIRS = True
