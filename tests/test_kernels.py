@@ -457,6 +457,38 @@ def test_warp_specialized_tile_on_a_large_layer():
         assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg})"
 
 
+RS_TILES = [(TileConfig(128, 128, 64, 1, 8, 4, rs=True), (7, 128, 300)), (TileConfig(64, 128, 64, 3, 4, 3, rs=True), (33, 64, 200)),
+            (TileConfig(256, 64, 64, 2, 4, 4, rs=True), (256, 1000)), (TileConfig(128, 128, 128, 1, 8, 3, rs=True), (129,)),
+            (TileConfig(64, 128, 32, 2, 8, 5, rs=True), (64, 100))]
+
+
+@pytest.mark.parametrize("layout", ["gptq_v1", "gptq_v2"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("gs", [64, 128])
+def test_transposed_register_tile_against_the_oracle(tmp_path, layout, dtype, gs):
+    """gluon_rs's tile (weights dequantized into wgmma's A registers, x by TMA) on whole and partial M
+    tiles, 4 and 8 warps, one and two 16-row repetitions a warp, K tiles of 32-128, rings of 3-5 slots,
+    with and without a K split: every output written and within tolerance of the oracle, and the same
+    sums as DOT_KTJ."""
+    from repack.kernels import triton_gemm as tg
+    _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout, dtype, gs, RS_TILES, tg.DOT_RS)
+
+
+def test_transposed_register_tile_on_a_large_layer():
+    """Many K steps (the ring wraps dozens of times: the mbarrier phases), many programs, 256-wide tiles."""
+    from repack.kernels import triton_gemm as tg
+    K2, N2 = 4096, 4096
+    w, W = random_gptq_words(K2, N2, 128, random.randrange(2**31))
+    for M, cfg in ((1024, TileConfig(128, 256, 64, 1, 8, 4, rs=True)), (256, TileConfig(64, 256, 64, 4, 4, 4, rs=True)),
+                   (300, TileConfig(256, 128, 64, 2, 8, 3, rs=True))):
+        seed = random.randrange(2**31)
+        x = torch.randn(M, K2, generator=torch.Generator().manual_seed(seed)).half().cuda()
+        want = x.double() @ W.t()
+        y = tg.triton_gemm(x, w, cfg, path_override=tg.DOT_RS).double()
+        rel = float((y - want).norm() / want.norm())
+        assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg})"
+
+
 def test_every_forced_large_tile_gives_the_right_sums():
     """Tiles a caller or the tuner may force at M > 16 on a GPTQ-order layer: each one's output equals
     the 64x64 tile's (itself checked against the oracle above) — 128x256x64 with 8 warps was off by

@@ -533,6 +533,7 @@ DOT_GLUON = 12  # host-side path id: gluon_gemm.w4_dot_kernel (the weight born i
 DOT_PIPE = 13  # host-side path id: gluon_pipe.w4_pipe_kernel (TMA ring, asynchronous wgmma from shared memory); only
 # where a tuned entry says pipe (none does yet: it is not faster than DOT_KTJ, benchmarks/NOTES-gemm.md)
 DOT_WS = 14  # host-side path id: gluon_ws.w4_ws_kernel (warp-specialized: load warp, dequantization warps, MMA warps)
+DOT_RS = 15  # host-side path id: gluon_rs.w4_rs_kernel (transposed: weights dequantized into wgmma's A registers)
 # paths whose K split can run inside a thread-block cluster (TileConfig.cluster, _cluster_finish)
 CLUSTER_PATHS = (GEMV_H2, GEMV_NH2, DOT_KTJ, DOT_GLUON)
 # tensor-core tiles of GPTQ-order layers go to the Gluon kernel where it applies (see _gluon_fits)
@@ -1029,13 +1030,15 @@ def _gluon_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, block_m: int
     return _gluon_available()
 
 
-def _pipe_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, cfg: TileConfig, block_k: int, ws: bool = False) -> bool:
-    """Whether gluon_pipe.w4_pipe_kernel (gluon_ws.w4_ws_kernel with ``ws``) runs this call: GPTQ
-    zeros, whole tiles, a tile its layouts cover (``fits``), and what TMA needs: contiguous weight
-    tensors, 16-byte aligned x rows."""
+def _pipe_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, cfg: TileConfig, block_k: int, ws: bool = False,
+               rs: bool = False) -> bool:
+    """Whether gluon_pipe.w4_pipe_kernel (gluon_ws.w4_ws_kernel with ``ws``, gluon_rs.w4_rs_kernel with
+    ``rs``) runs this call: GPTQ zeros, whole tiles, a tile its layouts cover (``fits``), and what TMA
+    needs: contiguous weight tensors, 16-byte aligned x rows."""
     from .gluon_pipe import fits as pipe_fits
+    from .gluon_rs import fits as rs_fits
     from .gluon_ws import fits as ws_fits
-    fits = ws_fits if ws else pipe_fits
+    fits = ws_fits if ws else rs_fits if rs else pipe_fits
     if ws and cfg.split_k > 1:
         return False
     if w.zeros_layout != ZEROS_ALONG_N or w.zero_offset < 0 or w.out_features % cfg.block_n:
@@ -1119,7 +1122,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     block_m, block_k = (1, cfg.block_k) if cfg.block_m == 1 else (max(16, cfg.block_m), cfg.block_k)
     block_n, stages, warps = cfg.block_n, cfg.num_stages, cfg.num_warps
     joined_bk = _joined_block_k(w, block_k, tensor_core=block_m > 1)
-    if path_override is not None and path_override not in (GEMV_KJ, DOT_KTJ, GEMV_H2, DOT_GLUON, DOT_PIPE, DOT_WS):
+    if path_override is not None and path_override not in (GEMV_KJ, DOT_KTJ, GEMV_H2, DOT_GLUON, DOT_PIPE, DOT_WS, DOT_RS):
         joined_bk = None
     if joined_bk is not None:
         # 4-bit GPTQ-order layers: each word loaded once, its codes unpacked inside one thread
@@ -1167,7 +1170,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             block_k, stages = min(block_k, 32), min(stages, 2)
         if path in (GEMV_N, GEMV_NH2):
             block_k = min(block_k, gs & -gs)  # a power-of-two tile inside one group (gs & -gs: 32 of a 96 group)
-    if path == DOT_KTJ and cfg.ws and path_override in (None, DOT_WS) and _pipe_fits(w, x2, y, cfg, block_k, ws=True):
+    if path == DOT_KTJ and cfg.rs and path_override in (None, DOT_RS) and _pipe_fits(w, x2, y, cfg, block_k, rs=True):
+        path = DOT_RS
+    elif path == DOT_KTJ and cfg.ws and path_override in (None, DOT_WS) and _pipe_fits(w, x2, y, cfg, block_k, ws=True):
         path = DOT_WS
     elif path == DOT_KTJ and cfg.pipe and path_override in (None, DOT_PIPE) and _pipe_fits(w, x2, y, cfg, block_k):
         path = DOT_PIPE
@@ -1241,6 +1246,13 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         args = (gluon_pipe.x_descriptor(x2, block_m, block_k), *gluon_pipe.weight_descriptors(w, block_n, block_k),
                 y, ws, cnt, M, N, K, k_split, split, gs, w.zero_offset, y.stride(0))
         kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_pipe.w4_pipe_kernel, gluon_pipe.CONST_NAMES)
+    elif path == DOT_RS:
+        from . import gluon_pipe, gluon_rs
+        consts = gluon_rs.consts(block_m, block_n, block_k, split > 1, stages, warps)
+        args = (gluon_pipe.x_descriptor(x2, block_m, block_k), gluon_rs.q_descriptor(w, block_n, block_k), w.scales,
+                w.zeros, y, ws, cnt, M, N, K, k_split, split, gs, w.zero_offset, w.scales.stride(0), w.zeros.stride(0),
+                y.stride(0))
+        kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES)
     elif path == DOT_WS:
         from . import gluon_pipe, gluon_ws
         consts = gluon_ws.consts(block_m, block_n, block_k, stages, warps)
@@ -1260,8 +1272,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
                   stages if cfg.ring and path in (GEMV_H2, GEMV_NH2) else None, groups)
         kernel = _launch(grid, args, consts, warps, stages, x.device, stream, cluster=cluster,
                          cluster_smem=4 * block_n * (block_m if block_m > 1 else 1))
-    # (DOT_PIPE and DOT_WS take tensor descriptors, made for each call: no plan)
-    if kernel is not None and config is None and path_override is None and y.is_contiguous() and path not in (DOT_PIPE, DOT_WS):
+    # (DOT_PIPE, DOT_WS and DOT_RS take tensor descriptors, made for each call: no plan)
+    if kernel is not None and config is None and path_override is None and y.is_contiguous() and \
+            path not in (DOT_PIPE, DOT_WS, DOT_RS):
         if len(_plans) >= 4096:  # shapes of many layers and lengths: start over rather than grow
             _plans.clear()
         # the weight's own tensors are not stored: a plan must not keep a dropped layer in GPU memory

@@ -1,0 +1,102 @@
+"""gluon_rs's transposed tile (weights dequantized into wgmma's A registers) against cuBLAS fp16 and the
+default dispatch, kernel-only graph times; every tile checked against the default's output first.
+
+    python benchmarks/diag_rs.py [--m 64,256,1024] [--shapes 4096x4096,...] [--quick]
+        [--merge-into repack/kernels/tuned.json]
+
+With ``--merge-into``, the best tile of each (shape, M) goes into the tuned table where it beats the
+default dispatch by 3 % or more (target_programs recorded so that other shapes split alike).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.gemm_common import graph_ms, layer_with_baselines, warm_clocks  # noqa: E402
+from repack.kernels import gluon_rs  # noqa: E402
+from repack.kernels.triton_gemm import DOT_RS, triton_gemm  # noqa: E402
+from repack.kernels.tuned import TileConfig, split_for  # noqa: E402
+
+SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672)]
+SMS = 132
+
+
+def candidates(M: int, K: int, N: int, quick: bool) -> list[TileConfig]:
+    tiles = []
+    for warps in (8, 4):
+        for reps in (1, 2, 4):
+            bn = 16 * warps * reps
+            for bm in (64, 128, 256):
+                if bm > max(64, 2 * M) or N % bn:
+                    continue
+                for bk, stages in ((64, 4), (64, 3), (128, 3)) if not quick else ((64, 4),):
+                    if not gluon_rs.fits(bm, bn, bk, stages, warps):
+                        continue
+                    count = math.ceil(M / bm) * (N // bn)
+                    for target in ((SMS, 2 * SMS) if count < SMS else (0,)):
+                        split = split_for(count, K, bk, target) if target else 1
+                        cfg = TileConfig(bm, bn, bk, split, warps, stages, rs=True)
+                        if cfg not in tiles:
+                            tiles.append(cfg)
+    return tiles
+
+
+def label(cfg: TileConfig) -> str:
+    return f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages} k{cfg.split_k}"
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    ms = [int(v) for v in args[args.index("--m") + 1].split(",")] if "--m" in args else [64, 256, 1024]
+    shapes = ([tuple(int(d) for d in s.split("x")) for s in args[args.index("--shapes") + 1].split(",")]
+              if "--shapes" in args else SHAPES)
+    quick = "--quick" in args
+    merge = Path(args[args.index("--merge-into") + 1]) if "--merge-into" in args else None
+    warm_clocks()
+    rows = []
+    for K, N in shapes:
+        for M in ms:
+            copies, x, ref, cub, dflt = layer_with_baselines(K, N, M)
+            results = []
+            for cfg in candidates(M, K, N, quick):
+                try:
+                    y = triton_gemm(x, copies[0], cfg, path_override=DOT_RS).float()
+                    err = float((y - ref).norm() / ref.norm())
+                    if not err < 2e-3:
+                        print(f"  {K}x{N} M={M} {label(cfg)}: WRONG (rel. error {err:.1e})", flush=True)
+                        continue
+                    g = graph_ms([lambda c=c: triton_gemm(x, c, cfg, path_override=DOT_RS) for c in copies])
+                except Exception as e:  # noqa: BLE001
+                    print(f"  {K}x{N} M={M} {label(cfg)}: failed ({type(e).__name__}: {str(e)[:80]})", flush=True)
+                    continue
+                results.append((g, cfg))
+            results.sort(key=lambda r: r[0])
+            best = results[0] if results else (float("inf"), None)
+            top = ", ".join(f"{label(c)} {g * 1e3:.1f}" for g, c in results[:4])
+            print(f"{K}x{N} M={M}: cuBLAS {cub * 1e3:.1f} us, default {dflt * 1e3:.1f} ({cub / dflt:.2f}x), "
+                  f"rs best {best[0] * 1e3:.1f} ({cub / best[0]:.2f}x) | {top}", flush=True)
+            if best[1] is not None:
+                rows.append(dict(K=K, N=N, M=M, best=best[0], default=dflt, cfg=best[1]))
+    if merge:
+        table = json.loads(merge.read_text())
+        for r in rows:
+            if r["best"] > 0.97 * r["default"]:
+                continue
+            cfg = r["cfg"]
+            count = math.ceil(r["M"] / cfg.block_m) * (r["N"] // cfg.block_n)
+            entry = dict(K=r["K"], N=r["N"], config=cfg.to_dict(),
+                         target_programs=count * cfg.split_k if cfg.split_k > 1 else 0, ms=r["best"])
+            bucket = table.setdefault(str(r["M"]), [])
+            bucket[:] = [e for e in bucket if (e["K"], e["N"]) != (r["K"], r["N"])] + [entry]
+            print(f"merged {r['K']}x{r['N']} M={r['M']}: {label(cfg)} {r['best'] * 1e3:.1f} us "
+                  f"(default {r['default'] * 1e3:.1f})", flush=True)
+        merge.write_text(json.dumps(table, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""Transposed tensor-core W4A16 tile for 4-bit GPTQ-order layers at M >= 64, written in Gluon: the
+dequantized weight is born in wgmma's A-operand registers, x is the B operand in shared memory.
+
+Computes ``y^T[BLOCK_N, BLOCK_M] = W^T[BLOCK_N, K] x^T`` per program (Machete's arrangement): the
+weight rows are wgmma's M (64 a warpgroup), the tokens its N (64-256), so every dequantized weight
+serves BLOCK_M tokens and never touches shared memory. DOT_KTJ (triton_gemm) dequantizes into
+registers too, but Triton moves the tile through shared memory into the operand layout and waits
+for each wgmma; gluon_pipe stores it to shared memory and pays a proxy fence a step
+(`benchmarks/NOTES-gemm.md`). Here nothing is written to shared memory by the threads, so there is
+no fence, and the wgmma of step i runs while step i + 1 is dequantized.
+
+The K order is the natural one (x comes by TMA as stored). wgmma's A layout (the m16n8k16 one per
+warp) gives thread t = lane % 4 the inputs 2t, 2t + 1, 2t + 8, 2t + 9 of every 16: bits 8t..8t+7 of
+the two words of those 16 inputs. So the four threads of a quad read the same words (a broadcast
+load), and each takes its byte: one ``prmt`` puts byte t in both 16-bit halves, one ``lop3`` with
+0x00F0000F makes the halves MAGIC + q_lo and MAGIC + 16 q_hi (fp16; FasterTransformer's pairing
+of the high code), one paired fma by (1, 1/16) minus (1024 + z, 64 + z) gives q - z exactly and one
+paired multiply s (q - z): rounded once, as the reference rounds it. bf16 (7-bit mantissa) shifts
+the word by 4 and takes the high code from there instead.
+
+Rows of the tile are relabelled so that a thread's rows are consecutive output columns: row
+``rho = 16 W b + 16 w + 8 h + r`` (warp w of W, rep b, half h, lane // 4 = r) is column
+``J (8 w + r) + 2 b + h`` with J = BLOCK_N / 8W, so a thread's words of one word row are one
+16-byte load and its outputs of one token are J consecutive columns (vector stores).
+
+TMA ring for x and the words (STAGES slots, STAGES - 2 steps ahead; why that is safe: gluon_pipe's
+docstring). Scales and zeros are a few registers a step, read from global memory a step ahead.
+Split-K as triton_gemm (fp32 workspace, the tile's last program writes). Handles: 4-bit codes along
+K, zeros packed along N (GPTQ), sequential groups that are a multiple of BLOCK_K, N % BLOCK_N == 0,
+K % BLOCK_K == 0, contiguous weight tensors, x rows 16-byte aligned. Hopper only.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                             warpgroup_mma_wait)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from .gluon_gemm import _finish, _halves, _magic_z
+from .gluon_pipe import _plain
+
+# fp16: $2 word, $3 prmt selector (byte t in bytes 0 and 2), $4 (-(1024 + z), -(64 + z)), $5 (s, s)
+_RS_F16: gl.constexpr = gl.constexpr("\n".join([
+    "{", ".reg .b32 v, c;",
+    "prmt.b32 v, $2, $2, $3;",
+    "lop3.b32 v, v, 0x00F0000F, 0x64006400, 0xEA;",  # (1024 + q_lo, 1024 + 16 q_hi)
+    "mov.b32 c, 0x2C003C00;",  # (1, 1/16)
+    "fma.rn.f16x2 v, v, c, $4;",  # (q_lo - z, q_hi - z), exact
+    "mul.rn.f16x2 v, v, $5;",
+    "mov.b32 {$0, $1}, v;", "}"]))
+# bf16: $3 selects byte t of the word into byte 0 and byte t of (word >> 4) into byte 2; $4 MAGIC + z
+_RS_BF16: gl.constexpr = gl.constexpr("\n".join([
+    "{", ".reg .b32 v, u;",
+    "shr.u32 u, $2, 4;",
+    "prmt.b32 v, $2, u, $3;",
+    "lop3.b32 v, v, 0x000F000F, 0x43004300, 0xEA;",  # (128 + q_lo, 128 + q_hi)
+    "sub.rn.bf16x2 v, v, $4;",
+    "mul.rn.bf16x2 v, v, $5;",
+    "mov.b32 {$0, $1}, v;", "}"]))
+
+
+# a use of an A register that ptxas cannot drop (a shared-memory store under a predicate that is false at run
+# time): see _keep_alive
+_KEEP: gl.constexpr = gl.constexpr("{ .reg .pred p; setp.ne.b32 p, $2, 0; @p st.shared.b16 [$2], $1; mov.b32 $0, 0; }")
+
+
+@functools.lru_cache(maxsize=None)
+def words_layout(block_n: int, kw: int, warps: int) -> gl.DistributedLinearLayout:
+    """[KW, 8W, J, 4] words: element (kw, rho', j, t) is word row kw of column J rho' + j, for the
+    thread of lane 4 (rho' % 8) + t of warp rho' // 8. Registers run over j (one vector load a word
+    row) and kw; lanes t hold the same words (each takes its own byte)."""
+    J = block_n // (8 * warps)
+    reg = [[0, 0, 1 << i, 0] for i in range(J.bit_length() - 1)] + [[1 << i, 0, 0, 0] for i in range(kw.bit_length() - 1)]
+    lane = [[0, 0, 0, 1], [0, 0, 0, 2], [0, 1, 0, 0], [0, 2, 0, 0], [0, 4, 0, 0]]
+    warp = [[0, 8 << i, 0, 0] for i in range(warps.bit_length() - 1)]
+    return gl.DistributedLinearLayout(reg_bases=reg, lane_bases=lane, warp_bases=warp, block_bases=[],
+                                      shape=[kw, 8 * warps, J, 4])
+
+
+@functools.lru_cache(maxsize=None)
+def mma_layout(block_m: int, warps: int) -> gl.NVMMADistributedLayout:
+    """wgmma accumulator [BLOCK_N, BLOCK_M]: warps down the weight rows, 16 each, the tokens in one instruction."""
+    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, block_m, 16])
+
+
+def q_descriptor(w, block_n: int, block_k: int) -> TensorDescriptor:
+    """The words [K/8, N] in [BLOCK_K/8, BLOCK_N] boxes."""
+    K, N = w.in_features, w.out_features
+    return TensorDescriptor(w.qweight, [K // 8, N], [N, 1], [block_k // 8, block_n], _plain(32, 2))
+
+
+@gluon.jit
+def _deq(words, sel, zz, ss, XT: gl.constexpr):
+    """The two weights s (q - z) of byte ``sel`` of each word (see the module docstring)."""
+    if XT == gl.float16:
+        return gl.inline_asm_elementwise(asm=_RS_F16, constraints="=h,=h,r,r,r,r", args=[words, sel, zz, ss],
+                                         dtype=(gl.float16, gl.float16), is_pure=True, pack=1)
+    else:
+        return gl.inline_asm_elementwise(asm=_RS_BF16, constraints="=h,=h,r,r,r,r", args=[words, sel, zz, ss],
+                                         dtype=(gl.bfloat16, gl.bfloat16), is_pure=True, pack=1)
+
+
+@gluon.jit
+def _group_operands(s_ptr, z_ptr, g, n, ssg, szg, zero_offset, XT: gl.constexpr):
+    """Per column of ``n`` (a [8W, J] tensor): the dequantization's zero and scale operands of group g."""
+    s = gl.load(s_ptr + g * ssg + n)
+    z = ((gl.load(z_ptr + g * szg + n // 8) >> ((n % 8) * 4)) & 15) + zero_offset
+    if XT == gl.float16:
+        zf = z.to(gl.float32)
+        lo = (-(zf + 1024.0)).to(gl.float16).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF
+        hi = (-(zf + 64.0)).to(gl.float16).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF
+        zz = lo | (hi << 16)
+    else:
+        zz = _magic_z(z, XT)
+    return zz, _halves(s, XT)
+
+
+@gluon.jit
+def _a_tile(q_slot, sel, zz, ss, XT: gl.constexpr, L4: gl.constexpr, DOTA: gl.constexpr,
+            BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
+    """The step's A operand [BLOCK_N, BLOCK_K] from its words in shared memory."""
+    KW: gl.constexpr = BLOCK_K // 8
+    W: gl.constexpr = gl.num_warps()
+    R: gl.constexpr = 8 * W
+    J: gl.constexpr = BLOCK_N // R
+    words = q_slot.reshape([KW, R, J]).load(gl.SliceLayout(3, L4))
+    lo, hi = _deq(gl.expand_dims(words, 3), sel, zz, ss, XT)
+    a = gl.join(lo, hi)  # [kw, rho', j, t, e]: input 8 kw + 2 t + e
+    a = gl.reshape(a, (KW, W, 8, J // 2, 2, 4, 2))  # rho' = 8 w + r, j = 2 b + h
+    a = gl.reshape(gl.permute(a, (3, 1, 4, 2, 0, 5, 6)), (BLOCK_N, BLOCK_K))  # row 16 W b + 16 w + 8 h + r
+    return gl.convert_layout(a, DOTA)  # register moves only
+
+
+@gluon.jit
+def _keep_alive(a, never):
+    """Keep the registers of ``a`` (an asynchronous wgmma's A operand) from being reused until this point.
+    wgmma reads them while it runs, and writing them before its ``wgmma.wait_group`` is undefined; but the
+    wait's dependencies reach PTX only as a comment, so ptxas sees A's last use at the wgmma and gave its
+    registers to the next step's words (sm_90 SASS: LDS into the A registers of the wgmma still in flight;
+    wrong sums now and then on the H200). A predicated-off store of each half after the wait is a use."""
+    gl.inline_asm_elementwise(_KEEP, "=r,h,r", [a, never], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _fill(slot, k, bars, x_ring, q_ring, x_desc, q_desc, m0, n0):
+    bar = bars.index(slot)
+    mbarrier.expect(bar, x_desc.block_type.nbytes + q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(x_desc, [m0, k], bar, x_ring.index(slot))
+    tma.async_copy_global_to_shared(q_desc, [k // 8, n0], bar, q_ring.index(slot))
+
+
+@gluon.jit
+def _step(i, acc, a_prev, zz, ss, sel, n, never, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, last,
+          group_size, zero_offset, ssg, szg, STAGES: gl.constexpr, BLOCK_K: gl.constexpr, BLOCK_N: gl.constexpr,
+          L4: gl.constexpr, DOTA: gl.constexpr, PENDING: gl.constexpr, KEEP: gl.constexpr):
+    """K step i (i >= 1): wait for its ring slot, dequantize its words into A registers, issue its wgmma,
+    refill the slot of step i - 2 and wait for step i - 1's wgmma. Returns the next step's group operands."""
+    XT: gl.constexpr = x_ring.dtype
+    slot = i % STAGES
+    mbarrier.wait(bars.index(slot), (i // STAGES) & 1)
+    gl.thread_barrier()  # every warpgroup is past its wait for step i - 2: that slot may be refilled
+    kn = gl.minimum(k_begin + (i + 1) * BLOCK_K, last)
+    zz_n, ss_n = _group_operands(s_ptr, z_ptr, kn // group_size, n, ssg, szg, zero_offset, XT)
+    a = _a_tile(q_ring.index(slot), sel, gl.expand_dims(gl.expand_dims(zz, 0), 3), gl.expand_dims(gl.expand_dims(ss, 0), 3),
+                XT, L4, DOTA, BLOCK_N, BLOCK_K)
+    acc = warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, is_async=True)
+    kf = gl.minimum(k_begin + (i + STAGES - 2) * BLOCK_K, last)
+    _fill((i + STAGES - 2) % STAGES, kf, bars, x_ring, q_ring, x_desc, q_desc, m0, n0)
+    acc = warpgroup_mma_wait(PENDING, deps=(acc,))
+    if KEEP:
+        _keep_alive(a_prev, never)  # step i - 1's wgmma is done: its A registers may go
+    return acc, a, zz_n, ss_n
+
+
+@gluon.jit
+def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
+                 M, N, K, K_SPLIT, split_k, group_size, zero_offset, ssg, szg, sym,
+                 BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
+                 STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr, KEEP: gl.constexpr):
+    XT: gl.constexpr = x_desc.dtype
+    DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
+    R: gl.constexpr = 8 * gl.num_warps()
+    J: gl.constexpr = BLOCK_N // R
+    pid_n = gl.program_id(0)
+    pid_m = gl.program_id(1)
+    pid_k = gl.program_id(2)
+    tile = pid_m * gl.num_programs(0) + pid_n
+    m0 = pid_m * BLOCK_M
+    n0 = pid_n * BLOCK_N
+
+    x_ring = gl.allocate_shared_memory(XT, [STAGES] + x_desc.block_type.shape, x_desc.layout)
+    q_ring = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
+    bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for b in gl.static_range(STAGES):
+        mbarrier.init(bars.index(b), count=1)
+    fence_async_shared()  # the initialised barriers, before the TMA unit signals them
+    gl.thread_barrier()
+
+    k_begin = pid_k * K_SPLIT
+    k_end = gl.minimum(k_begin + K_SPLIT, K)
+    steps = (k_end - k_begin) // BLOCK_K
+    last = k_end - BLOCK_K  # steps past the end re-read the last tile (never consumed)
+    for f in gl.static_range(STAGES - 2):
+        _fill(f, gl.minimum(k_begin + f * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0)
+
+    SL3: gl.constexpr = gl.SliceLayout(3, L4)
+    SN: gl.constexpr = gl.SliceLayout(0, SL3)  # [8W, J]
+    t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(0, L4))))
+    if XT == gl.float16:
+        sel = t | (t << 8)
+    else:
+        sel = t | ((t + 4) << 8)
+    sel = gl.expand_dims(gl.expand_dims(gl.expand_dims(sel, 0), 0), 0)
+    n = n0 + gl.arange(0, R, layout=gl.SliceLayout(1, SN))[:, None] * J + gl.arange(0, J, layout=gl.SliceLayout(0, SN))[None, :]
+    zz, ss = _group_operands(s_ptr, z_ptr, k_begin // group_size, n, ssg, szg, zero_offset, XT)
+
+    # step 0 peeled with use_acc=False (a zero-initialised accumulator makes ptxas serialize the wgmmas: gluon_pipe)
+    mbarrier.wait(bars.index(0), 0)
+    zz_n, ss_n = _group_operands(s_ptr, z_ptr, gl.minimum(k_begin + BLOCK_K, last) // group_size, n, ssg, szg,
+                                 zero_offset, XT)
+    a = _a_tile(q_ring.index(0), sel, gl.expand_dims(gl.expand_dims(zz, 0), 3), gl.expand_dims(gl.expand_dims(ss, 0), 3),
+                XT, L4, DOTA, BLOCK_N, BLOCK_K)
+    acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
+    acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
+    _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0)
+    acc = warpgroup_mma_wait(PENDING, deps=(acc,))  # (with 1: waits for nothing; acc becomes a tensor again)
+    never = gl.where(K < 0, 1, 0)  # 0, but not to the compilers
+    a_prev = a
+    zz, ss = zz_n, ss_n
+    # two steps a trip, each its own copy of the code: a static instruction writes the same PTX registers every
+    # trip, and step i + 1 must not write the A registers that step i's wgmma (still running) reads
+    for i in range(1, steps - 1, 2):
+        acc, a_prev, zz, ss = _step(i, acc, a_prev, zz, ss, sel, n, never, bars, x_ring, q_ring, x_desc, q_desc, s_ptr,
+                                    z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
+                                    BLOCK_N, L4, DOTA, PENDING, KEEP)
+        acc, a_prev, zz, ss = _step(i + 1, acc, a_prev, zz, ss, sel, n, never, bars, x_ring, q_ring, x_desc, q_desc,
+                                    s_ptr, z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES,
+                                    BLOCK_K, BLOCK_N, L4, DOTA, PENDING, KEEP)
+    if steps % 2 == 0:  # one step left
+        acc, a_prev, zz, ss = _step(steps - 1, acc, a_prev, zz, ss, sel, n, never, bars, x_ring, q_ring, x_desc, q_desc,
+                                    s_ptr, z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES,
+                                    BLOCK_K, BLOCK_N, L4, DOTA, PENDING, KEEP)
+    acc = warpgroup_mma_wait(0, deps=(acc,))
+    if KEEP:
+        _keep_alive(a_prev, never)
+    # the refills past the last step still land in the ring: wait for them before the program ends
+    for f in gl.static_range(STAGES - 2):
+        tt = steps + f
+        mbarrier.wait(bars.index(tt % STAGES), (tt // STAGES) & 1)
+
+    # rows back to columns (module docstring): [16 W b + 16 w + 8 h + r, m] -> [m, J (8 w + r) + 2 b + h]
+    W: gl.constexpr = R // 8
+    out = gl.reshape(acc, (J // 2, W, 2, 8, BLOCK_M))
+    out = gl.reshape(gl.permute(out, (4, 1, 3, 0, 2)), (BLOCK_M, BLOCK_N))
+    OL: gl.constexpr = out.type.layout
+    on = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, OL))
+    om = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, OL))
+    mask = (om < M)[:, None] & (on < N)[None, :]
+    _finish(out, y_ptr + om[:, None] * sym + on[None, :], ws_ptr + om[:, None] * N + on[None, :], mask, cnt_ptr, tile,
+            split_k, SPLIT)
+
+
+CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "STAGES", "L4", "MMA", "PENDING", "KEEP")
+# wgmmas left in flight at the end of a step (1: step i's runs while step i + 1 is dequantized; 0: none), and
+# whether the previous step's A registers are kept alive by a use after the wait (_keep_alive)
+PENDING, KEEP = 1, False
+
+
+def consts(block_m: int, block_n: int, block_k: int, split: bool, stages: int, warps: int) -> tuple:
+    return (block_m, block_n, block_k, split, stages, words_layout(block_n, block_k // 8, warps), mma_layout(block_m, warps),
+            PENDING, KEEP)
+
+
+def fits(block_m: int, block_n: int, block_k: int, stages: int, warps: int) -> bool:
+    """Tiles the layouts cover: 16 weight rows a warp and a whole number of repetitions (BLOCK_N =
+    16 W reps, reps 1-4), a wgmma N of 64-256 tokens, a K tile of 32-128 inside a group, at most 128
+    accumulator registers a thread, the ring within an SM."""
+    reps = block_n // (16 * warps)
+    return (warps in (4, 8) and reps in (1, 2, 4) and block_n == 16 * warps * reps and block_m in (64, 128, 256)
+            and block_k in (32, 64, 128) and block_n * block_m <= 128 * 32 * warps and stages >= 3
+            and smem_bytes(block_m, block_n, block_k, stages) <= 227 * 1024)
+
+
+def smem_bytes(block_m: int, block_n: int, block_k: int, stages: int) -> int:
+    return stages * (block_m * block_k * 2 + block_k // 8 * block_n * 4 + 8)
