@@ -34,20 +34,21 @@ def candidates(M: int, K: int, N: int, quick: bool) -> list[TileConfig]:
             for bm in (64, 128, 256):
                 if bm > max(64, 2 * M) or N % bn:
                     continue
-                for bk, stages in ((64, 4), (64, 3), (128, 3)) if not quick else ((64, 4),):
+                for bk, stages in ((64, 4), (64, 3), (128, 3), (64, 6)) if not quick else ((64, 4), (64, 3), (64, 6)):
                     if not gluon_rs.fits(bm, bn, bk, stages, warps):
                         continue
                     count = math.ceil(M / bm) * (N // bn)
                     for target in ((SMS, 2 * SMS) if count < SMS else (0,)):
                         split = split_for(count, K, bk, target) if target else 1
-                        cfg = TileConfig(bm, bn, bk, split, warps, stages, rs=True)
-                        if cfg not in tiles:
-                            tiles.append(cfg)
+                        for rs in (1, 2):  # each step's wgmma left running, or waited for
+                            cfg = TileConfig(bm, bn, bk, split, warps, stages, rs=rs)
+                            if cfg not in tiles:
+                                tiles.append(cfg)
     return tiles
 
 
 def label(cfg: TileConfig) -> str:
-    return f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages} k{cfg.split_k}"
+    return f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages} k{cfg.split_k} rs{cfg.rs}"
 
 
 def main() -> None:

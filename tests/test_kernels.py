@@ -457,9 +457,9 @@ def test_warp_specialized_tile_on_a_large_layer():
         assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg})"
 
 
-RS_TILES = [(TileConfig(128, 128, 64, 1, 8, 4, rs=True), (7, 128, 300)), (TileConfig(64, 128, 64, 3, 4, 3, rs=True), (33, 64, 200)),
-            (TileConfig(256, 64, 64, 2, 4, 4, rs=True), (256, 1000)), (TileConfig(128, 128, 128, 1, 8, 3, rs=True), (129,)),
-            (TileConfig(64, 128, 32, 2, 8, 5, rs=True), (64, 100))]
+RS_TILES = [(TileConfig(128, 128, 64, 1, 8, 4, rs=1), (7, 128, 300)), (TileConfig(64, 128, 64, 3, 4, 3, rs=1), (33, 64, 200)),
+            (TileConfig(256, 64, 64, 2, 4, 4, rs=1), (256, 1000)), (TileConfig(128, 128, 128, 1, 8, 3, rs=2), (129,)),
+            (TileConfig(64, 128, 32, 2, 8, 5, rs=1), (64, 100)), (TileConfig(128, 128, 64, 3, 8, 4, rs=2), (300,))]
 
 
 @pytest.mark.parametrize("layout", ["gptq_v1", "gptq_v2"])
@@ -468,8 +468,8 @@ RS_TILES = [(TileConfig(128, 128, 64, 1, 8, 4, rs=True), (7, 128, 300)), (TileCo
 def test_transposed_register_tile_against_the_oracle(tmp_path, layout, dtype, gs):
     """gluon_rs's tile (weights dequantized into wgmma's A registers, x by TMA) on whole and partial M
     tiles, 4 and 8 warps, one and two 16-row repetitions a warp, K tiles of 32-128, rings of 3-5 slots,
-    with and without a K split: every output written and within tolerance of the oracle, and the same
-    sums as DOT_KTJ."""
+    with and without a K split, each step's wgmma left running or waited for: every output written and
+    within tolerance of the oracle, and the same sums as DOT_KTJ."""
     from repack.kernels import triton_gemm as tg
     _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout, dtype, gs, RS_TILES, tg.DOT_RS)
 
@@ -479,8 +479,8 @@ def test_transposed_register_tile_on_a_large_layer():
     from repack.kernels import triton_gemm as tg
     K2, N2 = 4096, 4096
     w, W = random_gptq_words(K2, N2, 128, random.randrange(2**31))
-    for M, cfg in ((1024, TileConfig(128, 256, 64, 1, 8, 4, rs=True)), (256, TileConfig(64, 256, 64, 4, 4, 4, rs=True)),
-                   (300, TileConfig(256, 128, 64, 2, 8, 3, rs=True))):
+    for M, cfg in ((1024, TileConfig(128, 256, 64, 1, 8, 4, rs=1)), (256, TileConfig(64, 256, 64, 4, 4, 4, rs=1)),
+                   (300, TileConfig(256, 128, 64, 2, 8, 3, rs=1)), (1000, TileConfig(128, 128, 64, 1, 8, 4, rs=2))):
         seed = random.randrange(2**31)
         x = torch.randn(M, K2, generator=torch.Generator().manual_seed(seed)).half().cuda()
         want = x.double() @ W.t()

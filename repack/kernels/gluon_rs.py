@@ -265,14 +265,15 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
 
 
 CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "STAGES", "L4", "MMA", "PENDING", "KEEP")
-# wgmmas left in flight at the end of a step (1: step i's runs while step i + 1 is dequantized; 0: none), and
-# whether the previous step's A registers are kept alive by a use after the wait (_keep_alive)
-PENDING, KEEP = 1, False
+# whether the previous step's A registers are kept alive by a use after the wait (_keep_alive; not needed with
+# two steps a trip, and costly: benchmarks/NOTES-gemm.md, fourteenth session)
+KEEP = False
 
 
-def consts(block_m: int, block_n: int, block_k: int, split: bool, stages: int, warps: int) -> tuple:
+def consts(block_m: int, block_n: int, block_k: int, split: bool, stages: int, warps: int, pending: int = 1) -> tuple:
+    """``pending``: wgmmas left running at the end of a step (1: step i's while step i + 1 is dequantized; 0: none)."""
     return (block_m, block_n, block_k, split, stages, words_layout(block_n, block_k // 8, warps), mma_layout(block_m, warps),
-            PENDING, KEEP)
+            pending, KEEP)
 
 
 def fits(block_m: int, block_n: int, block_k: int, stages: int, warps: int) -> bool:

@@ -1248,7 +1248,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_pipe.w4_pipe_kernel, gluon_pipe.CONST_NAMES)
     elif path == DOT_RS:
         from . import gluon_pipe, gluon_rs
-        consts = gluon_rs.consts(block_m, block_n, block_k, split > 1, stages, warps)
+        consts = gluon_rs.consts(block_m, block_n, block_k, split > 1, stages, warps, pending=1 if cfg.rs == 1 else 0)
         args = (gluon_pipe.x_descriptor(x2, block_m, block_k), gluon_rs.q_descriptor(w, block_n, block_k), w.scales,
                 w.zeros, y, ws, cnt, M, N, K, k_split, split, gs, w.zero_offset, w.scales.stride(0), w.zeros.stride(0),
                 y.stride(0))

@@ -34,7 +34,9 @@ class TileConfig:
     # GEMV_H2 (M = 1, fp16) takes its loads through a shared-memory ring of num_stages slots (cp.async;
     # benchmarks/diag_gemv_ring.py). Its block_k may span several whole groups (triton_gemm's GROUPS)
     ring: bool = False
-    rs: bool = False  # GPTQ-order 4-bit layers run gluon_rs's transposed tile (num_stages = its TMA ring)
+    # GPTQ-order 4-bit layers run gluon_rs's transposed tile (num_stages = its TMA ring): 1 with each step's wgmma
+    # running while the next step is dequantized, 2 waiting for it at the end of its step (0: not this tile)
+    rs: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,4 +94,4 @@ def config_of(entry: dict, M: int, N: int, K: int) -> TileConfig:
     if cluster > 1:  # a cluster's split is its size, whatever the shape
         split = cluster
     return TileConfig(c["block_m"], block_n, c["block_k"], split, c["num_warps"], c["num_stages"], c.get("pipe", False),
-                      c.get("ws", False), cluster, c.get("ring", False), c.get("rs", False))
+                      c.get("ws", False), cluster, c.get("ring", False), int(c.get("rs", 0)))
