@@ -94,3 +94,36 @@ def test_awq_tensor_core_tile_launch(entry, forced, want, tmp_path, monkeypatch)
     assert dict(zip(tg._CONST_NAMES, consts))["PATH"] == tg.DOT_N
     assert (warps, stages) == want
     tg._plans.clear()
+
+
+def test_kernel_path_ids_are_distinct():
+    """The dispatch tells its paths apart by these ids (a collision sent a GPTQ tensor-core tile into the
+    AWQ GEMV's multi-group step rule: wrong sums at group size 32)."""
+    from repack.kernels import triton_gemm as tg
+    ids = {name: getattr(tg, name) for name in dir(tg)
+           if name.isupper() and name.startswith(("GEMV_", "DOT_", "GENERAL")) and isinstance(getattr(tg, name), int)
+           and not isinstance(getattr(tg, name), bool)}
+    assert len(ids) >= 14 and len(set(ids.values())) == len(ids), ids
+
+
+@pytest.mark.parametrize("gs, rs, want_bk, want_pending", [(128, 1, 64, 1), (32, 1, 32, 1), (32, 2, 32, 0), (64, 2, 64, 0)])
+def test_transposed_tile_launch(gs, rs, want_bk, want_pending, monkeypatch):
+    """A tuned entry with ``rs`` sends a 4-bit GPTQ layer to gluon_rs's kernel with a K tile inside one group
+    and the entry's wgmma wait; an AWQ layer at M = 1 on the same entry does not go there."""
+    from repack.kernels import gluon_rs
+    from repack.kernels import triton_gemm as tg
+    from repack.kernels.tuned import TileConfig
+    launched = []
+    monkeypatch.setattr(tg, "_launch", lambda grid, args, consts, warps, stages, device, stream, fn=None, names=None, **kw:
+                        launched.append((fn, dict(zip(names or tg._CONST_NAMES, consts)), grid)) or (Recorder(), ("meta",)))
+    monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)
+    monkeypatch.setattr(tg, "_gluon_available", lambda: True)  # (it asks the GPU for Hopper)
+    cfg = TileConfig(128, 128, 64, 1, 8, 4, rs=rs)
+    monkeypatch.setattr(tg, "pick_config", lambda M, N, K: cfg)
+    w, _ = random_gptq_words(1024, 384, gs, 0, device="cpu")
+    tg.triton_gemm(torch.randn(300, 1024, dtype=torch.float16), w)
+    (fn, consts, grid), = launched
+    assert fn is gluon_rs.w4_rs_kernel
+    assert (consts["BLOCK_K"], consts["PENDING"], consts["BLOCK_N"], consts["BLOCK_M"]) == (want_bk, want_pending, 128, 128)
+    assert grid == (3, 3, 1)
+    tg._plans.clear()

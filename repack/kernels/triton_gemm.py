@@ -533,7 +533,7 @@ DOT_GLUON = 12  # host-side path id: gluon_gemm.w4_dot_kernel (the weight born i
 DOT_PIPE = 13  # host-side path id: gluon_pipe.w4_pipe_kernel (TMA ring, asynchronous wgmma from shared memory); only
 # where a tuned entry says pipe (none does yet: it is not faster than DOT_KTJ, benchmarks/NOTES-gemm.md)
 DOT_WS = 14  # host-side path id: gluon_ws.w4_ws_kernel (warp-specialized: load warp, dequantization warps, MMA warps)
-DOT_RS = 15  # host-side path id: gluon_rs.w4_rs_kernel (transposed: weights dequantized into wgmma's A registers)
+DOT_RS = 16  # host-side path id: gluon_rs.w4_rs_kernel (transposed: weights dequantized into wgmma's A registers)
 # paths whose K split can run inside a thread-block cluster (TileConfig.cluster, _cluster_finish)
 CLUSTER_PATHS = (GEMV_H2, GEMV_NH2, DOT_KTJ, DOT_GLUON)
 # tensor-core tiles of GPTQ-order layers go to the Gluon kernel where it applies (see _gluon_fits)
