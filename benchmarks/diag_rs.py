@@ -5,7 +5,8 @@ default dispatch, kernel-only graph times; every tile checked against the defaul
         [--merge-into repack/kernels/tuned.json]
 
 With ``--merge-into``, the best tile of each (shape, M) goes into the tuned table where it beats the
-default dispatch by 3 % or more (target_programs recorded so that other shapes split alike).
+default dispatch by 3 % or more, as the entry's ``rs`` tile (4-bit GPTQ-order layers only; the entry's
+own tile stays for the other layouts; target_programs recorded so that other shapes split alike).
 """
 
 from __future__ import annotations
@@ -90,9 +91,14 @@ def main() -> None:
                 continue
             cfg = r["cfg"]
             count = math.ceil(r["M"] / cfg.block_m) * (r["N"] // cfg.block_n)
-            entry = dict(K=r["K"], N=r["N"], config=cfg.to_dict(),
-                         target_programs=count * cfg.split_k if cfg.split_k > 1 else 0, ms=r["best"])
+            rs = dict(config={k: v for k, v in cfg.to_dict().items() if k != "gptq_rs"},
+                      target_programs=count * cfg.split_k if cfg.split_k > 1 else 0, ms=r["best"])
             bucket = table.setdefault(str(r["M"]), [])
+            own = [e for e in bucket if (e["K"], e["N"]) == (r["K"], r["N"])]
+            # without an entry for this shape the rs tile also serves the other layouts (as a DOT_KTJ tile)
+            entry = own[0] if own else dict(K=r["K"], N=r["N"], config={**rs["config"], "rs": 0},
+                                             target_programs=rs["target_programs"], ms=r["best"])
+            entry["rs"] = rs
             bucket[:] = [e for e in bucket if (e["K"], e["N"]) != (r["K"], r["N"])] + [entry]
             print(f"merged {r['K']}x{r['N']} M={r['M']}: {label(cfg)} {r['best'] * 1e3:.1f} us "
                   f"(default {r['default'] * 1e3:.1f})", flush=True)

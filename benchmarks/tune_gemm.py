@@ -9,6 +9,7 @@ its median time and the number of programs the K split aims for.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -80,7 +81,8 @@ def main() -> None:
             for entry in itertools.chain(own, map(as_entry, candidates(M))):
                 if time.time() > deadline:
                     break
-                cfg, target = config_of(entry, M, N, K), entry["target_programs"]
+                # the tile of the tl.dot / GEMV paths (an entry's gluon_rs tile, TileConfig.gptq_rs, is diag_rs.py's)
+                cfg, target = dataclasses.replace(config_of(entry, M, N, K), gptq_rs=None), entry["target_programs"]
                 try:
                     ms = bench_ms(lambda: triton_gemm(x, w, cfg), warmup=5, rep=20)
                 except Exception as e:  # noqa: BLE001 - e.g. out of shared memory: skip the config
@@ -93,7 +95,11 @@ def main() -> None:
                 continue
             ms, cfg, target = best
             print(f"M={M} {K}x{N}: {ms:.4f} ms {cfg} target {target}", flush=True)
-            entries.append({"K": K, "N": N, "ms": ms, "target_programs": target, "config": cfg.to_dict()})
+            entry = {"K": K, "N": N, "ms": ms, "target_programs": target,
+                     "config": {k: v for k, v in cfg.to_dict().items() if k != "gptq_rs"}}
+            if own and "rs" in own[0]:  # gluon_rs's tile for GPTQ layers (benchmarks/diag_rs.py) is kept
+                entry["rs"] = own[0]["rs"]
+            entries.append(entry)
             torch.cuda.empty_cache()
         if entries:
             table[str(M)] = entries

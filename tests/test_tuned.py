@@ -73,3 +73,24 @@ def test_an_untuned_shape_takes_the_entry_nearest_in_both_dimensions(monkeypatch
         assert pick_config(1, 4096, 12288).block_n == 32
     finally:
         pick_config.cache_clear()
+
+
+def test_an_entry_with_a_transposed_tile_keeps_its_own_tile_for_other_layouts(monkeypatch):
+    """An entry's "rs" tile (gluon_rs, for 4-bit GPTQ-order layers) rides along as TileConfig.gptq_rs with its
+    own K split; the entry's tile is unchanged (the AWQ and other paths' tile)."""
+    entries = {"256": [{"K": 4096, "N": 4096, "ms": 0.03, "target_programs": 0,
+                        "config": {"block_m": 128, "block_n": 64, "block_k": 128, "split_k": 1, "num_warps": 4,
+                                   "num_stages": 4},
+                        "rs": {"target_programs": 384, "ms": 0.02,
+                               "config": {"block_m": 128, "block_n": 64, "block_k": 64, "split_k": 3, "num_warps": 4,
+                                          "num_stages": 4, "rs": 1}}}]}
+    monkeypatch.setattr(tuned, "_table", lambda: entries)
+    pick_config.cache_clear()
+    try:
+        cfg = pick_config(256, 4096, 4096)
+        assert (cfg.block_m, cfg.block_n, cfg.block_k, cfg.rs, cfg.split_k) == (128, 64, 128, 0, 1)
+        # 2 x 64 tiles, 384 programs aimed at: a split of 3
+        assert cfg.gptq_rs == TileConfig(128, 64, 64, 3, 4, 4, rs=1)
+        assert pick_config(256, 4096, 4096).gptq_rs.gptq_rs is None
+    finally:
+        pick_config.cache_clear()

@@ -1116,6 +1116,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     if M == 0:
         return y.reshape(*lead, N)
     cfg = config or pick_config(M, N, K)
+    if cfg.gptq_rs is not None and path_override in (None, DOT_RS) and \
+            _joined_block_k(w, cfg.gptq_rs.block_k, tensor_core=True) is not None:
+        cfg = cfg.gptq_rs  # a 4-bit GPTQ-order layer: gluon_rs's tile (TileConfig.gptq_rs)
     gs = w.effective_group_size
     act = w.g_idx is not None
     per = 32 // w.bits

@@ -8,6 +8,7 @@ programs to aim for, so one entry serves many shapes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -37,6 +38,10 @@ class TileConfig:
     # GPTQ-order 4-bit layers run gluon_rs's transposed tile (num_stages = its TMA ring): 1 with each step's wgmma
     # running while the next step is dequantized, 2 waiting for it at the end of its step (0: not this tile)
     rs: int = 0
+    # 4-bit GPTQ-order layers with sequential groups take this tile instead where the table has one (gluon_rs's,
+    # measured faster for them: benchmarks/diag_rs.py); every other layer (AWQ, Marlin, act-order, other bit
+    # widths) keeps the tile above, which is what its own paths were measured with
+    gptq_rs: TileConfig | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,5 +98,8 @@ def config_of(entry: dict, M: int, N: int, K: int) -> TileConfig:
     cluster = c.get("cluster", 1)
     if cluster > 1:  # a cluster's split is its size, whatever the shape
         split = cluster
-    return TileConfig(c["block_m"], block_n, c["block_k"], split, c["num_warps"], c["num_stages"], c.get("pipe", False),
-                      c.get("ws", False), cluster, c.get("ring", False), int(c.get("rs", 0)))
+    cfg = TileConfig(c["block_m"], block_n, c["block_k"], split, c["num_warps"], c["num_stages"], c.get("pipe", False),
+                     c.get("ws", False), cluster, c.get("ring", False), int(c.get("rs", 0)))
+    if "rs" in entry:  # {"config": ..., "target_programs": ...}: the tile of 4-bit GPTQ-order layers
+        cfg = dataclasses.replace(cfg, gptq_rs=config_of(entry["rs"], M, N, K))
+    return cfg
