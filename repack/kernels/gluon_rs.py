@@ -23,6 +23,14 @@ Rows of the tile are relabelled so that a thread's rows are consecutive output c
 ``J (8 w + r) + 2 b + h`` with J = BLOCK_N / 8W, so a thread's words of one word row are one
 16-byte load and its outputs of one token are J consecutive columns (vector stores).
 
+wgmma reads its A registers while it runs, and writing them before the ``wgmma.wait_group`` that
+covers it is undefined. The wait's dependencies reach PTX only as a comment, and a loop's instruction
+writes the same PTX registers every trip, so with one step a trip step i + 1's words landed in the
+registers step i's wgmma was still reading (sm_90 SASS; wrong sums on the H200, 42 of 96 runs). Two
+steps a trip, each its own copy of the code, write two register sets in turn: step i + 1 writes the
+set whose wgmma (step i - 1) the end of step i waited for. PENDING (a tuned choice, TileConfig.rs)
+leaves step i's wgmma running into step i + 1's dequantization (1) or waits for it (0).
+
 TMA ring for x and the words (STAGES slots, STAGES - 2 steps ahead; why that is safe: gluon_pipe's
 docstring). Scales and zeros are a few registers a step, read from global memory a step ahead.
 Split-K as triton_gemm (fp32 workspace, the tile's last program writes). Handles: 4-bit codes along
@@ -61,11 +69,6 @@ _RS_BF16: gl.constexpr = gl.constexpr("\n".join([
     "sub.rn.bf16x2 v, v, $4;",
     "mul.rn.bf16x2 v, v, $5;",
     "mov.b32 {$0, $1}, v;", "}"]))
-
-
-# a use of an A register that ptxas cannot drop (a shared-memory store under a predicate that is false at run
-# time): see _keep_alive
-_KEEP: gl.constexpr = gl.constexpr("{ .reg .pred p; setp.ne.b32 p, $2, 0; @p st.shared.b16 [$2], $1; mov.b32 $0, 0; }")
 
 
 @functools.lru_cache(maxsize=None)
@@ -136,16 +139,6 @@ def _a_tile(q_slot, sel, zz, ss, XT: gl.constexpr, L4: gl.constexpr, DOTA: gl.co
 
 
 @gluon.jit
-def _keep_alive(a, never):
-    """Keep the registers of ``a`` (an asynchronous wgmma's A operand) from being reused until this point.
-    wgmma reads them while it runs, and writing them before its ``wgmma.wait_group`` is undefined; but the
-    wait's dependencies reach PTX only as a comment, so ptxas sees A's last use at the wgmma and gave its
-    registers to the next step's words (sm_90 SASS: LDS into the A registers of the wgmma still in flight;
-    wrong sums now and then on the H200). A predicated-off store of each half after the wait is a use."""
-    gl.inline_asm_elementwise(_KEEP, "=r,h,r", [a, never], dtype=gl.int32, is_pure=False, pack=1)
-
-
-@gluon.jit
 def _fill(slot, k, bars, x_ring, q_ring, x_desc, q_desc, m0, n0):
     bar = bars.index(slot)
     mbarrier.expect(bar, x_desc.block_type.nbytes + q_desc.block_type.nbytes)
@@ -154,9 +147,9 @@ def _fill(slot, k, bars, x_ring, q_ring, x_desc, q_desc, m0, n0):
 
 
 @gluon.jit
-def _step(i, acc, a_prev, zz, ss, sel, n, never, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, last,
+def _step(i, acc, zz, ss, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, last,
           group_size, zero_offset, ssg, szg, STAGES: gl.constexpr, BLOCK_K: gl.constexpr, BLOCK_N: gl.constexpr,
-          L4: gl.constexpr, DOTA: gl.constexpr, PENDING: gl.constexpr, KEEP: gl.constexpr):
+          L4: gl.constexpr, DOTA: gl.constexpr, PENDING: gl.constexpr):
     """K step i (i >= 1): wait for its ring slot, dequantize its words into A registers, issue its wgmma,
     refill the slot of step i - 2 and wait for step i - 1's wgmma. Returns the next step's group operands."""
     XT: gl.constexpr = x_ring.dtype
@@ -171,16 +164,14 @@ def _step(i, acc, a_prev, zz, ss, sel, n, never, bars, x_ring, q_ring, x_desc, q
     kf = gl.minimum(k_begin + (i + STAGES - 2) * BLOCK_K, last)
     _fill((i + STAGES - 2) % STAGES, kf, bars, x_ring, q_ring, x_desc, q_desc, m0, n0)
     acc = warpgroup_mma_wait(PENDING, deps=(acc,))
-    if KEEP:
-        _keep_alive(a_prev, never)  # step i - 1's wgmma is done: its A registers may go
-    return acc, a, zz_n, ss_n
+    return acc, zz_n, ss_n
 
 
 @gluon.jit
 def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
                  M, N, K, K_SPLIT, split_k, group_size, zero_offset, ssg, szg, sym,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
-                 STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr, KEEP: gl.constexpr):
+                 STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr):
     XT: gl.constexpr = x_desc.dtype
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     R: gl.constexpr = 8 * gl.num_warps()
@@ -228,25 +219,18 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
     acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
     _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0)
     acc = warpgroup_mma_wait(PENDING, deps=(acc,))  # (with 1: waits for nothing; acc becomes a tensor again)
-    never = gl.where(K < 0, 1, 0)  # 0, but not to the compilers
-    a_prev = a
     zz, ss = zz_n, ss_n
     # two steps a trip, each its own copy of the code: a static instruction writes the same PTX registers every
     # trip, and step i + 1 must not write the A registers that step i's wgmma (still running) reads
     for i in range(1, steps - 1, 2):
-        acc, a_prev, zz, ss = _step(i, acc, a_prev, zz, ss, sel, n, never, bars, x_ring, q_ring, x_desc, q_desc, s_ptr,
-                                    z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
-                                    BLOCK_N, L4, DOTA, PENDING, KEEP)
-        acc, a_prev, zz, ss = _step(i + 1, acc, a_prev, zz, ss, sel, n, never, bars, x_ring, q_ring, x_desc, q_desc,
-                                    s_ptr, z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES,
-                                    BLOCK_K, BLOCK_N, L4, DOTA, PENDING, KEEP)
+        acc, zz, ss = _step(i, acc, zz, ss, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin,
+                            last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING)
+        acc, zz, ss = _step(i + 1, acc, zz, ss, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0,
+                            k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING)
     if steps % 2 == 0:  # one step left
-        acc, a_prev, zz, ss = _step(steps - 1, acc, a_prev, zz, ss, sel, n, never, bars, x_ring, q_ring, x_desc, q_desc,
-                                    s_ptr, z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES,
-                                    BLOCK_K, BLOCK_N, L4, DOTA, PENDING, KEEP)
+        acc, zz, ss = _step(steps - 1, acc, zz, ss, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0,
+                            k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING)
     acc = warpgroup_mma_wait(0, deps=(acc,))
-    if KEEP:
-        _keep_alive(a_prev, never)
     # the refills past the last step still land in the ring: wait for them before the program ends
     for f in gl.static_range(STAGES - 2):
         tt = steps + f
@@ -264,16 +248,13 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
             split_k, SPLIT)
 
 
-CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "STAGES", "L4", "MMA", "PENDING", "KEEP")
-# whether the previous step's A registers are kept alive by a use after the wait (_keep_alive; not needed with
-# two steps a trip, and costly: benchmarks/NOTES-gemm.md, fourteenth session)
-KEEP = False
+CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "STAGES", "L4", "MMA", "PENDING")
 
 
 def consts(block_m: int, block_n: int, block_k: int, split: bool, stages: int, warps: int, pending: int = 1) -> tuple:
     """``pending``: wgmmas left running at the end of a step (1: step i's while step i + 1 is dequantized; 0: none)."""
     return (block_m, block_n, block_k, split, stages, words_layout(block_n, block_k // 8, warps), mma_layout(block_m, warps),
-            pending, KEEP)
+            pending)
 
 
 def fits(block_m: int, block_n: int, block_k: int, stages: int, warps: int) -> bool:
