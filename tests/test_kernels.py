@@ -474,6 +474,22 @@ def test_transposed_register_tile_against_the_oracle(tmp_path, layout, dtype, gs
     _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout, dtype, gs, RS_TILES, tg.DOT_RS)
 
 
+WS_RS_TILES = [(TileConfig(128, 128, 64, 1, 8, 4, rs=3), (7, 128, 300)), (TileConfig(64, 128, 64, 1, 4, 3, rs=3), (33, 64, 200)),
+               (TileConfig(256, 64, 64, 1, 4, 4, rs=3), (256, 1000)), (TileConfig(128, 128, 128, 1, 8, 3, rs=3), (129,)),
+               (TileConfig(64, 64, 32, 1, 4, 6, rs=3), (64, 100))]
+
+
+@pytest.mark.parametrize("layout", ["gptq_v1", "gptq_v2"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("gs", [64, 128])
+def test_warp_specialized_transposed_tile_against_the_oracle(tmp_path, layout, dtype, gs):
+    """gluon_rs's warp-specialized tile (TileConfig.rs 3: a load warp feeding the ring through empty/ready
+    mbarriers) on the tiles of the test above without a K split: every output written, within tolerance of
+    the oracle and of DOT_KTJ."""
+    from repack.kernels import triton_gemm as tg
+    _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout, dtype, gs, WS_RS_TILES, tg.DOT_RS)
+
+
 def test_transposed_register_tile_on_a_large_layer():
     """Many K steps (the ring wraps dozens of times: the mbarrier phases), many programs, 256-wide tiles."""
     from repack.kernels import triton_gemm as tg
@@ -483,6 +499,19 @@ def test_transposed_register_tile_on_a_large_layer():
                    (300, TileConfig(256, 128, 64, 2, 8, 3, rs=1)), (1000, TileConfig(128, 128, 64, 1, 8, 4, rs=2))):
         seed = random.randrange(2**31)
         x = torch.randn(M, K2, generator=torch.Generator().manual_seed(seed)).half().cuda()
+        want = x.double() @ W.t()
+        y = tg.triton_gemm(x, w, cfg, path_override=tg.DOT_RS).double()
+        rel = float((y - want).norm() / want.norm())
+        assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg})"
+
+
+def test_warp_specialized_transposed_tile_on_a_large_layer():
+    """The warp-specialized tile over many K steps (the ring's empty/ready phases wrap dozens of times)."""
+    from repack.kernels import triton_gemm as tg
+    w, W = random_gptq_words(4096, 4096, 128, random.randrange(2**31))
+    for M, cfg in ((1024, TileConfig(256, 128, 64, 1, 8, 4, rs=3)), (256, TileConfig(128, 64, 64, 1, 4, 4, rs=3))):
+        seed = random.randrange(2**31)
+        x = torch.randn(M, 4096, generator=torch.Generator().manual_seed(seed)).half().cuda()
         want = x.double() @ W.t()
         y = tg.triton_gemm(x, w, cfg, path_override=tg.DOT_RS).double()
         rel = float((y - want).norm() / want.norm())

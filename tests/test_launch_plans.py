@@ -155,3 +155,28 @@ def test_an_entrys_transposed_tile_serves_gptq_layers_only(layout, tmp_path, mon
     else:
         assert fn is None and consts["PATH"] == tg.DOT_N and (consts["BLOCK_M"], consts["BLOCK_N"]) == (256, 128)
     tg._plans.clear()
+
+
+@pytest.mark.parametrize("split, warps, want_regs", [(1, 8, 168), (1, 4, 128), (2, 8, None)])
+def test_warp_specialized_transposed_tile_launch(split, warps, want_regs, monkeypatch):
+    """TileConfig.rs 3 launches gluon_rs's warp-specialized kernel with its launch register budget; with a K
+    split (which it does not do) the layer goes to the other tiles."""
+    from repack.kernels import gluon_rs
+    from repack.kernels import triton_gemm as tg
+    from repack.kernels.tuned import TileConfig
+    launched = []
+    monkeypatch.setattr(tg, "_launch", lambda grid, args, consts, nw, stages, device, stream, fn=None, names=None,
+                        maxnreg=None, **kw: launched.append((fn, dict(zip(names or tg._CONST_NAMES, consts)), grid, maxnreg))
+                        or (Recorder(), ("meta",)))
+    monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)
+    monkeypatch.setattr(tg, "_gluon_available", lambda: True)
+    cfg = TileConfig(64, 128, 64, split, warps, 4, rs=3)
+    w, _ = random_gptq_words(1024, 384, 128, 0, device="cpu")
+    tg.triton_gemm(torch.randn(100, 1024, dtype=torch.float16), w, config=cfg)
+    (fn, consts, grid, maxnreg), = launched
+    if want_regs is None:
+        assert fn is None and consts["PATH"] == tg.DOT_KTJ
+    else:
+        assert fn is gluon_rs.w4_rs_ws_kernel and maxnreg == want_regs and grid == (3, 2, 1)
+        assert (consts["BLOCK_M"], consts["BLOCK_N"], consts["PENDING"]) == (64, 128, 1)
+    tg._plans.clear()

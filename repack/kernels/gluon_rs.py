@@ -269,3 +269,129 @@ def fits(block_m: int, block_n: int, block_k: int, stages: int, warps: int) -> b
 
 def smem_bytes(block_m: int, block_n: int, block_k: int, stages: int) -> int:
     return stages * (block_m * block_k * 2 + block_k // 8 * block_n * 4 + 8)
+
+
+# ---- the same tile, warp-specialized (TileConfig.rs == 3; written without a GPU, not yet measured) ----
+# One load warp refills the ring through empty/ready mbarriers, so the MMA warps pass no CTA barrier in the
+# loop: the tile above has five a step (sm_90 PTX), four of them added by Triton's shared-memory barrier pass,
+# which does not tell the ring's slots apart. No K split (the epilogue's barriers would need every warp).
+WS_LOAD_REGS: gl.constexpr = gl.constexpr(40)
+
+
+@gluon.jit
+def _ws_load(x_desc, q_desc, x_ring, q_ring, ready, empty, m0, n0, steps, BLOCK_K: gl.constexpr,
+             STAGES: gl.constexpr):
+    for i in range(steps):
+        slot = i % STAGES
+        mbarrier.wait(empty.index(slot), ((i // STAGES) & 1) ^ 1)  # a fresh barrier passes parity 1
+        _fill(slot, i * BLOCK_K, ready, x_ring, q_ring, x_desc, q_desc, m0, n0)
+
+
+@gluon.jit
+def _ws_step(i, acc, zz, ss, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last, group_size, zero_offset, ssg,
+             szg, STAGES: gl.constexpr, BLOCK_K: gl.constexpr, BLOCK_N: gl.constexpr, L4: gl.constexpr,
+             DOTA: gl.constexpr, PENDING: gl.constexpr):
+    """K step i (i >= 1) of the MMA warps: as _step, the ring slot released to the load warp once the wgmma
+    that read it is done (step i - 1's with PENDING 1, this step's with 0)."""
+    XT: gl.constexpr = x_ring.dtype
+    slot = i % STAGES
+    mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
+    zz_n, ss_n = _group_operands(s_ptr, z_ptr, gl.minimum((i + 1) * BLOCK_K, last) // group_size, n, ssg, szg,
+                                 zero_offset, XT)
+    a = _a_tile(q_ring.index(slot), sel, gl.expand_dims(gl.expand_dims(zz, 0), 3), gl.expand_dims(gl.expand_dims(ss, 0), 3),
+                XT, L4, DOTA, BLOCK_N, BLOCK_K)
+    acc = warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, is_async=True)
+    acc = warpgroup_mma_wait(PENDING, deps=(acc,))
+    if PENDING == 1:
+        mbarrier.arrive(empty.index((i + STAGES - 1) % STAGES), count=1)
+    else:
+        mbarrier.arrive(empty.index(slot), count=1)
+    return acc, zz_n, ss_n
+
+
+@gluon.jit
+def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, M, N, K, group_size, zero_offset, ssg, szg, sym, m0, n0,
+            steps, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
+            L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr):
+    XT: gl.constexpr = x_ring.dtype
+    DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
+    R: gl.constexpr = 8 * gl.num_warps()
+    J: gl.constexpr = BLOCK_N // R
+    last = K - BLOCK_K
+    SN: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(3, L4))  # [8W, J]
+    t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(0, L4))))
+    if XT == gl.float16:
+        sel = t | (t << 8)
+    else:
+        sel = t | ((t + 4) << 8)
+    sel = gl.expand_dims(gl.expand_dims(gl.expand_dims(sel, 0), 0), 0)
+    n = n0 + gl.arange(0, R, layout=gl.SliceLayout(1, SN))[:, None] * J + gl.arange(0, J, layout=gl.SliceLayout(0, SN))[None, :]
+    zz, ss = _group_operands(s_ptr, z_ptr, 0, n, ssg, szg, zero_offset, XT)
+    # step 0 peeled with use_acc=False (see w4_rs_kernel)
+    mbarrier.wait(ready.index(0), 0)
+    zz_n, ss_n = _group_operands(s_ptr, z_ptr, gl.minimum(BLOCK_K, last) // group_size, n, ssg, szg, zero_offset, XT)
+    a = _a_tile(q_ring.index(0), sel, gl.expand_dims(gl.expand_dims(zz, 0), 3), gl.expand_dims(gl.expand_dims(ss, 0), 3),
+                XT, L4, DOTA, BLOCK_N, BLOCK_K)
+    acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
+    acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
+    acc = warpgroup_mma_wait(PENDING, deps=(acc,))
+    if PENDING == 0:
+        mbarrier.arrive(empty.index(0), count=1)
+    zz, ss = zz_n, ss_n
+    # two steps a trip, for the A registers (see w4_rs_kernel)
+    for i in range(1, steps - 1, 2):
+        acc, zz, ss = _ws_step(i, acc, zz, ss, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last, group_size,
+                               zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING)
+        acc, zz, ss = _ws_step(i + 1, acc, zz, ss, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last, group_size,
+                               zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING)
+    if steps % 2 == 0:
+        acc, zz, ss = _ws_step(steps - 1, acc, zz, ss, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last,
+                               group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING)
+    acc = warpgroup_mma_wait(0, deps=(acc,))
+    W: gl.constexpr = R // 8
+    out = gl.reshape(acc, (J // 2, W, 2, 8, BLOCK_M))
+    out = gl.reshape(gl.permute(out, (4, 1, 3, 0, 2)), (BLOCK_M, BLOCK_N))
+    OL: gl.constexpr = out.type.layout
+    on = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, OL))
+    om = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, OL))
+    mask = (om < M)[:, None] & (on < N)[None, :]
+    gl.store(y_ptr + om[:, None] * sym + on[None, :], out.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@gluon.jit
+def w4_rs_ws_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, M, N, K, group_size, zero_offset, ssg, szg, sym,
+                    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
+                    L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr):
+    XT: gl.constexpr = x_desc.dtype
+    m0 = gl.program_id(1) * BLOCK_M
+    n0 = gl.program_id(0) * BLOCK_N
+    x_ring = gl.allocate_shared_memory(XT, [STAGES] + x_desc.block_type.shape, x_desc.layout)
+    q_ring = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for b in gl.static_range(STAGES):
+        mbarrier.init(ready.index(b), count=1)
+        mbarrier.init(empty.index(b), count=1)
+    fence_async_shared()
+    steps = K // BLOCK_K
+    gl.warp_specialize([
+        (_ws_mma, (x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, M, N, K, group_size, zero_offset, ssg, szg, sym, m0,
+                   n0, steps, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, PENDING)),
+        (_ws_load, (x_desc, q_desc, x_ring, q_ring, ready, empty, m0, n0, steps, BLOCK_K, STAGES)),
+    ], [1], [WS_LOAD_REGS])
+
+
+WS_CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "STAGES", "L4", "MMA", "PENDING")
+
+
+def ws_consts(block_m: int, block_n: int, block_k: int, stages: int, warps: int, pending: int = 1) -> tuple:
+    return (block_m, block_n, block_k, stages, words_layout(block_n, block_k // 8, warps), mma_layout(block_m, warps),
+            pending)
+
+
+def ws_maxnreg(warps: int, block_m: int, block_n: int) -> int:
+    """Registers a thread at launch: the MMA warps and the load warp round up to whole warpgroups (8 + 1 -> 12
+    warps: 168 a thread); with 4 MMA warps and at most 64 accumulator registers a thread, 128, so two CTAs fit
+    an SM (ptxas wants 158 or more at launch for a 128-register accumulator). The MMA warps then take back
+    what the load warp gives up (setmaxnreg)."""
+    return 128 if warps == 4 and block_m * block_n <= 64 * 32 * warps else 168

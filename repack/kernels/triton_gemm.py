@@ -1039,7 +1039,7 @@ def _pipe_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, cfg: TileConf
     from .gluon_rs import fits as rs_fits
     from .gluon_ws import fits as ws_fits
     fits = ws_fits if ws else rs_fits if rs else pipe_fits
-    if ws and cfg.split_k > 1:
+    if (ws or (rs and cfg.rs == 3)) and cfg.split_k > 1:  # the warp-specialized tiles run a whole K
         return False
     if w.zeros_layout != ZEROS_ALONG_N or w.zero_offset < 0 or w.out_features % cfg.block_n:
         return False
@@ -1251,11 +1251,18 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_pipe.w4_pipe_kernel, gluon_pipe.CONST_NAMES)
     elif path == DOT_RS:
         from . import gluon_pipe, gluon_rs
-        consts = gluon_rs.consts(block_m, block_n, block_k, split > 1, stages, warps, pending=1 if cfg.rs == 1 else 0)
-        args = (gluon_pipe.x_descriptor(x2, block_m, block_k), gluon_rs.q_descriptor(w, block_n, block_k), w.scales,
-                w.zeros, y, ws, cnt, M, N, K, k_split, split, gs, w.zero_offset, w.scales.stride(0), w.zeros.stride(0),
-                y.stride(0))
-        kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES)
+        descs = (gluon_pipe.x_descriptor(x2, block_m, block_k), gluon_rs.q_descriptor(w, block_n, block_k))
+        if cfg.rs == 3:  # warp-specialized (a load warp; no K split)
+            consts = gluon_rs.ws_consts(block_m, block_n, block_k, stages, warps)
+            args = (*descs, w.scales, w.zeros, y, M, N, K, gs, w.zero_offset, w.scales.stride(0), w.zeros.stride(0),
+                    y.stride(0))
+            kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_rs.w4_rs_ws_kernel,
+                             gluon_rs.WS_CONST_NAMES, maxnreg=gluon_rs.ws_maxnreg(warps, block_m, block_n))
+        else:
+            consts = gluon_rs.consts(block_m, block_n, block_k, split > 1, stages, warps, pending=1 if cfg.rs == 1 else 0)
+            args = (*descs, w.scales, w.zeros, y, ws, cnt, M, N, K, k_split, split, gs, w.zero_offset, w.scales.stride(0),
+                    w.zeros.stride(0), y.stride(0))
+            kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES)
     elif path == DOT_WS:
         from . import gluon_pipe, gluon_ws
         consts = gluon_ws.consts(block_m, block_n, block_k, stages, warps)

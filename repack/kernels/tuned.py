@@ -36,7 +36,8 @@ class TileConfig:
     # benchmarks/diag_gemv_ring.py). Its block_k may span several whole groups (triton_gemm's GROUPS)
     ring: bool = False
     # GPTQ-order 4-bit layers run gluon_rs's transposed tile (num_stages = its TMA ring): 1 with each step's wgmma
-    # running while the next step is dequantized, 2 waiting for it at the end of its step (0: not this tile)
+    # running while the next step is dequantized, 2 waiting for it at the end of its step, 3 warp-specialized
+    # (a load warp on mbarriers; no K split; not yet measured on a GPU) (0: not this tile)
     rs: int = 0
     # 4-bit GPTQ-order layers with sequential groups take this tile instead where the table has one (gluon_rs's,
     # measured faster for them: benchmarks/diag_rs.py); every other layer (AWQ, Marlin, act-order, other bit
