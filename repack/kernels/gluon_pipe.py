@@ -115,6 +115,26 @@ def weight_descriptors(w, block_n: int, block_k: int) -> tuple:
 
 
 @gluon.jit
+def ring_barriers(STAGES: gl.constexpr):
+    """A ring's mbarriers, one a slot, initialised for one arrival (the TMA unit's) and visible to it."""
+    bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for b in gl.static_range(STAGES):
+        mbarrier.init(bars.index(b), count=1)
+    fence_async_shared()  # the initialised barriers, before the TMA unit signals them
+    gl.thread_barrier()
+    return bars
+
+
+@gluon.jit
+def k_range(pid_k, K_SPLIT, K, BLOCK_K: gl.constexpr):
+    """A program's first input, its number of K steps, and the start of the last step (steps past the end
+    re-read that tile, never consumed)."""
+    k_begin = pid_k * K_SPLIT
+    k_end = gl.minimum(k_begin + K_SPLIT, K)
+    return k_begin, (k_end - k_begin) // BLOCK_K, k_end - BLOCK_K
+
+
+@gluon.jit
 def _fill(slot, k, bars, x_ring, q_ring, s_ring, z_ring, x_desc, q_desc, s_desc, z_desc, m0, n0, N, group_size):
     """TMA of K step ``k``'s x tile, words, scales and zeros into ring slot ``slot``."""
     bar = bars.index(slot)
@@ -185,16 +205,8 @@ def w4_pipe_kernel(x_desc, q_desc, s_desc, z_desc, y_ptr, ws_ptr, cnt_ptr,
     # a TMA destination is 128-byte aligned: the zeros' slots (16 words at BLOCK_N 128) are padded to 32 words
     z_ring = gl.allocate_shared_memory(z_desc.dtype, [STAGES, 32 if BLOCK_N < 256 else BLOCK_N // 8], z_desc.layout)
     w_slots = gl.allocate_shared_memory(XT, [2, BLOCK_N, BLOCK_K], x_desc.layout)
-    bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    for b in gl.static_range(STAGES):
-        mbarrier.init(bars.index(b), count=1)
-    fence_async_shared()  # the initialised barriers, before the TMA unit signals them
-    gl.thread_barrier()
-
-    k_begin = pid_k * K_SPLIT
-    k_end = gl.minimum(k_begin + K_SPLIT, K)
-    steps = (k_end - k_begin) // BLOCK_K
-    last = k_end - BLOCK_K  # steps past the end re-read the last tile (never consumed)
+    bars = ring_barriers(STAGES)
+    k_begin, steps, last = k_range(pid_k, K_SPLIT, K, BLOCK_K)
     for f in gl.static_range(STAGES - 2):
         _fill(f, gl.minimum(k_begin + f * BLOCK_K, last), bars, x_ring, q_ring, s_ring, z_ring, x_desc, q_desc, s_desc,
               z_desc, m0, n0, N, group_size)

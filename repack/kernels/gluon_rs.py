@@ -49,7 +49,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from .gluon_gemm import _finish, _halves, _magic_z
-from .gluon_pipe import _plain
+from .gluon_pipe import _plain, k_range, ring_barriers
 
 # fp16: $2 word, $3 prmt selector (byte t in bytes 0 and 2), $4 (-(1024 + z), -(64 + z)), $5 (s, s)
 _RS_F16: gl.constexpr = gl.constexpr("\n".join([
@@ -125,17 +125,44 @@ def _group_operands(s_ptr, z_ptr, g, n, ssg, szg, zero_offset, XT: gl.constexpr)
 @gluon.jit
 def _a_tile(q_slot, sel, zz, ss, XT: gl.constexpr, L4: gl.constexpr, DOTA: gl.constexpr,
             BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
-    """The step's A operand [BLOCK_N, BLOCK_K] from its words in shared memory."""
+    """The step's A operand [BLOCK_N, BLOCK_K] from its words in shared memory (``zz``, ``ss``: [8W, J])."""
     KW: gl.constexpr = BLOCK_K // 8
     W: gl.constexpr = gl.num_warps()
     R: gl.constexpr = 8 * W
     J: gl.constexpr = BLOCK_N // R
     words = q_slot.reshape([KW, R, J]).load(gl.SliceLayout(3, L4))
+    zz = gl.expand_dims(gl.expand_dims(zz, 0), 3)
+    ss = gl.expand_dims(gl.expand_dims(ss, 0), 3)
     lo, hi = _deq(gl.expand_dims(words, 3), sel, zz, ss, XT)
     a = gl.join(lo, hi)  # [kw, rho', j, t, e]: input 8 kw + 2 t + e
     a = gl.reshape(a, (KW, W, 8, J // 2, 2, 4, 2))  # rho' = 8 w + r, j = 2 b + h
     a = gl.reshape(gl.permute(a, (3, 1, 4, 2, 0, 5, 6)), (BLOCK_N, BLOCK_K))  # row 16 W b + 16 w + 8 h + r
     return gl.convert_layout(a, DOTA)  # register moves only
+
+
+@gluon.jit
+def _columns(n0, XT: gl.constexpr, L4: gl.constexpr, BLOCK_N: gl.constexpr):
+    """The prmt selector of each lane's byte ([1, 1, 1, 4]) and the output column of each thread's rows ([8W, J])."""
+    R: gl.constexpr = 8 * gl.num_warps()
+    J: gl.constexpr = BLOCK_N // R
+    SN: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(3, L4))
+    t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(0, L4))))
+    if XT == gl.float16:
+        sel = t | (t << 8)
+    else:
+        sel = t | ((t + 4) << 8)
+    sel = gl.expand_dims(gl.expand_dims(gl.expand_dims(sel, 0), 0), 0)
+    n = n0 + gl.arange(0, R, layout=gl.SliceLayout(1, SN))[:, None] * J + gl.arange(0, J, layout=gl.SliceLayout(0, SN))[None, :]
+    return sel, n
+
+
+@gluon.jit
+def _rows_to_columns(acc, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
+    """[16 W b + 16 w + 8 h + r, m] -> [m, J (8 w + r) + 2 b + h] (the relabelling of the module docstring)."""
+    W: gl.constexpr = gl.num_warps()
+    J: gl.constexpr = BLOCK_N // (8 * W)
+    out = gl.reshape(acc, (J // 2, W, 2, 8, BLOCK_M))
+    return gl.reshape(gl.permute(out, (4, 1, 3, 0, 2)), (BLOCK_M, BLOCK_N))
 
 
 @gluon.jit
@@ -158,8 +185,7 @@ def _step(i, acc, zz, ss, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z
     gl.thread_barrier()  # every warpgroup is past its wait for step i - 2: that slot may be refilled
     kn = gl.minimum(k_begin + (i + 1) * BLOCK_K, last)
     zz_n, ss_n = _group_operands(s_ptr, z_ptr, kn // group_size, n, ssg, szg, zero_offset, XT)
-    a = _a_tile(q_ring.index(slot), sel, gl.expand_dims(gl.expand_dims(zz, 0), 3), gl.expand_dims(gl.expand_dims(ss, 0), 3),
-                XT, L4, DOTA, BLOCK_N, BLOCK_K)
+    a = _a_tile(q_ring.index(slot), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K)
     acc = warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, is_async=True)
     kf = gl.minimum(k_begin + (i + STAGES - 2) * BLOCK_K, last)
     _fill((i + STAGES - 2) % STAGES, kf, bars, x_ring, q_ring, x_desc, q_desc, m0, n0)
@@ -174,8 +200,6 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
                  STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr):
     XT: gl.constexpr = x_desc.dtype
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
-    R: gl.constexpr = 8 * gl.num_warps()
-    J: gl.constexpr = BLOCK_N // R
     pid_n = gl.program_id(0)
     pid_m = gl.program_id(1)
     pid_k = gl.program_id(2)
@@ -185,36 +209,19 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
 
     x_ring = gl.allocate_shared_memory(XT, [STAGES] + x_desc.block_type.shape, x_desc.layout)
     q_ring = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
-    bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    for b in gl.static_range(STAGES):
-        mbarrier.init(bars.index(b), count=1)
-    fence_async_shared()  # the initialised barriers, before the TMA unit signals them
-    gl.thread_barrier()
-
-    k_begin = pid_k * K_SPLIT
-    k_end = gl.minimum(k_begin + K_SPLIT, K)
-    steps = (k_end - k_begin) // BLOCK_K
-    last = k_end - BLOCK_K  # steps past the end re-read the last tile (never consumed)
+    bars = ring_barriers(STAGES)
+    k_begin, steps, last = k_range(pid_k, K_SPLIT, K, BLOCK_K)
     for f in gl.static_range(STAGES - 2):
         _fill(f, gl.minimum(k_begin + f * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0)
 
-    SL3: gl.constexpr = gl.SliceLayout(3, L4)
-    SN: gl.constexpr = gl.SliceLayout(0, SL3)  # [8W, J]
-    t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(0, L4))))
-    if XT == gl.float16:
-        sel = t | (t << 8)
-    else:
-        sel = t | ((t + 4) << 8)
-    sel = gl.expand_dims(gl.expand_dims(gl.expand_dims(sel, 0), 0), 0)
-    n = n0 + gl.arange(0, R, layout=gl.SliceLayout(1, SN))[:, None] * J + gl.arange(0, J, layout=gl.SliceLayout(0, SN))[None, :]
+    sel, n = _columns(n0, XT, L4, BLOCK_N)
     zz, ss = _group_operands(s_ptr, z_ptr, k_begin // group_size, n, ssg, szg, zero_offset, XT)
 
     # step 0 peeled with use_acc=False (a zero-initialised accumulator makes ptxas serialize the wgmmas: gluon_pipe)
     mbarrier.wait(bars.index(0), 0)
     zz_n, ss_n = _group_operands(s_ptr, z_ptr, gl.minimum(k_begin + BLOCK_K, last) // group_size, n, ssg, szg,
                                  zero_offset, XT)
-    a = _a_tile(q_ring.index(0), sel, gl.expand_dims(gl.expand_dims(zz, 0), 3), gl.expand_dims(gl.expand_dims(ss, 0), 3),
-                XT, L4, DOTA, BLOCK_N, BLOCK_K)
+    a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K)
     acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
     acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
     _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0)
@@ -236,10 +243,7 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
         tt = steps + f
         mbarrier.wait(bars.index(tt % STAGES), (tt // STAGES) & 1)
 
-    # rows back to columns (module docstring): [16 W b + 16 w + 8 h + r, m] -> [m, J (8 w + r) + 2 b + h]
-    W: gl.constexpr = R // 8
-    out = gl.reshape(acc, (J // 2, W, 2, 8, BLOCK_M))
-    out = gl.reshape(gl.permute(out, (4, 1, 3, 0, 2)), (BLOCK_M, BLOCK_N))
+    out = _rows_to_columns(acc, BLOCK_M, BLOCK_N)
     OL: gl.constexpr = out.type.layout
     on = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, OL))
     om = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, OL))
@@ -298,8 +302,7 @@ def _ws_step(i, acc, zz, ss, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr,
     mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
     zz_n, ss_n = _group_operands(s_ptr, z_ptr, gl.minimum((i + 1) * BLOCK_K, last) // group_size, n, ssg, szg,
                                  zero_offset, XT)
-    a = _a_tile(q_ring.index(slot), sel, gl.expand_dims(gl.expand_dims(zz, 0), 3), gl.expand_dims(gl.expand_dims(ss, 0), 3),
-                XT, L4, DOTA, BLOCK_N, BLOCK_K)
+    a = _a_tile(q_ring.index(slot), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K)
     acc = warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, is_async=True)
     acc = warpgroup_mma_wait(PENDING, deps=(acc,))
     if PENDING == 1:
@@ -315,23 +318,13 @@ def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, M, N, K, group_si
             L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr):
     XT: gl.constexpr = x_ring.dtype
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
-    R: gl.constexpr = 8 * gl.num_warps()
-    J: gl.constexpr = BLOCK_N // R
     last = K - BLOCK_K
-    SN: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(3, L4))  # [8W, J]
-    t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(0, L4))))
-    if XT == gl.float16:
-        sel = t | (t << 8)
-    else:
-        sel = t | ((t + 4) << 8)
-    sel = gl.expand_dims(gl.expand_dims(gl.expand_dims(sel, 0), 0), 0)
-    n = n0 + gl.arange(0, R, layout=gl.SliceLayout(1, SN))[:, None] * J + gl.arange(0, J, layout=gl.SliceLayout(0, SN))[None, :]
+    sel, n = _columns(n0, XT, L4, BLOCK_N)
     zz, ss = _group_operands(s_ptr, z_ptr, 0, n, ssg, szg, zero_offset, XT)
     # step 0 peeled with use_acc=False (see w4_rs_kernel)
     mbarrier.wait(ready.index(0), 0)
     zz_n, ss_n = _group_operands(s_ptr, z_ptr, gl.minimum(BLOCK_K, last) // group_size, n, ssg, szg, zero_offset, XT)
-    a = _a_tile(q_ring.index(0), sel, gl.expand_dims(gl.expand_dims(zz, 0), 3), gl.expand_dims(gl.expand_dims(ss, 0), 3),
-                XT, L4, DOTA, BLOCK_N, BLOCK_K)
+    a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K)
     acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
     acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
     acc = warpgroup_mma_wait(PENDING, deps=(acc,))
@@ -348,9 +341,7 @@ def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, M, N, K, group_si
         acc, zz, ss = _ws_step(steps - 1, acc, zz, ss, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last,
                                group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING)
     acc = warpgroup_mma_wait(0, deps=(acc,))
-    W: gl.constexpr = R // 8
-    out = gl.reshape(acc, (J // 2, W, 2, 8, BLOCK_M))
-    out = gl.reshape(gl.permute(out, (4, 1, 3, 0, 2)), (BLOCK_M, BLOCK_N))
+    out = _rows_to_columns(acc, BLOCK_M, BLOCK_N)
     OL: gl.constexpr = out.type.layout
     on = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, OL))
     om = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, OL))
