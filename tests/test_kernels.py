@@ -443,18 +443,24 @@ def test_warp_specialized_tile_against_the_oracle(tmp_path, layout, dtype, gs):
     _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout, dtype, gs, WS_TILES, tg.DOT_WS)
 
 
+def _large_layer_matches_float64(cases, path: int) -> None:
+    """4096x4096 g128 layer of random words: each (M, forced tile) on kernel ``path`` within tolerance of float64."""
+    from repack.kernels import triton_gemm as tg
+    w, W = random_gptq_words(4096, 4096, 128, random.randrange(2**31))
+    for M, cfg in cases:
+        seed = random.randrange(2**31)
+        x = torch.randn(M, 4096, generator=torch.Generator().manual_seed(seed)).half().cuda()
+        want = x.double() @ W.t()
+        y = tg.triton_gemm(x, w, cfg, path_override=path).double()
+        rel = float((y - want).norm() / want.norm())
+        assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg})"
+
+
 def test_warp_specialized_tile_on_a_large_layer():
     """Many K steps (the rings wrap dozens of times: the mbarrier phases) and many programs."""
     from repack.kernels import triton_gemm as tg
-    K2, N2 = 4096, 4096
-    w, W = random_gptq_words(K2, N2, 128, random.randrange(2**31))
-    for M, cfg in ((1024, TileConfig(128, 128, 64, 1, 4, 4, ws=True)), (256, TileConfig(64, 256, 64, 1, 4, 3, ws=True))):
-        seed = random.randrange(2**31)
-        x = torch.randn(M, K2, generator=torch.Generator().manual_seed(seed)).half().cuda()
-        want = x.double() @ W.t()
-        y = tg.triton_gemm(x, w, cfg, path_override=tg.DOT_WS).double()
-        rel = float((y - want).norm() / want.norm())
-        assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg})"
+    _large_layer_matches_float64(((1024, TileConfig(128, 128, 64, 1, 4, 4, ws=True)),
+                                  (256, TileConfig(64, 256, 64, 1, 4, 3, ws=True))), tg.DOT_WS)
 
 
 RS_TILES = [(TileConfig(128, 128, 64, 1, 8, 4, rs=1), (7, 128, 300)), (TileConfig(64, 128, 64, 3, 4, 3, rs=1), (33, 64, 200)),
@@ -493,29 +499,16 @@ def test_warp_specialized_transposed_tile_against_the_oracle(tmp_path, layout, d
 def test_transposed_register_tile_on_a_large_layer():
     """Many K steps (the ring wraps dozens of times: the mbarrier phases), many programs, 256-wide tiles."""
     from repack.kernels import triton_gemm as tg
-    K2, N2 = 4096, 4096
-    w, W = random_gptq_words(K2, N2, 128, random.randrange(2**31))
-    for M, cfg in ((1024, TileConfig(128, 256, 64, 1, 8, 4, rs=1)), (256, TileConfig(64, 256, 64, 4, 4, 4, rs=1)),
-                   (300, TileConfig(256, 128, 64, 2, 8, 3, rs=1)), (1000, TileConfig(128, 128, 64, 1, 8, 4, rs=2))):
-        seed = random.randrange(2**31)
-        x = torch.randn(M, K2, generator=torch.Generator().manual_seed(seed)).half().cuda()
-        want = x.double() @ W.t()
-        y = tg.triton_gemm(x, w, cfg, path_override=tg.DOT_RS).double()
-        rel = float((y - want).norm() / want.norm())
-        assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg})"
+    _large_layer_matches_float64(((1024, TileConfig(128, 256, 64, 1, 8, 4, rs=1)), (256, TileConfig(64, 256, 64, 4, 4, 4, rs=1)),
+                                  (300, TileConfig(256, 128, 64, 2, 8, 3, rs=1)),
+                                  (1000, TileConfig(128, 128, 64, 1, 8, 4, rs=2))), tg.DOT_RS)
 
 
 def test_warp_specialized_transposed_tile_on_a_large_layer():
     """The warp-specialized tile over many K steps (the ring's empty/ready phases wrap dozens of times)."""
     from repack.kernels import triton_gemm as tg
-    w, W = random_gptq_words(4096, 4096, 128, random.randrange(2**31))
-    for M, cfg in ((1024, TileConfig(256, 128, 64, 1, 8, 4, rs=3)), (256, TileConfig(128, 64, 64, 1, 4, 4, rs=3))):
-        seed = random.randrange(2**31)
-        x = torch.randn(M, 4096, generator=torch.Generator().manual_seed(seed)).half().cuda()
-        want = x.double() @ W.t()
-        y = tg.triton_gemm(x, w, cfg, path_override=tg.DOT_RS).double()
-        rel = float((y - want).norm() / want.norm())
-        assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg})"
+    _large_layer_matches_float64(((1024, TileConfig(256, 128, 64, 1, 8, 4, rs=3)),
+                                  (256, TileConfig(128, 64, 64, 1, 4, 4, rs=3))), tg.DOT_RS)
 
 
 def test_every_forced_large_tile_gives_the_right_sums():
