@@ -37,7 +37,7 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False) -> list[Ti
             for bm in (64, 128, 256):
                 if bm > max(64, 2 * M) or N % bn:
                     continue
-                for bk, stages in ((64, 4), (64, 3), (128, 3), (64, 6)) if not quick else ((64, 4), (64, 3), (64, 6)):
+                for bk, stages in ((64, 4), (64, 3), (128, 3), (64, 6)) if not quick else ((64, 4), (64, 3), (128, 3)):
                     if not gluon_rs.fits(bm, bn, bk, stages, warps):
                         continue
                     count = math.ceil(M / bm) * (N // bn)
