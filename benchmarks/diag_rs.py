@@ -94,8 +94,7 @@ def main() -> None:
                 continue
             cfg = r["cfg"]
             count = math.ceil(r["M"] / cfg.block_m) * (r["N"] // cfg.block_n)
-            rs = dict(config={k: v for k, v in cfg.to_dict().items() if k != "gptq_rs"},
-                      target_programs=count * cfg.split_k if cfg.split_k > 1 else 0, ms=r["best"])
+            rs = dict(config=cfg.to_dict(), target_programs=count * cfg.split_k if cfg.split_k > 1 else 0, ms=r["best"])
             bucket = table.setdefault(str(r["M"]), [])
             own = [e for e in bucket if (e["K"], e["N"]) == (r["K"], r["N"])]
             # without an entry for this shape the rs tile also serves the other layouts (as a DOT_KTJ tile)

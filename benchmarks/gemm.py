@@ -69,7 +69,8 @@ def main() -> None:
         for M in ms_list:
             x = torch.randn(M, K, device="cuda", dtype=torch.float16)
             xb = x.bfloat16()
-            r = {"K": K, "N": N, "M": M, "config": pick_config(M, N, K).to_dict(),
+            cfg = pick_config(M, N, K)
+            r = {"K": K, "N": N, "M": M, "config": cfg.to_dict(), "gptq_rs": cfg.gptq_rs and cfg.gptq_rs.to_dict(),
                  "floor_ms": packed_bytes(M, K, N) / bw * 1e3,
                  "ours_ms": bench_ms(lambda: triton_gemm(x, gptq)),
                  "ours_awq_ms": bench_ms(lambda: triton_gemm(x, awq)),

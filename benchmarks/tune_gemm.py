@@ -95,8 +95,7 @@ def main() -> None:
                 continue
             ms, cfg, target = best
             print(f"M={M} {K}x{N}: {ms:.4f} ms {cfg} target {target}", flush=True)
-            entry = {"K": K, "N": N, "ms": ms, "target_programs": target,
-                     "config": {k: v for k, v in cfg.to_dict().items() if k != "gptq_rs"}}
+            entry = {"K": K, "N": N, "ms": ms, "target_programs": target, "config": cfg.to_dict()}
             if own and "rs" in own[0]:  # gluon_rs's tile for GPTQ layers (benchmarks/diag_rs.py) is kept
                 entry["rs"] = own[0]["rs"]
             entries.append(entry)

@@ -129,10 +129,10 @@ def test_transposed_tile_launch(gs, rs, want_bk, want_pending, monkeypatch):
     tg._plans.clear()
 
 
-@pytest.mark.parametrize("layout", ["gptq", "awq"])
+@pytest.mark.parametrize("layout", ["gptq", "awq", "gptq-unfit"])
 def test_an_entrys_transposed_tile_serves_gptq_layers_only(layout, tmp_path, monkeypatch):
     """TileConfig.gptq_rs goes to 4-bit GPTQ-order layers (gluon_rs); an AWQ layer on the same entry keeps the
-    entry's own tile (DOT_N)."""
+    entry's own tile (DOT_N), and so does a GPTQ layer gluon_rs cannot run (384 columns, 256-wide rs tile)."""
     from repack.kernels import gluon_rs
     from repack.kernels import triton_gemm as tg
     from repack.kernels.tuned import TileConfig
@@ -142,9 +142,10 @@ def test_an_entrys_transposed_tile_serves_gptq_layers_only(layout, tmp_path, mon
                         launched.append((fn, dict(zip(names or tg._CONST_NAMES, consts)))) or (Recorder(), ("meta",)))
     monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)
     monkeypatch.setattr(tg, "_gluon_available", lambda: True)
-    cfg = TileConfig(256, 128, 128, 1, 8, 3, gptq_rs=TileConfig(128, 128, 64, 1, 8, 4, rs=1))
+    rs_tile = TileConfig(128, 256 if layout == "gptq-unfit" else 128, 64, 1, 8, 4, rs=1)
+    cfg = TileConfig(256, 128, 128, 1, 8, 3, gptq_rs=rs_tile)
     monkeypatch.setattr(tg, "pick_config", lambda M, N, K: cfg)
-    if layout == "gptq":
+    if layout.startswith("gptq"):
         w, _ = random_gptq_words(1024, 384, 128, 0, device="cpu")
     else:
         w, _ = awq_layer(tmp_path, 0, 128, 1024, 384, "cpu")
@@ -152,6 +153,9 @@ def test_an_entrys_transposed_tile_serves_gptq_layers_only(layout, tmp_path, mon
     (fn, consts), = launched
     if layout == "gptq":
         assert fn is gluon_rs.w4_rs_kernel and (consts["BLOCK_M"], consts["BLOCK_K"]) == (128, 64)
+    elif layout == "gptq-unfit":
+        assert fn is None and consts["PATH"] == tg.DOT_KTJ
+        assert (consts["BLOCK_M"], consts["BLOCK_N"], consts["BLOCK_K"]) == (256, 128, 128)
     else:
         assert fn is None and consts["PATH"] == tg.DOT_N and (consts["BLOCK_M"], consts["BLOCK_N"]) == (256, 128)
     tg._plans.clear()

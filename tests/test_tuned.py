@@ -92,5 +92,7 @@ def test_an_entry_with_a_transposed_tile_keeps_its_own_tile_for_other_layouts(mo
         # 2 x 64 tiles, 384 programs aimed at: a split of 3
         assert cfg.gptq_rs == TileConfig(128, 64, 64, 3, 4, 4, rs=1)
         assert pick_config(256, 4096, 4096).gptq_rs.gptq_rs is None
+        # a tile written back to a table is its own "config"; the rs tile stays beside it
+        assert "gptq_rs" not in cfg.to_dict() and cfg.gptq_rs.to_dict()["rs"] == 1
     finally:
         pick_config.cache_clear()

@@ -1035,6 +1035,8 @@ def _pipe_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, cfg: TileConf
     """Whether gluon_pipe.w4_pipe_kernel (gluon_ws.w4_ws_kernel with ``ws``, gluon_rs.w4_rs_kernel with
     ``rs``) runs this call: GPTQ zeros, whole tiles, a tile its layouts cover (``fits``), and what TMA
     needs: contiguous weight tensors, 16-byte aligned x rows."""
+    if not _gluon_available():  # (before the imports: an older Triton has no Gluon Hopper ops)
+        return False
     from .gluon_pipe import fits as pipe_fits
     from .gluon_rs import fits as rs_fits
     from .gluon_ws import fits as ws_fits
@@ -1049,9 +1051,7 @@ def _pipe_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, cfg: TileConf
         return False
     if not (y.is_contiguous() and all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in (w.qweight, w.scales, w.zeros))):
         return False
-    if x2.stride(1) != 1 or (x2.stride(0) * x2.element_size()) % 16 or x2.data_ptr() % 16:
-        return False
-    return _gluon_available()
+    return not (x2.stride(1) != 1 or (x2.stride(0) * x2.element_size()) % 16 or x2.data_ptr() % 16)
 
 
 @functools.lru_cache(maxsize=1)
@@ -1116,9 +1116,11 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     if M == 0:
         return y.reshape(*lead, N)
     cfg = config or pick_config(M, N, K)
-    if cfg.gptq_rs is not None and path_override in (None, DOT_RS) and \
-            _joined_block_k(w, cfg.gptq_rs.block_k, tensor_core=True) is not None:
-        cfg = cfg.gptq_rs  # a 4-bit GPTQ-order layer: gluon_rs's tile (TileConfig.gptq_rs)
+    if cfg.gptq_rs is not None and path_override in (None, DOT_RS):
+        # gluon_rs's tile (TileConfig.gptq_rs) where its kernel runs this layer; else the entry's own tile
+        rs_bk = _joined_block_k(w, cfg.gptq_rs.block_k, tensor_core=True)
+        if rs_bk is not None and _pipe_fits(w, x2, y, cfg.gptq_rs, rs_bk, rs=True):
+            cfg = cfg.gptq_rs
     gs = w.effective_group_size
     act = w.g_idx is not None
     per = 32 // w.bits

@@ -45,7 +45,10 @@ class TileConfig:
     gptq_rs: TileConfig | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The tile as a table entry's "config" (an entry keeps ``gptq_rs`` beside it, under "rs")."""
+        d = asdict(self)
+        del d["gptq_rs"]
+        return d
 
 
 def bucket(M: int) -> int:
