@@ -1,10 +1,11 @@
 """gluon_rs's transposed tile (weights dequantized into wgmma's A registers) against cuBLAS fp16 and the
 default dispatch, kernel-only graph times; every tile checked against the default's output first.
 
-    python benchmarks/diag_rs.py [--m 64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws]
+    python benchmarks/diag_rs.py [--m 64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only]
         [--merge-into repack/kernels/tuned.json]
 
-``--ws`` adds the warp-specialized tile (TileConfig.rs 3, no K split) to the candidates.
+``--ws`` adds the warp-specialized tile (TileConfig.rs 3, no K split) to the candidates; ``--ws-only`` sweeps
+only it (with ``--merge-into`` it then goes in where it beats the table's current choice).
 
 With ``--merge-into``, the best tile of each (shape, M) goes into the tuned table where it beats the
 default dispatch by 3 % or more, as the entry's ``rs`` tile (4-bit GPTQ-order layers only; the entry's
@@ -29,7 +30,7 @@ SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672)]
 SMS = 132
 
 
-def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False) -> list[TileConfig]:
+def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: bool = False) -> list[TileConfig]:
     tiles = []
     for warps in (8, 4):
         for reps in (1, 2, 4):
@@ -37,14 +38,15 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False) -> list[Ti
             for bm in (64, 128, 256):
                 if bm > max(64, 2 * M) or N % bn:
                     continue
-                for bk, stages in ((64, 4), (64, 3), (128, 3), (64, 6)) if not quick else ((64, 4), (64, 3), (128, 3)):
+                for bk, stages in ((64, 4), (64, 3), (128, 3), (128, 4), (64, 6)) if not quick else ((64, 4), (128, 3), (128, 4)):
                     if not gluon_rs.fits(bm, bn, bk, stages, warps):
                         continue
                     count = math.ceil(M / bm) * (N // bn)
                     for target in ((SMS, 2 * SMS) if count < SMS else (0,)):
                         split = split_for(count, K, bk, target) if target else 1
                         # each step's wgmma left running, or waited for; warp-specialized (whole K only)
-                        for rs in (1, 2, 3) if ws and split == 1 else (1, 2):
+                        waits = (3,) if ws_only else (1, 2, 3) if ws else (1, 2)
+                        for rs in waits if split == 1 else tuple(r for r in waits if r != 3):
                             cfg = TileConfig(bm, bn, bk, split, warps, stages, rs=rs)
                             if cfg not in tiles:
                                 tiles.append(cfg)
@@ -68,7 +70,7 @@ def main() -> None:
         for M in ms:
             copies, x, ref, cub, dflt = layer_with_baselines(K, N, M)
             results = []
-            for cfg in candidates(M, K, N, quick, "--ws" in args):
+            for cfg in candidates(M, K, N, quick, "--ws" in args, "--ws-only" in args):
                 try:
                     y = triton_gemm(x, copies[0], cfg, path_override=DOT_RS).float()
                     err = float((y - ref).norm() / ref.norm())

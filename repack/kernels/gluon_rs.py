@@ -32,7 +32,7 @@ set whose wgmma (step i - 1) the end of step i waited for. PENDING (a tuned choi
 leaves step i's wgmma running into step i + 1's dequantization (1) or waits for it (0).
 
 TMA ring for x and the words (STAGES slots, STAGES - 2 steps ahead; why that is safe: gluon_pipe's
-docstring). Scales and zeros are a few registers a step, read from global memory a step ahead.
+docstring). Scales and zeros are a few registers a step, loaded from global memory two steps ahead.
 Split-K as triton_gemm (fp32 workspace, the tile's last program writes). Handles: 4-bit codes along
 K, zeros packed along N (GPTQ), sequential groups that are a multiple of BLOCK_K, N % BLOCK_N == 0,
 K % BLOCK_K == 0, contiguous weight tensors, x rows 16-byte aligned. Hopper only.
@@ -108,10 +108,19 @@ def _deq(words, sel, zz, ss, XT: gl.constexpr):
 
 
 @gluon.jit
-def _group_operands(s_ptr, z_ptr, g, n, ssg, szg, zero_offset, XT: gl.constexpr):
-    """Per column of ``n`` (a [8W, J] tensor): the dequantization's zero and scale operands of group g."""
-    s = gl.load(s_ptr + g * ssg + n)
-    z = ((gl.load(z_ptr + g * szg + n // 8) >> ((n % 8) * 4)) & 15) + zero_offset
+def _group_load(s_ptr, z_ptr, k, group_size, n, ssg, szg):
+    """The scales and packed zero words of the group of input k for the columns ``n`` (a [8W, J] tensor).
+    Issued two steps before their step and converted (_group_operands) one step before: converted in the
+    step that loads them, every step waited out a global load's latency (ncu: the long-scoreboard stall on
+    the zero's shift was a fifth of the MMA warps' samples, `benchmarks/NOTES-gemm.md`, fifteenth session)."""
+    g = k // group_size
+    return gl.load(s_ptr + g * ssg + n), gl.load(z_ptr + g * szg + n // 8)
+
+
+@gluon.jit
+def _group_operands(s, zw, n, zero_offset, XT: gl.constexpr):
+    """The dequantization's zero and scale operands from _group_load's scales and zero words."""
+    z = ((zw >> ((n % 8) * 4)) & 15) + zero_offset
     if XT == gl.float16:
         zf = z.to(gl.float32)
         lo = (-(zf + 1024.0)).to(gl.float16).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF
@@ -174,23 +183,24 @@ def _fill(slot, k, bars, x_ring, q_ring, x_desc, q_desc, m0, n0):
 
 
 @gluon.jit
-def _step(i, acc, zz, ss, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, last,
+def _step(i, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, last,
           group_size, zero_offset, ssg, szg, STAGES: gl.constexpr, BLOCK_K: gl.constexpr, BLOCK_N: gl.constexpr,
           L4: gl.constexpr, DOTA: gl.constexpr, PENDING: gl.constexpr):
-    """K step i (i >= 1): wait for its ring slot, dequantize its words into A registers, issue its wgmma,
-    refill the slot of step i - 2 and wait for step i - 1's wgmma. Returns the next step's group operands."""
+    """K step i (i >= 1): wait for its ring slot, dequantize its words into A registers (``zz``, ``ss``: its
+    group operands), issue its wgmma, refill the slot of step i - 2 and wait for step i - 1's wgmma. Loads
+    step i + 2's scales and zero words and converts step i + 1's (``s1``, ``z1``, loaded a step ago)."""
     XT: gl.constexpr = x_ring.dtype
     slot = i % STAGES
     mbarrier.wait(bars.index(slot), (i // STAGES) & 1)
     gl.thread_barrier()  # every warpgroup is past its wait for step i - 2: that slot may be refilled
-    kn = gl.minimum(k_begin + (i + 1) * BLOCK_K, last)
-    zz_n, ss_n = _group_operands(s_ptr, z_ptr, kn // group_size, n, ssg, szg, zero_offset, XT)
+    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + (i + 2) * BLOCK_K, last), group_size, n, ssg, szg)
     a = _a_tile(q_ring.index(slot), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K)
     acc = warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, is_async=True)
+    zz, ss = _group_operands(s1, z1, n, zero_offset, XT)
     kf = gl.minimum(k_begin + (i + STAGES - 2) * BLOCK_K, last)
     _fill((i + STAGES - 2) % STAGES, kf, bars, x_ring, q_ring, x_desc, q_desc, m0, n0)
     acc = warpgroup_mma_wait(PENDING, deps=(acc,))
-    return acc, zz_n, ss_n
+    return acc, zz, ss, s2, z2
 
 
 @gluon.jit
@@ -215,28 +225,33 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
         _fill(f, gl.minimum(k_begin + f * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0)
 
     sel, n = _columns(n0, XT, L4, BLOCK_N)
-    zz, ss = _group_operands(s_ptr, z_ptr, k_begin // group_size, n, ssg, szg, zero_offset, XT)
+    s0, z0 = _group_load(s_ptr, z_ptr, k_begin, group_size, n, ssg, szg)
+    s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + BLOCK_K, last), group_size, n, ssg, szg)
+    zz, ss = _group_operands(s0, z0, n, zero_offset, XT)
 
     # step 0 peeled with use_acc=False (a zero-initialised accumulator makes ptxas serialize the wgmmas: gluon_pipe)
     mbarrier.wait(bars.index(0), 0)
-    zz_n, ss_n = _group_operands(s_ptr, z_ptr, gl.minimum(k_begin + BLOCK_K, last) // group_size, n, ssg, szg,
-                                 zero_offset, XT)
+    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + 2 * BLOCK_K, last), group_size, n, ssg, szg)
     a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K)
     acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
     acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
+    zz, ss = _group_operands(s1, z1, n, zero_offset, XT)
+    s1, z1 = s2, z2
     _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0)
     acc = warpgroup_mma_wait(PENDING, deps=(acc,))  # (with 1: waits for nothing; acc becomes a tensor again)
-    zz, ss = zz_n, ss_n
     # two steps a trip, each its own copy of the code: a static instruction writes the same PTX registers every
     # trip, and step i + 1 must not write the A registers that step i's wgmma (still running) reads
     for i in range(1, steps - 1, 2):
-        acc, zz, ss = _step(i, acc, zz, ss, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin,
-                            last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING)
-        acc, zz, ss = _step(i + 1, acc, zz, ss, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0,
-                            k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING)
+        acc, zz, ss, s1, z1 = _step(i, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr,
+                                    m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N,
+                                    L4, DOTA, PENDING)
+        acc, zz, ss, s1, z1 = _step(i + 1, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr,
+                                    z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
+                                    BLOCK_N, L4, DOTA, PENDING)
     if steps % 2 == 0:  # one step left
-        acc, zz, ss = _step(steps - 1, acc, zz, ss, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0,
-                            k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING)
+        acc, zz, ss, s1, z1 = _step(steps - 1, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr,
+                                    z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
+                                    BLOCK_N, L4, DOTA, PENDING)
     acc = warpgroup_mma_wait(0, deps=(acc,))
     # the refills past the last step still land in the ring: wait for them before the program ends
     for f in gl.static_range(STAGES - 2):
@@ -292,24 +307,24 @@ def _ws_load(x_desc, q_desc, x_ring, q_ring, ready, empty, m0, n0, steps, BLOCK_
 
 
 @gluon.jit
-def _ws_step(i, acc, zz, ss, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last, group_size, zero_offset, ssg,
-             szg, STAGES: gl.constexpr, BLOCK_K: gl.constexpr, BLOCK_N: gl.constexpr, L4: gl.constexpr,
+def _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last, group_size, zero_offset,
+             ssg, szg, STAGES: gl.constexpr, BLOCK_K: gl.constexpr, BLOCK_N: gl.constexpr, L4: gl.constexpr,
              DOTA: gl.constexpr, PENDING: gl.constexpr):
     """K step i (i >= 1) of the MMA warps: as _step, the ring slot released to the load warp once the wgmma
     that read it is done (step i - 1's with PENDING 1, this step's with 0)."""
     XT: gl.constexpr = x_ring.dtype
     slot = i % STAGES
     mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
-    zz_n, ss_n = _group_operands(s_ptr, z_ptr, gl.minimum((i + 1) * BLOCK_K, last) // group_size, n, ssg, szg,
-                                 zero_offset, XT)
+    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum((i + 2) * BLOCK_K, last), group_size, n, ssg, szg)
     a = _a_tile(q_ring.index(slot), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K)
     acc = warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, is_async=True)
+    zz, ss = _group_operands(s1, z1, n, zero_offset, XT)
     acc = warpgroup_mma_wait(PENDING, deps=(acc,))
     if PENDING == 1:
         mbarrier.arrive(empty.index((i + STAGES - 1) % STAGES), count=1)
     else:
         mbarrier.arrive(empty.index(slot), count=1)
-    return acc, zz_n, ss_n
+    return acc, zz, ss, s2, z2
 
 
 @gluon.jit
@@ -320,26 +335,31 @@ def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, M, N, K, group_si
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     last = K - BLOCK_K
     sel, n = _columns(n0, XT, L4, BLOCK_N)
-    zz, ss = _group_operands(s_ptr, z_ptr, 0, n, ssg, szg, zero_offset, XT)
+    s0, z0 = _group_load(s_ptr, z_ptr, 0, group_size, n, ssg, szg)
+    s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(BLOCK_K, last), group_size, n, ssg, szg)
+    zz, ss = _group_operands(s0, z0, n, zero_offset, XT)
     # step 0 peeled with use_acc=False (see w4_rs_kernel)
     mbarrier.wait(ready.index(0), 0)
-    zz_n, ss_n = _group_operands(s_ptr, z_ptr, gl.minimum(BLOCK_K, last) // group_size, n, ssg, szg, zero_offset, XT)
+    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(2 * BLOCK_K, last), group_size, n, ssg, szg)
     a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K)
     acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
     acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
+    zz, ss = _group_operands(s1, z1, n, zero_offset, XT)
+    s1, z1 = s2, z2
     acc = warpgroup_mma_wait(PENDING, deps=(acc,))
     if PENDING == 0:
         mbarrier.arrive(empty.index(0), count=1)
-    zz, ss = zz_n, ss_n
     # two steps a trip, for the A registers (see w4_rs_kernel)
     for i in range(1, steps - 1, 2):
-        acc, zz, ss = _ws_step(i, acc, zz, ss, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last, group_size,
-                               zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING)
-        acc, zz, ss = _ws_step(i + 1, acc, zz, ss, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last, group_size,
-                               zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING)
+        acc, zz, ss, s1, z1 = _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last,
+                                       group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING)
+        acc, zz, ss, s1, z1 = _ws_step(i + 1, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr,
+                                       last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA,
+                                       PENDING)
     if steps % 2 == 0:
-        acc, zz, ss = _ws_step(steps - 1, acc, zz, ss, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last,
-                               group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING)
+        acc, zz, ss, s1, z1 = _ws_step(steps - 1, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr,
+                                       z_ptr, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4,
+                                       DOTA, PENDING)
     acc = warpgroup_mma_wait(0, deps=(acc,))
     out = _rows_to_columns(acc, BLOCK_M, BLOCK_N)
     OL: gl.constexpr = out.type.layout
