@@ -184,3 +184,56 @@ def test_warp_specialized_transposed_tile_launch(split, warps, want_regs, monkey
         assert fn is gluon_rs.w4_rs_ws_kernel and maxnreg == want_regs and grid == (3, 2, 1)
         assert (consts["BLOCK_M"], consts["BLOCK_N"], consts["PENDING"]) == (64, 128, 1)
     tg._plans.clear()
+
+
+def _launched_form(a):
+    """An argument as the launcher sees it, comparable across calls: a tensor descriptor by what it encodes."""
+    if hasattr(a, "block_shape"):
+        return ("desc", a.base.data_ptr(), tuple(a.shape), tuple(a.strides), tuple(a.block_shape), repr(a.layout))
+    return _as_launched(a)
+
+
+@pytest.mark.parametrize("rs, split", [(1, 1), (2, 2), (3, 1)])
+def test_a_transposed_tile_plan_launches_what_the_dispatch_launched(rs, split, monkeypatch):
+    """gluon_rs's kernels take TMA descriptors: a plan remakes them for the call's x and the weight's words (the
+    dispatch made them per call: ~90 us of host time on the H200's host, more than the kernel at M = 64) and
+    hands the launcher what the full dispatch did — the warp-specialized kernel (rs 3) without the workspace."""
+    from repack.kernels import gluon_rs
+    from repack.kernels import triton_gemm as tg
+    from repack.kernels.tuned import TileConfig
+    rec = Recorder()
+    launched = []
+
+    def fake_launch(grid, args, consts, warps, stages, device, stream, fn=None, names=None, **kw):
+        launched.append((fn, grid, args, consts))
+        return rec, ("meta",)
+
+    monkeypatch.setattr(tg, "_launch", fake_launch)
+    monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)
+    monkeypatch.setattr(tg, "_gluon_available", lambda: True)
+    monkeypatch.setattr(tg, "pick_config", lambda M, N, K: TileConfig(64, 128, 64, split, 4, 4, rs=rs))
+    tg._plans.clear()
+    w, _ = random_gptq_words(1024, 384, 128, 7, device="cpu")
+    x = torch.randn(100, 1024, dtype=torch.float16)
+    y1 = tg.triton_gemm(x, w)
+    (fn, grid, args, consts), = launched
+    assert fn is (gluon_rs.w4_rs_ws_kernel if rs == 3 else gluon_rs.w4_rs_kernel)
+    assert len(tg._plans) == 1
+    x_again = x.clone()  # another x of the same shape: its own descriptor
+    y2 = tg._planned(x_again, w, None)
+    assert y2 is not None and y2.shape == (100, 384) and y2.data_ptr() != y1.data_ptr()
+    (run,) = rec.runs
+    assert run[:4] == (grid[0], grid[1], grid[2], 0) and run[5] == ("meta",)
+    got = [_launched_form(a) for a in run[9:9 + len(args)]]
+    want = [_launched_form(a) for a in args]
+    want[0] = want[0][:1] + (x_again.data_ptr(),) + want[0][2:]
+    want[4] = y2.data_ptr()
+    if rs != 3:
+        if split == 1:  # no K split: the workspace arguments are the output, unused
+            want[5] = want[6] = y2.data_ptr()
+        else:
+            assert want[5] not in (y1.data_ptr(), y2.data_ptr())
+    assert got == want
+    assert all(isinstance(a, int) for a in run[11:14]), "pointers go to the launcher as integers"
+    assert tuple(run[9 + len(args):]) == tuple(consts)
+    tg._plans.clear()

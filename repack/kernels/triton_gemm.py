@@ -1284,15 +1284,20 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
                   stages if cfg.ring and path in (GEMV_H2, GEMV_NH2) else None, groups)
         kernel = _launch(grid, args, consts, warps, stages, x.device, stream, cluster=cluster,
                          cluster_smem=4 * block_n * (block_m if block_m > 1 else 1))
-    # (DOT_PIPE, DOT_WS and DOT_RS take tensor descriptors, made for each call: no plan)
+    # (DOT_PIPE and DOT_WS take tensor descriptors made for each call and have no plan; DOT_RS's plan makes them)
     if kernel is not None and config is None and path_override is None and y.is_contiguous() and \
-            path not in (DOT_PIPE, DOT_WS, DOT_RS):
+            path not in (DOT_PIPE, DOT_WS):
         if len(_plans) >= 4096:  # shapes of many layers and lengths: start over rather than grow
             _plans.clear()
-        # the weight's own tensors are not stored: a plan must not keep a dropped layer in GPU memory
-        weight_ptrs = tuple(t.data_ptr() for t in args[1:5])  # qweight, scales, zeros, g_idx (or its stand-in)
         workspace = (ws, cnt, ws.data_ptr(), cnt.data_ptr()) if split > 1 else None  # the tensors keep the pointers valid
-        _plans[_plan_key(x, w, stream)] = (weakref.ref(w), kernel, grid, weight_ptrs, workspace, args[8:], consts, perm, N)
+        # the weight's own tensors are not stored: a plan must not keep a dropped layer in GPU memory
+        if path == DOT_RS:  # x_desc, q_desc, scales, zeros, y[, ws, cnt], ...: descriptors remade from the tile
+            descs = (block_m, block_k, block_n, cfg.rs != 3)
+            weight_ptrs, tail = (w.scales.data_ptr(), w.zeros.data_ptr()), args[7:] if cfg.rs != 3 else args[5:]
+        else:  # x, qweight, scales, zeros, g_idx (or its stand-in), y, ws, cnt, ...
+            descs, weight_ptrs, tail = None, tuple(t.data_ptr() for t in args[1:5]), args[8:]
+        _plans[_plan_key(x, w, stream)] = (weakref.ref(w), kernel, grid, weight_ptrs, workspace, tail, consts, perm, N,
+                                           descs)
     return y.reshape(*lead, N)
 
 
@@ -1300,6 +1305,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
 # alignment and stream reuses the first one's grid, arguments and compiled kernel, so only the
 # output is allocated. Host time per call on the H200's host: 73-94 us through the dispatch above,
 # 18-22 us from a plan (benchmarks/launch_plans.py, results/launch-plans-h200-session12.log) — the kernel at M = 1 takes 6-40 us.
+# DOT_RS (gluon_rs, two TMA descriptors a call): 114-156 us through the dispatch, 26-44 us from a plan, which
+# remakes the descriptors (results/rs-host-h200-session15.log, rs-plan-check-h200-session15.log); without it
+# do_bench timed the host, not the 26 us kernel (4096x14336 M = 64: 0.40x cuBLAS -> 1.40x).
 _plans: dict[tuple, tuple] = {}
 
 
@@ -1315,7 +1323,7 @@ def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torc
     plan = _plans.get(_plan_key(x, w, stream))
     if plan is None or plan[0]() is not w:  # a weight at a recycled id is not the planned one
         return None
-    _, kernel, grid, weight_ptrs, workspace, tail, consts, perm, N = plan
+    _, kernel, grid, weight_ptrs, workspace, tail, consts, perm, N, descs = plan
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     M = x2.shape[0]
     if out is None:
@@ -1334,8 +1342,15 @@ def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torc
     # the address is device memory (cuPointerGetAttribute), per pointer and call. The weight's were taken
     # when the plan was made (the plan holds a weak reference and checks it above); x and y are CUDA
     # tensors of the plan's device (the key and the check on ``out``)
+    if descs is None:
+        head, mid = (x2.data_ptr(),), (y_ptr, ws_ptr, cnt_ptr)
+    else:  # DOT_RS: the TMA descriptors of this x and of the (live) weight's words; the WS kernel has no workspace
+        from . import gluon_pipe, gluon_rs
+        block_m, block_k, block_n, split_args = descs
+        head = (gluon_pipe.x_descriptor(x2, block_m, block_k), gluon_rs.q_descriptor(w, block_n, block_k))
+        mid = (y_ptr, ws_ptr, cnt_ptr) if split_args else (y_ptr,)
     compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, meta, None, None, None,
-                 x2.data_ptr(), *weight_ptrs, y_ptr, ws_ptr, cnt_ptr, *tail, *consts)
+                 *head, *weight_ptrs, *mid, *tail, *consts)
     return y.reshape(*x.shape[:-1], N) if x.dim() != 2 else y
 
 
