@@ -2,7 +2,10 @@
 Nsight Compute:
 
     ncu --kernel-name regex:w4_ --launch-skip 2 --launch-count 1 --section ... \\
-        python benchmarks/profile_ws_once.py [default | ws [SKIP] | cublas | tinygemm] [M=.. K=.. N=..]
+        python benchmarks/profile_ws_once.py [default | ws [SKIP] | rs BM BN BK WARPS STAGES RS | cublas | tinygemm]
+            [M=.. K=.. N=..]
+
+(``rs``: gluon_rs's tile forced, e.g. ``rs 64 64 128 4 4 3 M=256 K=4096 N=4096``; kernel name regex:w4_rs)
 
 (`ncu` is on the lent GPU machine at /usr/local/cuda/bin/ncu; results/ncu-*.txt)."""
 
@@ -15,7 +18,7 @@ import torch  # noqa: E402
 
 from benchmarks.gemm_common import packed_weight  # noqa: E402
 from repack.kernels import gluon_ws  # noqa: E402
-from repack.kernels.triton_gemm import DOT_WS, triton_gemm  # noqa: E402
+from repack.kernels.triton_gemm import DOT_RS, DOT_WS, triton_gemm  # noqa: E402
 from repack.kernels.tuned import TileConfig  # noqa: E402
 
 args = [a for a in sys.argv[1:] if "=" not in a]
@@ -36,6 +39,10 @@ else:
         gluon_ws.SKIP = int(args[1]) if len(args) > 1 else 0
         cfg = TileConfig(128, 128, 128, 1, 4, 3, ws=True)
         run = lambda: triton_gemm(x, w, cfg, path_override=DOT_WS)  # noqa: E731
+    elif what == "rs":
+        bm, bn, bk, warps, stages, rs = (int(v) for v in args[1:7])
+        cfg = TileConfig(bm, bn, bk, 1, warps, stages, rs=rs)
+        run = lambda: triton_gemm(x, w, cfg, path_override=DOT_RS)  # noqa: E731
     else:
         run = lambda: triton_gemm(x, w)  # noqa: E731
 for _ in range(4):
