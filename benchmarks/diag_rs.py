@@ -1,11 +1,13 @@
 """gluon_rs's transposed tile (weights dequantized into wgmma's A registers) against cuBLAS fp16 and the
 default dispatch, kernel-only graph times; every tile checked against the default's output first.
 
-    python benchmarks/diag_rs.py [--m 64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only]
+    python benchmarks/diag_rs.py [--m 64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq]
         [--merge-into repack/kernels/tuned.json]
 
 ``--ws`` adds the warp-specialized tile (TileConfig.rs 3, no K split) to the candidates; ``--ws-only`` sweeps
-only it (with ``--merge-into`` it then goes in where it beats the table's current choice).
+only it (with ``--merge-into`` it then goes in where it beats the table's current choice). ``--awq`` sweeps
+the tile on AutoAWQ gemm words against AWQ's default dispatch (DOT_N); it merges nothing (the table has no
+AWQ rs slot yet).
 
 With ``--merge-into``, the best tile of each (shape, M) goes into the tuned table where it beats the
 default dispatch by 3 % or more, as the entry's ``rs`` tile (4-bit GPTQ-order layers only; the entry's
@@ -64,11 +66,14 @@ def main() -> None:
               if "--shapes" in args else SHAPES)
     quick = "--quick" in args
     merge = Path(args[args.index("--merge-into") + 1]) if "--merge-into" in args else None
+    layout = "awq" if "--awq" in args else "gptq"
+    if layout == "awq":
+        merge = None
     warm_clocks()
     rows = []
     for K, N in shapes:
         for M in ms:
-            copies, x, ref, cub, dflt = layer_with_baselines(K, N, M)
+            copies, x, ref, cub, dflt = layer_with_baselines(K, N, M, layout)
             results = []
             for cfg in candidates(M, K, N, quick, "--ws" in args, "--ws-only" in args):
                 try:

@@ -411,11 +411,13 @@ def test_pipelined_tile_against_the_oracle(tmp_path, layout, dtype, gs):
     _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout, dtype, gs, PIPE_TILES, tg.DOT_PIPE)
 
 
-def _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout: str, dtype, gs: int, tiles: list, path: int) -> None:
+def _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout: str, dtype, gs: int, tiles: list, path: int,
+                                           base: int | None = None) -> None:
     """Each (tile, M values) of ``tiles`` forced onto kernel ``path`` (where the tile divides the
     layer): every output written and within tolerance of the oracle (run_and_check), and the same
-    sums as DOT_KTJ's 64x64 tile on the same input."""
+    sums as DOT_KTJ's 64x64 tile (or path ``base``'s) on the same input."""
     from repack.kernels import triton_gemm as tg
+    base = tg.DOT_KTJ if base is None else base
     L, packed, _ = layout_case(tmp_path, layout, gs)
     for cfg, ms in tiles:
         if gs % cfg.block_k or N % cfg.block_n:
@@ -424,7 +426,7 @@ def _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout: str, dtype, gs: int
             seed = random.randrange(2**31)
             x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).to(dtype).cuda()
             a = run_and_check(x, packed, L, cfg, seed, path).double()
-            b = run_and_check(x, packed, L, TileConfig(64, 64, cfg.block_k, 1, 4, 3), seed, tg.DOT_KTJ).double()
+            b = run_and_check(x, packed, L, TileConfig(64, 64, cfg.block_k, 1, 4, 3), seed, base).double()
             assert float((a - b).norm() / b.norm()) < (2e-3 if dtype == torch.float16 else 1e-2)
 
 
@@ -494,6 +496,17 @@ def test_warp_specialized_transposed_tile_against_the_oracle(tmp_path, layout, d
     the oracle and of DOT_KTJ."""
     from repack.kernels import triton_gemm as tg
     _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout, dtype, gs, WS_RS_TILES, tg.DOT_RS)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("gs", [64, 128])
+def test_transposed_register_tile_on_awq_words(tmp_path, dtype, gs):
+    """gluon_rs on AutoAWQ's words (a register's two inputs from two words, each column at its nibble of the
+    0 2 4 6 1 3 5 7 order), on the tiles of both tests above: every output written, within tolerance of the
+    oracle and of AWQ's own tensor-core tile (DOT_N)."""
+    from repack.kernels import triton_gemm as tg
+    _forced_tiles_match_the_oracle_and_ktj(tmp_path, "awq_gemm", dtype, gs, RS_TILES + WS_RS_TILES, tg.DOT_RS,
+                                           base=tg.DOT_N)
 
 
 def test_transposed_register_tile_on_a_large_layer():

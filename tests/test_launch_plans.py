@@ -237,3 +237,51 @@ def test_a_transposed_tile_plan_launches_what_the_dispatch_launched(rs, split, m
     assert all(isinstance(a, int) for a in run[11:14]), "pointers go to the launcher as integers"
     assert tuple(run[9 + len(args):]) == tuple(consts)
     tg._plans.clear()
+
+
+@pytest.mark.parametrize("rs, dtype", [(1, torch.float16), (3, torch.bfloat16)])
+def test_transposed_tile_on_awq_words_launch(rs, dtype, tmp_path, monkeypatch):
+    """gluon_rs forced onto an AutoAWQ layer launches with AWQ's words ([K, N/8] in [BLOCK_K, BLOCK_N/8] boxes)
+    and its AWQ constants, the K tile inside one group; without the override the layer keeps DOT_N."""
+    from repack.kernels import gluon_rs
+    from repack.kernels import triton_gemm as tg
+    from repack.kernels.tuned import TileConfig
+    from tests.triton_checks import awq_layer
+    launched = []
+    monkeypatch.setattr(tg, "_launch", lambda grid, args, consts, nw, stages, device, stream, fn=None, names=None,
+                        **kw: launched.append((fn, dict(zip(names or tg._CONST_NAMES, consts)), args)) or (Recorder(), ("meta",)))
+    monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)
+    monkeypatch.setattr(tg, "_gluon_available", lambda: True)
+    w, _ = awq_layer(tmp_path, 0, 64, 1024, 384, "cpu")
+    cfg = TileConfig(64, 128, 128, 1, 4, 4, rs=rs)
+    x = torch.randn(100, 1024, dtype=dtype)
+    tg.triton_gemm(x, w, config=cfg, path_override=tg.DOT_RS)
+    fn, consts, args = launched[-1]
+    assert fn is (gluon_rs.w4_rs_ws_kernel if rs == 3 else gluon_rs.w4_rs_kernel)
+    assert consts["AWQ"] is True and consts["L6"] == gluon_rs.awq_words_layout(128, 64 // 8, 4)
+    assert (consts["BLOCK_K"], consts["BLOCK_N"], consts["BLOCK_M"]) == (64, 128, 64)  # 64: the group
+    q = args[1]
+    assert q.base is w.qweight and list(q.shape) == [1024, 384 // 8] and list(q.block_shape) == [64, 128 // 8]
+    tg.triton_gemm(x, w, config=cfg)
+    fn, consts, _ = launched[-1]
+    assert fn is None and consts["PATH"] == tg.DOT_N
+    tg._plans.clear()
+
+
+def test_awq_words_layout_puts_a_threads_columns_in_one_word():
+    """awq_words_layout, after e is split off and (c, u) merged, is words_layout: thread rho' holds word column
+    (J rho') // 8 for each of its J columns J rho' + j, and the inputs 8 kw + 2 t + e."""
+    from repack.kernels import gluon_rs
+    for block_n, warps in ((64, 4), (128, 4), (256, 4), (128, 8), (256, 8)):
+        J = block_n // (8 * warps)
+        U = 8 // J
+        L6, L4 = gluon_rs.awq_words_layout(block_n, 8, warps), gluon_rs.words_layout(block_n, 8, warps)
+        # L6 dims (kw, t, e, c, u, j) -> L4 dims (kw, rho' = U c + u, j, t): the bases must map alike
+        def to_l4(b):
+            kw, t, e, c, u, j = b
+            return [kw, U * c + u, j, t]
+        assert L6.reg_bases[0] == [0, 0, 1, 0, 0, 0]  # e: register bit 0 (split off)
+        assert [to_l4(b) for b in L6.reg_bases[1:]] == L4.reg_bases
+        assert [to_l4(b) for b in L6.lane_bases] == L4.lane_bases
+        assert [to_l4(b) for b in L6.warp_bases] == L4.warp_bases
+        assert L6.shape == [8, 4, 2, block_n // 8, U, J]

@@ -70,6 +70,26 @@ _RS_BF16: gl.constexpr = gl.constexpr("\n".join([
     "mul.rn.bf16x2 v, v, $5;",
     "mov.b32 {$0, $1}, v;", "}"]))
 
+# AutoAWQ words (a word holds eight columns of one input): $2, $3 the words of inputs 2t and 2t + 1 of the same
+# columns, $4 prmt selector (byte p/2 of each into bytes 0 and 2, p the column's nibble), $7 zero operand,
+# $8 (s, s). fp16: $5 mask of the nibble's half, $6 its multiplier ((1, 1) low, (1/16, 1/16) high, as _RS_F16)
+_RS_AWQ_F16: gl.constexpr = gl.constexpr("\n".join([
+    "{", ".reg .b32 v;",
+    "prmt.b32 v, $2, $3, $4;",
+    "lop3.b32 v, v, $5, 0x64006400, 0xEA;",  # (1024 + q_a, 1024 + q_b), or 16 q for a high nibble
+    "fma.rn.f16x2 v, v, $6, $7;",  # (q_a - z, q_b - z), exact
+    "mul.rn.f16x2 v, v, $8;",
+    "mov.b32 {$0, $1}, v;", "}"]))
+# bf16: $5 the nibble's shift (0 or 4), $6 unused
+_RS_AWQ_BF16: gl.constexpr = gl.constexpr("\n".join([
+    "{", ".reg .b32 v;",
+    "prmt.b32 v, $2, $3, $4;",
+    "shr.u32 v, v, $5;",
+    "lop3.b32 v, v, 0x000F000F, 0x43004300, 0xEA;",  # (128 + q_a, 128 + q_b)
+    "sub.rn.bf16x2 v, v, $7;",
+    "mul.rn.bf16x2 v, v, $8;",
+    "mov.b32 {$0, $1}, v;", "}"]))
+
 
 @functools.lru_cache(maxsize=None)
 def words_layout(block_n: int, kw: int, warps: int) -> gl.DistributedLinearLayout:
@@ -85,6 +105,24 @@ def words_layout(block_n: int, kw: int, warps: int) -> gl.DistributedLinearLayou
 
 
 @functools.lru_cache(maxsize=None)
+def awq_words_layout(block_n: int, kw: int, warps: int) -> gl.DistributedLinearLayout:
+    """AWQ words as [KW, 4, 2, BNW, U, J]: element (kw, t, e, c, u, j) is word (input 8 kw + 2 t + e, word column c)
+    for thread rho' = U c + u (lane 4 (rho' % 8) + t of warp rho' // 8), J = BLOCK_N / 8W, U = 8 / J. A thread's
+    J columns J rho' + j all lie in word column c; the U threads of a word column and the J registers hold the
+    same words. With e split off and (c, u) merged into rho', this is words_layout's [KW, 8W, J, 4]: the
+    dequantized halves then take GPTQ's path to the A registers."""
+    J = block_n // (8 * warps)
+    lu = (8 // J).bit_length() - 1
+    reg = ([[0, 0, 1, 0, 0, 0]] + [[0, 0, 0, 0, 0, 1 << i] for i in range(J.bit_length() - 1)]
+           + [[1 << i, 0, 0, 0, 0, 0] for i in range(kw.bit_length() - 1)])
+    rho = [[0, 0, 0, 0, 1 << i, 0] if i < lu else [0, 0, 0, 1 << (i - lu), 0, 0] for i in range(3)]
+    lane = [[0, 1, 0, 0, 0, 0], [0, 2, 0, 0, 0, 0]] + rho
+    warp = [[0, 0, 0, 1 << (3 + i - lu), 0, 0] for i in range(warps.bit_length() - 1)]
+    return gl.DistributedLinearLayout(reg_bases=reg, lane_bases=lane, warp_bases=warp, block_bases=[],
+                                      shape=[kw, 4, 2, block_n // 8, 1 << lu, J])
+
+
+@functools.lru_cache(maxsize=None)
 def mma_layout(block_m: int, warps: int) -> gl.NVMMADistributedLayout:
     """wgmma accumulator [BLOCK_N, BLOCK_M]: warps down the weight rows, 16 each, the tokens in one instruction."""
     return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, block_m, 16])
@@ -94,6 +132,16 @@ def q_descriptor(w, block_n: int, block_k: int) -> TensorDescriptor:
     """The words [K/8, N] in [BLOCK_K/8, BLOCK_N] boxes."""
     K, N = w.in_features, w.out_features
     return TensorDescriptor(w.qweight, [K // 8, N], [N, 1], [block_k // 8, block_n], _plain(32, 2))
+
+
+def awq_q_descriptor(w, block_n: int, block_k: int) -> TensorDescriptor:
+    """AutoAWQ's words [K, N/8] in [BLOCK_K, BLOCK_N/8] boxes."""
+    K, N = w.in_features, w.out_features
+    return TensorDescriptor(w.qweight, [K, N // 8], [N // 8, 1], [block_k, block_n // 8], _plain(32, 2))
+
+
+def words_descriptor(w, block_n: int, block_k: int, awq: bool) -> TensorDescriptor:
+    return (awq_q_descriptor if awq else q_descriptor)(w, block_n, block_k)
 
 
 @gluon.jit
@@ -108,6 +156,26 @@ def _deq(words, sel, zz, ss, XT: gl.constexpr):
 
 
 @gluon.jit
+def _deq_awq(a, b, sel, m1, m2, zz, ss, XT: gl.constexpr):
+    """The weights s (q - z) of inputs 2t, 2t + 1 (words ``a``, ``b``) at each column's nibble (see the asm)."""
+    if XT == gl.float16:
+        return gl.inline_asm_elementwise(asm=_RS_AWQ_F16, constraints="=h,=h,r,r,r,r,r,r,r",
+                                         args=[a, b, sel, m1, m2, zz, ss], dtype=(gl.float16, gl.float16),
+                                         is_pure=True, pack=1)
+    else:
+        return gl.inline_asm_elementwise(asm=_RS_AWQ_BF16, constraints="=h,=h,r,r,r,r,r,r,r",
+                                         args=[a, b, sel, m1, m2, zz, ss], dtype=(gl.bfloat16, gl.bfloat16),
+                                         is_pure=True, pack=1)
+
+
+@gluon.jit
+def _awq_nibble(n):
+    """The nibble holding column n in its AutoAWQ word: column 8c + [0, 2, 4, 6, 1, 3, 5, 7][p] is nibble p."""
+    c8 = n % 8
+    return (c8 >> 1) + 4 * (c8 & 1)
+
+
+@gluon.jit
 def _group_load(s_ptr, z_ptr, k, group_size, n, ssg, szg):
     """The scales and packed zero words of the group of input k for the columns ``n`` (a [8W, J] tensor).
     Issued two steps before their step and converted (_group_operands) one step before: converted in the
@@ -118,14 +186,21 @@ def _group_load(s_ptr, z_ptr, k, group_size, n, ssg, szg):
 
 
 @gluon.jit
-def _group_operands(s, zw, n, zero_offset, XT: gl.constexpr):
+def _group_operands(s, zw, n, zero_offset, XT: gl.constexpr, AWQ: gl.constexpr = False):
     """The dequantization's zero and scale operands from _group_load's scales and zero words."""
-    z = ((zw >> ((n % 8) * 4)) & 15) + zero_offset
+    if AWQ:
+        p = _awq_nibble(n)
+        z = ((zw >> (p * 4)) & 15) + zero_offset
+    else:
+        z = ((zw >> ((n % 8) * 4)) & 15) + zero_offset
     if XT == gl.float16:
         zf = z.to(gl.float32)
         lo = (-(zf + 1024.0)).to(gl.float16).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF
         hi = (-(zf + 64.0)).to(gl.float16).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF
-        zz = lo | (hi << 16)
+        if AWQ:  # both halves are one column's: its nibble's low (q) or high (16 q) form
+            zz = gl.where((p & 1) == 1, hi | (hi << 16), lo | (lo << 16))
+        else:
+            zz = lo | (hi << 16)
     else:
         zz = _magic_z(z, XT)
     return zz, _halves(s, XT)
@@ -133,16 +208,29 @@ def _group_operands(s, zw, n, zero_offset, XT: gl.constexpr):
 
 @gluon.jit
 def _a_tile(q_slot, sel, zz, ss, XT: gl.constexpr, L4: gl.constexpr, DOTA: gl.constexpr,
-            BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
-    """The step's A operand [BLOCK_N, BLOCK_K] from its words in shared memory (``zz``, ``ss``: [8W, J])."""
+            BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, AWQ: gl.constexpr = False, L6: gl.constexpr = None):
+    """The step's A operand [BLOCK_N, BLOCK_K] from its words in shared memory (``zz``, ``ss``: [8W, J];
+    ``sel``: _columns')."""
     KW: gl.constexpr = BLOCK_K // 8
     W: gl.constexpr = gl.num_warps()
     R: gl.constexpr = 8 * W
     J: gl.constexpr = BLOCK_N // R
-    words = q_slot.reshape([KW, R, J]).load(gl.SliceLayout(3, L4))
     zz = gl.expand_dims(gl.expand_dims(zz, 0), 3)
     ss = gl.expand_dims(gl.expand_dims(ss, 0), 3)
-    lo, hi = _deq(gl.expand_dims(words, 3), sel, zz, ss, XT)
+    if AWQ:  # [K, N/8] words: a thread's two inputs of a register are two words (awq_words_layout)
+        U: gl.constexpr = 8 // J
+        words = q_slot.reshape([KW, 4, 2, BLOCK_N // 8]).load(gl.SliceLayout(4, gl.SliceLayout(5, L6)))
+        words = gl.expand_dims(gl.expand_dims(words, 4), 5)
+        words, _ = gl.broadcast(words, gl.zeros((KW, 4, 2, BLOCK_N // 8, U, J), gl.int32, layout=L6))
+        wa, wb = gl.split(gl.permute(words, (0, 3, 4, 5, 1, 2)))  # [kw, c, u, j, t]: inputs 8 kw + 2 t (+ 1)
+        wa = gl.reshape(wa, (KW, R, J, 4))  # rho' = U c + u
+        wb = gl.reshape(wb, (KW, R, J, 4))
+        lo, hi = _deq_awq(wa, wb, gl.expand_dims(gl.expand_dims(sel[0], 0), 3),
+                          gl.expand_dims(gl.expand_dims(sel[1], 0), 3), gl.expand_dims(gl.expand_dims(sel[2], 0), 3),
+                          zz, ss, XT)
+    else:
+        words = q_slot.reshape([KW, R, J]).load(gl.SliceLayout(3, L4))
+        lo, hi = _deq(gl.expand_dims(words, 3), sel, zz, ss, XT)
     a = gl.join(lo, hi)  # [kw, rho', j, t, e]: input 8 kw + 2 t + e
     a = gl.reshape(a, (KW, W, 8, J // 2, 2, 4, 2))  # rho' = 8 w + r, j = 2 b + h
     a = gl.reshape(gl.permute(a, (3, 1, 4, 2, 0, 5, 6)), (BLOCK_N, BLOCK_K))  # row 16 W b + 16 w + 8 h + r
@@ -150,18 +238,31 @@ def _a_tile(q_slot, sel, zz, ss, XT: gl.constexpr, L4: gl.constexpr, DOTA: gl.co
 
 
 @gluon.jit
-def _columns(n0, XT: gl.constexpr, L4: gl.constexpr, BLOCK_N: gl.constexpr):
-    """The prmt selector of each lane's byte ([1, 1, 1, 4]) and the output column of each thread's rows ([8W, J])."""
+def _columns(n0, XT: gl.constexpr, L4: gl.constexpr, BLOCK_N: gl.constexpr, AWQ: gl.constexpr = False):
+    """The output column of each thread's rows ([8W, J]) and the prmt selector: of each lane's byte ([1, 1, 1, 4]);
+    for AWQ words, (selector, mask or shift, multiplier) of each column's nibble ([8W, J] each, see the asm)."""
     R: gl.constexpr = 8 * gl.num_warps()
     J: gl.constexpr = BLOCK_N // R
     SN: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(3, L4))
-    t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(0, L4))))
-    if XT == gl.float16:
-        sel = t | (t << 8)
-    else:
-        sel = t | ((t + 4) << 8)
-    sel = gl.expand_dims(gl.expand_dims(gl.expand_dims(sel, 0), 0), 0)
     n = n0 + gl.arange(0, R, layout=gl.SliceLayout(1, SN))[:, None] * J + gl.arange(0, J, layout=gl.SliceLayout(0, SN))[None, :]
+    if AWQ:
+        p = _awq_nibble(n)
+        high = (p & 1) == 1
+        sel = (p >> 1) | (((p >> 1) + 4) << 8)
+        if XT == gl.float16:
+            m1 = gl.where(high, 0x00F000F0, 0x000F000F)
+            m2 = gl.where(high, 0x2C002C00, 0x3C003C00)  # (1/16, 1/16), (1, 1)
+        else:
+            m1 = gl.where(high, 4, 0)
+            m2 = m1
+        sel = (sel, m1, m2)
+    else:
+        t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(0, L4))))
+        if XT == gl.float16:
+            sel = t | (t << 8)
+        else:
+            sel = t | ((t + 4) << 8)
+        sel = gl.expand_dims(gl.expand_dims(gl.expand_dims(sel, 0), 0), 0)
     return sel, n
 
 
@@ -175,17 +276,20 @@ def _rows_to_columns(acc, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
 
 
 @gluon.jit
-def _fill(slot, k, bars, x_ring, q_ring, x_desc, q_desc, m0, n0):
+def _fill(slot, k, bars, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ: gl.constexpr = False):
     bar = bars.index(slot)
     mbarrier.expect(bar, x_desc.block_type.nbytes + q_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(x_desc, [m0, k], bar, x_ring.index(slot))
-    tma.async_copy_global_to_shared(q_desc, [k // 8, n0], bar, q_ring.index(slot))
+    if AWQ:
+        tma.async_copy_global_to_shared(q_desc, [k, n0 // 8], bar, q_ring.index(slot))
+    else:
+        tma.async_copy_global_to_shared(q_desc, [k // 8, n0], bar, q_ring.index(slot))
 
 
 @gluon.jit
 def _step(i, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, last,
           group_size, zero_offset, ssg, szg, STAGES: gl.constexpr, BLOCK_K: gl.constexpr, BLOCK_N: gl.constexpr,
-          L4: gl.constexpr, DOTA: gl.constexpr, PENDING: gl.constexpr):
+          L4: gl.constexpr, DOTA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr):
     """K step i (i >= 1): wait for its ring slot, dequantize its words into A registers (``zz``, ``ss``: its
     group operands), issue its wgmma, refill the slot of step i - 2 and wait for step i - 1's wgmma. Loads
     step i + 2's scales and zero words and converts step i + 1's (``s1``, ``z1``, loaded a step ago)."""
@@ -194,11 +298,11 @@ def _step(i, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, 
     mbarrier.wait(bars.index(slot), (i // STAGES) & 1)
     gl.thread_barrier()  # every warpgroup is past its wait for step i - 2: that slot may be refilled
     s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + (i + 2) * BLOCK_K, last), group_size, n, ssg, szg)
-    a = _a_tile(q_ring.index(slot), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K)
+    a = _a_tile(q_ring.index(slot), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6)
     acc = warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, is_async=True)
-    zz, ss = _group_operands(s1, z1, n, zero_offset, XT)
+    zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ)
     kf = gl.minimum(k_begin + (i + STAGES - 2) * BLOCK_K, last)
-    _fill((i + STAGES - 2) % STAGES, kf, bars, x_ring, q_ring, x_desc, q_desc, m0, n0)
+    _fill((i + STAGES - 2) % STAGES, kf, bars, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ)
     acc = warpgroup_mma_wait(PENDING, deps=(acc,))
     return acc, zz, ss, s2, z2
 
@@ -207,7 +311,8 @@ def _step(i, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, 
 def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
                  M, N, K, K_SPLIT, split_k, group_size, zero_offset, ssg, szg, sym,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
-                 STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr):
+                 STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr,
+                 AWQ: gl.constexpr = False, L6: gl.constexpr = None):
     XT: gl.constexpr = x_desc.dtype
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     pid_n = gl.program_id(0)
@@ -222,20 +327,20 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
     bars = ring_barriers(STAGES)
     k_begin, steps, last = k_range(pid_k, K_SPLIT, K, BLOCK_K)
     for f in gl.static_range(STAGES - 2):
-        _fill(f, gl.minimum(k_begin + f * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0)
+        _fill(f, gl.minimum(k_begin + f * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ)
 
-    sel, n = _columns(n0, XT, L4, BLOCK_N)
+    sel, n = _columns(n0, XT, L4, BLOCK_N, AWQ)
     s0, z0 = _group_load(s_ptr, z_ptr, k_begin, group_size, n, ssg, szg)
     s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + BLOCK_K, last), group_size, n, ssg, szg)
-    zz, ss = _group_operands(s0, z0, n, zero_offset, XT)
+    zz, ss = _group_operands(s0, z0, n, zero_offset, XT, AWQ)
 
     # step 0 peeled with use_acc=False (a zero-initialised accumulator makes ptxas serialize the wgmmas: gluon_pipe)
     mbarrier.wait(bars.index(0), 0)
     s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + 2 * BLOCK_K, last), group_size, n, ssg, szg)
-    a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K)
+    a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6)
     acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
     acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
-    zz, ss = _group_operands(s1, z1, n, zero_offset, XT)
+    zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ)
     s1, z1 = s2, z2
     _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0)
     acc = warpgroup_mma_wait(PENDING, deps=(acc,))  # (with 1: waits for nothing; acc becomes a tensor again)
@@ -244,14 +349,14 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
     for i in range(1, steps - 1, 2):
         acc, zz, ss, s1, z1 = _step(i, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr,
                                     m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N,
-                                    L4, DOTA, PENDING)
+                                    L4, DOTA, PENDING, AWQ, L6)
         acc, zz, ss, s1, z1 = _step(i + 1, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr,
                                     z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
-                                    BLOCK_N, L4, DOTA, PENDING)
+                                    BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
     if steps % 2 == 0:  # one step left
         acc, zz, ss, s1, z1 = _step(steps - 1, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr,
                                     z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
-                                    BLOCK_N, L4, DOTA, PENDING)
+                                    BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
     acc = warpgroup_mma_wait(0, deps=(acc,))
     # the refills past the last step still land in the ring: wait for them before the program ends
     for f in gl.static_range(STAGES - 2):
@@ -267,13 +372,15 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
             split_k, SPLIT)
 
 
-CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "STAGES", "L4", "MMA", "PENDING")
+CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "STAGES", "L4", "MMA", "PENDING", "AWQ", "L6")
 
 
-def consts(block_m: int, block_n: int, block_k: int, split: bool, stages: int, warps: int, pending: int = 1) -> tuple:
-    """``pending``: wgmmas left running at the end of a step (1: step i's while step i + 1 is dequantized; 0: none)."""
+def consts(block_m: int, block_n: int, block_k: int, split: bool, stages: int, warps: int, pending: int = 1,
+           awq: bool = False) -> tuple:
+    """``pending``: wgmmas left running at the end of a step (1: step i's while step i + 1 is dequantized; 0: none).
+    ``awq``: AutoAWQ's words ([K, N/8], awq_q_descriptor) instead of GPTQ's."""
     return (block_m, block_n, block_k, split, stages, words_layout(block_n, block_k // 8, warps), mma_layout(block_m, warps),
-            pending)
+            pending, awq, awq_words_layout(block_n, block_k // 8, warps) if awq else None)
 
 
 def fits(block_m: int, block_n: int, block_k: int, stages: int, warps: int) -> bool:
@@ -299,26 +406,26 @@ WS_LOAD_REGS: gl.constexpr = gl.constexpr(40)
 
 @gluon.jit
 def _ws_load(x_desc, q_desc, x_ring, q_ring, ready, empty, m0, n0, steps, BLOCK_K: gl.constexpr,
-             STAGES: gl.constexpr):
+             STAGES: gl.constexpr, AWQ: gl.constexpr):
     for i in range(steps):
         slot = i % STAGES
         mbarrier.wait(empty.index(slot), ((i // STAGES) & 1) ^ 1)  # a fresh barrier passes parity 1
-        _fill(slot, i * BLOCK_K, ready, x_ring, q_ring, x_desc, q_desc, m0, n0)
+        _fill(slot, i * BLOCK_K, ready, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ)
 
 
 @gluon.jit
 def _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last, group_size, zero_offset,
              ssg, szg, STAGES: gl.constexpr, BLOCK_K: gl.constexpr, BLOCK_N: gl.constexpr, L4: gl.constexpr,
-             DOTA: gl.constexpr, PENDING: gl.constexpr):
+             DOTA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr):
     """K step i (i >= 1) of the MMA warps: as _step, the ring slot released to the load warp once the wgmma
     that read it is done (step i - 1's with PENDING 1, this step's with 0)."""
     XT: gl.constexpr = x_ring.dtype
     slot = i % STAGES
     mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
     s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum((i + 2) * BLOCK_K, last), group_size, n, ssg, szg)
-    a = _a_tile(q_ring.index(slot), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K)
+    a = _a_tile(q_ring.index(slot), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6)
     acc = warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, is_async=True)
-    zz, ss = _group_operands(s1, z1, n, zero_offset, XT)
+    zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ)
     acc = warpgroup_mma_wait(PENDING, deps=(acc,))
     if PENDING == 1:
         mbarrier.arrive(empty.index((i + STAGES - 1) % STAGES), count=1)
@@ -330,21 +437,21 @@ def _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr
 @gluon.jit
 def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, M, N, K, group_size, zero_offset, ssg, szg, sym, m0, n0,
             steps, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
-            L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr):
+            L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr):
     XT: gl.constexpr = x_ring.dtype
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     last = K - BLOCK_K
-    sel, n = _columns(n0, XT, L4, BLOCK_N)
+    sel, n = _columns(n0, XT, L4, BLOCK_N, AWQ)
     s0, z0 = _group_load(s_ptr, z_ptr, 0, group_size, n, ssg, szg)
     s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(BLOCK_K, last), group_size, n, ssg, szg)
-    zz, ss = _group_operands(s0, z0, n, zero_offset, XT)
+    zz, ss = _group_operands(s0, z0, n, zero_offset, XT, AWQ)
     # step 0 peeled with use_acc=False (see w4_rs_kernel)
     mbarrier.wait(ready.index(0), 0)
     s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(2 * BLOCK_K, last), group_size, n, ssg, szg)
-    a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K)
+    a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6)
     acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
     acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
-    zz, ss = _group_operands(s1, z1, n, zero_offset, XT)
+    zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ)
     s1, z1 = s2, z2
     acc = warpgroup_mma_wait(PENDING, deps=(acc,))
     if PENDING == 0:
@@ -352,14 +459,14 @@ def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, M, N, K, group_si
     # two steps a trip, for the A registers (see w4_rs_kernel)
     for i in range(1, steps - 1, 2):
         acc, zz, ss, s1, z1 = _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last,
-                                       group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING)
+                                       group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
         acc, zz, ss, s1, z1 = _ws_step(i + 1, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr,
                                        last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA,
-                                       PENDING)
+                                       PENDING, AWQ, L6)
     if steps % 2 == 0:
         acc, zz, ss, s1, z1 = _ws_step(steps - 1, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr,
                                        z_ptr, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4,
-                                       DOTA, PENDING)
+                                       DOTA, PENDING, AWQ, L6)
     acc = warpgroup_mma_wait(0, deps=(acc,))
     out = _rows_to_columns(acc, BLOCK_M, BLOCK_N)
     OL: gl.constexpr = out.type.layout
@@ -372,7 +479,8 @@ def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, M, N, K, group_si
 @gluon.jit
 def w4_rs_ws_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, M, N, K, group_size, zero_offset, ssg, szg, sym,
                     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
-                    L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr):
+                    L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr = False,
+                    L6: gl.constexpr = None):
     XT: gl.constexpr = x_desc.dtype
     m0 = gl.program_id(1) * BLOCK_M
     n0 = gl.program_id(0) * BLOCK_N
@@ -387,17 +495,18 @@ def w4_rs_ws_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, M, N, K, group_size, ze
     steps = K // BLOCK_K
     gl.warp_specialize([
         (_ws_mma, (x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, M, N, K, group_size, zero_offset, ssg, szg, sym, m0,
-                   n0, steps, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, PENDING)),
-        (_ws_load, (x_desc, q_desc, x_ring, q_ring, ready, empty, m0, n0, steps, BLOCK_K, STAGES)),
+                   n0, steps, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, PENDING, AWQ, L6)),
+        (_ws_load, (x_desc, q_desc, x_ring, q_ring, ready, empty, m0, n0, steps, BLOCK_K, STAGES, AWQ)),
     ], [1], [WS_LOAD_REGS])
 
 
-WS_CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "STAGES", "L4", "MMA", "PENDING")
+WS_CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "STAGES", "L4", "MMA", "PENDING", "AWQ", "L6")
 
 
-def ws_consts(block_m: int, block_n: int, block_k: int, stages: int, warps: int, pending: int = 1) -> tuple:
+def ws_consts(block_m: int, block_n: int, block_k: int, stages: int, warps: int, pending: int = 1,
+              awq: bool = False) -> tuple:
     return (block_m, block_n, block_k, stages, words_layout(block_n, block_k // 8, warps), mma_layout(block_m, warps),
-            pending)
+            pending, awq, awq_words_layout(block_n, block_k // 8, warps) if awq else None)
 
 
 def ws_maxnreg(warps: int, block_m: int, block_n: int) -> int:

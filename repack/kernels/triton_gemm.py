@@ -1043,7 +1043,8 @@ def _pipe_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, cfg: TileConf
     fits = ws_fits if ws else rs_fits if rs else pipe_fits
     if (ws or (rs and cfg.rs == 3)) and cfg.split_k > 1:  # the warp-specialized tiles run a whole K
         return False
-    if w.zeros_layout != ZEROS_ALONG_N or w.zero_offset < 0 or w.out_features % cfg.block_n:
+    awq = rs and w.codes == CODES_ALONG_N_AWQ and w.zeros_layout == ZEROS_ALONG_N_AWQ  # gluon_rs reads both
+    if (w.zeros_layout != ZEROS_ALONG_N and not awq) or w.zero_offset < 0 or w.out_features % cfg.block_n:
         return False
     if w.in_features % block_k or w.effective_group_size % block_k:
         return False
@@ -1166,6 +1167,10 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         if (path == GEMV_N and w.bits == 4 and x.dtype == torch.float16 and w.zeros_layout == ZEROS_ALONG_N_AWQ
                 and K % 8 == 0 and (AWQ_HALF2 if path_override is None else path_override == GEMV_NH2)):
             path = GEMV_NH2
+        if path_override == DOT_RS and block_m > 1 and w.bits == 4 and w.zeros_layout == ZEROS_ALONG_N_AWQ and \
+                _pipe_fits(w, x2, y, cfg, min(cfg.block_k, gs & -gs), rs=True):
+            # gluon_rs on AutoAWQ's words: forced only (tests, benchmarks/diag_rs.py --awq) until it is measured
+            path, block_k = DOT_RS, min(cfg.block_k, gs & -gs)
         dot_bk = min(block_k, gs & -gs)  # DOT_N: a power-of-two K tile inside one group, 16 inputs or more
         if path == GENERAL and w.bits == 4 and dot_bk >= 16 and \
                 (AWQ_DOT if path_override is None else path_override == DOT_N):
@@ -1253,15 +1258,17 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_pipe.w4_pipe_kernel, gluon_pipe.CONST_NAMES)
     elif path == DOT_RS:
         from . import gluon_pipe, gluon_rs
-        descs = (gluon_pipe.x_descriptor(x2, block_m, block_k), gluon_rs.q_descriptor(w, block_n, block_k))
+        awq = w.codes == CODES_ALONG_N_AWQ
+        descs = (gluon_pipe.x_descriptor(x2, block_m, block_k), gluon_rs.words_descriptor(w, block_n, block_k, awq))
         if cfg.rs == 3:  # warp-specialized (a load warp; no K split)
-            consts = gluon_rs.ws_consts(block_m, block_n, block_k, stages, warps)
+            consts = gluon_rs.ws_consts(block_m, block_n, block_k, stages, warps, awq=awq)
             args = (*descs, w.scales, w.zeros, y, M, N, K, gs, w.zero_offset, w.scales.stride(0), w.zeros.stride(0),
                     y.stride(0))
             kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_rs.w4_rs_ws_kernel,
                              gluon_rs.WS_CONST_NAMES, maxnreg=gluon_rs.ws_maxnreg(warps, block_m, block_n))
         else:
-            consts = gluon_rs.consts(block_m, block_n, block_k, split > 1, stages, warps, pending=1 if cfg.rs == 1 else 0)
+            consts = gluon_rs.consts(block_m, block_n, block_k, split > 1, stages, warps, pending=1 if cfg.rs == 1 else 0,
+                                     awq=awq)
             args = (*descs, w.scales, w.zeros, y, ws, cnt, M, N, K, k_split, split, gs, w.zero_offset, w.scales.stride(0),
                     w.zeros.stride(0), y.stride(0))
             kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES)
@@ -1292,7 +1299,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         workspace = (ws, cnt, ws.data_ptr(), cnt.data_ptr()) if split > 1 else None  # the tensors keep the pointers valid
         # the weight's own tensors are not stored: a plan must not keep a dropped layer in GPU memory
         if path == DOT_RS:  # x_desc, q_desc, scales, zeros, y[, ws, cnt], ...: descriptors remade from the tile
-            descs = (block_m, block_k, block_n, cfg.rs != 3)
+            descs = (block_m, block_k, block_n, cfg.rs != 3, w.codes == CODES_ALONG_N_AWQ)
             weight_ptrs, tail = (w.scales.data_ptr(), w.zeros.data_ptr()), args[7:] if cfg.rs != 3 else args[5:]
         else:  # x, qweight, scales, zeros, g_idx (or its stand-in), y, ws, cnt, ...
             descs, weight_ptrs, tail = None, tuple(t.data_ptr() for t in args[1:5]), args[8:]
@@ -1346,8 +1353,8 @@ def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torc
         head, mid = (x2.data_ptr(),), (y_ptr, ws_ptr, cnt_ptr)
     else:  # DOT_RS: the TMA descriptors of this x and of the (live) weight's words; the WS kernel has no workspace
         from . import gluon_pipe, gluon_rs
-        block_m, block_k, block_n, split_args = descs
-        head = (gluon_pipe.x_descriptor(x2, block_m, block_k), gluon_rs.q_descriptor(w, block_n, block_k))
+        block_m, block_k, block_n, split_args, awq = descs
+        head = (gluon_pipe.x_descriptor(x2, block_m, block_k), gluon_rs.words_descriptor(w, block_n, block_k, awq))
         mid = (y_ptr, ws_ptr, cnt_ptr) if split_args else (y_ptr,)
     compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, meta, None, None, None,
                  *head, *weight_ptrs, *mid, *tail, *consts)
