@@ -129,10 +129,11 @@ def test_transposed_tile_launch(gs, rs, want_bk, want_pending, monkeypatch):
     tg._plans.clear()
 
 
-@pytest.mark.parametrize("layout", ["gptq", "awq", "gptq-unfit"])
+@pytest.mark.parametrize("layout", ["gptq", "awq", "gptq-unfit", "awq-rs"])
 def test_an_entrys_transposed_tile_serves_gptq_layers_only(layout, tmp_path, monkeypatch):
     """TileConfig.gptq_rs goes to 4-bit GPTQ-order layers (gluon_rs); an AWQ layer on the same entry keeps the
-    entry's own tile (DOT_N), and so does a GPTQ layer gluon_rs cannot run (384 columns, 256-wide rs tile)."""
+    entry's own tile (DOT_N), and so does a GPTQ layer gluon_rs cannot run (384 columns, 256-wide rs tile) —
+    unless AWQ_RS is on: then the AWQ layer takes the rs tile on gluon_rs's AWQ words."""
     from repack.kernels import gluon_rs
     from repack.kernels import triton_gemm as tg
     from repack.kernels.tuned import TileConfig
@@ -142,6 +143,7 @@ def test_an_entrys_transposed_tile_serves_gptq_layers_only(layout, tmp_path, mon
                         launched.append((fn, dict(zip(names or tg._CONST_NAMES, consts)))) or (Recorder(), ("meta",)))
     monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)
     monkeypatch.setattr(tg, "_gluon_available", lambda: True)
+    monkeypatch.setattr(tg, "AWQ_RS", layout == "awq-rs")
     rs_tile = TileConfig(128, 256 if layout == "gptq-unfit" else 128, 64, 1, 8, 4, rs=1)
     cfg = TileConfig(256, 128, 128, 1, 8, 3, gptq_rs=rs_tile)
     monkeypatch.setattr(tg, "pick_config", lambda M, N, K: cfg)
@@ -156,6 +158,8 @@ def test_an_entrys_transposed_tile_serves_gptq_layers_only(layout, tmp_path, mon
     elif layout == "gptq-unfit":
         assert fn is None and consts["PATH"] == tg.DOT_KTJ
         assert (consts["BLOCK_M"], consts["BLOCK_N"], consts["BLOCK_K"]) == (256, 128, 128)
+    elif layout == "awq-rs":
+        assert fn is gluon_rs.w4_rs_kernel and consts["AWQ"] is True and (consts["BLOCK_M"], consts["BLOCK_K"]) == (128, 64)
     else:
         assert fn is None and consts["PATH"] == tg.DOT_N and (consts["BLOCK_M"], consts["BLOCK_N"]) == (256, 128)
     tg._plans.clear()
@@ -193,8 +197,8 @@ def _launched_form(a):
     return _as_launched(a)
 
 
-@pytest.mark.parametrize("rs, split", [(1, 1), (2, 2), (3, 1)])
-def test_a_transposed_tile_plan_launches_what_the_dispatch_launched(rs, split, monkeypatch):
+@pytest.mark.parametrize("rs, split, layout", [(1, 1, "gptq"), (2, 2, "gptq"), (3, 1, "gptq"), (1, 1, "awq"), (3, 1, "awq")])
+def test_a_transposed_tile_plan_launches_what_the_dispatch_launched(rs, split, layout, tmp_path, monkeypatch):
     """gluon_rs's kernels take TMA descriptors: a plan remakes them for the call's x and the weight's words (the
     dispatch made them per call: ~90 us of host time on the H200's host, more than the kernel at M = 64) and
     hands the launcher what the full dispatch did — the warp-specialized kernel (rs 3) without the workspace."""
@@ -212,13 +216,18 @@ def test_a_transposed_tile_plan_launches_what_the_dispatch_launched(rs, split, m
     monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)
     monkeypatch.setattr(tg, "_gluon_available", lambda: True)
     monkeypatch.setattr(tg, "pick_config", lambda M, N, K: TileConfig(64, 128, 64, split, 4, 4, rs=rs))
+    monkeypatch.setattr(tg, "AWQ_RS", True)
     tg._plans.clear()
-    w, _ = random_gptq_words(1024, 384, 128, 7, device="cpu")
+    if layout == "awq":  # (the plan remakes AWQ's own words descriptor)
+        from tests.triton_checks import awq_layer
+        w, _ = awq_layer(tmp_path, 0, 128, 1024, 384, "cpu")
+    else:
+        w, _ = random_gptq_words(1024, 384, 128, 7, device="cpu")
     x = torch.randn(100, 1024, dtype=torch.float16)
     y1 = tg.triton_gemm(x, w)
     (fn, grid, args, consts), = launched
     assert fn is (gluon_rs.w4_rs_ws_kernel if rs == 3 else gluon_rs.w4_rs_kernel)
-    assert len(tg._plans) == 1
+    assert len(tg._plans) == 1 and list(args[1].shape) == ([1024, 48] if layout == "awq" else [128, 384])
     x_again = x.clone()  # another x of the same shape: its own descriptor
     y2 = tg._planned(x_again, w, None)
     assert y2 is not None and y2.shape == (100, 384) and y2.data_ptr() != y1.data_ptr()

@@ -36,6 +36,13 @@ docstring). Scales and zeros are a few registers a step, loaded from global memo
 Split-K as triton_gemm (fp32 workspace, the tile's last program writes). Handles: 4-bit codes along
 K, zeros packed along N (GPTQ), sequential groups that are a multiple of BLOCK_K, N % BLOCK_N == 0,
 K % BLOCK_K == 0, contiguous weight tensors, x rows 16-byte aligned. Hopper only.
+
+AutoAWQ gemm words (AWQ, written without a GPU in session 15; triton_gemm.AWQ_RS): a word holds eight columns
+of one input, column 8c + [0, 2, 4, 6, 1, 3, 5, 7][p] in nibble p (formats/awq.py), so a thread's register of
+inputs 2t, 2t + 1 of a column comes from two words at that column's nibble. The rows keep GPTQ's relabelling,
+so a thread's J columns lie in one word column; each thread loads its own words (four lanes share them,
+awq_words_layout) and one ``prmt`` takes byte p/2 of both words into bytes 0 and 2, then ``lop3`` with the
+low or high nibble's mask, fma by (1, 1) or (1/16, 1/16) minus the zero, multiply by the scale.
 """
 
 from __future__ import annotations

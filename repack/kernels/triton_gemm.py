@@ -565,6 +565,10 @@ AWQ_HALF2 = True
 # 22.8 / 61.1 graph µs, the best multi-group tile: 11.4 / 21.2 / 25.9 / 56.8; AWQ words hold eight columns,
 # so a 16-64 column tile reads 8-32 byte row pieces; results/awq-gemv-wide-h200-session13.log)
 AWQ_GEMV_TUNED = False
+# AutoAWQ gemm layers at M > 1 take a tuned entry's gluon_rs tile (TileConfig.gptq_rs) as GPTQ-order layers do,
+# instead of DOT_N. Off until measured: gluon_rs's AWQ words were written in session 15 without a GPU (GPU test:
+# tests/test_kernels.py::test_transposed_register_tile_on_awq_words; `benchmarks/gemm.py --awq-rs` times it)
+AWQ_RS = False
 # dequantize the joined tensor-core paths two weights per instruction (inline PTX, see
 # _dequant8_pairs); a module switch so benchmarks can compare both ways in one process
 PAIRED_DEQUANT = True
@@ -1016,6 +1020,15 @@ def _joined_block_k(w: PackedWeight, block_k: int, tensor_core: bool) -> int | N
     return bk if bk >= (16 if tensor_core else 8) else None
 
 
+def _awq_rs_block_k(w: PackedWeight, block_k: int) -> int | None:
+    """gluon_rs's K tile for an AutoAWQ gemm layer (a power of two inside one group, 32 or more), or None where
+    it cannot read the layer's words."""
+    if w.codes != CODES_ALONG_N_AWQ or w.zeros_layout != ZEROS_ALONG_N_AWQ or w.bits != 4 or w.g_idx is not None:
+        return None
+    bk = min(block_k, w.effective_group_size & -w.effective_group_size)
+    return bk if bk >= 32 else None
+
+
 def _gluon_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, block_m: int, block_n: int, block_k: int) -> bool:
     """Whether gluon_gemm.w4_dot_kernel runs this call: GPTQ zeros, whole tiles, unit inner strides,
     a wgmma-sized M tile and an accumulator that fits the registers of 4 warps."""
@@ -1120,6 +1133,8 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     if cfg.gptq_rs is not None and path_override in (None, DOT_RS):
         # gluon_rs's tile (TileConfig.gptq_rs) where its kernel runs this layer; else the entry's own tile
         rs_bk = _joined_block_k(w, cfg.gptq_rs.block_k, tensor_core=True)
+        if rs_bk is None and AWQ_RS and path_override is None:
+            rs_bk = _awq_rs_block_k(w, cfg.gptq_rs.block_k)
         if rs_bk is not None and _pipe_fits(w, x2, y, cfg.gptq_rs, rs_bk, rs=True):
             cfg = cfg.gptq_rs
     gs = w.effective_group_size
@@ -1167,10 +1182,11 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         if (path == GEMV_N and w.bits == 4 and x.dtype == torch.float16 and w.zeros_layout == ZEROS_ALONG_N_AWQ
                 and K % 8 == 0 and (AWQ_HALF2 if path_override is None else path_override == GEMV_NH2)):
             path = GEMV_NH2
-        if path_override == DOT_RS and block_m > 1 and w.bits == 4 and w.zeros_layout == ZEROS_ALONG_N_AWQ and \
-                _pipe_fits(w, x2, y, cfg, min(cfg.block_k, gs & -gs), rs=True):
-            # gluon_rs on AutoAWQ's words: forced only (tests, benchmarks/diag_rs.py --awq) until it is measured
-            path, block_k = DOT_RS, min(cfg.block_k, gs & -gs)
+        rs_bk = _awq_rs_block_k(w, cfg.block_k)
+        if (path_override == DOT_RS or (AWQ_RS and path_override is None and cfg.rs)) and block_m > 1 and \
+                rs_bk is not None and _pipe_fits(w, x2, y, cfg, rs_bk, rs=True):
+            # gluon_rs on AutoAWQ's words: forced, or a tuned rs tile with AWQ_RS on
+            path, block_k = DOT_RS, rs_bk
         dot_bk = min(block_k, gs & -gs)  # DOT_N: a power-of-two K tile inside one group, 16 inputs or more
         if path == GENERAL and w.bits == 4 and dot_bk >= 16 and \
                 (AWQ_DOT if path_override is None else path_override == DOT_N):
