@@ -1,13 +1,14 @@
 """gluon_rs's transposed tile (weights dequantized into wgmma's A registers) against cuBLAS fp16 and the
 default dispatch, kernel-only graph times; every tile checked against the default's output first.
 
-    python benchmarks/diag_rs.py [--m 64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq]
+    python benchmarks/diag_rs.py [--m 64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
         [--merge-into repack/kernels/tuned.json]
 
 ``--ws`` adds the warp-specialized tile (TileConfig.rs 3, no K split) to the candidates; ``--ws-only`` sweeps
 only it (with ``--merge-into`` it then goes in where it beats the table's current choice). ``--awq`` sweeps
 the tile on AutoAWQ gemm words against AWQ's default dispatch (DOT_N); it merges nothing (the table has no
-AWQ rs slot yet).
+AWQ rs slot yet). ``--jobs N`` compiles each shape's candidates in N processes before timing them (written
+without a GPU: if it fails, drop it — the sweep is the same without).
 
 With ``--merge-into``, the best tile of each (shape, M) goes into the tuned table where it beats the
 default dispatch by 3 % or more, as the entry's ``rs`` tile (4-bit GPTQ-order layers only; the entry's
@@ -55,6 +56,39 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
     return tiles
 
 
+def _compile_share(job: tuple) -> int:
+    """A worker process of precompile(): runs each of its tiles once on a layer of the sweep's shapes, so that
+    Triton's on-disk cache holds the compiled kernel when the sweep itself launches the tile."""
+    import torch
+
+    from benchmarks.gemm_common import packed_weight
+    K, N, M, layout, tiles = job
+    w = packed_weight(K, N, layout)
+    x = torch.randn(M, K, device="cuda", dtype=torch.float16)
+    done = 0
+    for cfg in tiles:
+        try:
+            triton_gemm(x, w, cfg, path_override=DOT_RS)
+            done += 1
+        except Exception:  # noqa: BLE001  (the sweep reports the tile's failure itself)
+            pass
+    torch.cuda.synchronize()
+    return done
+
+
+def precompile(K: int, N: int, M: int, layout: str, tiles: list[TileConfig], jobs: int) -> None:
+    """Compile the sweep's tiles in ``jobs`` processes first: a tile's compile takes 0.3-1.5 s on the GPU
+    machine's host, its timing ~0.1 s (session 15's M = 256 sweep ran out of its call after one shape)."""
+    import concurrent.futures
+    import multiprocessing
+    shares = [(K, N, M, layout, tiles[j::jobs]) for j in range(jobs) if tiles[j::jobs]]
+    try:
+        with concurrent.futures.ProcessPoolExecutor(len(shares), mp_context=multiprocessing.get_context("spawn")) as ex:
+            list(ex.map(_compile_share, shares))
+    except Exception as e:  # noqa: BLE001  (the sweep compiles what is missing itself)
+        print(f"  precompile failed ({type(e).__name__}: {str(e)[:80]}); the sweep compiles as it goes", flush=True)
+
+
 def label(cfg: TileConfig) -> str:
     return f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages} k{cfg.split_k} rs{cfg.rs}"
 
@@ -67,15 +101,19 @@ def main() -> None:
     quick = "--quick" in args
     merge = Path(args[args.index("--merge-into") + 1]) if "--merge-into" in args else None
     layout = "awq" if "--awq" in args else "gptq"
+    jobs = int(args[args.index("--jobs") + 1]) if "--jobs" in args else 0
     if layout == "awq":
         merge = None
     warm_clocks()
     rows = []
     for K, N in shapes:
         for M in ms:
+            tiles = candidates(M, K, N, quick, "--ws" in args, "--ws-only" in args)
+            if jobs > 1:
+                precompile(K, N, M, layout, tiles, jobs)
             copies, x, ref, cub, dflt = layer_with_baselines(K, N, M, layout)
             results = []
-            for cfg in candidates(M, K, N, quick, "--ws" in args, "--ws-only" in args):
+            for cfg in tiles:
                 try:
                     y = triton_gemm(x, copies[0], cfg, path_override=DOT_RS).float()
                     err = float((y - ref).norm() / ref.norm())
