@@ -1,7 +1,7 @@
 """gluon_rs's transposed tile (weights dequantized into wgmma's A registers) against cuBLAS fp16 and the
 default dispatch, kernel-only graph times; every tile checked against the default's output first.
 
-    python benchmarks/diag_rs.py [--m 64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
+    python benchmarks/diag_rs.py [--m 16,64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
         [--merge-into repack/kernels/tuned.json]
 
 ``--ws`` adds the warp-specialized tile (TileConfig.rs 3, no K split) to the candidates; ``--ws-only`` sweeps
@@ -38,8 +38,8 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
     for warps in (8, 4):
         for reps in (1, 2, 4):
             bn = 16 * warps * reps
-            for bm in (64, 128, 256):
-                if bm > max(64, 2 * M) or N % bn:
+            for bm in (16, 32, 64, 128, 256):
+                if bm > max(16, 2 * M) or (bm < 64 and M > 2 * bm) or N % bn:  # 16/32-token tiles at M <= 64
                     continue
                 for bk, stages in ((64, 4), (64, 3), (128, 3), (128, 4), (64, 6)) if not quick else ((64, 4), (128, 3), (128, 4)):
                     if not gluon_rs.fits(bm, bn, bk, stages, warps):

@@ -509,6 +509,22 @@ def test_transposed_register_tile_on_awq_words(tmp_path, dtype, gs):
                                            base=tg.DOT_N)
 
 
+SMALL_M_RS_TILES = [(TileConfig(16, 128, 128, 2, 4, 4, rs=2), (1, 7, 16, 33)), (TileConfig(16, 64, 64, 3, 4, 3, rs=1), (16,)),
+                    (TileConfig(32, 128, 64, 1, 8, 4, rs=1), (16, 40)), (TileConfig(16, 128, 128, 1, 4, 6, rs=3), (7, 16)),
+                    (TileConfig(32, 64, 128, 1, 4, 4, rs=3), (32,))]
+
+
+@pytest.mark.parametrize("layout", ["gptq_v1", "awq_gemm"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_transposed_register_tile_with_16_and_32_token_tiles(tmp_path, layout, dtype):
+    """gluon_rs with a wgmma N of 16 or 32 tokens (M <= 32 tiles; x rows past M come as zeros from TMA), with and
+    without a K split, both waits and the warp-specialized kernel: every output written, within tolerance of the
+    oracle and of the layout's own tensor-core tile."""
+    from repack.kernels import triton_gemm as tg
+    _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout, dtype, 128, SMALL_M_RS_TILES, tg.DOT_RS,
+                                           base=tg.DOT_N if layout == "awq_gemm" else None)
+
+
 def test_transposed_register_tile_on_a_large_layer():
     """Many K steps (the ring wraps dozens of times: the mbarrier phases), many programs, 256-wide tiles."""
     from repack.kernels import triton_gemm as tg

@@ -294,3 +294,24 @@ def test_awq_words_layout_puts_a_threads_columns_in_one_word():
         assert [to_l4(b) for b in L6.lane_bases] == L4.lane_bases
         assert [to_l4(b) for b in L6.warp_bases] == L4.warp_bases
         assert L6.shape == [8, 4, 2, block_n // 8, U, J]
+
+
+def test_a_16_token_transposed_tile_serves_m_16(monkeypatch):
+    """An M = 16 entry's rs tile of 16 tokens sends a GPTQ layer at M = 16 to gluon_rs (wgmma N = 16) ahead of
+    the Gluon mma.sync tile; at M = 20 the same tile takes two token tiles."""
+    from repack.kernels import gluon_rs
+    from repack.kernels import triton_gemm as tg
+    from repack.kernels.tuned import TileConfig
+    launched = []
+    monkeypatch.setattr(tg, "_launch", lambda grid, args, consts, nw, stages, device, stream, fn=None, names=None,
+                        **kw: launched.append((fn, dict(zip(names or tg._CONST_NAMES, consts)), grid)) or (Recorder(), ("meta",)))
+    monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)
+    monkeypatch.setattr(tg, "_gluon_available", lambda: True)
+    cfg = TileConfig(16, 128, 128, 1, 4, 4, gptq_rs=TileConfig(16, 128, 128, 1, 4, 6, rs=3))
+    monkeypatch.setattr(tg, "pick_config", lambda M, N, K: cfg)
+    w, _ = random_gptq_words(1024, 384, 128, 0, device="cpu")
+    for M, tiles in ((16, 1), (20, 2)):
+        tg.triton_gemm(torch.randn(M, 1024, dtype=torch.float16), w)
+        fn, consts, grid = launched[-1]
+        assert fn is gluon_rs.w4_rs_ws_kernel and consts["BLOCK_M"] == 16 and grid == (3, tiles, 1)
+    tg._plans.clear()

@@ -392,10 +392,10 @@ def consts(block_m: int, block_n: int, block_k: int, split: bool, stages: int, w
 
 def fits(block_m: int, block_n: int, block_k: int, stages: int, warps: int) -> bool:
     """Tiles the layouts cover: 16 weight rows a warp and a whole number of repetitions (BLOCK_N =
-    16 W reps, reps 1-4), a wgmma N of 64-256 tokens, a K tile of 32-128 inside a group, at most 128
-    accumulator registers a thread, the ring within an SM."""
+    16 W reps, reps 1-4), a wgmma N of 16-256 tokens (16 and 32: M <= 32, written in session 15 without a
+    GPU), a K tile of 32-128 inside a group, at most 128 accumulator registers a thread, the ring within an SM."""
     reps = block_n // (16 * warps)
-    return (warps in (4, 8) and reps in (1, 2, 4) and block_n == 16 * warps * reps and block_m in (64, 128, 256)
+    return (warps in (4, 8) and reps in (1, 2, 4) and block_n == 16 * warps * reps and block_m in (16, 32, 64, 128, 256)
             and block_k in (32, 64, 128) and block_n * block_m <= 128 * 32 * warps and stages >= 3
             and smem_bytes(block_m, block_n, block_k, stages) <= 227 * 1024)
 
