@@ -6,6 +6,8 @@ tensor-core tile with. Needs the triton package (the module imports it), no GPU.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pytest
 import torch
 
@@ -28,6 +30,31 @@ class Recorder:
 
 def _as_launched(a):
     return a.data_ptr() if isinstance(a, torch.Tensor) else a
+
+
+class Launch(NamedTuple):
+    fn: object  # the Gluon kernel, or None for triton_gemm's own
+    consts: dict  # constexpr name -> value
+    grid: tuple
+    args: tuple
+    maxnreg: int | None
+
+
+def _record_launches(monkeypatch, rec: Recorder | None = None) -> list:
+    """Replaces triton_gemm's kernel launch by a recorder, as on a Hopper GPU (Gluon available, stream 0):
+    each launch appends a Launch, and ``rec`` (a fresh Recorder if none) stands in for the compiled kernel."""
+    from repack.kernels import triton_gemm as tg
+    launched = []
+    rec = rec or Recorder()
+
+    def fake_launch(grid, args, consts, warps, stages, device, stream, fn=None, names=None, maxnreg=None, **kw):
+        launched.append(Launch(fn, dict(zip(names or tg._CONST_NAMES, consts)), grid, args, maxnreg))
+        return rec, ("meta",)
+
+    monkeypatch.setattr(tg, "_launch", fake_launch)
+    monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)  # the dispatch's stream on a CPU tensor
+    monkeypatch.setattr(tg, "_gluon_available", lambda: True)  # (it asks the GPU for Hopper)
+    return launched
 
 
 @pytest.mark.parametrize("dtype, K, N", [(torch.float16, 4096, 4096),     # GEMV_H2, tuned: no K split
@@ -113,16 +140,12 @@ def test_transposed_tile_launch(gs, rs, want_bk, want_pending, monkeypatch):
     from repack.kernels import gluon_rs
     from repack.kernels import triton_gemm as tg
     from repack.kernels.tuned import TileConfig
-    launched = []
-    monkeypatch.setattr(tg, "_launch", lambda grid, args, consts, warps, stages, device, stream, fn=None, names=None, **kw:
-                        launched.append((fn, dict(zip(names or tg._CONST_NAMES, consts)), grid)) or (Recorder(), ("meta",)))
-    monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)
-    monkeypatch.setattr(tg, "_gluon_available", lambda: True)  # (it asks the GPU for Hopper)
+    launched = _record_launches(monkeypatch)
     cfg = TileConfig(128, 128, 64, 1, 8, 4, rs=rs)
     monkeypatch.setattr(tg, "pick_config", lambda M, N, K: cfg)
     w, _ = random_gptq_words(1024, 384, gs, 0, device="cpu")
     tg.triton_gemm(torch.randn(300, 1024, dtype=torch.float16), w)
-    (fn, consts, grid), = launched
+    (fn, consts, grid, _, _), = launched
     assert fn is gluon_rs.w4_rs_kernel
     assert (consts["BLOCK_K"], consts["PENDING"], consts["BLOCK_N"], consts["BLOCK_M"]) == (want_bk, want_pending, 128, 128)
     assert grid == (3, 3, 1)
@@ -138,11 +161,7 @@ def test_an_entrys_transposed_tile_serves_gptq_layers_only(layout, tmp_path, mon
     from repack.kernels import triton_gemm as tg
     from repack.kernels.tuned import TileConfig
     from tests.triton_checks import awq_layer
-    launched = []
-    monkeypatch.setattr(tg, "_launch", lambda grid, args, consts, warps, stages, device, stream, fn=None, names=None, **kw:
-                        launched.append((fn, dict(zip(names or tg._CONST_NAMES, consts)))) or (Recorder(), ("meta",)))
-    monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)
-    monkeypatch.setattr(tg, "_gluon_available", lambda: True)
+    launched = _record_launches(monkeypatch)
     monkeypatch.setattr(tg, "AWQ_RS", layout == "awq-rs")
     rs_tile = TileConfig(128, 256 if layout == "gptq-unfit" else 128, 64, 1, 8, 4, rs=1)
     cfg = TileConfig(256, 128, 128, 1, 8, 3, gptq_rs=rs_tile)
@@ -152,7 +171,7 @@ def test_an_entrys_transposed_tile_serves_gptq_layers_only(layout, tmp_path, mon
     else:
         w, _ = awq_layer(tmp_path, 0, 128, 1024, 384, "cpu")
     tg.triton_gemm(torch.randn(300, 1024, dtype=torch.float16), w)
-    (fn, consts), = launched
+    (fn, consts, _, _, _), = launched
     if layout == "gptq":
         assert fn is gluon_rs.w4_rs_kernel and (consts["BLOCK_M"], consts["BLOCK_K"]) == (128, 64)
     elif layout == "gptq-unfit":
@@ -172,16 +191,11 @@ def test_warp_specialized_transposed_tile_launch(split, warps, want_regs, monkey
     from repack.kernels import gluon_rs
     from repack.kernels import triton_gemm as tg
     from repack.kernels.tuned import TileConfig
-    launched = []
-    monkeypatch.setattr(tg, "_launch", lambda grid, args, consts, nw, stages, device, stream, fn=None, names=None,
-                        maxnreg=None, **kw: launched.append((fn, dict(zip(names or tg._CONST_NAMES, consts)), grid, maxnreg))
-                        or (Recorder(), ("meta",)))
-    monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)
-    monkeypatch.setattr(tg, "_gluon_available", lambda: True)
+    launched = _record_launches(monkeypatch)
     cfg = TileConfig(64, 128, 64, split, warps, 4, rs=3)
     w, _ = random_gptq_words(1024, 384, 128, 0, device="cpu")
     tg.triton_gemm(torch.randn(100, 1024, dtype=torch.float16), w, config=cfg)
-    (fn, consts, grid, maxnreg), = launched
+    (fn, consts, grid, _, maxnreg), = launched
     if want_regs is None:
         assert fn is None and consts["PATH"] == tg.DOT_KTJ
     else:
@@ -206,15 +220,7 @@ def test_a_transposed_tile_plan_launches_what_the_dispatch_launched(rs, split, l
     from repack.kernels import triton_gemm as tg
     from repack.kernels.tuned import TileConfig
     rec = Recorder()
-    launched = []
-
-    def fake_launch(grid, args, consts, warps, stages, device, stream, fn=None, names=None, **kw):
-        launched.append((fn, grid, args, consts))
-        return rec, ("meta",)
-
-    monkeypatch.setattr(tg, "_launch", fake_launch)
-    monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)
-    monkeypatch.setattr(tg, "_gluon_available", lambda: True)
+    launched = _record_launches(monkeypatch, rec)
     monkeypatch.setattr(tg, "pick_config", lambda M, N, K: TileConfig(64, 128, 64, split, 4, 4, rs=rs))
     monkeypatch.setattr(tg, "AWQ_RS", True)
     tg._plans.clear()
@@ -225,7 +231,7 @@ def test_a_transposed_tile_plan_launches_what_the_dispatch_launched(rs, split, l
         w, _ = random_gptq_words(1024, 384, 128, 7, device="cpu")
     x = torch.randn(100, 1024, dtype=torch.float16)
     y1 = tg.triton_gemm(x, w)
-    (fn, grid, args, consts), = launched
+    (fn, consts, grid, args, _), = launched
     assert fn is (gluon_rs.w4_rs_ws_kernel if rs == 3 else gluon_rs.w4_rs_kernel)
     assert len(tg._plans) == 1 and list(args[1].shape) == ([1024, 48] if layout == "awq" else [128, 384])
     x_again = x.clone()  # another x of the same shape: its own descriptor
@@ -244,7 +250,7 @@ def test_a_transposed_tile_plan_launches_what_the_dispatch_launched(rs, split, l
             assert want[5] not in (y1.data_ptr(), y2.data_ptr())
     assert got == want
     assert all(isinstance(a, int) for a in run[11:14]), "pointers go to the launcher as integers"
-    assert tuple(run[9 + len(args):]) == tuple(consts)
+    assert tuple(run[9 + len(args):]) == tuple(consts.values())
     tg._plans.clear()
 
 
@@ -256,23 +262,19 @@ def test_transposed_tile_on_awq_words_launch(rs, dtype, tmp_path, monkeypatch):
     from repack.kernels import triton_gemm as tg
     from repack.kernels.tuned import TileConfig
     from tests.triton_checks import awq_layer
-    launched = []
-    monkeypatch.setattr(tg, "_launch", lambda grid, args, consts, nw, stages, device, stream, fn=None, names=None,
-                        **kw: launched.append((fn, dict(zip(names or tg._CONST_NAMES, consts)), args)) or (Recorder(), ("meta",)))
-    monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)
-    monkeypatch.setattr(tg, "_gluon_available", lambda: True)
+    launched = _record_launches(monkeypatch)
     w, _ = awq_layer(tmp_path, 0, 64, 1024, 384, "cpu")
     cfg = TileConfig(64, 128, 128, 1, 4, 4, rs=rs)
     x = torch.randn(100, 1024, dtype=dtype)
     tg.triton_gemm(x, w, config=cfg, path_override=tg.DOT_RS)
-    fn, consts, args = launched[-1]
+    fn, consts, _, args, _ = launched[-1]
     assert fn is (gluon_rs.w4_rs_ws_kernel if rs == 3 else gluon_rs.w4_rs_kernel)
     assert consts["AWQ"] is True and consts["L6"] == gluon_rs.awq_words_layout(128, 64 // 8, 4)
     assert (consts["BLOCK_K"], consts["BLOCK_N"], consts["BLOCK_M"]) == (64, 128, 64)  # 64: the group
     q = args[1]
     assert q.base is w.qweight and list(q.shape) == [1024, 384 // 8] and list(q.block_shape) == [64, 128 // 8]
     tg.triton_gemm(x, w, config=cfg)
-    fn, consts, _ = launched[-1]
+    fn, consts, *_ = launched[-1]
     assert fn is None and consts["PATH"] == tg.DOT_N
     tg._plans.clear()
 
@@ -302,16 +304,12 @@ def test_a_16_token_transposed_tile_serves_m_16(monkeypatch):
     from repack.kernels import gluon_rs
     from repack.kernels import triton_gemm as tg
     from repack.kernels.tuned import TileConfig
-    launched = []
-    monkeypatch.setattr(tg, "_launch", lambda grid, args, consts, nw, stages, device, stream, fn=None, names=None,
-                        **kw: launched.append((fn, dict(zip(names or tg._CONST_NAMES, consts)), grid)) or (Recorder(), ("meta",)))
-    monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)
-    monkeypatch.setattr(tg, "_gluon_available", lambda: True)
+    launched = _record_launches(monkeypatch)
     cfg = TileConfig(16, 128, 128, 1, 4, 4, gptq_rs=TileConfig(16, 128, 128, 1, 4, 6, rs=3))
     monkeypatch.setattr(tg, "pick_config", lambda M, N, K: cfg)
     w, _ = random_gptq_words(1024, 384, 128, 0, device="cpu")
     for M, tiles in ((16, 1), (20, 2)):
         tg.triton_gemm(torch.randn(M, 1024, dtype=torch.float16), w)
-        fn, consts, grid = launched[-1]
+        fn, consts, grid, _, _ = launched[-1]
         assert fn is gluon_rs.w4_rs_ws_kernel and consts["BLOCK_M"] == 16 and grid == (3, tiles, 1)
     tg._plans.clear()

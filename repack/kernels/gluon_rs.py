@@ -222,8 +222,8 @@ def _a_tile(q_slot, sel, zz, ss, XT: gl.constexpr, L4: gl.constexpr, DOTA: gl.co
     W: gl.constexpr = gl.num_warps()
     R: gl.constexpr = 8 * W
     J: gl.constexpr = BLOCK_N // R
-    zz = gl.expand_dims(gl.expand_dims(zz, 0), 3)
-    ss = gl.expand_dims(gl.expand_dims(ss, 0), 3)
+    zz = _per_column(zz)
+    ss = _per_column(ss)
     if AWQ:  # [K, N/8] words: a thread's two inputs of a register are two words (awq_words_layout)
         U: gl.constexpr = 8 // J
         words = q_slot.reshape([KW, 4, 2, BLOCK_N // 8]).load(gl.SliceLayout(4, gl.SliceLayout(5, L6)))
@@ -232,9 +232,7 @@ def _a_tile(q_slot, sel, zz, ss, XT: gl.constexpr, L4: gl.constexpr, DOTA: gl.co
         wa, wb = gl.split(gl.permute(words, (0, 3, 4, 5, 1, 2)))  # [kw, c, u, j, t]: inputs 8 kw + 2 t (+ 1)
         wa = gl.reshape(wa, (KW, R, J, 4))  # rho' = U c + u
         wb = gl.reshape(wb, (KW, R, J, 4))
-        lo, hi = _deq_awq(wa, wb, gl.expand_dims(gl.expand_dims(sel[0], 0), 3),
-                          gl.expand_dims(gl.expand_dims(sel[1], 0), 3), gl.expand_dims(gl.expand_dims(sel[2], 0), 3),
-                          zz, ss, XT)
+        lo, hi = _deq_awq(wa, wb, sel[0], sel[1], sel[2], zz, ss, XT)
     else:
         words = q_slot.reshape([KW, R, J]).load(gl.SliceLayout(3, L4))
         lo, hi = _deq(gl.expand_dims(words, 3), sel, zz, ss, XT)
@@ -245,9 +243,15 @@ def _a_tile(q_slot, sel, zz, ss, XT: gl.constexpr, L4: gl.constexpr, DOTA: gl.co
 
 
 @gluon.jit
+def _per_column(v):
+    """A [8W, J] per-column operand as [1, 8W, J, 1], to meet the step's [KW, 8W, J, 4] words."""
+    return gl.expand_dims(gl.expand_dims(v, 0), 3)
+
+
+@gluon.jit
 def _columns(n0, XT: gl.constexpr, L4: gl.constexpr, BLOCK_N: gl.constexpr, AWQ: gl.constexpr = False):
     """The output column of each thread's rows ([8W, J]) and the prmt selector: of each lane's byte ([1, 1, 1, 4]);
-    for AWQ words, (selector, mask or shift, multiplier) of each column's nibble ([8W, J] each, see the asm)."""
+    for AWQ words, (selector, mask or shift, multiplier) of each column's nibble ([1, 8W, J, 1] each, see the asm)."""
     R: gl.constexpr = 8 * gl.num_warps()
     J: gl.constexpr = BLOCK_N // R
     SN: gl.constexpr = gl.SliceLayout(0, gl.SliceLayout(3, L4))
@@ -262,7 +266,7 @@ def _columns(n0, XT: gl.constexpr, L4: gl.constexpr, BLOCK_N: gl.constexpr, AWQ:
         else:
             m1 = gl.where(high, 4, 0)
             m2 = m1
-        sel = (sel, m1, m2)
+        sel = (_per_column(sel), _per_column(m1), _per_column(m2))
     else:
         t = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, gl.SliceLayout(0, L4))))
         if XT == gl.float16:

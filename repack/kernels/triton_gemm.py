@@ -1182,9 +1182,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         if (path == GEMV_N and w.bits == 4 and x.dtype == torch.float16 and w.zeros_layout == ZEROS_ALONG_N_AWQ
                 and K % 8 == 0 and (AWQ_HALF2 if path_override is None else path_override == GEMV_NH2)):
             path = GEMV_NH2
-        rs_bk = _awq_rs_block_k(w, cfg.block_k)
-        if (path_override == DOT_RS or (AWQ_RS and path_override is None and cfg.rs)) and block_m > 1 and \
-                rs_bk is not None and _pipe_fits(w, x2, y, cfg, rs_bk, rs=True):
+        rs_bk = _awq_rs_block_k(w, cfg.block_k) if block_m > 1 and \
+            (path_override == DOT_RS or (AWQ_RS and path_override is None and cfg.rs)) else None
+        if rs_bk is not None and _pipe_fits(w, x2, y, cfg, rs_bk, rs=True):
             # gluon_rs on AutoAWQ's words: forced, or a tuned rs tile with AWQ_RS on
             path, block_k = DOT_RS, rs_bk
         dot_bk = min(block_k, gs & -gs)  # DOT_N: a power-of-two K tile inside one group, 16 inputs or more
