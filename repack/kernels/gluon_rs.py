@@ -353,7 +353,7 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
     acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
     zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ)
     s1, z1 = s2, z2
-    _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0)
+    _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ)
     acc = warpgroup_mma_wait(PENDING, deps=(acc,))  # (with 1: waits for nothing; acc becomes a tensor again)
     # two steps a trip, each its own copy of the code: a static instruction writes the same PTX registers every
     # trip, and step i + 1 must not write the A registers that step i's wgmma (still running) reads

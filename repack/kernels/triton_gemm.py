@@ -566,9 +566,9 @@ AWQ_HALF2 = True
 # so a 16-64 column tile reads 8-32 byte row pieces; results/awq-gemv-wide-h200-session13.log)
 AWQ_GEMV_TUNED = False
 # AutoAWQ gemm layers at M > 1 take a tuned entry's gluon_rs tile (TileConfig.gptq_rs) as GPTQ-order layers do,
-# instead of DOT_N. Off until measured: gluon_rs's AWQ words were written in session 15 without a GPU (GPU test:
-# tests/test_kernels.py::test_transposed_register_tile_on_awq_words; `benchmarks/gemm.py --awq-rs` times it)
-AWQ_RS = False
+# instead of DOT_N. Measured in session 16 (results/gemm-h200-session16-awq-rs.log, do_bench): M = 64 1.0-1.6x,
+# M = 256 1.4-1.7x, M = 1024 1.5-1.9x faster than DOT_N; M = 16 and shapes without an rs tile unchanged
+AWQ_RS = True
 # dequantize the joined tensor-core paths two weights per instruction (inline PTX, see
 # _dequant8_pairs); a module switch so benchmarks can compare both ways in one process
 PAIRED_DEQUANT = True
