@@ -2,13 +2,14 @@
 default dispatch, kernel-only graph times; every tile checked against the default's output first.
 
     python benchmarks/diag_rs.py [--m 16,64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
-        [--merge-into repack/kernels/tuned.json]
+        [--k-stages 128:4,128:8] [--merge-into repack/kernels/tuned.json]
 
 ``--ws`` adds the warp-specialized tile (TileConfig.rs 3, no K split) to the candidates; ``--ws-only`` sweeps
 only it (with ``--merge-into`` it then goes in where it beats the table's current choice). ``--awq`` sweeps
-the tile on AutoAWQ gemm words against AWQ's default dispatch (DOT_N); it merges nothing (the table has no
-AWQ rs slot yet). ``--jobs N`` compiles each shape's candidates in N processes before timing them (written
-without a GPU: if it fails, drop it — the sweep is the same without).
+the tile on AutoAWQ gemm words against AWQ's default dispatch; with ``--merge-into`` a winner goes into the
+entry's ``awq_rs`` slot (AWQ layers take it before the entry's ``rs``). ``--jobs N`` compiles each shape's
+candidates in N processes before timing them. ``--k-stages BK:STAGES,...`` replaces the (K tile, ring depth)
+pairs swept (deep rings: ``128:6,128:8,128:12``; session 16: no gain over 4 stages at M = 16).
 
 With ``--merge-into``, the best tile of each (shape, M) goes into the tuned table where it beats the
 default dispatch by 3 % or more, as the entry's ``rs`` tile (4-bit GPTQ-order layers only; the entry's
@@ -33,7 +34,10 @@ SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672)]
 SMS = 132
 
 
-def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: bool = False) -> list[TileConfig]:
+def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: bool = False,
+               k_stages: tuple | None = None) -> list[TileConfig]:
+    if k_stages is None:
+        k_stages = ((64, 4), (128, 3), (128, 4)) if quick else ((64, 4), (64, 3), (128, 3), (128, 4), (64, 6))
     tiles = []
     for warps in (8, 4):
         for reps in (1, 2, 4):
@@ -41,7 +45,7 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
             for bm in (16, 32, 64, 128, 256):
                 if bm > max(16, 2 * M) or (bm < 64 and M > 2 * bm) or N % bn:  # 16/32-token tiles at M <= 64
                     continue
-                for bk, stages in ((64, 4), (64, 3), (128, 3), (128, 4), (64, 6)) if not quick else ((64, 4), (128, 3), (128, 4)):
+                for bk, stages in k_stages:
                     if not gluon_rs.fits(bm, bn, bk, stages, warps):
                         continue
                     count = math.ceil(M / bm) * (N // bn)
@@ -102,13 +106,13 @@ def main() -> None:
     merge = Path(args[args.index("--merge-into") + 1]) if "--merge-into" in args else None
     layout = "awq" if "--awq" in args else "gptq"
     jobs = int(args[args.index("--jobs") + 1]) if "--jobs" in args else 0
-    if layout == "awq":
-        merge = None
+    k_stages = (tuple(tuple(int(v) for v in p.split(":")) for p in args[args.index("--k-stages") + 1].split(","))
+                if "--k-stages" in args else None)
     warm_clocks()
     rows = []
     for K, N in shapes:
         for M in ms:
-            tiles = candidates(M, K, N, quick, "--ws" in args, "--ws-only" in args)
+            tiles = candidates(M, K, N, quick, "--ws" in args, "--ws-only" in args, k_stages)
             if jobs > 1:
                 precompile(K, N, M, layout, tiles, jobs)
             copies, x, ref, cub, dflt = layer_with_baselines(K, N, M, layout)
@@ -142,6 +146,12 @@ def main() -> None:
             rs = dict(config=cfg.to_dict(), target_programs=count * cfg.split_k if cfg.split_k > 1 else 0, ms=r["best"])
             bucket = table.setdefault(str(r["M"]), [])
             own = [e for e in bucket if (e["K"], e["N"]) == (r["K"], r["N"])]
+            if layout == "awq":  # an AWQ slot beside an entry's own tiles (an entry without it: AWQ takes "rs")
+                if own:
+                    own[0]["awq_rs"] = rs
+                    print(f"merged {r['K']}x{r['N']} M={r['M']} (AWQ): {label(cfg)} {r['best'] * 1e3:.1f} us "
+                          f"(default {r['default'] * 1e3:.1f})", flush=True)
+                continue
             # without an entry for this shape the rs tile also serves the other layouts (as a DOT_KTJ tile)
             entry = own[0] if own else dict(K=r["K"], N=r["N"], config={**rs["config"], "rs": 0},
                                              target_programs=rs["target_programs"], ms=r["best"])

@@ -152,19 +152,21 @@ def test_transposed_tile_launch(gs, rs, want_bk, want_pending, monkeypatch):
     tg._plans.clear()
 
 
-@pytest.mark.parametrize("layout", ["gptq", "awq", "gptq-unfit", "awq-rs"])
+@pytest.mark.parametrize("layout", ["gptq", "awq", "gptq-unfit", "awq-rs", "gptq-slot", "awq-slot"])
 def test_an_entrys_transposed_tile_serves_gptq_layers_only(layout, tmp_path, monkeypatch):
     """TileConfig.gptq_rs goes to 4-bit GPTQ-order layers (gluon_rs); an AWQ layer on the same entry keeps the
     entry's own tile (DOT_N), and so does a GPTQ layer gluon_rs cannot run (384 columns, 256-wide rs tile) —
-    unless AWQ_RS is on: then the AWQ layer takes the rs tile on gluon_rs's AWQ words."""
+    unless AWQ_RS is on: then the AWQ layer takes the rs tile on gluon_rs's AWQ words, or the entry's AWQ slot
+    (TileConfig.awq_rs) where it has one, which GPTQ layers never take."""
     from repack.kernels import gluon_rs
     from repack.kernels import triton_gemm as tg
     from repack.kernels.tuned import TileConfig
     from tests.triton_checks import awq_layer
     launched = _record_launches(monkeypatch)
-    monkeypatch.setattr(tg, "AWQ_RS", layout == "awq-rs")
+    monkeypatch.setattr(tg, "AWQ_RS", layout in ("awq-rs", "awq-slot"))
     rs_tile = TileConfig(128, 256 if layout == "gptq-unfit" else 128, 64, 1, 8, 4, rs=1)
-    cfg = TileConfig(256, 128, 128, 1, 8, 3, gptq_rs=rs_tile)
+    awq_tile = TileConfig(32, 64, 128, 1, 4, 4, rs=2) if layout.endswith("slot") else None
+    cfg = TileConfig(256, 128, 128, 1, 8, 3, gptq_rs=rs_tile, awq_rs=awq_tile)
     monkeypatch.setattr(tg, "pick_config", lambda M, N, K: cfg)
     if layout.startswith("gptq"):
         w, _ = random_gptq_words(1024, 384, 128, 0, device="cpu")
@@ -172,8 +174,11 @@ def test_an_entrys_transposed_tile_serves_gptq_layers_only(layout, tmp_path, mon
         w, _ = awq_layer(tmp_path, 0, 128, 1024, 384, "cpu")
     tg.triton_gemm(torch.randn(300, 1024, dtype=torch.float16), w)
     (fn, consts, _, _, _), = launched
-    if layout == "gptq":
+    if layout in ("gptq", "gptq-slot"):
         assert fn is gluon_rs.w4_rs_kernel and (consts["BLOCK_M"], consts["BLOCK_K"]) == (128, 64)
+    elif layout == "awq-slot":  # the slot's tile (32 tokens, 64 columns, rs 2), not gptq_rs's
+        assert fn is gluon_rs.w4_rs_kernel and consts["AWQ"] is True
+        assert (consts["BLOCK_M"], consts["BLOCK_N"], consts["BLOCK_K"], consts["PENDING"]) == (32, 64, 128, 0)
     elif layout == "gptq-unfit":
         assert fn is None and consts["PATH"] == tg.DOT_KTJ
         assert (consts["BLOCK_M"], consts["BLOCK_N"], consts["BLOCK_K"]) == (256, 128, 128)
@@ -257,7 +262,8 @@ def test_a_transposed_tile_plan_launches_what_the_dispatch_launched(rs, split, l
 @pytest.mark.parametrize("rs, dtype", [(1, torch.float16), (3, torch.bfloat16)])
 def test_transposed_tile_on_awq_words_launch(rs, dtype, tmp_path, monkeypatch):
     """gluon_rs forced onto an AutoAWQ layer launches with AWQ's words ([K, N/8] in [BLOCK_K, BLOCK_N/8] boxes)
-    and its AWQ constants, the K tile inside one group; without the override the layer keeps DOT_N."""
+    and its AWQ constants, the K tile inside one group; without the override the tile's rs is followed while
+    AWQ_RS is on (the default), and the layer keeps DOT_N with it off."""
     from repack.kernels import gluon_rs
     from repack.kernels import triton_gemm as tg
     from repack.kernels.tuned import TileConfig
@@ -273,6 +279,11 @@ def test_transposed_tile_on_awq_words_launch(rs, dtype, tmp_path, monkeypatch):
     assert (consts["BLOCK_K"], consts["BLOCK_N"], consts["BLOCK_M"]) == (64, 128, 64)  # 64: the group
     q = args[1]
     assert q.base is w.qweight and list(q.shape) == [1024, 384 // 8] and list(q.block_shape) == [64, 128 // 8]
+    assert tg.AWQ_RS
+    tg.triton_gemm(x, w, config=cfg)
+    fn, consts, *_ = launched[-1]
+    assert fn is (gluon_rs.w4_rs_ws_kernel if rs == 3 else gluon_rs.w4_rs_kernel) and consts["AWQ"] is True
+    monkeypatch.setattr(tg, "AWQ_RS", False)
     tg.triton_gemm(x, w, config=cfg)
     fn, consts, *_ = launched[-1]
     assert fn is None and consts["PATH"] == tg.DOT_N

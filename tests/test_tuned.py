@@ -77,13 +77,17 @@ def test_an_untuned_shape_takes_the_entry_nearest_in_both_dimensions(monkeypatch
 
 def test_an_entry_with_a_transposed_tile_keeps_its_own_tile_for_other_layouts(monkeypatch):
     """An entry's "rs" tile (gluon_rs, for 4-bit GPTQ-order layers) rides along as TileConfig.gptq_rs with its
-    own K split; the entry's tile is unchanged (the AWQ and other paths' tile)."""
+    own K split, its "awq_rs" tile (gluon_rs on AutoAWQ words) as TileConfig.awq_rs; the entry's tile is unchanged
+    (the other paths' tile)."""
     entries = {"256": [{"K": 4096, "N": 4096, "ms": 0.03, "target_programs": 0,
                         "config": {"block_m": 128, "block_n": 64, "block_k": 128, "split_k": 1, "num_warps": 4,
                                    "num_stages": 4},
                         "rs": {"target_programs": 384, "ms": 0.02,
                                "config": {"block_m": 128, "block_n": 64, "block_k": 64, "split_k": 3, "num_warps": 4,
-                                          "num_stages": 4, "rs": 1}}}]}
+                                          "num_stages": 4, "rs": 1}},
+                        "awq_rs": {"target_programs": 0, "ms": 0.025,
+                                   "config": {"block_m": 64, "block_n": 128, "block_k": 128, "split_k": 1,
+                                              "num_warps": 4, "num_stages": 3, "rs": 3}}}]}
     monkeypatch.setattr(tuned, "_table", lambda: entries)
     pick_config.cache_clear()
     try:
@@ -94,5 +98,8 @@ def test_an_entry_with_a_transposed_tile_keeps_its_own_tile_for_other_layouts(mo
         assert pick_config(256, 4096, 4096).gptq_rs.gptq_rs is None
         # a tile written back to a table is its own "config"; the rs tile stays beside it
         assert "gptq_rs" not in cfg.to_dict() and cfg.gptq_rs.to_dict()["rs"] == 1
+        # the AWQ slot rides along the same way, its own split (none: target 0)
+        assert cfg.awq_rs == TileConfig(64, 128, 128, 1, 4, 3, rs=3) and cfg.gptq_rs.awq_rs is None
+        assert "awq_rs" not in cfg.to_dict()
     finally:
         pick_config.cache_clear()

@@ -565,9 +565,9 @@ AWQ_HALF2 = True
 # 22.8 / 61.1 graph µs, the best multi-group tile: 11.4 / 21.2 / 25.9 / 56.8; AWQ words hold eight columns,
 # so a 16-64 column tile reads 8-32 byte row pieces; results/awq-gemv-wide-h200-session13.log)
 AWQ_GEMV_TUNED = False
-# AutoAWQ gemm layers at M > 1 take a tuned entry's gluon_rs tile (TileConfig.gptq_rs) as GPTQ-order layers do,
-# instead of DOT_N. Measured in session 16 (results/gemm-h200-session16-awq-rs.log, do_bench): M = 64 1.0-1.6x,
-# M = 256 1.4-1.7x, M = 1024 1.5-1.9x faster than DOT_N; M = 16 and shapes without an rs tile unchanged
+# AutoAWQ gemm layers at M > 1 take a tuned entry's gluon_rs tile (TileConfig.awq_rs, else gptq_rs as GPTQ-order
+# layers do) instead of DOT_N. Measured in session 16 (results/gemm-h200-session16-*awq*.log, do_bench): M = 16
+# 1.4-1.9x (awq_rs slots), M = 64 1.0-1.6x, M = 256 1.4-1.7x, M = 1024 1.5-1.9x faster than DOT_N
 AWQ_RS = True
 # dequantize the joined tensor-core paths two weights per instruction (inline PTX, see
 # _dequant8_pairs); a module switch so benchmarks can compare both ways in one process
@@ -1130,13 +1130,17 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     if M == 0:
         return y.reshape(*lead, N)
     cfg = config or pick_config(M, N, K)
-    if cfg.gptq_rs is not None and path_override in (None, DOT_RS):
-        # gluon_rs's tile (TileConfig.gptq_rs) where its kernel runs this layer; else the entry's own tile
-        rs_bk = _joined_block_k(w, cfg.gptq_rs.block_k, tensor_core=True)
+    if (cfg.gptq_rs or cfg.awq_rs) is not None and path_override in (None, DOT_RS):
+        # gluon_rs's tile (TileConfig.gptq_rs; AWQ words: awq_rs, else gptq_rs) where its kernel runs this layer;
+        # else the entry's own tile
+        rs, rs_bk = cfg.gptq_rs, None
+        if rs is not None:
+            rs_bk = _joined_block_k(w, rs.block_k, tensor_core=True)
         if rs_bk is None and AWQ_RS and path_override is None:
-            rs_bk = _awq_rs_block_k(w, cfg.gptq_rs.block_k)
-        if rs_bk is not None and _pipe_fits(w, x2, y, cfg.gptq_rs, rs_bk, rs=True):
-            cfg = cfg.gptq_rs
+            rs = cfg.awq_rs or cfg.gptq_rs
+            rs_bk = _awq_rs_block_k(w, rs.block_k)
+        if rs_bk is not None and _pipe_fits(w, x2, y, rs, rs_bk, rs=True):
+            cfg = rs
     gs = w.effective_group_size
     act = w.g_idx is not None
     per = 32 // w.bits

@@ -43,11 +43,15 @@ class TileConfig:
     # measured faster for them: benchmarks/diag_rs.py); every other layer (AWQ, Marlin, act-order, other bit
     # widths) keeps the tile above, which is what its own paths were measured with
     gptq_rs: TileConfig | None = None
+    # AutoAWQ gemm layers take this gluon_rs tile where the table has one (under "awq_rs": measured on AWQ's
+    # words, e.g. M = 16, where GPTQ's own tile is not gluon_rs's), else gptq_rs (triton_gemm.AWQ_RS)
+    awq_rs: TileConfig | None = None
 
     def to_dict(self) -> dict:
-        """The tile as a table entry's "config" (an entry keeps ``gptq_rs`` beside it, under "rs")."""
+        """The tile as a table entry's "config" (an entry keeps ``gptq_rs`` and ``awq_rs`` beside it, under "rs"
+        and "awq_rs")."""
         d = asdict(self)
-        del d["gptq_rs"]
+        del d["gptq_rs"], d["awq_rs"]
         return d
 
 
@@ -106,4 +110,6 @@ def config_of(entry: dict, M: int, N: int, K: int) -> TileConfig:
                      c.get("ws", False), cluster, c.get("ring", False), int(c.get("rs", 0)))
     if "rs" in entry:  # {"config": ..., "target_programs": ...}: the tile of 4-bit GPTQ-order layers
         cfg = dataclasses.replace(cfg, gptq_rs=config_of(entry["rs"], M, N, K))
+    if "awq_rs" in entry:  # the same, measured on AutoAWQ's words
+        cfg = dataclasses.replace(cfg, awq_rs=config_of(entry["awq_rs"], M, N, K))
     return cfg
