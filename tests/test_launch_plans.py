@@ -290,6 +290,22 @@ def test_transposed_tile_on_awq_words_launch(rs, dtype, tmp_path, monkeypatch):
     tg._plans.clear()
 
 
+def test_integer_zero_operands_are_the_fp16_negated_magic_zeros():
+    """gluon_rs builds its fp16 zero operands (-(1024 + z), -(64 + z)) by integer arithmetic on z (GPTQ: the pair
+    z * 0x100001 + _ZZ_LO_HI; AWQ: one column's low or high form in both halves); for every zero 0..63 they
+    are the bits numpy's fp16 gives those values."""
+    import numpy as np
+    from repack.kernels import gluon_rs
+
+    def bits(v):
+        return int(np.array(v, dtype=np.float16).view(np.uint16))
+    for z in range(64):
+        lo, hi = bits(-(1024.0 + z)), bits(-(64.0 + z))
+        assert (z * 0x100001 + gluon_rs._ZZ_LO_HI.value) % (1 << 32) == lo | hi << 16, z
+        assert (z * 0x10001 + gluon_rs._ZZ_LO_LO.value) % (1 << 32) == lo | lo << 16, z
+        assert ((z * 0x10001 << 4) + gluon_rs._ZZ_HI_HI.value) % (1 << 32) == hi | hi << 16, z
+
+
 def test_awq_words_layout_puts_a_threads_columns_in_one_word():
     """awq_words_layout, after e is split off and (c, u) merged, is words_layout: thread rho' holds word column
     (J rho') // 8 for each of its J columns J rho' + j, and the inputs 8 kw + 2 t + e."""

@@ -58,6 +58,10 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from .gluon_gemm import _finish, _halves, _magic_z
 from .gluon_pipe import _plain, k_range, ring_barriers
 
+# fp16 (-(1024 + z), -(64 + z)) pairs less their z terms, as signed int32 (_group_operands)
+_ZZ_LO_HI: gl.constexpr = gl.constexpr(0xD400E400 - (1 << 32))
+_ZZ_LO_LO: gl.constexpr = gl.constexpr(0xE400E400 - (1 << 32))
+_ZZ_HI_HI: gl.constexpr = gl.constexpr(0xD400D400 - (1 << 32))
 # fp16: $2 word, $3 prmt selector (byte t in bytes 0 and 2), $4 (-(1024 + z), -(64 + z)), $5 (s, s)
 _RS_F16: gl.constexpr = gl.constexpr("\n".join([
     "{", ".reg .b32 v, c;",
@@ -201,13 +205,14 @@ def _group_operands(s, zw, n, zero_offset, XT: gl.constexpr, AWQ: gl.constexpr =
     else:
         z = ((zw >> ((n % 8) * 4)) & 15) + zero_offset
     if XT == gl.float16:
-        zf = z.to(gl.float32)
-        lo = (-(zf + 1024.0)).to(gl.float16).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF
-        hi = (-(zf + 64.0)).to(gl.float16).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF
+        # -(1024 + z) and -(64 + z) as fp16 bits, by integer arithmetic (0 <= z < 64: zero_offset is 0 or 1):
+        # 1024 + z is 0x6400 + z (ulp 1 on [1024, 2048)), 64 + z is 0x5400 + 16 z (ulp 1/16 on [64, 128)), the
+        # sign bit makes them negative. Was int -> fp32 -> fp16 conversions, ~10 instructions a column a step
         if AWQ:  # both halves are one column's: its nibble's low (q) or high (16 q) form
-            zz = gl.where((p & 1) == 1, hi | (hi << 16), lo | (lo << 16))
+            z2 = z * 0x10001
+            zz = gl.where((p & 1) == 1, (z2 << 4) + _ZZ_HI_HI, z2 + _ZZ_LO_LO)
         else:
-            zz = lo | (hi << 16)
+            zz = z * 0x100001 + _ZZ_LO_HI  # (0xE400 + z, 0xD400 + 16 z): no carry between the halves
     else:
         zz = _magic_z(z, XT)
     return zz, _halves(s, XT)
