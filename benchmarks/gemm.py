@@ -4,7 +4,7 @@ Shapes K x N (Llama-style), M rows of activations, 4-bit g128. Every number is t
 ``triton.testing.do_bench`` (L2 flushed between runs) in this one process; the floor is the
 fewest bytes the W4A16 GEMM must move over the measured device copy bandwidth.
 
-    python benchmarks/gemm.py [--json out.json] [--m 1,16,64,256,1024] [--awq-rs]
+    python benchmarks/gemm.py [--json out.json] [--m 1,16,64,256,1024] [--no-awq-rs] [--rs-post 32]
 """
 
 from __future__ import annotations
@@ -44,15 +44,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
     ap.add_argument("--m", default=",".join(map(str, M_VALUES)))
-    ap.add_argument("--awq-rs", action="store_true",
-                    help="AWQ layers at M > 1 on the tuned gluon_rs tiles (triton_gemm.AWQ_RS on)")
+    ap.add_argument("--no-awq-rs", action="store_true",
+                    help="AWQ layers at M > 1 on DOT_N instead of the tuned gluon_rs tiles (triton_gemm.AWQ_RS off)")
     ap.add_argument("--awq-field-order", action="store_true",
-                    help="AWQ layers at M > 1 through DOT_N's field-order dequantization (AWQ_DOT_PAIRS off)")
+                    help="AWQ layers on DOT_N through its field-order dequantization (AWQ_DOT_PAIRS off)")
+    ap.add_argument("--rs-post", type=int, default=None, metavar="BLOCK_M",
+                    help="gluon_rs tiles of at most BLOCK_M tokens scale the wgmma sums (RS_POST_MAX_BLOCK_M)")
     args = ap.parse_args()
-    if args.awq_field_order or args.awq_rs:
-        from repack.kernels import triton_gemm as tgm
-        tgm.AWQ_DOT_PAIRS = not args.awq_field_order
-        tgm.AWQ_RS = args.awq_rs
+    from repack.kernels import triton_gemm as tgm
+    tgm.AWQ_DOT_PAIRS = not args.awq_field_order
+    tgm.AWQ_RS = not args.no_awq_rs
+    if args.rs_post is not None:
+        tgm.RS_POST_MAX_BLOCK_M = args.rs_post
     ms_list = [int(m) for m in args.m.split(",")]
     warm = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
     t_warm = time.time()

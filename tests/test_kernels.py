@@ -525,6 +525,21 @@ def test_transposed_register_tile_with_16_and_32_token_tiles(tmp_path, layout, d
                                            base=tg.DOT_N if layout == "awq_gemm" else None)
 
 
+POST_RS_TILES = SMALL_M_RS_TILES + [(TileConfig(16, 64, 64, 1, 4, 4, rs=2), (5, 16))]
+
+
+@pytest.mark.parametrize("layout", ["gptq_v1", "awq_gemm"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_transposed_register_tile_with_scales_after_the_mma(tmp_path, monkeypatch, layout, dtype):
+    """gluon_rs's POST (RS_POST_MAX_BLOCK_M): the A tile holds q - z, the scales multiply each step's wgmma sums in
+    fp32 (a 64-deep K tile inside a 128 group: two steps of one group's scales); both kernels, both waits, K
+    splits: every output written, within tolerance of the oracle and of the layout's own tensor-core tile."""
+    from repack.kernels import triton_gemm as tg
+    monkeypatch.setattr(tg, "RS_POST_MAX_BLOCK_M", 32)
+    _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout, dtype, 128, POST_RS_TILES, tg.DOT_RS,
+                                           base=tg.DOT_N if layout == "awq_gemm" else None)
+
+
 def test_transposed_register_tile_on_a_large_layer():
     """Many K steps (the ring wraps dozens of times: the mbarrier phases), many programs, 256-wide tiles."""
     from repack.kernels import triton_gemm as tg

@@ -290,6 +290,40 @@ def test_transposed_tile_on_awq_words_launch(rs, dtype, tmp_path, monkeypatch):
     tg._plans.clear()
 
 
+@pytest.mark.parametrize("rs", [1, 2, 3])
+def test_small_token_tiles_scale_after_the_mma_when_asked(rs, monkeypatch):
+    """RS_POST_MAX_BLOCK_M (0: off) sends gluon_rs tiles of at most that many tokens to POST, in both kernels;
+    wider tiles keep the scale in the weights."""
+    from repack.kernels import triton_gemm as tg
+    from repack.kernels.tuned import TileConfig
+    launched = _record_launches(monkeypatch)
+    w, _ = random_gptq_words(1024, 384, 128, 0, device="cpu")
+    x = torch.randn(16, 1024, dtype=torch.float16)
+    posts = []
+    for limit in (0, 32):
+        monkeypatch.setattr(tg, "RS_POST_MAX_BLOCK_M", limit)
+        for block_m in (16, 32, 64):
+            tg.triton_gemm(x, w, config=TileConfig(block_m, 128, 128, 1, 4, 4, rs=rs), path_override=tg.DOT_RS)
+            posts.append(launched[-1].consts["POST"])
+    assert posts == [False, False, False, True, True, False]
+    tg._plans.clear()
+
+
+def test_float_reciprocal_group_index_is_exact_below_2_to_20():
+    """gluon_rs's step group g = int((k + 1/2) * (1 / group_size)) in fp32 (_group_load) equals k // group_size for
+    every k < 2^20, with the reciprocal off by up to 2 ulp (PTX div.full's bound), power-of-two or not."""
+    import numpy as np
+    k = np.arange(1 << 20, dtype=np.int64)
+    kf = k.astype(np.float32) + np.float32(0.5)
+    for gs in (32, 64, 96, 128, 4096, 11008, 14336, 65536):
+        inv = np.float32(1.0) / np.float32(gs)
+        for toward, steps in ((np.float32(0), 2), (np.float32(np.inf), 2), (np.float32(0), 0)):
+            r = inv
+            for _ in range(steps):
+                r = np.nextafter(r, toward)
+            assert np.array_equal((kf * r).astype(np.int32), k // gs), (gs, toward, steps)
+
+
 def test_integer_zero_operands_are_the_fp16_negated_magic_zeros():
     """gluon_rs builds its fp16 zero operands (-(1024 + z), -(64 + z)) by integer arithmetic on z (GPTQ: the pair
     z * 0x100001 + _ZZ_LO_HI; AWQ: one column's low or high form in both halves); for every zero 0..63 they

@@ -102,6 +102,18 @@ _RS_AWQ_BF16: gl.constexpr = gl.constexpr("\n".join([
     "mov.b32 {$0, $1}, v;", "}"]))
 
 
+# POST (small token tiles): the weights q - z only (exact small integers); the scale multiplies each step's wgmma
+# sums in fp32 instead (_step_post), 16 accumulator values a thread where the A tile has 64 registers
+def _without_scale(asm: str) -> str:
+    return "\n".join(line for line in asm.split("\n") if not line.startswith("mul.rn"))
+
+
+_RS_F16_POST: gl.constexpr = gl.constexpr(_without_scale(_RS_F16.value))
+_RS_BF16_POST: gl.constexpr = gl.constexpr(_without_scale(_RS_BF16.value))
+_RS_AWQ_F16_POST: gl.constexpr = gl.constexpr(_without_scale(_RS_AWQ_F16.value))
+_RS_AWQ_BF16_POST: gl.constexpr = gl.constexpr(_without_scale(_RS_AWQ_BF16.value))
+
+
 @functools.lru_cache(maxsize=None)
 def words_layout(block_n: int, kw: int, warps: int) -> gl.DistributedLinearLayout:
     """[KW, 8W, J, 4] words: element (kw, rho', j, t) is word row kw of column J rho' + j, for the
@@ -156,8 +168,16 @@ def words_descriptor(w, block_n: int, block_k: int, awq: bool) -> TensorDescript
 
 
 @gluon.jit
-def _deq(words, sel, zz, ss, XT: gl.constexpr):
-    """The two weights s (q - z) of byte ``sel`` of each word (see the module docstring)."""
+def _deq(words, sel, zz, ss, XT: gl.constexpr, POST: gl.constexpr = False):
+    """The two weights s (q - z) of byte ``sel`` of each word (see the module docstring); POST: q - z."""
+    if POST:
+        if XT == gl.float16:
+            return gl.inline_asm_elementwise(asm=_RS_F16_POST, constraints="=h,=h,r,r,r,r", args=[words, sel, zz, zz],
+                                             dtype=(gl.float16, gl.float16), is_pure=True, pack=1)
+        else:
+            return gl.inline_asm_elementwise(asm=_RS_BF16_POST, constraints="=h,=h,r,r,r,r",
+                                             args=[words, sel, zz, zz], dtype=(gl.bfloat16, gl.bfloat16),
+                                             is_pure=True, pack=1)
     if XT == gl.float16:
         return gl.inline_asm_elementwise(asm=_RS_F16, constraints="=h,=h,r,r,r,r", args=[words, sel, zz, ss],
                                          dtype=(gl.float16, gl.float16), is_pure=True, pack=1)
@@ -167,8 +187,18 @@ def _deq(words, sel, zz, ss, XT: gl.constexpr):
 
 
 @gluon.jit
-def _deq_awq(a, b, sel, m1, m2, zz, ss, XT: gl.constexpr):
-    """The weights s (q - z) of inputs 2t, 2t + 1 (words ``a``, ``b``) at each column's nibble (see the asm)."""
+def _deq_awq(a, b, sel, m1, m2, zz, ss, XT: gl.constexpr, POST: gl.constexpr = False):
+    """The weights s (q - z) of inputs 2t, 2t + 1 (words ``a``, ``b``) at each column's nibble (see the asm);
+    POST: q - z."""
+    if POST:
+        if XT == gl.float16:
+            return gl.inline_asm_elementwise(asm=_RS_AWQ_F16_POST, constraints="=h,=h,r,r,r,r,r,r,r",
+                                             args=[a, b, sel, m1, m2, zz, zz], dtype=(gl.float16, gl.float16),
+                                             is_pure=True, pack=1)
+        else:
+            return gl.inline_asm_elementwise(asm=_RS_AWQ_BF16_POST, constraints="=h,=h,r,r,r,r,r,r,r",
+                                             args=[a, b, sel, m1, m2, zz, zz], dtype=(gl.bfloat16, gl.bfloat16),
+                                             is_pure=True, pack=1)
     if XT == gl.float16:
         return gl.inline_asm_elementwise(asm=_RS_AWQ_F16, constraints="=h,=h,r,r,r,r,r,r,r",
                                          args=[a, b, sel, m1, m2, zz, ss], dtype=(gl.float16, gl.float16),
@@ -187,18 +217,24 @@ def _awq_nibble(n):
 
 
 @gluon.jit
-def _group_load(s_ptr, z_ptr, k, group_size, n, ssg, szg):
-    """The scales and packed zero words of the group of input k for the columns ``n`` (a [8W, J] tensor).
+def _group_load(s_ptr, z_ptr, k, group_size, n, ssg, szg, ns):
+    """The scales (of columns ``ns``: ``n``, or POST's accumulator rows) and packed zero words (of the columns
+    ``n``, a [8W, J] tensor) of the group of input k.
     Issued two steps before their step and converted (_group_operands) one step before: converted in the
     step that loads them, every step waited out a global load's latency (ncu: the long-scoreboard stall on
     the zero's shift was a fifth of the MMA warps' samples, `benchmarks/NOTES-gemm.md`, fifteenth session)."""
-    g = k // group_size
-    return gl.load(s_ptr + g * ssg + n), gl.load(z_ptr + g * szg + n // 8)
+    # k // group_size through a float reciprocal (3 instructions for the ~12 of an integer division by a runtime
+    # divisor; sm_90a loop 846 -> 813): (k + 1/2) / group_size is at least 1/(2 group_size) from an integer, and the
+    # fp32 error (div.full's 2 ulp, the product's rounding) is below (k + 1/2) 2^-21.6 / group_size, so the floor
+    # is exact for k < 2^20 (triton_gemm._pipe_fits keeps larger K away from this kernel)
+    g = ((k * 1.0 + 0.5) * (1.0 / group_size.to(gl.float32))).to(gl.int32)  # (k: a tensor, or step 0's int 0)
+    return gl.load(s_ptr + g * ssg + ns), gl.load(z_ptr + g * szg + n // 8)
 
 
 @gluon.jit
-def _group_operands(s, zw, n, zero_offset, XT: gl.constexpr, AWQ: gl.constexpr = False):
-    """The dequantization's zero and scale operands from _group_load's scales and zero words."""
+def _group_operands(s, zw, n, zero_offset, XT: gl.constexpr, AWQ: gl.constexpr = False, POST: gl.constexpr = False):
+    """The dequantization's zero and scale operands from _group_load's scales and zero words (POST: the scales
+    as fp32, for the accumulator rows)."""
     if AWQ:
         p = _awq_nibble(n)
         z = ((zw >> (p * 4)) & 15) + zero_offset
@@ -215,20 +251,28 @@ def _group_operands(s, zw, n, zero_offset, XT: gl.constexpr, AWQ: gl.constexpr =
             zz = z * 0x100001 + _ZZ_LO_HI  # (0xE400 + z, 0xD400 + 16 z): no carry between the halves
     else:
         zz = _magic_z(z, XT)
-    return zz, _halves(s, XT)
+    if POST:
+        sv = s.to(gl.float32)
+    else:
+        sv = _halves(s, XT)
+    return zz, sv
 
 
 @gluon.jit
 def _a_tile(q_slot, sel, zz, ss, XT: gl.constexpr, L4: gl.constexpr, DOTA: gl.constexpr,
-            BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, AWQ: gl.constexpr = False, L6: gl.constexpr = None):
+            BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, AWQ: gl.constexpr = False, L6: gl.constexpr = None,
+            POST: gl.constexpr = False):
     """The step's A operand [BLOCK_N, BLOCK_K] from its words in shared memory (``zz``, ``ss``: [8W, J];
-    ``sel``: _columns')."""
+    ``sel``: _columns'). POST: q - z, ``ss`` unused."""
     KW: gl.constexpr = BLOCK_K // 8
     W: gl.constexpr = gl.num_warps()
     R: gl.constexpr = 8 * W
     J: gl.constexpr = BLOCK_N // R
     zz = _per_column(zz)
-    ss = _per_column(ss)
+    if POST:
+        ss = zz
+    else:
+        ss = _per_column(ss)
     if AWQ:  # [K, N/8] words: a thread's two inputs of a register are two words (awq_words_layout)
         U: gl.constexpr = 8 // J
         words = q_slot.reshape([KW, 4, 2, BLOCK_N // 8]).load(gl.SliceLayout(4, gl.SliceLayout(5, L6)))
@@ -237,10 +281,10 @@ def _a_tile(q_slot, sel, zz, ss, XT: gl.constexpr, L4: gl.constexpr, DOTA: gl.co
         wa, wb = gl.split(gl.permute(words, (0, 3, 4, 5, 1, 2)))  # [kw, c, u, j, t]: inputs 8 kw + 2 t (+ 1)
         wa = gl.reshape(wa, (KW, R, J, 4))  # rho' = U c + u
         wb = gl.reshape(wb, (KW, R, J, 4))
-        lo, hi = _deq_awq(wa, wb, sel[0], sel[1], sel[2], zz, ss, XT)
+        lo, hi = _deq_awq(wa, wb, sel[0], sel[1], sel[2], zz, ss, XT, POST)
     else:
         words = q_slot.reshape([KW, R, J]).load(gl.SliceLayout(3, L4))
-        lo, hi = _deq(gl.expand_dims(words, 3), sel, zz, ss, XT)
+        lo, hi = _deq(gl.expand_dims(words, 3), sel, zz, ss, XT, POST)
     a = gl.join(lo, hi)  # [kw, rho', j, t, e]: input 8 kw + 2 t + e
     a = gl.reshape(a, (KW, W, 8, J // 2, 2, 4, 2))  # rho' = 8 w + r, j = 2 b + h
     a = gl.reshape(gl.permute(a, (3, 1, 4, 2, 0, 5, 6)), (BLOCK_N, BLOCK_K))  # row 16 W b + 16 w + 8 h + r
@@ -313,7 +357,7 @@ def _step(i, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, 
     slot = i % STAGES
     mbarrier.wait(bars.index(slot), (i // STAGES) & 1)
     gl.thread_barrier()  # every warpgroup is past its wait for step i - 2: that slot may be refilled
-    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + (i + 2) * BLOCK_K, last), group_size, n, ssg, szg)
+    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + (i + 2) * BLOCK_K, last), group_size, n, ssg, szg, n)
     a = _a_tile(q_ring.index(slot), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6)
     acc = warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, is_async=True)
     zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ)
@@ -324,11 +368,84 @@ def _step(i, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, 
 
 
 @gluon.jit
+def _row_columns(n0, BLOCK_N: gl.constexpr, MMA: gl.constexpr):
+    """The output column of each accumulator row (the relabelling of the module docstring), in the rows' layout."""
+    W: gl.constexpr = gl.num_warps()
+    J: gl.constexpr = BLOCK_N // (8 * W)
+    rho = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
+    b = rho // (16 * W)
+    w = (rho // 16) % W
+    return n0 + J * (8 * w + rho % 8) + 2 * b + (rho // 8) % 2
+
+
+@gluon.jit
+def _step_post(i, acc, p, zz, ss, s1, z1, sel, n, nr, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0,
+               k_begin, last, group_size, zero_offset, ssg, szg, STAGES: gl.constexpr, BLOCK_K: gl.constexpr,
+               BLOCK_N: gl.constexpr, L4: gl.constexpr, DOTA: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr):
+    """K step i (i >= 1) as _step with the scale after the wgmma (POST): the A tile is q - z, the wgmma writes the
+    step's own sums (``p``, use_acc False), waited for in the step and added to ``acc`` times the rows' scales
+    ``ss``. (Leaving the wgmma running into the next step, with its sums added there, made ptxas serialize every
+    wgmma of the kernel: C7515 / C7514 on sm_90a, the fold's reads sunk past the next wgmma.)"""
+    XT: gl.constexpr = x_ring.dtype
+    slot = i % STAGES
+    mbarrier.wait(bars.index(slot), (i // STAGES) & 1)
+    gl.thread_barrier()  # (as _step)
+    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + (i + 2) * BLOCK_K, last), group_size, n, ssg, szg, nr)
+    a = _a_tile(q_ring.index(slot), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6, True)
+    p = warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), p, use_acc=False, is_async=True)
+    zz1, ss1 = _group_operands(s1, z1, n, zero_offset, XT, AWQ, True)
+    kf = gl.minimum(k_begin + (i + STAGES - 2) * BLOCK_K, last)
+    _fill((i + STAGES - 2) % STAGES, kf, bars, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ)
+    p = warpgroup_mma_wait(0, deps=(p,))
+    acc = acc + p * gl.expand_dims(ss, 1)
+    return acc, p, zz1, ss1, s2, z2
+
+
+@gluon.jit
+def _post_loop(sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, steps, last, group_size,
+               zero_offset, ssg, szg, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+               STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, DOTA: gl.constexpr, AWQ: gl.constexpr,
+               L6: gl.constexpr):
+    """w4_rs_kernel's K loop with the scale after the wgmma (POST, small token tiles: a 16-token tile's
+    accumulator is 16 values a thread against 64 A registers a step, so 16 fp32 fma replace 64 paired multiplies;
+    sm_90a loop 846 -> 747 instructions, NOTES-gemm sixteenth session). Two steps a trip for the A registers, as
+    w4_rs_kernel. Returns the accumulator, every wgmma waited for."""
+    XT: gl.constexpr = x_ring.dtype
+    nr = _row_columns(n0, BLOCK_N, MMA)
+    s0, z0 = _group_load(s_ptr, z_ptr, k_begin, group_size, n, ssg, szg, nr)
+    s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + BLOCK_K, last), group_size, n, ssg, szg, nr)
+    zz, ss = _group_operands(s0, z0, n, zero_offset, XT, AWQ, True)
+    mbarrier.wait(bars.index(0), 0)
+    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + 2 * BLOCK_K, last), group_size, n, ssg, szg, nr)
+    a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6, True)
+    p = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
+    p = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), p, use_acc=False, is_async=True)
+    s0 = ss
+    zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ, True)
+    s1, z1 = s2, z2
+    _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ)
+    p = warpgroup_mma_wait(0, deps=(p,))
+    acc = p * gl.expand_dims(s0, 1)
+    for i in range(1, steps - 1, 2):
+        acc, p, zz, ss, s1, z1 = _step_post(i, acc, p, zz, ss, s1, z1, sel, n, nr, bars, x_ring, q_ring, x_desc,
+                                            q_desc, s_ptr, z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg,
+                                            szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, AWQ, L6)
+        acc, p, zz, ss, s1, z1 = _step_post(i + 1, acc, p, zz, ss, s1, z1, sel, n, nr, bars, x_ring, q_ring, x_desc,
+                                            q_desc, s_ptr, z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg,
+                                            szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, AWQ, L6)
+    if steps % 2 == 0:  # one step left
+        acc, p, zz, ss, s1, z1 = _step_post(steps - 1, acc, p, zz, ss, s1, z1, sel, n, nr, bars, x_ring, q_ring,
+                                            x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, last, group_size,
+                                            zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, AWQ, L6)
+    return acc
+
+
+@gluon.jit
 def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
                  M, N, K, K_SPLIT, split_k, group_size, zero_offset, ssg, szg, sym,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
                  STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr,
-                 AWQ: gl.constexpr = False, L6: gl.constexpr = None):
+                 AWQ: gl.constexpr = False, L6: gl.constexpr = None, POST: gl.constexpr = False):
     XT: gl.constexpr = x_desc.dtype
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     pid_n = gl.program_id(0)
@@ -346,34 +463,38 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
         _fill(f, gl.minimum(k_begin + f * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ)
 
     sel, n = _columns(n0, XT, L4, BLOCK_N, AWQ)
-    s0, z0 = _group_load(s_ptr, z_ptr, k_begin, group_size, n, ssg, szg)
-    s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + BLOCK_K, last), group_size, n, ssg, szg)
-    zz, ss = _group_operands(s0, z0, n, zero_offset, XT, AWQ)
+    if POST:
+        acc = _post_loop(sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, steps, last,
+                         group_size, zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, AWQ, L6)
+    else:
+        s0, z0 = _group_load(s_ptr, z_ptr, k_begin, group_size, n, ssg, szg, n)
+        s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + BLOCK_K, last), group_size, n, ssg, szg, n)
+        zz, ss = _group_operands(s0, z0, n, zero_offset, XT, AWQ)
 
-    # step 0 peeled with use_acc=False (a zero-initialised accumulator makes ptxas serialize the wgmmas: gluon_pipe)
-    mbarrier.wait(bars.index(0), 0)
-    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + 2 * BLOCK_K, last), group_size, n, ssg, szg)
-    a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6)
-    acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
-    acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
-    zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ)
-    s1, z1 = s2, z2
-    _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ)
-    acc = warpgroup_mma_wait(PENDING, deps=(acc,))  # (with 1: waits for nothing; acc becomes a tensor again)
-    # two steps a trip, each its own copy of the code: a static instruction writes the same PTX registers every
-    # trip, and step i + 1 must not write the A registers that step i's wgmma (still running) reads
-    for i in range(1, steps - 1, 2):
-        acc, zz, ss, s1, z1 = _step(i, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr,
-                                    m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N,
-                                    L4, DOTA, PENDING, AWQ, L6)
-        acc, zz, ss, s1, z1 = _step(i + 1, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr,
-                                    z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
-                                    BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
-    if steps % 2 == 0:  # one step left
-        acc, zz, ss, s1, z1 = _step(steps - 1, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr,
-                                    z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
-                                    BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
-    acc = warpgroup_mma_wait(0, deps=(acc,))
+        # step 0 peeled with use_acc=False (a zero-initialised accumulator makes ptxas serialize the wgmmas: gluon_pipe)
+        mbarrier.wait(bars.index(0), 0)
+        s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + 2 * BLOCK_K, last), group_size, n, ssg, szg, n)
+        a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6)
+        acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
+        acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
+        zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ)
+        s1, z1 = s2, z2
+        _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ)
+        acc = warpgroup_mma_wait(PENDING, deps=(acc,))  # (with 1: waits for nothing; acc becomes a tensor again)
+        # two steps a trip, each its own copy of the code: a static instruction writes the same PTX registers every
+        # trip, and step i + 1 must not write the A registers that step i's wgmma (still running) reads
+        for i in range(1, steps - 1, 2):
+            acc, zz, ss, s1, z1 = _step(i, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr,
+                                        m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N,
+                                        L4, DOTA, PENDING, AWQ, L6)
+            acc, zz, ss, s1, z1 = _step(i + 1, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr,
+                                        z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
+                                        BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
+        if steps % 2 == 0:  # one step left
+            acc, zz, ss, s1, z1 = _step(steps - 1, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr,
+                                        z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
+                                        BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
+        acc = warpgroup_mma_wait(0, deps=(acc,))
     # the refills past the last step still land in the ring: wait for them before the program ends
     for f in gl.static_range(STAGES - 2):
         tt = steps + f
@@ -388,15 +509,17 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
             split_k, SPLIT)
 
 
-CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "STAGES", "L4", "MMA", "PENDING", "AWQ", "L6")
+CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "STAGES", "L4", "MMA", "PENDING", "AWQ", "L6", "POST")
 
 
 def consts(block_m: int, block_n: int, block_k: int, split: bool, stages: int, warps: int, pending: int = 1,
-           awq: bool = False) -> tuple:
+           awq: bool = False, post: bool = False) -> tuple:
     """``pending``: wgmmas left running at the end of a step (1: step i's while step i + 1 is dequantized; 0: none).
-    ``awq``: AutoAWQ's words ([K, N/8], awq_q_descriptor) instead of GPTQ's."""
+    ``awq``: AutoAWQ's words ([K, N/8], awq_q_descriptor) instead of GPTQ's. ``post``: the scales applied to
+    each step's wgmma sums in fp32 instead of to the weights (small token tiles; _post_loop; each step's wgmma
+    waited for in its step, whatever ``pending``)."""
     return (block_m, block_n, block_k, split, stages, words_layout(block_n, block_k // 8, warps), mma_layout(block_m, warps),
-            pending, awq, awq_words_layout(block_n, block_k // 8, warps) if awq else None)
+            pending, awq, awq_words_layout(block_n, block_k // 8, warps) if awq else None, post)
 
 
 def fits(block_m: int, block_n: int, block_k: int, stages: int, warps: int) -> bool:
@@ -438,7 +561,7 @@ def _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr
     XT: gl.constexpr = x_ring.dtype
     slot = i % STAGES
     mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
-    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum((i + 2) * BLOCK_K, last), group_size, n, ssg, szg)
+    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum((i + 2) * BLOCK_K, last), group_size, n, ssg, szg, n)
     a = _a_tile(q_ring.index(slot), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6)
     acc = warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, is_async=True)
     zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ)
@@ -451,39 +574,99 @@ def _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr
 
 
 @gluon.jit
+def _ws_step_post(i, acc, p, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last, group_size,
+                  zero_offset, ssg, szg, STAGES: gl.constexpr, BLOCK_K: gl.constexpr, BLOCK_N: gl.constexpr,
+                  L4: gl.constexpr, DOTA: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr):
+    """K step i (i >= 1) of the MMA warps with the scale after the wgmma (POST, as _step_post); the slot goes back
+    to the load warp once the step's wgmma is done."""
+    XT: gl.constexpr = x_ring.dtype
+    slot = i % STAGES
+    mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
+    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum((i + 2) * BLOCK_K, last), group_size, n, ssg, szg, nr)
+    a = _a_tile(q_ring.index(slot), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6, True)
+    p = warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), p, use_acc=False, is_async=True)
+    zz1, ss1 = _group_operands(s1, z1, n, zero_offset, XT, AWQ, True)
+    p = warpgroup_mma_wait(0, deps=(p,))
+    mbarrier.arrive(empty.index(slot), count=1)
+    acc = acc + p * gl.expand_dims(ss, 1)
+    return acc, p, zz1, ss1, s2, z2
+
+
+@gluon.jit
+def _ws_post_loop(x_ring, q_ring, ready, empty, s_ptr, z_ptr, sel, n, n0, K, group_size, zero_offset, ssg, szg, steps,
+                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
+                  L4: gl.constexpr, MMA: gl.constexpr, DOTA: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr):
+    """_ws_mma's K loop with the scale after the wgmma (POST, as _post_loop)."""
+    XT: gl.constexpr = x_ring.dtype
+    last = K - BLOCK_K
+    nr = _row_columns(n0, BLOCK_N, MMA)
+    s0, z0 = _group_load(s_ptr, z_ptr, 0, group_size, n, ssg, szg, nr)
+    s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(BLOCK_K, last), group_size, n, ssg, szg, nr)
+    zz, ss = _group_operands(s0, z0, n, zero_offset, XT, AWQ, True)
+    mbarrier.wait(ready.index(0), 0)
+    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(2 * BLOCK_K, last), group_size, n, ssg, szg, nr)
+    a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6, True)
+    p = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
+    p = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), p, use_acc=False, is_async=True)
+    s0 = ss
+    zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ, True)
+    s1, z1 = s2, z2
+    p = warpgroup_mma_wait(0, deps=(p,))
+    mbarrier.arrive(empty.index(0), count=1)
+    acc = p * gl.expand_dims(s0, 1)
+    for i in range(1, steps - 1, 2):
+        acc, p, zz, ss, s1, z1 = _ws_step_post(i, acc, p, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring, q_ring,
+                                               s_ptr, z_ptr, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
+                                               BLOCK_N, L4, DOTA, AWQ, L6)
+        acc, p, zz, ss, s1, z1 = _ws_step_post(i + 1, acc, p, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring,
+                                               q_ring, s_ptr, z_ptr, last, group_size, zero_offset, ssg, szg, STAGES,
+                                               BLOCK_K, BLOCK_N, L4, DOTA, AWQ, L6)
+    if steps % 2 == 0:
+        acc, p, zz, ss, s1, z1 = _ws_step_post(steps - 1, acc, p, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring,
+                                               q_ring, s_ptr, z_ptr, last, group_size, zero_offset, ssg, szg, STAGES,
+                                               BLOCK_K, BLOCK_N, L4, DOTA, AWQ, L6)
+    return acc
+
+
+@gluon.jit
 def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, M, N, K, group_size, zero_offset, ssg, szg, sym, m0, n0,
             steps, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
-            L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr):
+            L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr,
+            POST: gl.constexpr = False):
     XT: gl.constexpr = x_ring.dtype
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
-    last = K - BLOCK_K
     sel, n = _columns(n0, XT, L4, BLOCK_N, AWQ)
-    s0, z0 = _group_load(s_ptr, z_ptr, 0, group_size, n, ssg, szg)
-    s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(BLOCK_K, last), group_size, n, ssg, szg)
-    zz, ss = _group_operands(s0, z0, n, zero_offset, XT, AWQ)
-    # step 0 peeled with use_acc=False (see w4_rs_kernel)
-    mbarrier.wait(ready.index(0), 0)
-    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(2 * BLOCK_K, last), group_size, n, ssg, szg)
-    a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6)
-    acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
-    acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
-    zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ)
-    s1, z1 = s2, z2
-    acc = warpgroup_mma_wait(PENDING, deps=(acc,))
-    if PENDING == 0:
-        mbarrier.arrive(empty.index(0), count=1)
-    # two steps a trip, for the A registers (see w4_rs_kernel)
-    for i in range(1, steps - 1, 2):
-        acc, zz, ss, s1, z1 = _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last,
-                                       group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
-        acc, zz, ss, s1, z1 = _ws_step(i + 1, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr,
-                                       last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA,
-                                       PENDING, AWQ, L6)
-    if steps % 2 == 0:
-        acc, zz, ss, s1, z1 = _ws_step(steps - 1, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr,
-                                       z_ptr, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4,
-                                       DOTA, PENDING, AWQ, L6)
-    acc = warpgroup_mma_wait(0, deps=(acc,))
+    if POST:
+        acc = _ws_post_loop(x_ring, q_ring, ready, empty, s_ptr, z_ptr, sel, n, n0, K, group_size, zero_offset, ssg, szg,
+                            steps, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, AWQ, L6)
+    else:
+        last = K - BLOCK_K
+        s0, z0 = _group_load(s_ptr, z_ptr, 0, group_size, n, ssg, szg, n)
+        s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(BLOCK_K, last), group_size, n, ssg, szg, n)
+        zz, ss = _group_operands(s0, z0, n, zero_offset, XT, AWQ)
+        # step 0 peeled with use_acc=False (see w4_rs_kernel)
+        mbarrier.wait(ready.index(0), 0)
+        s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(2 * BLOCK_K, last), group_size, n, ssg, szg, n)
+        a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6)
+        acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
+        acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
+        zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ)
+        s1, z1 = s2, z2
+        acc = warpgroup_mma_wait(PENDING, deps=(acc,))
+        if PENDING == 0:
+            mbarrier.arrive(empty.index(0), count=1)
+        # two steps a trip, for the A registers (see w4_rs_kernel)
+        for i in range(1, steps - 1, 2):
+            acc, zz, ss, s1, z1 = _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last,
+                                           group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
+            acc, zz, ss, s1, z1 = _ws_step(i + 1, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr,
+                                           last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA,
+                                           PENDING, AWQ, L6)
+        if steps % 2 == 0:
+            acc, zz, ss, s1, z1 = _ws_step(steps - 1, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr,
+                                           z_ptr, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4,
+                                           DOTA, PENDING, AWQ, L6)
+        acc = warpgroup_mma_wait(0, deps=(acc,))
     out = _rows_to_columns(acc, BLOCK_M, BLOCK_N)
     OL: gl.constexpr = out.type.layout
     on = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, OL))
@@ -496,7 +679,7 @@ def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, M, N, K, group_si
 def w4_rs_ws_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, M, N, K, group_size, zero_offset, ssg, szg, sym,
                     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
                     L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr = False,
-                    L6: gl.constexpr = None):
+                    L6: gl.constexpr = None, POST: gl.constexpr = False):
     XT: gl.constexpr = x_desc.dtype
     m0 = gl.program_id(1) * BLOCK_M
     n0 = gl.program_id(0) * BLOCK_N
@@ -511,18 +694,18 @@ def w4_rs_ws_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, M, N, K, group_size, ze
     steps = K // BLOCK_K
     gl.warp_specialize([
         (_ws_mma, (x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, M, N, K, group_size, zero_offset, ssg, szg, sym, m0,
-                   n0, steps, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, PENDING, AWQ, L6)),
+                   n0, steps, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, PENDING, AWQ, L6, POST)),
         (_ws_load, (x_desc, q_desc, x_ring, q_ring, ready, empty, m0, n0, steps, BLOCK_K, STAGES, AWQ)),
     ], [1], [WS_LOAD_REGS])
 
 
-WS_CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "STAGES", "L4", "MMA", "PENDING", "AWQ", "L6")
+WS_CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "STAGES", "L4", "MMA", "PENDING", "AWQ", "L6", "POST")
 
 
 def ws_consts(block_m: int, block_n: int, block_k: int, stages: int, warps: int, pending: int = 1,
-              awq: bool = False) -> tuple:
+              awq: bool = False, post: bool = False) -> tuple:
     return (block_m, block_n, block_k, stages, words_layout(block_n, block_k // 8, warps), mma_layout(block_m, warps),
-            pending, awq, awq_words_layout(block_n, block_k // 8, warps) if awq else None)
+            pending, awq, awq_words_layout(block_n, block_k // 8, warps) if awq else None, post)
 
 
 def ws_maxnreg(warps: int, block_m: int, block_n: int) -> int:

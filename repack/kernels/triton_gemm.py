@@ -569,6 +569,11 @@ AWQ_GEMV_TUNED = False
 # layers do) instead of DOT_N. Measured in session 16 (results/gemm-h200-session16-*awq*.log, do_bench): M = 16
 # 1.4-1.9x (awq_rs slots), M = 64 1.0-1.6x, M = 256 1.4-1.7x, M = 1024 1.5-1.9x faster than DOT_N
 AWQ_RS = True
+# gluon_rs tiles of at most this many tokens apply the scales to each step's wgmma sums in fp32 instead of to the
+# dequantized weights (gluon_rs's POST: on a 16x128 tile 16 fp32 fma a step replace 64 paired multiplies; sm_90a
+# loop 846 -> 747 instructions). 0: off — written in session 16 without a GPU (GPU test:
+# tests/test_kernels.py::test_transposed_register_tile_with_scales_after_the_mma; `benchmarks/gemm.py --rs-post 32`)
+RS_POST_MAX_BLOCK_M = 0
 # dequantize the joined tensor-core paths two weights per instruction (inline PTX, see
 # _dequant8_pairs); a module switch so benchmarks can compare both ways in one process
 PAIRED_DEQUANT = True
@@ -1059,6 +1064,8 @@ def _pipe_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, cfg: TileConf
     awq = rs and w.codes == CODES_ALONG_N_AWQ and w.zeros_layout == ZEROS_ALONG_N_AWQ  # gluon_rs reads both
     if (w.zeros_layout != ZEROS_ALONG_N and not awq) or w.zero_offset < 0 or w.out_features % cfg.block_n:
         return False
+    if rs and w.in_features >= 1 << 20:  # gluon_rs finds a step's group through an fp32 reciprocal (_group_load)
+        return False
     if w.in_features % block_k or w.effective_group_size % block_k:
         return False
     if not fits(cfg.block_m, cfg.block_n, block_k, cfg.num_stages, cfg.num_warps):
@@ -1281,14 +1288,15 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         awq = w.codes == CODES_ALONG_N_AWQ
         descs = (gluon_pipe.x_descriptor(x2, block_m, block_k), gluon_rs.words_descriptor(w, block_n, block_k, awq))
         if cfg.rs == 3:  # warp-specialized (a load warp; no K split)
-            consts = gluon_rs.ws_consts(block_m, block_n, block_k, stages, warps, awq=awq)
+            consts = gluon_rs.ws_consts(block_m, block_n, block_k, stages, warps, awq=awq,
+                                        post=block_m <= RS_POST_MAX_BLOCK_M)
             args = (*descs, w.scales, w.zeros, y, M, N, K, gs, w.zero_offset, w.scales.stride(0), w.zeros.stride(0),
                     y.stride(0))
             kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_rs.w4_rs_ws_kernel,
                              gluon_rs.WS_CONST_NAMES, maxnreg=gluon_rs.ws_maxnreg(warps, block_m, block_n))
         else:
             consts = gluon_rs.consts(block_m, block_n, block_k, split > 1, stages, warps, pending=1 if cfg.rs == 1 else 0,
-                                     awq=awq)
+                                     awq=awq, post=block_m <= RS_POST_MAX_BLOCK_M)
             args = (*descs, w.scales, w.zeros, y, ws, cnt, M, N, K, k_split, split, gs, w.zero_offset, w.scales.stride(0),
                     w.zeros.stride(0), y.stride(0))
             kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES)
