@@ -171,18 +171,17 @@ def words_descriptor(w, block_n: int, block_k: int, awq: bool) -> TensorDescript
 def _deq(words, sel, zz, ss, XT: gl.constexpr, POST: gl.constexpr = False):
     """The two weights s (q - z) of byte ``sel`` of each word (see the module docstring); POST: q - z."""
     if POST:
-        if XT == gl.float16:
-            return gl.inline_asm_elementwise(asm=_RS_F16_POST, constraints="=h,=h,r,r,r,r", args=[words, sel, zz, zz],
-                                             dtype=(gl.float16, gl.float16), is_pure=True, pack=1)
-        else:
-            return gl.inline_asm_elementwise(asm=_RS_BF16_POST, constraints="=h,=h,r,r,r,r",
-                                             args=[words, sel, zz, zz], dtype=(gl.bfloat16, gl.bfloat16),
-                                             is_pure=True, pack=1)
+        F16: gl.constexpr = _RS_F16_POST
+        BF16: gl.constexpr = _RS_BF16_POST
+        ss = zz  # (an operand the asm ignores)
+    else:
+        F16: gl.constexpr = _RS_F16
+        BF16: gl.constexpr = _RS_BF16
     if XT == gl.float16:
-        return gl.inline_asm_elementwise(asm=_RS_F16, constraints="=h,=h,r,r,r,r", args=[words, sel, zz, ss],
+        return gl.inline_asm_elementwise(asm=F16, constraints="=h,=h,r,r,r,r", args=[words, sel, zz, ss],
                                          dtype=(gl.float16, gl.float16), is_pure=True, pack=1)
     else:
-        return gl.inline_asm_elementwise(asm=_RS_BF16, constraints="=h,=h,r,r,r,r", args=[words, sel, zz, ss],
+        return gl.inline_asm_elementwise(asm=BF16, constraints="=h,=h,r,r,r,r", args=[words, sel, zz, ss],
                                          dtype=(gl.bfloat16, gl.bfloat16), is_pure=True, pack=1)
 
 
@@ -191,20 +190,18 @@ def _deq_awq(a, b, sel, m1, m2, zz, ss, XT: gl.constexpr, POST: gl.constexpr = F
     """The weights s (q - z) of inputs 2t, 2t + 1 (words ``a``, ``b``) at each column's nibble (see the asm);
     POST: q - z."""
     if POST:
-        if XT == gl.float16:
-            return gl.inline_asm_elementwise(asm=_RS_AWQ_F16_POST, constraints="=h,=h,r,r,r,r,r,r,r",
-                                             args=[a, b, sel, m1, m2, zz, zz], dtype=(gl.float16, gl.float16),
-                                             is_pure=True, pack=1)
-        else:
-            return gl.inline_asm_elementwise(asm=_RS_AWQ_BF16_POST, constraints="=h,=h,r,r,r,r,r,r,r",
-                                             args=[a, b, sel, m1, m2, zz, zz], dtype=(gl.bfloat16, gl.bfloat16),
-                                             is_pure=True, pack=1)
+        F16: gl.constexpr = _RS_AWQ_F16_POST
+        BF16: gl.constexpr = _RS_AWQ_BF16_POST
+        ss = zz  # (an operand the asm ignores)
+    else:
+        F16: gl.constexpr = _RS_AWQ_F16
+        BF16: gl.constexpr = _RS_AWQ_BF16
     if XT == gl.float16:
-        return gl.inline_asm_elementwise(asm=_RS_AWQ_F16, constraints="=h,=h,r,r,r,r,r,r,r",
+        return gl.inline_asm_elementwise(asm=F16, constraints="=h,=h,r,r,r,r,r,r,r",
                                          args=[a, b, sel, m1, m2, zz, ss], dtype=(gl.float16, gl.float16),
                                          is_pure=True, pack=1)
     else:
-        return gl.inline_asm_elementwise(asm=_RS_AWQ_BF16, constraints="=h,=h,r,r,r,r,r,r,r",
+        return gl.inline_asm_elementwise(asm=BF16, constraints="=h,=h,r,r,r,r,r,r,r",
                                          args=[a, b, sel, m1, m2, zz, ss], dtype=(gl.bfloat16, gl.bfloat16),
                                          is_pure=True, pack=1)
 
@@ -269,9 +266,7 @@ def _a_tile(q_slot, sel, zz, ss, XT: gl.constexpr, L4: gl.constexpr, DOTA: gl.co
     R: gl.constexpr = 8 * W
     J: gl.constexpr = BLOCK_N // R
     zz = _per_column(zz)
-    if POST:
-        ss = zz
-    else:
+    if not POST:  # (POST: ss is the rows' fp32 scales, applied after the wgmma; _deq ignores it)
         ss = _per_column(ss)
     if AWQ:  # [K, N/8] words: a thread's two inputs of a register are two words (awq_words_layout)
         U: gl.constexpr = 8 // J
