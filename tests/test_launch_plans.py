@@ -310,7 +310,7 @@ def test_small_token_tiles_scale_after_the_mma_when_asked(rs, monkeypatch):
 
 
 def test_float_reciprocal_group_index_is_exact_below_2_to_20():
-    """gluon_rs's step group g = int((k + 1/2) * (1 / group_size)) in fp32 (_group_load) equals k // group_size for
+    """gluon_rs's step group g = int((k + 1/2) * (1 / group_size)) in fp32 (_group_index) equals k // group_size for
     every k < 2^20, with the reciprocal off by up to 2 ulp (PTX div.full's bound), power-of-two or not."""
     import numpy as np
     k = np.arange(1 << 20, dtype=np.int64)
@@ -326,10 +326,10 @@ def test_float_reciprocal_group_index_is_exact_below_2_to_20():
 
 def test_integer_zero_operands_are_the_fp16_negated_magic_zeros():
     """gluon_rs builds its fp16 zero operands (-(1024 + z), -(64 + z)) by integer arithmetic on z (GPTQ: the pair
-    z * 0x100001 + _ZZ_LO_HI; AWQ: one column's low or high form in both halves); for every zero 0..63 they
-    are the bits numpy's fp16 gives those values."""
+    z * 0x100001 + _ZZ_LO_HI; AWQ: one column's low or high form in both halves), gluon_gemm its (-(64 + z))
+    pair (_neg_high_z); for every zero 0..63 they are the bits numpy's fp16 gives those values."""
     import numpy as np
-    from repack.kernels import gluon_rs
+    from repack.kernels import gluon_gemm, gluon_rs
 
     def bits(v):
         return int(np.array(v, dtype=np.float16).view(np.uint16))
@@ -337,7 +337,8 @@ def test_integer_zero_operands_are_the_fp16_negated_magic_zeros():
         lo, hi = bits(-(1024.0 + z)), bits(-(64.0 + z))
         assert (z * 0x100001 + gluon_rs._ZZ_LO_HI.value) % (1 << 32) == lo | hi << 16, z
         assert (z * 0x10001 + gluon_rs._ZZ_LO_LO.value) % (1 << 32) == lo | lo << 16, z
-        assert ((z * 0x10001 << 4) + gluon_rs._ZZ_HI_HI.value) % (1 << 32) == hi | hi << 16, z
+        assert ((z * 0x10001 << 4) + gluon_gemm._NEG_64_PAIR.value) % (1 << 32) == hi | hi << 16, z
+        assert (z * 0x100010 + gluon_gemm._NEG_64_PAIR.value) % (1 << 32) == hi | hi << 16, z
 
 
 def test_awq_words_layout_puts_a_threads_columns_in_one_word():

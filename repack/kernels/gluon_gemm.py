@@ -35,6 +35,9 @@ from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 from .triton_gemm import CLUSTER_SYNC_ASM, DSMEM_LOAD_ASM, SMEM_STORE_ASM, _pairs_asm
 
+# fp16 (-64, -64) as a signed int32 (_neg_high_z)
+_NEG_64_PAIR: gl.constexpr = gl.constexpr(0xD400D400 - (1 << 32))
+
 
 @functools.lru_cache(maxsize=None)
 def words_layout(block_n: int, kw: int, warps: int = 4) -> gl.DistributedLinearLayout:
@@ -115,6 +118,15 @@ def _halves(v, XT: gl.constexpr):
     """A float per output as XT's 16 bits in both halves of an int32."""
     b = v.to(XT).to(gl.int16, bitcast=True).to(gl.int32) & 0xFFFF
     return b | (b << 16)
+
+
+@gluon.jit
+def _neg_high_z(z):
+    """-(64 + z) as fp16 bits in both halves, by integer arithmetic (0 <= z < 64): 64 + z is 0x5400 + 16 z
+    (ulp 1/16 on [64, 128)) and the sign bit makes it negative; no carry between the halves. (Was int -> fp32 ->
+    fp16: sm_90a loop of the 16x128x128 tile 498 -> 485 instructions, 166 registers. An fp32-reciprocal group
+    index as gluon_rs's cut 18 more but took 186 registers: two CTAs an SM instead of three, so not here.)"""
+    return z * 0x100010 + _NEG_64_PAIR
 
 
 @gluon.jit
@@ -220,7 +232,7 @@ def w4_dot_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, g_ptr, y_ptr, ws_ptr, cnt_ptr,
         z = ((zw >> ((offs_n % 8) * 4)) & 15) + zero_offset
         zm = _magic_z(z, XT)
         if XT == gl.float16:
-            zh = _halves(-(z.to(gl.float32) + 64.0), XT)
+            zh = _neg_high_z(z)
         else:
             zh = zm  # unused by the bf16 PTX
         f0, f1, f2, f3, f4, f5, f6, f7 = _qz8(words, zm[:, None], zh[:, None], XT)

@@ -55,13 +55,12 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                              warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .gluon_gemm import _finish, _halves, _magic_z
+from .gluon_gemm import _NEG_64_PAIR, _finish, _halves, _magic_z
 from .gluon_pipe import _plain, k_range, ring_barriers
 
 # fp16 (-(1024 + z), -(64 + z)) pairs less their z terms, as signed int32 (_group_operands)
 _ZZ_LO_HI: gl.constexpr = gl.constexpr(0xD400E400 - (1 << 32))
 _ZZ_LO_LO: gl.constexpr = gl.constexpr(0xE400E400 - (1 << 32))
-_ZZ_HI_HI: gl.constexpr = gl.constexpr(0xD400D400 - (1 << 32))
 # fp16: $2 word, $3 prmt selector (byte t in bytes 0 and 2), $4 (-(1024 + z), -(64 + z)), $5 (s, s)
 _RS_F16: gl.constexpr = gl.constexpr("\n".join([
     "{", ".reg .b32 v, c;",
@@ -214,17 +213,22 @@ def _awq_nibble(n):
 
 
 @gluon.jit
+def _group_index(k, group_size):
+    """k // group_size through an fp32 reciprocal (3 instructions for the ~12 of an integer division by a runtime
+    divisor): (k + 1/2) / group_size is at least 1/(2 group_size) from an integer, and the fp32 error (div.full's
+    2 ulp, the product's rounding) is below (k + 1/2) 2^-21.6 / group_size, so the floor is exact for k < 2^20
+    (CPU test over every k; triton_gemm._pipe_fits keeps larger K away from this kernel); sm_90a loop 846 -> 813. ``k``: a tensor or an int."""
+    return ((k * 1.0 + 0.5) * (1.0 / group_size.to(gl.float32))).to(gl.int32)
+
+
+@gluon.jit
 def _group_load(s_ptr, z_ptr, k, group_size, n, ssg, szg, ns):
     """The scales (of columns ``ns``: ``n``, or POST's accumulator rows) and packed zero words (of the columns
     ``n``, a [8W, J] tensor) of the group of input k.
     Issued two steps before their step and converted (_group_operands) one step before: converted in the
     step that loads them, every step waited out a global load's latency (ncu: the long-scoreboard stall on
     the zero's shift was a fifth of the MMA warps' samples, `benchmarks/NOTES-gemm.md`, fifteenth session)."""
-    # k // group_size through a float reciprocal (3 instructions for the ~12 of an integer division by a runtime
-    # divisor; sm_90a loop 846 -> 813): (k + 1/2) / group_size is at least 1/(2 group_size) from an integer, and the
-    # fp32 error (div.full's 2 ulp, the product's rounding) is below (k + 1/2) 2^-21.6 / group_size, so the floor
-    # is exact for k < 2^20 (triton_gemm._pipe_fits keeps larger K away from this kernel)
-    g = ((k * 1.0 + 0.5) * (1.0 / group_size.to(gl.float32))).to(gl.int32)  # (k: a tensor, or step 0's int 0)
+    g = _group_index(k, group_size)
     return gl.load(s_ptr + g * ssg + ns), gl.load(z_ptr + g * szg + n // 8)
 
 
@@ -243,7 +247,7 @@ def _group_operands(s, zw, n, zero_offset, XT: gl.constexpr, AWQ: gl.constexpr =
         # sign bit makes them negative. Was int -> fp32 -> fp16 conversions, ~10 instructions a column a step
         if AWQ:  # both halves are one column's: its nibble's low (q) or high (16 q) form
             z2 = z * 0x10001
-            zz = gl.where((p & 1) == 1, (z2 << 4) + _ZZ_HI_HI, z2 + _ZZ_LO_LO)
+            zz = gl.where((p & 1) == 1, (z2 << 4) + _NEG_64_PAIR, z2 + _ZZ_LO_LO)
         else:
             zz = z * 0x100001 + _ZZ_LO_HI  # (0xE400 + z, 0xD400 + 16 z): no carry between the halves
     else:

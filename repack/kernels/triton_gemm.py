@@ -1064,7 +1064,7 @@ def _pipe_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, cfg: TileConf
     awq = rs and w.codes == CODES_ALONG_N_AWQ and w.zeros_layout == ZEROS_ALONG_N_AWQ  # gluon_rs reads both
     if (w.zeros_layout != ZEROS_ALONG_N and not awq) or w.zero_offset < 0 or w.out_features % cfg.block_n:
         return False
-    if rs and w.in_features >= 1 << 20:  # gluon_rs finds a step's group through an fp32 reciprocal (_group_load)
+    if rs and w.in_features >= 1 << 20:  # gluon_rs finds a step's group through an fp32 reciprocal (_group_index)
         return False
     if w.in_features % block_k or w.effective_group_size % block_k:
         return False
