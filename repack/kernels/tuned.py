@@ -40,8 +40,9 @@ class TileConfig:
     # (a load warp on mbarriers; no K split) (0: not this tile)
     rs: int = 0
     # 4-bit GPTQ-order layers with sequential groups take this tile instead where the table has one (gluon_rs's,
-    # measured faster for them: benchmarks/diag_rs.py); every other layer (AWQ, Marlin, act-order, other bit
-    # widths) keeps the tile above, which is what its own paths were measured with
+    # measured faster for them: benchmarks/diag_rs.py), and so do AutoAWQ gemm layers without an awq_rs tile;
+    # every other layer (Marlin, act-order, other bit widths) keeps the tile above, which is what its own paths
+    # were measured with
     gptq_rs: TileConfig | None = None
     # AutoAWQ gemm layers take this gluon_rs tile where the table has one (under "awq_rs": measured on AWQ's
     # words, e.g. M = 16, where GPTQ's own tile is not gluon_rs's), else gptq_rs (triton_gemm.AWQ_RS)
