@@ -217,7 +217,8 @@ def _group_index(k, group_size):
     """k // group_size through an fp32 reciprocal (3 instructions for the ~12 of an integer division by a runtime
     divisor): (k + 1/2) / group_size is at least 1/(2 group_size) from an integer, and the fp32 error (div.full's
     2 ulp, the product's rounding) is below (k + 1/2) 2^-21.6 / group_size, so the floor is exact for k < 2^20
-    (CPU test over every k; triton_gemm._pipe_fits keeps larger K away from this kernel); sm_90a loop 846 -> 813. ``k``: a tensor or an int."""
+    (CPU test over every k; triton_gemm._pipe_fits keeps larger K away from this kernel); sm_90a loop 846 -> 813.
+    ``k``: a tensor or an int."""
     return ((k * 1.0 + 0.5) * (1.0 / group_size.to(gl.float32))).to(gl.int32)
 
 
@@ -407,7 +408,7 @@ def _post_loop(sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n
                L6: gl.constexpr):
     """w4_rs_kernel's K loop with the scale after the wgmma (POST, small token tiles: a 16-token tile's
     accumulator is 16 values a thread against 64 A registers a step, so 16 fp32 fma replace 64 paired multiplies;
-    sm_90a loop 846 -> 747 instructions, NOTES-gemm sixteenth session). Two steps a trip for the A registers, as
+    sm_90a loop 813 -> 715 instructions a trip, NOTES-gemm sixteenth session). Two steps a trip for the A registers, as
     w4_rs_kernel. Returns the accumulator, every wgmma waited for."""
     XT: gl.constexpr = x_ring.dtype
     nr = _row_columns(n0, BLOCK_N, MMA)
@@ -422,7 +423,8 @@ def _post_loop(sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n
     s0 = ss
     zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ, True)
     s1, z1 = s2, z2
-    _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ)
+    _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0,
+          AWQ)
     p = warpgroup_mma_wait(0, deps=(p,))
     acc = p * gl.expand_dims(s0, 1)
     for i in range(1, steps - 1, 2):
@@ -478,21 +480,22 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
         acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
         zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ)
         s1, z1 = s2, z2
-        _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ)
+        _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0,
+              n0, AWQ)
         acc = warpgroup_mma_wait(PENDING, deps=(acc,))  # (with 1: waits for nothing; acc becomes a tensor again)
         # two steps a trip, each its own copy of the code: a static instruction writes the same PTX registers every
         # trip, and step i + 1 must not write the A registers that step i's wgmma (still running) reads
         for i in range(1, steps - 1, 2):
-            acc, zz, ss, s1, z1 = _step(i, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr,
-                                        m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N,
-                                        L4, DOTA, PENDING, AWQ, L6)
-            acc, zz, ss, s1, z1 = _step(i + 1, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr,
-                                        z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
-                                        BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
+            acc, zz, ss, s1, z1 = _step(i, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr,
+                                        z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES,
+                                        BLOCK_K, BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
+            acc, zz, ss, s1, z1 = _step(i + 1, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc,
+                                        s_ptr, z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES,
+                                        BLOCK_K, BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
         if steps % 2 == 0:  # one step left
-            acc, zz, ss, s1, z1 = _step(steps - 1, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr,
-                                        z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
-                                        BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
+            acc, zz, ss, s1, z1 = _step(steps - 1, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc,
+                                        s_ptr, z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES,
+                                        BLOCK_K, BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
         acc = warpgroup_mma_wait(0, deps=(acc,))
     # the refills past the last step still land in the ring: wait for them before the program ends
     for f in gl.static_range(STAGES - 2):
@@ -636,8 +639,8 @@ def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, M, N, K, group_si
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     sel, n = _columns(n0, XT, L4, BLOCK_N, AWQ)
     if POST:
-        acc = _ws_post_loop(x_ring, q_ring, ready, empty, s_ptr, z_ptr, sel, n, n0, K, group_size, zero_offset, ssg, szg,
-                            steps, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, AWQ, L6)
+        acc = _ws_post_loop(x_ring, q_ring, ready, empty, s_ptr, z_ptr, sel, n, n0, K, group_size, zero_offset, ssg,
+                            szg, steps, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, AWQ, L6)
     else:
         last = K - BLOCK_K
         s0, z0 = _group_load(s_ptr, z_ptr, 0, group_size, n, ssg, szg, n)
@@ -656,11 +659,12 @@ def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, M, N, K, group_si
             mbarrier.arrive(empty.index(0), count=1)
         # two steps a trip, for the A registers (see w4_rs_kernel)
         for i in range(1, steps - 1, 2):
-            acc, zz, ss, s1, z1 = _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last,
-                                           group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
-            acc, zz, ss, s1, z1 = _ws_step(i + 1, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr,
+            acc, zz, ss, s1, z1 = _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr,
                                            last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA,
                                            PENDING, AWQ, L6)
+            acc, zz, ss, s1, z1 = _ws_step(i + 1, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr,
+                                           z_ptr, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4,
+                                           DOTA, PENDING, AWQ, L6)
         if steps % 2 == 0:
             acc, zz, ss, s1, z1 = _ws_step(steps - 1, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr,
                                            z_ptr, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4,
