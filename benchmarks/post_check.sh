@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One device call (~6 min on the H200) for what session 16 wrote without a GPU: the gluon_rs / gluon_gemm
+# kernel tests (integer zeros and the fp32-reciprocal group index are on by default; POST is tested forced on),
+# then the M = 16 / 64 benchmark with gluon_rs's POST off and on (triton_gemm.RS_POST_MAX_BLOCK_M).
+#   bash benchmarks/post_check.sh            (logs in $OUT)
+set -o pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/repack-out}; mkdir -p "$OUT"
+if [ -d .wheels ]; then  # the lent GPU machine has no network: wheels carried along (click, gguf, tqdm, ml_dtypes)
+  python3 -m pip install -q --no-deps .wheels/click*.whl .wheels/gguf*.whl .wheels/tqdm*.whl >/dev/null 2>&1 || true
+  python3 -m pip install -q --no-deps --no-index --find-links .wheels ml_dtypes >/dev/null 2>&1 || true
+fi
+timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py -k "transposed or gluon" \
+    2>&1 | tee "$OUT/post-tests.log" | tail -5
+for post in 0 32; do
+  timeout 100 python3 benchmarks/gemm.py --m 16,64 --rs-post $post 2>"$OUT/gemm-post$post.err" | tee "$OUT/gemm-post$post.log"
+done
