@@ -43,6 +43,10 @@ inputs 2t, 2t + 1 of a column comes from two words at that column's nibble. The 
 so a thread's J columns lie in one word column; each thread loads its own words (four lanes share them,
 awq_words_layout) and one ``prmt`` takes byte p/2 of both words into bytes 0 and 2, then ``lop3`` with the
 low or high nibble's mask, fma by (1, 1) or (1/16, 1/16) minus the zero, multiply by the scale.
+
+POST (small token tiles, triton_gemm.RS_POST_MAX_BLOCK_M; written in session 16 without a GPU): the A tile is
+q - z (exact), each step's wgmma writes its own fp32 sums and the rows' scales multiply them into the accumulator
+(_post_loop, _ws_post_loop): at 16 tokens, 16 ffma a step instead of 64 paired multiplies.
 """
 
 from __future__ import annotations
