@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.gemm_common import graph_ms, layer_with_baselines, warm_clocks  # noqa: E402
 from repack.kernels import gluon_rs  # noqa: E402
+from repack.kernels import triton_gemm as tgm  # noqa: E402
 from repack.kernels.triton_gemm import DOT_RS, triton_gemm  # noqa: E402
 from repack.kernels.tuned import TileConfig, split_for  # noqa: E402
 
@@ -67,7 +68,6 @@ def _compile_share(job: tuple) -> int:
     import torch
 
     from benchmarks.gemm_common import packed_weight
-    from repack.kernels import triton_gemm as tgm
     K, N, M, layout, tiles, post = job
     tgm.RS_POST_MAX_BLOCK_M = post  # (a spawned process starts from the module's default)
     w = packed_weight(K, N, layout)
@@ -88,7 +88,6 @@ def precompile(K: int, N: int, M: int, layout: str, tiles: list[TileConfig], job
     machine's host, its timing ~0.1 s (session 15's M = 256 sweep ran out of its call after one shape)."""
     import concurrent.futures
     import multiprocessing
-    from repack.kernels import triton_gemm as tgm
     shares = [(K, N, M, layout, tiles[j::jobs], tgm.RS_POST_MAX_BLOCK_M) for j in range(jobs) if tiles[j::jobs]]
     try:
         with concurrent.futures.ProcessPoolExecutor(len(shares), mp_context=multiprocessing.get_context("spawn")) as ex:
@@ -111,7 +110,6 @@ def main() -> None:
     layout = "awq" if "--awq" in args else "gptq"
     jobs = int(args[args.index("--jobs") + 1]) if "--jobs" in args else 0
     if "--post" in args:  # gluon_rs's POST for tiles of at most this many tokens (triton_gemm.RS_POST_MAX_BLOCK_M)
-        from repack.kernels import triton_gemm as tgm
         tgm.RS_POST_MAX_BLOCK_M = int(args[args.index("--post") + 1])
     k_stages = (tuple(tuple(int(v) for v in p.split(":")) for p in args[args.index("--k-stages") + 1].split(","))
                 if "--k-stages" in args else None)

@@ -153,7 +153,7 @@ def test_transposed_tile_launch(gs, rs, want_bk, want_pending, monkeypatch):
 
 
 @pytest.mark.parametrize("layout", ["gptq", "awq", "gptq-unfit", "awq-rs", "gptq-slot", "awq-slot"])
-def test_an_entrys_transposed_tile_serves_gptq_layers_only(layout, tmp_path, monkeypatch):
+def test_which_layers_an_entrys_transposed_tiles_serve(layout, tmp_path, monkeypatch):
     """TileConfig.gptq_rs goes to 4-bit GPTQ-order layers (gluon_rs); an AWQ layer on the same entry keeps the
     entry's own tile (DOT_N), and so does a GPTQ layer gluon_rs cannot run (384 columns, 256-wide rs tile) —
     unless AWQ_RS is on: then the AWQ layer takes the rs tile on gluon_rs's AWQ words, or the entry's AWQ slot

@@ -424,13 +424,13 @@ def _post_loop(sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n
     a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6, True)
     p = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
     p = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), p, use_acc=False, is_async=True)
-    s0 = ss
+    ss0 = ss  # step 0's row scales
     zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ, True)
     s1, z1 = s2, z2
     _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0,
           AWQ)
     p = warpgroup_mma_wait(0, deps=(p,))
-    acc = p * gl.expand_dims(s0, 1)
+    acc = p * gl.expand_dims(ss0, 1)
     for i in range(1, steps - 1, 2):
         acc, p, zz, ss, s1, z1 = _step_post(i, acc, p, zz, ss, s1, z1, sel, n, nr, bars, x_ring, q_ring, x_desc,
                                             q_desc, s_ptr, z_ptr, m0, n0, k_begin, last, group_size, zero_offset, ssg,
@@ -614,12 +614,12 @@ def _ws_post_loop(x_ring, q_ring, ready, empty, s_ptr, z_ptr, sel, n, n0, K, gro
     a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6, True)
     p = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
     p = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), p, use_acc=False, is_async=True)
-    s0 = ss
+    ss0 = ss  # step 0's row scales
     zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ, True)
     s1, z1 = s2, z2
     p = warpgroup_mma_wait(0, deps=(p,))
     mbarrier.arrive(empty.index(0), count=1)
-    acc = p * gl.expand_dims(s0, 1)
+    acc = p * gl.expand_dims(ss0, 1)
     for i in range(1, steps - 1, 2):
         acc, p, zz, ss, s1, z1 = _ws_step_post(i, acc, p, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring, q_ring,
                                                s_ptr, z_ptr, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
