@@ -52,9 +52,11 @@ def test_the_probe_sees_a_serialized_and_a_pipelined_tile():
 @pytest.mark.parametrize("tile", _table_rs_tiles(), ids=lambda t: "x".join(map(str, t[:3])) +
                          f"-w{t[3]}s{t[4]}rs{t[5]}" + ("-awq" if t[6] else ""))
 def test_every_tuned_transposed_tile_compiles_without_spills_or_serialized_wgmmas(tile):
+    """Compiled as the dispatch launches it: POST for tiles of at most RS_POST_MAX_BLOCK_M tokens."""
     probe = _probe()
+    from repack.kernels import triton_gemm
     *dims, awq = tile
-    r = probe.report(probe.compile_rs(*dims, awq=awq))
+    r = probe.report(probe.compile_rs(*dims, awq=awq, post=dims[0] <= triton_gemm.RS_POST_MAX_BLOCK_M))
     assert r["spill_bytes"] == 0, r
     assert r["serialized"] is None, r
 

@@ -571,9 +571,9 @@ AWQ_GEMV_TUNED = False
 AWQ_RS = True
 # gluon_rs tiles of at most this many tokens apply the scales to each step's wgmma sums in fp32 instead of to the
 # dequantized weights (gluon_rs's POST: on a 16x128 tile 16 fp32 fma a step replace 64 paired multiplies; sm_90a
-# loop 813 -> 715 instructions a two-step trip). 0: off — written in session 16 without a GPU (GPU test:
-# tests/test_kernels.py::test_transposed_register_tile_with_scales_after_the_mma; `benchmarks/gemm.py --rs-post 32`)
-RS_POST_MAX_BLOCK_M = 0
+# loop 813 -> 715 instructions a two-step trip). Session 17 on the H200: the tuned M = 16 / 64 tiles swept with it
+# on (`diag_rs.py --post 32`), 8192x28672 M = 16 68.7 -> 53.8 µs; 0 turns it off (`benchmarks/gemm.py --rs-post 0`)
+RS_POST_MAX_BLOCK_M = 32
 # dequantize the joined tensor-core paths two weights per instruction (inline PTX, see
 # _dequant8_pairs); a module switch so benchmarks can compare both ways in one process
 PAIRED_DEQUANT = True
