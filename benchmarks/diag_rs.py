@@ -4,7 +4,7 @@ default dispatch, kernel-only graph times; every tile checked against the defaul
     python benchmarks/diag_rs.py [--m 16,64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
         [--k-stages 128:4,128:8] [--post 32] [--merge-into repack/kernels/tuned.json]
 
-``--ws`` adds the warp-specialized tile (TileConfig.rs 3, no K split) to the candidates; ``--ws-only`` sweeps
+``--ws`` adds the warp-specialized tile (TileConfig.rs 3; K splits since session 17) to the candidates; ``--ws-only`` sweeps
 only it (with ``--merge-into`` it then goes in where it beats the table's current choice). ``--awq`` sweeps
 the tile on AutoAWQ gemm words against AWQ's default dispatch; with ``--merge-into`` a winner goes into the
 entry's ``awq_rs`` slot (AWQ layers take it before the entry's ``rs``). ``--jobs N`` compiles each shape's
@@ -53,9 +53,9 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
                     count = math.ceil(M / bm) * (N // bn)
                     for target in ((SMS, 2 * SMS) if count < SMS else (0,)):
                         split = split_for(count, K, bk, target) if target else 1
-                        # each step's wgmma left running, or waited for; warp-specialized (whole K only)
+                        # each step's wgmma left running, or waited for; warp-specialized
                         waits = (3,) if ws_only else (1, 2, 3) if ws else (1, 2)
-                        for rs in waits if split == 1 else tuple(r for r in waits if r != 3):
+                        for rs in waits:
                             cfg = TileConfig(bm, bn, bk, split, warps, stages, rs=rs)
                             if cfg not in tiles:
                                 tiles.append(cfg)

@@ -3,7 +3,7 @@ instruction mix of the hottest loop, and whether ptxas serialized the wgmmas. Th
 16-token tile's time followed in session 16 (issue-bound: `benchmarks/NOTES-gemm.md`), and serialized wgmmas
 (ptxas C7510-C7515) are a silent slowdown that only shows in ptxas's info output.
 
-    python benchmarks/sass_probe.py rs BM BN BK WARPS STAGES RS [--awq] [--bf16] [--post]
+    python benchmarks/sass_probe.py rs BM BN BK WARPS STAGES RS [--awq] [--bf16] [--post] [--split]
     python benchmarks/sass_probe.py gemm BM BN BK WARPS SPLIT [--bf16]      (gluon_gemm's mma.sync tile)
 """
 
@@ -47,8 +47,9 @@ def _compile(fn, names, consts, args, warps: int, maxnreg: int | None = None, ex
 
 
 def compile_rs(bm: int, bn: int, bk: int, warps: int, stages: int, rs: int, awq: bool = False, bf16: bool = False,
-               post: bool = False):
-    """gluon_rs's tile (rs 1/2: w4_rs_kernel with that wait; 3: the warp-specialized kernel) on a K x N layer."""
+               post: bool = False, split: bool = False):
+    """gluon_rs's tile (rs 1/2: w4_rs_kernel with that wait; 3: the warp-specialized kernel) on a K x N layer;
+    ``split``: the K-split epilogue."""
     import torch
 
     from repack.kernels import gluon_pipe, gluon_rs
@@ -62,15 +63,14 @@ def compile_rs(bm: int, bn: int, bk: int, warps: int, stages: int, rs: int, awq:
     zeros = torch.zeros(K // GROUP, N // 8, dtype=torch.int32)
     y = torch.zeros(1024, N, dtype=xt)
     descs = (gluon_pipe.x_descriptor(x, bm, bk), gluon_rs.words_descriptor(Words, bn, bk, awq))
+    ws, cnt = torch.zeros(1, dtype=torch.float32), torch.zeros(1, dtype=torch.int32)
+    args = (*descs, scales, zeros, y, ws, cnt, 1024, N, K, K // 2 if split else K, 2 if split else 1, GROUP, 1,
+            scales.stride(0), zeros.stride(0), y.stride(0))
     if rs == 3:
-        consts = gluon_rs.ws_consts(bm, bn, bk, stages, warps, awq=awq, post=post)
-        args = (*descs, scales, zeros, y, 1024, N, K, GROUP, 1, scales.stride(0), zeros.stride(0), y.stride(0))
+        consts = gluon_rs.ws_consts(bm, bn, bk, stages, warps, awq=awq, post=post, split=split)
         return _compile(gluon_rs.w4_rs_ws_kernel, gluon_rs.WS_CONST_NAMES, consts, args, warps,
                         gluon_rs.ws_maxnreg(warps, bm, bn))
-    consts = gluon_rs.consts(bm, bn, bk, False, stages, warps, pending=1 if rs == 1 else 0, awq=awq, post=post)
-    ws, cnt = torch.zeros(1, dtype=torch.float32), torch.zeros(1, dtype=torch.int32)
-    args = (*descs, scales, zeros, y, ws, cnt, 1024, N, K, K, 1, GROUP, 1, scales.stride(0), zeros.stride(0),
-            y.stride(0))
+    consts = gluon_rs.consts(bm, bn, bk, split, stages, warps, pending=1 if rs == 1 else 0, awq=awq, post=post)
     return _compile(gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES, consts, args, warps)
 
 
@@ -125,7 +125,8 @@ def main() -> None:
     if not args or args[0] not in ("rs", "gemm") or tools() is None:
         sys.exit(__doc__)
     dims = [int(v) for v in args[1:]]
-    kernel = (compile_rs(*dims, awq="--awq" in flags, bf16="--bf16" in flags, post="--post" in flags)
+    kernel = (compile_rs(*dims, awq="--awq" in flags, bf16="--bf16" in flags, post="--post" in flags,
+                         split="--split" in flags)
               if args[0] == "rs" else compile_gemm(*dims, bf16="--bf16" in flags))
     r = report(kernel)
     print(f"registers {r['registers']}, spills {r['spill_bytes']} B, loop {r['loop_instructions']} instructions, "

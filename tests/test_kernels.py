@@ -484,7 +484,8 @@ def test_transposed_register_tile_against_the_oracle(tmp_path, layout, dtype, gs
 
 WS_RS_TILES = [(TileConfig(128, 128, 64, 1, 8, 4, rs=3), (7, 128, 300)), (TileConfig(64, 128, 64, 1, 4, 3, rs=3), (33, 64, 200)),
                (TileConfig(256, 64, 64, 1, 4, 4, rs=3), (256, 1000)), (TileConfig(128, 128, 128, 1, 8, 3, rs=3), (129,)),
-               (TileConfig(64, 64, 32, 1, 4, 6, rs=3), (64, 100))]
+               (TileConfig(64, 64, 32, 1, 4, 6, rs=3), (64, 100)), (TileConfig(64, 128, 64, 3, 4, 4, rs=3), (33, 100)),
+               (TileConfig(128, 128, 64, 2, 8, 3, rs=3), (7, 300))]
 
 
 @pytest.mark.parametrize("layout", ["gptq_v1", "gptq_v2"])
@@ -492,8 +493,8 @@ WS_RS_TILES = [(TileConfig(128, 128, 64, 1, 8, 4, rs=3), (7, 128, 300)), (TileCo
 @pytest.mark.parametrize("gs", [64, 128])
 def test_warp_specialized_transposed_tile_against_the_oracle(tmp_path, layout, dtype, gs):
     """gluon_rs's warp-specialized tile (TileConfig.rs 3: a load warp feeding the ring through empty/ready
-    mbarriers) on the tiles of the test above without a K split: every output written, within tolerance of
-    the oracle and of DOT_KTJ."""
+    mbarriers), with and without a K split (the split's epilogue barrier is the MMA warps' own): every output
+    written, within tolerance of the oracle and of DOT_KTJ."""
     from repack.kernels import triton_gemm as tg
     _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout, dtype, gs, WS_RS_TILES, tg.DOT_RS)
 
@@ -511,7 +512,7 @@ def test_transposed_register_tile_on_awq_words(tmp_path, dtype, gs):
 
 SMALL_M_RS_TILES = [(TileConfig(16, 128, 128, 2, 4, 4, rs=2), (1, 7, 16, 33)), (TileConfig(16, 64, 64, 3, 4, 3, rs=1), (16,)),
                     (TileConfig(32, 128, 64, 1, 8, 4, rs=1), (16, 40)), (TileConfig(16, 128, 128, 1, 4, 6, rs=3), (7, 16)),
-                    (TileConfig(32, 64, 128, 1, 4, 4, rs=3), (32,))]
+                    (TileConfig(32, 64, 128, 1, 4, 4, rs=3), (32,)), (TileConfig(16, 128, 128, 3, 4, 4, rs=3), (7, 16))]
 
 
 @pytest.mark.parametrize("layout", ["gptq_v1", "awq_gemm"])
@@ -552,7 +553,8 @@ def test_warp_specialized_transposed_tile_on_a_large_layer():
     """The warp-specialized tile over many K steps (the ring's empty/ready phases wrap dozens of times)."""
     from repack.kernels import triton_gemm as tg
     _large_layer_matches_float64(((1024, TileConfig(256, 128, 64, 1, 8, 4, rs=3)),
-                                  (256, TileConfig(128, 64, 64, 1, 4, 4, rs=3))), tg.DOT_RS)
+                                  (256, TileConfig(128, 64, 64, 1, 4, 4, rs=3)),
+                                  (16, TileConfig(16, 128, 128, 4, 4, 4, rs=3))), tg.DOT_RS)
 
 
 def test_every_forced_large_tile_gives_the_right_sums():

@@ -189,10 +189,10 @@ def test_which_layers_an_entrys_transposed_tiles_serve(layout, tmp_path, monkeyp
     tg._plans.clear()
 
 
-@pytest.mark.parametrize("split, warps, want_regs", [(1, 8, 168), (1, 4, 128), (2, 8, None)])
+@pytest.mark.parametrize("split, warps, want_regs", [(1, 8, 168), (1, 4, 128), (2, 8, 168)])
 def test_warp_specialized_transposed_tile_launch(split, warps, want_regs, monkeypatch):
-    """TileConfig.rs 3 launches gluon_rs's warp-specialized kernel with its launch register budget; with a K
-    split (which it does not do) the layer goes to the other tiles."""
+    """TileConfig.rs 3 launches gluon_rs's warp-specialized kernel with its launch register budget; a K split
+    (session 17) takes the grid's third axis and the kernel's split-K epilogue."""
     from repack.kernels import gluon_rs
     from repack.kernels import triton_gemm as tg
     from repack.kernels.tuned import TileConfig
@@ -200,12 +200,10 @@ def test_warp_specialized_transposed_tile_launch(split, warps, want_regs, monkey
     cfg = TileConfig(64, 128, 64, split, warps, 4, rs=3)
     w, _ = random_gptq_words(1024, 384, 128, 0, device="cpu")
     tg.triton_gemm(torch.randn(100, 1024, dtype=torch.float16), w, config=cfg)
-    (fn, consts, grid, _, maxnreg), = launched
-    if want_regs is None:
-        assert fn is None and consts["PATH"] == tg.DOT_KTJ
-    else:
-        assert fn is gluon_rs.w4_rs_ws_kernel and maxnreg == want_regs and grid == (3, 2, 1)
-        assert (consts["BLOCK_M"], consts["BLOCK_N"], consts["PENDING"]) == (64, 128, 1)
+    (fn, consts, grid, args, maxnreg), = launched
+    assert fn is gluon_rs.w4_rs_ws_kernel and maxnreg == want_regs and grid == (3, 2, split)
+    assert (consts["BLOCK_M"], consts["BLOCK_N"], consts["PENDING"], consts["SPLIT"]) == (64, 128, 1, split > 1)
+    assert args[10:12] == (1024 // split, split)  # K_SPLIT, split_k
     tg._plans.clear()
 
 
@@ -216,11 +214,12 @@ def _launched_form(a):
     return _as_launched(a)
 
 
-@pytest.mark.parametrize("rs, split, layout", [(1, 1, "gptq"), (2, 2, "gptq"), (3, 1, "gptq"), (1, 1, "awq"), (3, 1, "awq")])
+@pytest.mark.parametrize("rs, split, layout", [(1, 1, "gptq"), (2, 2, "gptq"), (3, 1, "gptq"), (3, 2, "gptq"), (1, 1, "awq"),
+                                               (3, 1, "awq")])
 def test_a_transposed_tile_plan_launches_what_the_dispatch_launched(rs, split, layout, tmp_path, monkeypatch):
     """gluon_rs's kernels take TMA descriptors: a plan remakes them for the call's x and the weight's words (the
     dispatch made them per call: ~90 us of host time on the H200's host, more than the kernel at M = 64) and
-    hands the launcher what the full dispatch did — the warp-specialized kernel (rs 3) without the workspace."""
+    hands the launcher what the full dispatch did (both kernels take the split-K workspace)."""
     from repack.kernels import gluon_rs
     from repack.kernels import triton_gemm as tg
     from repack.kernels.tuned import TileConfig
@@ -248,11 +247,10 @@ def test_a_transposed_tile_plan_launches_what_the_dispatch_launched(rs, split, l
     want = [_launched_form(a) for a in args]
     want[0] = want[0][:1] + (x_again.data_ptr(),) + want[0][2:]
     want[4] = y2.data_ptr()
-    if rs != 3:
-        if split == 1:  # no K split: the workspace arguments are the output, unused
-            want[5] = want[6] = y2.data_ptr()
-        else:
-            assert want[5] not in (y1.data_ptr(), y2.data_ptr())
+    if split == 1:  # no K split: the workspace arguments are the output, unused
+        want[5] = want[6] = y2.data_ptr()
+    else:
+        assert want[5] not in (y1.data_ptr(), y2.data_ptr())
     assert got == want
     assert all(isinstance(a, int) for a in run[11:14]), "pointers go to the launcher as integers"
     assert tuple(run[9 + len(args):]) == tuple(consts.values())

@@ -545,29 +545,31 @@ def smem_bytes(block_m: int, block_n: int, block_k: int, stages: int) -> int:
 # ---- the same tile, warp-specialized (TileConfig.rs == 3; 5-15 % faster on most large tiles, NOTES-gemm) ----
 # One load warp refills the ring through empty/ready mbarriers, so the MMA warps pass no CTA barrier in the
 # loop: the tile above has five a step (sm_90 PTX), four of them added by Triton's shared-memory barrier pass,
-# which does not tell the ring's slots apart. No K split (the epilogue's barriers would need every warp).
+# which does not tell the ring's slots apart. A K split (session 17) reduces through the same workspace as the
+# tile above: Triton turns a partition's CTA barrier into a named barrier of its own warps (`bar.sync 0, 128`
+# in the 4-warp tile's PTX), so the epilogue's barrier does not wait for the load warp.
 WS_LOAD_REGS: gl.constexpr = gl.constexpr(40)
 
 
 @gluon.jit
-def _ws_load(x_desc, q_desc, x_ring, q_ring, ready, empty, m0, n0, steps, BLOCK_K: gl.constexpr,
+def _ws_load(x_desc, q_desc, x_ring, q_ring, ready, empty, m0, n0, k_begin, steps, BLOCK_K: gl.constexpr,
              STAGES: gl.constexpr, AWQ: gl.constexpr):
     for i in range(steps):
         slot = i % STAGES
         mbarrier.wait(empty.index(slot), ((i // STAGES) & 1) ^ 1)  # a fresh barrier passes parity 1
-        _fill(slot, i * BLOCK_K, ready, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ)
+        _fill(slot, k_begin + i * BLOCK_K, ready, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ)
 
 
 @gluon.jit
-def _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last, group_size, zero_offset,
-             ssg, szg, STAGES: gl.constexpr, BLOCK_K: gl.constexpr, BLOCK_N: gl.constexpr, L4: gl.constexpr,
+def _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, k_begin, last, group_size,
+             zero_offset, ssg, szg, STAGES: gl.constexpr, BLOCK_K: gl.constexpr, BLOCK_N: gl.constexpr, L4: gl.constexpr,
              DOTA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr):
     """K step i (i >= 1) of the MMA warps: as _step, the ring slot released to the load warp once the wgmma
     that read it is done (step i - 1's with PENDING 1, this step's with 0)."""
     XT: gl.constexpr = x_ring.dtype
     slot = i % STAGES
     mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
-    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum((i + 2) * BLOCK_K, last), group_size, n, ssg, szg, n)
+    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + (i + 2) * BLOCK_K, last), group_size, n, ssg, szg, n)
     a = _a_tile(q_ring.index(slot), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6)
     acc = warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, is_async=True)
     zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ)
@@ -580,15 +582,15 @@ def _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr
 
 
 @gluon.jit
-def _ws_step_post(i, acc, p, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring, q_ring, s_ptr, z_ptr, last, group_size,
-                  zero_offset, ssg, szg, STAGES: gl.constexpr, BLOCK_K: gl.constexpr, BLOCK_N: gl.constexpr,
+def _ws_step_post(i, acc, p, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring, q_ring, s_ptr, z_ptr, k_begin, last,
+                  group_size, zero_offset, ssg, szg, STAGES: gl.constexpr, BLOCK_K: gl.constexpr, BLOCK_N: gl.constexpr,
                   L4: gl.constexpr, DOTA: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr):
     """K step i (i >= 1) of the MMA warps with the scale after the wgmma (POST, as _step_post); the slot goes back
     to the load warp once the step's wgmma is done."""
     XT: gl.constexpr = x_ring.dtype
     slot = i % STAGES
     mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
-    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum((i + 2) * BLOCK_K, last), group_size, n, ssg, szg, nr)
+    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + (i + 2) * BLOCK_K, last), group_size, n, ssg, szg, nr)
     a = _a_tile(q_ring.index(slot), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6, True)
     p = warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), p, use_acc=False, is_async=True)
     zz1, ss1 = _group_operands(s1, z1, n, zero_offset, XT, AWQ, True)
@@ -599,18 +601,17 @@ def _ws_step_post(i, acc, p, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring, q
 
 
 @gluon.jit
-def _ws_post_loop(x_ring, q_ring, ready, empty, s_ptr, z_ptr, sel, n, n0, K, group_size, zero_offset, ssg, szg, steps,
-                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
+def _ws_post_loop(x_ring, q_ring, ready, empty, s_ptr, z_ptr, sel, n, n0, k_begin, last, group_size, zero_offset, ssg,
+                  szg, steps, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
                   L4: gl.constexpr, MMA: gl.constexpr, DOTA: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr):
     """_ws_mma's K loop with the scale after the wgmma (POST, as _post_loop)."""
     XT: gl.constexpr = x_ring.dtype
-    last = K - BLOCK_K
     nr = _row_columns(n0, BLOCK_N, MMA)
-    s0, z0 = _group_load(s_ptr, z_ptr, 0, group_size, n, ssg, szg, nr)
-    s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(BLOCK_K, last), group_size, n, ssg, szg, nr)
+    s0, z0 = _group_load(s_ptr, z_ptr, k_begin, group_size, n, ssg, szg, nr)
+    s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + BLOCK_K, last), group_size, n, ssg, szg, nr)
     zz, ss = _group_operands(s0, z0, n, zero_offset, XT, AWQ, True)
     mbarrier.wait(ready.index(0), 0)
-    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(2 * BLOCK_K, last), group_size, n, ssg, szg, nr)
+    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + 2 * BLOCK_K, last), group_size, n, ssg, szg, nr)
     a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6, True)
     p = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
     p = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), p, use_acc=False, is_async=True)
@@ -622,37 +623,36 @@ def _ws_post_loop(x_ring, q_ring, ready, empty, s_ptr, z_ptr, sel, n, n0, K, gro
     acc = p * gl.expand_dims(ss0, 1)
     for i in range(1, steps - 1, 2):
         acc, p, zz, ss, s1, z1 = _ws_step_post(i, acc, p, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring, q_ring,
-                                               s_ptr, z_ptr, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
-                                               BLOCK_N, L4, DOTA, AWQ, L6)
-        acc, p, zz, ss, s1, z1 = _ws_step_post(i + 1, acc, p, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring,
-                                               q_ring, s_ptr, z_ptr, last, group_size, zero_offset, ssg, szg, STAGES,
+                                               s_ptr, z_ptr, k_begin, last, group_size, zero_offset, ssg, szg, STAGES,
                                                BLOCK_K, BLOCK_N, L4, DOTA, AWQ, L6)
+        acc, p, zz, ss, s1, z1 = _ws_step_post(i + 1, acc, p, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring,
+                                               q_ring, s_ptr, z_ptr, k_begin, last, group_size, zero_offset, ssg, szg,
+                                               STAGES, BLOCK_K, BLOCK_N, L4, DOTA, AWQ, L6)
     if steps % 2 == 0:
         acc, p, zz, ss, s1, z1 = _ws_step_post(steps - 1, acc, p, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring,
-                                               q_ring, s_ptr, z_ptr, last, group_size, zero_offset, ssg, szg, STAGES,
-                                               BLOCK_K, BLOCK_N, L4, DOTA, AWQ, L6)
+                                               q_ring, s_ptr, z_ptr, k_begin, last, group_size, zero_offset, ssg, szg,
+                                               STAGES, BLOCK_K, BLOCK_N, L4, DOTA, AWQ, L6)
     return acc
 
 
 @gluon.jit
-def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, M, N, K, group_size, zero_offset, ssg, szg, sym, m0, n0,
-            steps, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
-            L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr,
-            POST: gl.constexpr = False):
+def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, k_begin, steps, last, split_k,
+            group_size, zero_offset, ssg, szg, sym, m0, n0, tile, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+            BLOCK_K: gl.constexpr, SPLIT: gl.constexpr, STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr,
+            PENDING: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr, POST: gl.constexpr = False):
     XT: gl.constexpr = x_ring.dtype
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     sel, n = _columns(n0, XT, L4, BLOCK_N, AWQ)
     if POST:
-        acc = _ws_post_loop(x_ring, q_ring, ready, empty, s_ptr, z_ptr, sel, n, n0, K, group_size, zero_offset, ssg,
-                            szg, steps, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, AWQ, L6)
+        acc = _ws_post_loop(x_ring, q_ring, ready, empty, s_ptr, z_ptr, sel, n, n0, k_begin, last, group_size,
+                            zero_offset, ssg, szg, steps, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, AWQ, L6)
     else:
-        last = K - BLOCK_K
-        s0, z0 = _group_load(s_ptr, z_ptr, 0, group_size, n, ssg, szg, n)
-        s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(BLOCK_K, last), group_size, n, ssg, szg, n)
+        s0, z0 = _group_load(s_ptr, z_ptr, k_begin, group_size, n, ssg, szg, n)
+        s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + BLOCK_K, last), group_size, n, ssg, szg, n)
         zz, ss = _group_operands(s0, z0, n, zero_offset, XT, AWQ)
         # step 0 peeled with use_acc=False (see w4_rs_kernel)
         mbarrier.wait(ready.index(0), 0)
-        s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(2 * BLOCK_K, last), group_size, n, ssg, szg, n)
+        s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + 2 * BLOCK_K, last), group_size, n, ssg, szg, n)
         a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6)
         acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
         acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
@@ -664,32 +664,39 @@ def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, M, N, K, group_si
         # two steps a trip, for the A registers (see w4_rs_kernel)
         for i in range(1, steps - 1, 2):
             acc, zz, ss, s1, z1 = _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr,
-                                           last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA,
-                                           PENDING, AWQ, L6)
+                                           k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N,
+                                           L4, DOTA, PENDING, AWQ, L6)
             acc, zz, ss, s1, z1 = _ws_step(i + 1, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr,
-                                           z_ptr, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4,
-                                           DOTA, PENDING, AWQ, L6)
+                                           z_ptr, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
+                                           BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
         if steps % 2 == 0:
             acc, zz, ss, s1, z1 = _ws_step(steps - 1, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr,
-                                           z_ptr, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4,
-                                           DOTA, PENDING, AWQ, L6)
+                                           z_ptr, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
+                                           BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
         acc = warpgroup_mma_wait(0, deps=(acc,))
     out = _rows_to_columns(acc, BLOCK_M, BLOCK_N)
     OL: gl.constexpr = out.type.layout
     on = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, OL))
     om = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, OL))
     mask = (om < M)[:, None] & (on < N)[None, :]
-    gl.store(y_ptr + om[:, None] * sym + on[None, :], out.to(y_ptr.dtype.element_ty), mask=mask)
+    # a K split's epilogue: its CTA barrier is this partition's alone (Triton gives a partition's barriers a
+    # named barrier of its warps; the load warp never reaches it)
+    _finish(out, y_ptr + om[:, None] * sym + on[None, :], ws_ptr + om[:, None] * N + on[None, :], mask, cnt_ptr, tile,
+            split_k, SPLIT)
 
 
 @gluon.jit
-def w4_rs_ws_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, M, N, K, group_size, zero_offset, ssg, szg, sym,
-                    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
-                    L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr = False,
-                    L6: gl.constexpr = None, POST: gl.constexpr = False):
+def w4_rs_ws_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
+                    M, N, K, K_SPLIT, split_k, group_size, zero_offset, ssg, szg, sym,
+                    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
+                    STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr,
+                    AWQ: gl.constexpr = False, L6: gl.constexpr = None, POST: gl.constexpr = False):
     XT: gl.constexpr = x_desc.dtype
-    m0 = gl.program_id(1) * BLOCK_M
-    n0 = gl.program_id(0) * BLOCK_N
+    pid_n = gl.program_id(0)
+    pid_m = gl.program_id(1)
+    tile = pid_m * gl.num_programs(0) + pid_n
+    m0 = pid_m * BLOCK_M
+    n0 = pid_n * BLOCK_N
     x_ring = gl.allocate_shared_memory(XT, [STAGES] + x_desc.block_type.shape, x_desc.layout)
     q_ring = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -698,20 +705,21 @@ def w4_rs_ws_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, M, N, K, group_size, ze
         mbarrier.init(ready.index(b), count=1)
         mbarrier.init(empty.index(b), count=1)
     fence_async_shared()
-    steps = K // BLOCK_K
+    k_begin, steps, last = k_range(gl.program_id(2), K_SPLIT, K, BLOCK_K)
     gl.warp_specialize([
-        (_ws_mma, (x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, M, N, K, group_size, zero_offset, ssg, szg, sym, m0,
-                   n0, steps, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, PENDING, AWQ, L6, POST)),
-        (_ws_load, (x_desc, q_desc, x_ring, q_ring, ready, empty, m0, n0, steps, BLOCK_K, STAGES, AWQ)),
+        (_ws_mma, (x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, k_begin, steps, last,
+                   split_k, group_size, zero_offset, ssg, szg, sym, m0, n0, tile, BLOCK_M, BLOCK_N, BLOCK_K, SPLIT,
+                   STAGES, L4, MMA, PENDING, AWQ, L6, POST)),
+        (_ws_load, (x_desc, q_desc, x_ring, q_ring, ready, empty, m0, n0, k_begin, steps, BLOCK_K, STAGES, AWQ)),
     ], [1], [WS_LOAD_REGS])
 
 
-WS_CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "STAGES", "L4", "MMA", "PENDING", "AWQ", "L6", "POST")
+WS_CONST_NAMES = CONST_NAMES
 
 
 def ws_consts(block_m: int, block_n: int, block_k: int, stages: int, warps: int, pending: int = 1,
-              awq: bool = False, post: bool = False) -> tuple:
-    return (block_m, block_n, block_k, stages, words_layout(block_n, block_k // 8, warps), mma_layout(block_m, warps),
+              awq: bool = False, post: bool = False, split: bool = False) -> tuple:
+    return (block_m, block_n, block_k, split, stages, words_layout(block_n, block_k // 8, warps), mma_layout(block_m, warps),
             pending, awq, awq_words_layout(block_n, block_k // 8, warps) if awq else None, post)
 
 

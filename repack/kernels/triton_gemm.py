@@ -1059,7 +1059,7 @@ def _pipe_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, cfg: TileConf
     from .gluon_rs import fits as rs_fits
     from .gluon_ws import fits as ws_fits
     fits = ws_fits if ws else rs_fits if rs else pipe_fits
-    if (ws or (rs and cfg.rs == 3)) and cfg.split_k > 1:  # the warp-specialized tiles run a whole K
+    if ws and cfg.split_k > 1:  # gluon_ws's warp-specialized tile runs a whole K
         return False
     awq = rs and w.codes == CODES_ALONG_N_AWQ and w.zeros_layout == ZEROS_ALONG_N_AWQ  # gluon_rs reads both
     if (w.zeros_layout != ZEROS_ALONG_N and not awq) or w.zero_offset < 0 or w.out_features % cfg.block_n:
@@ -1287,18 +1287,16 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         from . import gluon_pipe, gluon_rs
         awq = w.codes == CODES_ALONG_N_AWQ
         descs = (gluon_pipe.x_descriptor(x2, block_m, block_k), gluon_rs.words_descriptor(w, block_n, block_k, awq))
-        if cfg.rs == 3:  # warp-specialized (a load warp; no K split)
+        args = (*descs, w.scales, w.zeros, y, ws, cnt, M, N, K, k_split, split, gs, w.zero_offset, w.scales.stride(0),
+                w.zeros.stride(0), y.stride(0))
+        if cfg.rs == 3:  # warp-specialized (a load warp)
             consts = gluon_rs.ws_consts(block_m, block_n, block_k, stages, warps, awq=awq,
-                                        post=block_m <= RS_POST_MAX_BLOCK_M)
-            args = (*descs, w.scales, w.zeros, y, M, N, K, gs, w.zero_offset, w.scales.stride(0), w.zeros.stride(0),
-                    y.stride(0))
+                                        post=block_m <= RS_POST_MAX_BLOCK_M, split=split > 1)
             kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_rs.w4_rs_ws_kernel,
                              gluon_rs.WS_CONST_NAMES, maxnreg=gluon_rs.ws_maxnreg(warps, block_m, block_n))
         else:
             consts = gluon_rs.consts(block_m, block_n, block_k, split > 1, stages, warps, pending=1 if cfg.rs == 1 else 0,
                                      awq=awq, post=block_m <= RS_POST_MAX_BLOCK_M)
-            args = (*descs, w.scales, w.zeros, y, ws, cnt, M, N, K, k_split, split, gs, w.zero_offset, w.scales.stride(0),
-                    w.zeros.stride(0), y.stride(0))
             kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES)
     elif path == DOT_WS:
         from . import gluon_pipe, gluon_ws
@@ -1327,8 +1325,8 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         workspace = (ws, cnt, ws.data_ptr(), cnt.data_ptr()) if split > 1 else None  # the tensors keep the pointers valid
         # the weight's own tensors are not stored: a plan must not keep a dropped layer in GPU memory
         if path == DOT_RS:  # x_desc, q_desc, scales, zeros, y[, ws, cnt], ...: descriptors remade from the tile
-            descs = (block_m, block_k, block_n, cfg.rs != 3, w.codes == CODES_ALONG_N_AWQ)
-            weight_ptrs, tail = (w.scales.data_ptr(), w.zeros.data_ptr()), args[7:] if cfg.rs != 3 else args[5:]
+            descs = (block_m, block_k, block_n, w.codes == CODES_ALONG_N_AWQ)
+            weight_ptrs, tail = (w.scales.data_ptr(), w.zeros.data_ptr()), args[7:]
         else:  # x, qweight, scales, zeros, g_idx (or its stand-in), y, ws, cnt, ...
             descs, weight_ptrs, tail = None, tuple(t.data_ptr() for t in args[1:5]), args[8:]
         _plans[_plan_key(x, w, stream)] = (weakref.ref(w), kernel, grid, weight_ptrs, workspace, tail, consts, perm, N,
@@ -1378,12 +1376,12 @@ def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torc
     # when the plan was made (the plan holds a weak reference and checks it above); x and y are CUDA
     # tensors of the plan's device (the key and the check on ``out``)
     if descs is None:
-        head, mid = (x2.data_ptr(),), (y_ptr, ws_ptr, cnt_ptr)
-    else:  # DOT_RS: the TMA descriptors of this x and of the (live) weight's words; the WS kernel has no workspace
+        head = (x2.data_ptr(),)
+    else:  # DOT_RS: the TMA descriptors of this x and of the (live) weight's words
         from . import gluon_pipe, gluon_rs
-        block_m, block_k, block_n, split_args, awq = descs
+        block_m, block_k, block_n, awq = descs
         head = (gluon_pipe.x_descriptor(x2, block_m, block_k), gluon_rs.words_descriptor(w, block_n, block_k, awq))
-        mid = (y_ptr, ws_ptr, cnt_ptr) if split_args else (y_ptr,)
+    mid = (y_ptr, ws_ptr, cnt_ptr)
     compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, meta, None, None, None,
                  *head, *weight_ptrs, *mid, *tail, *consts)
     return y.reshape(*x.shape[:-1], N) if x.dim() != 2 else y

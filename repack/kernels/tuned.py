@@ -37,7 +37,7 @@ class TileConfig:
     ring: bool = False
     # GPTQ-order 4-bit layers run gluon_rs's transposed tile (num_stages = its TMA ring): 1 with each step's wgmma
     # running while the next step is dequantized, 2 waiting for it at the end of its step, 3 warp-specialized
-    # (a load warp on mbarriers; no K split) (0: not this tile)
+    # (a load warp on mbarriers) (0: not this tile)
     rs: int = 0
     # 4-bit GPTQ-order layers with sequential groups take this tile instead where the table has one (gluon_rs's,
     # measured faster for them: benchmarks/diag_rs.py), and so do AutoAWQ gemm layers without an awq_rs tile;
