@@ -2,7 +2,7 @@
 default dispatch, kernel-only graph times; every tile checked against the default's output first.
 
     python benchmarks/diag_rs.py [--m 16,64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
-        [--k-stages 128:4,128:8] [--post 32] [--merge-into repack/kernels/tuned.json]
+        [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--merge-into repack/kernels/tuned.json]
 
 ``--ws`` adds the warp-specialized tile (TileConfig.rs 3; K splits since session 17) to the candidates; ``--ws-only`` sweeps
 only it (with ``--merge-into`` it then goes in where it beats the table's current choice). ``--awq`` sweeps
@@ -11,6 +11,8 @@ entry's ``awq_rs`` slot (AWQ layers take it before the entry's ``rs``). ``--jobs
 candidates in N processes before timing them. ``--k-stages BK:STAGES,...`` replaces the (K tile, ring depth)
 pairs swept (deep rings: ``128:6,128:8,128:12``; session 16: no gain over 4 stages at M = 16). ``--post N``
 sweeps with gluon_rs's POST on for tiles of at most N tokens (merge only if RS_POST_MAX_BLOCK_M is then set so).
+``--splits S,...`` adds these K splits to every tile (by default only launches of fewer programs than SMs split:
+to about one or two waves), e.g. to even out a launch of 1.7 programs an SM (8192x28672 M = 16, session 17).
 
 With ``--merge-into``, the best tile of each (shape, M) goes into the tuned table where it beats the
 default dispatch by 3 % or more, as the entry's ``rs`` tile (4-bit GPTQ-order layers only; the entry's
@@ -37,7 +39,7 @@ SMS = 132
 
 
 def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: bool = False,
-               k_stages: tuple | None = None) -> list[TileConfig]:
+               k_stages: tuple | None = None, splits: tuple = ()) -> list[TileConfig]:
     if k_stages is None:
         k_stages = ((64, 4), (128, 3), (128, 4)) if quick else ((64, 4), (64, 3), (128, 3), (128, 4), (64, 6))
     tiles = []
@@ -51,8 +53,8 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
                     if not gluon_rs.fits(bm, bn, bk, stages, warps):
                         continue
                     count = math.ceil(M / bm) * (N // bn)
-                    for target in ((SMS, 2 * SMS) if count < SMS else (0,)):
-                        split = split_for(count, K, bk, target) if target else 1
+                    chosen = [split_for(count, K, bk, t) for t in (SMS, 2 * SMS)] if count < SMS else [1]
+                    for split in dict.fromkeys(chosen + [s for s in splits if s <= max(1, K // bk // 2)]):
                         # each step's wgmma left running, or waited for; warp-specialized
                         waits = (3,) if ws_only else (1, 2, 3) if ws else (1, 2)
                         for rs in waits:
@@ -113,11 +115,12 @@ def main() -> None:
         tgm.RS_POST_MAX_BLOCK_M = int(args[args.index("--post") + 1])
     k_stages = (tuple(tuple(int(v) for v in p.split(":")) for p in args[args.index("--k-stages") + 1].split(","))
                 if "--k-stages" in args else None)
+    splits = tuple(int(v) for v in args[args.index("--splits") + 1].split(",")) if "--splits" in args else ()
     warm_clocks()
     rows = []
     for K, N in shapes:
         for M in ms:
-            tiles = candidates(M, K, N, quick, "--ws" in args, "--ws-only" in args, k_stages)
+            tiles = candidates(M, K, N, quick, "--ws" in args, "--ws-only" in args, k_stages, splits)
             if jobs > 1:
                 precompile(K, N, M, layout, tiles, jobs)
             copies, x, ref, cub, dflt = layer_with_baselines(K, N, M, layout)

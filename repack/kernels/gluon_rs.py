@@ -44,9 +44,10 @@ so a thread's J columns lie in one word column; each thread loads its own words 
 awq_words_layout) and one ``prmt`` takes byte p/2 of both words into bytes 0 and 2, then ``lop3`` with the
 low or high nibble's mask, fma by (1, 1) or (1/16, 1/16) minus the zero, multiply by the scale.
 
-POST (small token tiles, triton_gemm.RS_POST_MAX_BLOCK_M; written in session 16 without a GPU): the A tile is
-q - z (exact), each step's wgmma writes its own fp32 sums and the rows' scales multiply them into the accumulator
-(_post_loop, _ws_post_loop): at 16 tokens, 16 ffma a step instead of 64 paired multiplies.
+POST (tiles of at most triton_gemm.RS_POST_MAX_BLOCK_M tokens; on since session 17): the A tile is q - z
+(exact), each step's wgmma writes its own fp32 sums and the rows' scales multiply them into the accumulator
+(_post_loop, _ws_post_loop): at 16 tokens, 16 ffma a step instead of 64 paired multiplies, and the 4-warp
+warp-specialized 16x128 tile fits its registers (without POST ptxas serializes its wgmmas).
 """
 
 from __future__ import annotations
