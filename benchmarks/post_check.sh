@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One device call (~6 min on the H200) for what session 16 wrote without a GPU: the gluon_rs / gluon_gemm
-# kernel tests (integer zeros and the fp32-reciprocal group index are on by default; POST is tested forced on),
-# then the M = 16 / 64 benchmark with gluon_rs's POST off and on (triton_gemm.RS_POST_MAX_BLOCK_M).
+# One device call (~6 min on the H200): the gluon_rs / gluon_gemm kernel tests (integer zeros, the fp32-reciprocal
+# group index and POST, on by default since session 17), then the M = 16 / 64 benchmark with gluon_rs's POST off
+# and on (triton_gemm.RS_POST_MAX_BLOCK_M; the tuned 16/32-token tiles were swept with it on, so off is slower).
 #   bash benchmarks/post_check.sh            (logs in $OUT)
 set -o pipefail
 cd "$(dirname "$0")/.."

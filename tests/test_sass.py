@@ -71,3 +71,17 @@ def test_scales_after_the_mma_take_fewer_instructions(awq):
     assert post["spill_bytes"] == 0 and post["serialized"] is None, post
     assert post["loop_instructions"] < 0.92 * scaled["loop_instructions"], (post, scaled)
     assert post["mix"].get("HMUL2", 0) == 0 < scaled["mix"].get("HMUL2", 0)
+
+
+def test_a_warp_specialized_k_split_waits_only_for_its_mma_warps():
+    """The split-K epilogue of gluon_rs's warp-specialized tile has a CTA barrier (gluon_gemm._finish); it must be
+    the MMA partition's own named barrier (its 128 threads), not one the load warp — done and gone — is counted
+    in, or the kernel hangs. Triton lowers a partition's barrier so (session 17); this holds it to that."""
+    import re
+    probe = _probe()
+    whole = probe.compile_rs(16, 128, 128, 4, 4, 3, post=True).asm["ptx"]
+    split = probe.compile_rs(16, 128, 128, 4, 4, 3, post=True, split=True).asm["ptx"]
+    ctas = re.compile(r"\bbar(?:rier)?\.sync(?:\.aligned)?\s+0\s*;")  # barrier 0 over the whole CTA
+    partition = re.compile(r"\bbar(?:rier)?\.sync(?:\.aligned)?\s+0\s*,\s*128\s*;")
+    assert not ctas.search(split) and not ctas.search(whole)
+    assert len(partition.findall(split)) > len(partition.findall(whole))
