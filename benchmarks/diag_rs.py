@@ -2,7 +2,7 @@
 default dispatch, kernel-only graph times; every tile checked against the default's output first.
 
     python benchmarks/diag_rs.py [--m 16,64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
-        [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--merge-into repack/kernels/tuned.json]
+        [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--lean-regs] [--merge-into repack/kernels/tuned.json]
 
 ``--ws`` adds the warp-specialized tile (TileConfig.rs 3; K splits since session 17) to the candidates; ``--ws-only`` sweeps
 only it (with ``--merge-into`` it then goes in where it beats the table's current choice). ``--awq`` sweeps
@@ -11,7 +11,8 @@ entry's ``awq_rs`` slot (AWQ layers take it before the entry's ``rs``). ``--jobs
 candidates in N processes before timing them. ``--k-stages BK:STAGES,...`` replaces the (K tile, ring depth)
 pairs swept (deep rings: ``128:6,128:8,128:12``; session 16: no gain over 4 stages at M = 16). ``--post N``
 sweeps with gluon_rs's POST on for tiles of at most N tokens (merge only if RS_POST_MAX_BLOCK_M is then set so).
-``--splits S,...`` adds these K splits to every tile (by default only launches of fewer programs than SMs split:
+``--lean-regs`` launches warp-specialized POST tiles at gluon_rs.LEAN_WS_REGS (more CTAs an SM; merge only if
+RS_WS_LEAN_REGS is then turned on). ``--splits S,...`` adds these K splits to every tile (by default only launches of fewer programs than SMs split:
 to about one or two waves), e.g. to even out a launch of 1.7 programs an SM (8192x28672 M = 16, session 17).
 
 With ``--merge-into``, the best tile of each (shape, M) goes into the tuned table where it beats the
@@ -70,8 +71,8 @@ def _compile_share(job: tuple) -> int:
     import torch
 
     from benchmarks.gemm_common import packed_weight
-    K, N, M, layout, tiles, post = job
-    tgm.RS_POST_MAX_BLOCK_M = post  # (a spawned process starts from the module's default)
+    K, N, M, layout, tiles, post, lean = job
+    tgm.RS_POST_MAX_BLOCK_M, tgm.RS_WS_LEAN_REGS = post, lean  # (a spawned process starts from the defaults)
     w = packed_weight(K, N, layout)
     x = torch.randn(M, K, device="cuda", dtype=torch.float16)
     done = 0
@@ -90,7 +91,8 @@ def precompile(K: int, N: int, M: int, layout: str, tiles: list[TileConfig], job
     machine's host, its timing ~0.1 s (session 15's M = 256 sweep ran out of its call after one shape)."""
     import concurrent.futures
     import multiprocessing
-    shares = [(K, N, M, layout, tiles[j::jobs], tgm.RS_POST_MAX_BLOCK_M) for j in range(jobs) if tiles[j::jobs]]
+    shares = [(K, N, M, layout, tiles[j::jobs], tgm.RS_POST_MAX_BLOCK_M, tgm.RS_WS_LEAN_REGS)
+              for j in range(jobs) if tiles[j::jobs]]
     try:
         with concurrent.futures.ProcessPoolExecutor(len(shares), mp_context=multiprocessing.get_context("spawn")) as ex:
             list(ex.map(_compile_share, shares))
@@ -111,6 +113,8 @@ def main() -> None:
     merge = Path(args[args.index("--merge-into") + 1]) if "--merge-into" in args else None
     layout = "awq" if "--awq" in args else "gptq"
     jobs = int(args[args.index("--jobs") + 1]) if "--jobs" in args else 0
+    if "--lean-regs" in args:  # warp-specialized POST tiles at gluon_rs.LEAN_WS_REGS (triton_gemm.RS_WS_LEAN_REGS)
+        tgm.RS_WS_LEAN_REGS = True
     if "--post" in args:  # gluon_rs's POST for tiles of at most this many tokens (triton_gemm.RS_POST_MAX_BLOCK_M)
         tgm.RS_POST_MAX_BLOCK_M = int(args[args.index("--post") + 1])
     k_stages = (tuple(tuple(int(v) for v in p.split(":")) for p in args[args.index("--k-stages") + 1].split(","))

@@ -56,7 +56,8 @@ def test_every_tuned_transposed_tile_compiles_without_spills_or_serialized_wgmma
     probe = _probe()
     from repack.kernels import triton_gemm
     *dims, awq = tile
-    r = probe.report(probe.compile_rs(*dims, awq=awq, post=dims[0] <= triton_gemm.RS_POST_MAX_BLOCK_M))
+    post = dims[0] <= triton_gemm.RS_POST_MAX_BLOCK_M
+    r = probe.report(probe.compile_rs(*dims, awq=awq, post=post, lean=triton_gemm.RS_WS_LEAN_REGS))
     assert r["spill_bytes"] == 0, r
     assert r["serialized"] is None, r
 
@@ -85,3 +86,26 @@ def test_a_warp_specialized_k_split_waits_only_for_its_mma_warps():
     partition = re.compile(r"\bbar(?:rier)?\.sync(?:\.aligned)?\s+0\s*,\s*128\s*;")
     assert not ctas.search(split) and not ctas.search(whole)
     assert len(partition.findall(split)) > len(partition.findall(whole))
+
+
+def _lean_tiles() -> list[tuple]:
+    from repack.kernels.gluon_rs import LEAN_WS_REGS
+    return sorted(LEAN_WS_REGS)
+
+
+@pytest.mark.parametrize("tile", _lean_tiles(), ids=lambda t: f"{t[0]}x{t[1]}" + ("-awq" if t[2] else ""))
+def test_lean_register_budgets_keep_the_wgmmas_pipelined(tile, monkeypatch):
+    """gluon_rs.LEAN_WS_REGS: each warp-specialized POST tile at its lean launch budget (more CTAs an SM)
+    compiles without spills or serialized wgmmas, with 3 and 4 ring slots; 8 registers fewer is not the least
+    budget for the 16x128 tile (ptxas serializes it at 72: session 17), which shows the check can fail."""
+    probe = _probe()
+    bm, bn, awq = tile
+    for stages in (3, 4):
+        r = probe.report(probe.compile_rs(bm, bn, 128, 4, stages, 3, awq=awq, post=True, lean=True))
+        assert r["spill_bytes"] == 0 and r["serialized"] is None, (tile, stages, r)
+    if (bm, bn) == (16, 128):
+        from repack.kernels import gluon_rs
+        fewer = gluon_rs.LEAN_WS_REGS[tile] - 8
+        monkeypatch.setitem(gluon_rs.LEAN_WS_REGS, tile, fewer)
+        r = probe.report(probe.compile_rs(bm, bn, 128, 4, 4, 3, awq=awq, post=True, lean=True))
+        assert r["registers"] == fewer and r["serialized"] is not None, r

@@ -724,9 +724,19 @@ def ws_consts(block_m: int, block_n: int, block_k: int, stages: int, warps: int,
             pending, awq, awq_words_layout(block_n, block_k // 8, warps) if awq else None, post)
 
 
-def ws_maxnreg(warps: int, block_m: int, block_n: int) -> int:
+# The least launch budget at which a 4-warp POST tile compiles without spills or serialized wgmmas (sm_90a,
+# benchmarks/sass_probe.py, session 17), by (BLOCK_M, BLOCK_N, AWQ words): 64 fits four CTAs an SM (256 threads
+# each: 4 MMA warps and the load warpgroup), 80 three, where 128 fits two. Measured on a GPU: not yet
+# (triton_gemm.RS_WS_LEAN_REGS, off).
+LEAN_WS_REGS = {(16, 64, False): 64, (16, 64, True): 64, (16, 128, False): 80, (16, 128, True): 80,
+                (32, 64, False): 64, (32, 64, True): 72}
+
+
+def ws_maxnreg(warps: int, block_m: int, block_n: int, lean: bool = False, awq: bool = False) -> int:
     """Registers a thread at launch: the MMA warps and the load warp round up to whole warpgroups (8 + 1 -> 12
     warps: 168 a thread); with 4 MMA warps and at most 64 accumulator registers a thread, 128, so two CTAs fit
     an SM (ptxas wants 158 or more at launch for a 128-register accumulator). The MMA warps then take back
-    what the load warp gives up (setmaxnreg)."""
+    what the load warp gives up (setmaxnreg). ``lean`` (a POST tile): LEAN_WS_REGS where it has the tile."""
+    if lean and warps == 4 and (block_m, block_n, awq) in LEAN_WS_REGS:
+        return LEAN_WS_REGS[(block_m, block_n, awq)]
     return 128 if warps == 4 and block_m * block_n <= 64 * 32 * warps else 168

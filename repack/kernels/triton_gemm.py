@@ -574,6 +574,10 @@ AWQ_RS = True
 # loop 813 -> 715 instructions a two-step trip). Session 17 on the H200: the tuned M = 16 / 64 tiles swept with it
 # on (`diag_rs.py --post 32`), 8192x28672 M = 16 68.7 -> 53.8 µs; 0 turns it off (`benchmarks/gemm.py --rs-post 0`)
 RS_POST_MAX_BLOCK_M = 32
+# warp-specialized POST tiles launched with gluon_rs.LEAN_WS_REGS (three or four CTAs an SM instead of two; every
+# such tile compiles clean on the CPU: tests/test_sass.py). Off: written in session 17 without a GPU
+# (`benchmarks/diag_rs.py --lean-regs` sweeps with it on)
+RS_WS_LEAN_REGS = False
 # dequantize the joined tensor-core paths two weights per instruction (inline PTX, see
 # _dequant8_pairs); a module switch so benchmarks can compare both ways in one process
 PAIRED_DEQUANT = True
@@ -1289,14 +1293,15 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         descs = (gluon_pipe.x_descriptor(x2, block_m, block_k), gluon_rs.words_descriptor(w, block_n, block_k, awq))
         args = (*descs, w.scales, w.zeros, y, ws, cnt, M, N, K, k_split, split, gs, w.zero_offset, w.scales.stride(0),
                 w.zeros.stride(0), y.stride(0))
+        post = block_m <= RS_POST_MAX_BLOCK_M
         if cfg.rs == 3:  # warp-specialized (a load warp)
-            consts = gluon_rs.ws_consts(block_m, block_n, block_k, stages, warps, awq=awq,
-                                        post=block_m <= RS_POST_MAX_BLOCK_M, split=split > 1)
+            consts = gluon_rs.ws_consts(block_m, block_n, block_k, stages, warps, awq=awq, post=post, split=split > 1)
             kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_rs.w4_rs_ws_kernel,
-                             gluon_rs.WS_CONST_NAMES, maxnreg=gluon_rs.ws_maxnreg(warps, block_m, block_n))
+                             gluon_rs.WS_CONST_NAMES,
+                             maxnreg=gluon_rs.ws_maxnreg(warps, block_m, block_n, RS_WS_LEAN_REGS and post, awq))
         else:
             consts = gluon_rs.consts(block_m, block_n, block_k, split > 1, stages, warps, pending=1 if cfg.rs == 1 else 0,
-                                     awq=awq, post=block_m <= RS_POST_MAX_BLOCK_M)
+                                     awq=awq, post=post)
             kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES)
     elif path == DOT_WS:
         from . import gluon_pipe, gluon_ws
