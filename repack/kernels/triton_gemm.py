@@ -1329,7 +1329,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             _plans.clear()
         workspace = (ws, cnt, ws.data_ptr(), cnt.data_ptr()) if split > 1 else None  # the tensors keep the pointers valid
         # the weight's own tensors are not stored: a plan must not keep a dropped layer in GPU memory
-        if path == DOT_RS:  # x_desc, q_desc, scales, zeros, y[, ws, cnt], ...: descriptors remade from the tile
+        if path == DOT_RS:  # x_desc, q_desc, scales, zeros, y, ws, cnt, ...: descriptors remade from the tile
             descs = (block_m, block_k, block_n, w.codes == CODES_ALONG_N_AWQ)
             weight_ptrs, tail = (w.scales.data_ptr(), w.zeros.data_ptr()), args[7:]
         else:  # x, qweight, scales, zeros, g_idx (or its stand-in), y, ws, cnt, ...
