@@ -4,16 +4,17 @@ default dispatch, kernel-only graph times; every tile checked against the defaul
     python benchmarks/diag_rs.py [--m 16,64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
         [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--lean-regs] [--merge-into repack/kernels/tuned.json]
 
-``--ws`` adds the warp-specialized tile (TileConfig.rs 3; K splits since session 17) to the candidates; ``--ws-only`` sweeps
-only it (with ``--merge-into`` it then goes in where it beats the table's current choice). ``--awq`` sweeps
-the tile on AutoAWQ gemm words against AWQ's default dispatch; with ``--merge-into`` a winner goes into the
+``--ws`` adds the warp-specialized tile (TileConfig.rs 3, K splits too since session 17) to the candidates;
+``--ws-only`` sweeps only it (with ``--merge-into`` it then goes in where it beats the table's current choice).
+``--awq`` sweeps the tile on AutoAWQ gemm words against AWQ's default dispatch; with ``--merge-into`` a winner goes into the
 entry's ``awq_rs`` slot (AWQ layers take it before the entry's ``rs``). ``--jobs N`` compiles each shape's
 candidates in N processes before timing them. ``--k-stages BK:STAGES,...`` replaces the (K tile, ring depth)
 pairs swept (deep rings: ``128:6,128:8,128:12``; session 16: no gain over 4 stages at M = 16). ``--post N``
 sweeps with gluon_rs's POST on for tiles of at most N tokens (merge only if RS_POST_MAX_BLOCK_M is then set so).
 ``--lean-regs`` launches warp-specialized POST tiles at gluon_rs.LEAN_WS_REGS (more CTAs an SM; merge only if
-RS_WS_LEAN_REGS is then turned on). ``--splits S,...`` adds these K splits to every tile (by default only launches of fewer programs than SMs split:
-to about one or two waves), e.g. to even out a launch of 1.7 programs an SM (8192x28672 M = 16, session 17).
+RS_WS_LEAN_REGS is then turned on). ``--splits S,...`` adds these K splits to every tile (by default only
+launches of fewer programs than SMs split, to about one or two waves), e.g. to even out a launch of 1.7 programs
+an SM (8192x28672 M = 16, session 17: slower).
 
 With ``--merge-into``, the best tile of each (shape, M) goes into the tuned table where it beats the
 default dispatch by 3 % or more, as the entry's ``rs`` tile (4-bit GPTQ-order layers only; the entry's
