@@ -6,14 +6,8 @@
 #   bash benchmarks/gpu_session.sh 1 0 0            (the benchmark only)
 # Logs and the tuned table land in $OUT (the device tool brings them back).
 set -o pipefail
-cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/repack-out}; mkdir -p "$OUT"
+source "$(dirname "$0")/device_env.sh"
 BUCKETS=${1:-1,16,64,256,1024}; BUDGET=${2:-300}; TESTS=${3:-1}; GEMM=${4:-1}
-if [ -d .wheels ]; then  # the lent GPU machine has no network: wheels carried along (click, gguf, tqdm, ml_dtypes)
-  python3 -m pip install -q --no-deps .wheels/click*.whl .wheels/gguf*.whl .wheels/tqdm*.whl >/dev/null 2>&1 || true
-  python3 -m pip install -q --no-deps --no-index --find-links .wheels ml_dtypes >/dev/null 2>&1 || true
-fi
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu --format=csv
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 if [ "$TESTS" = 1 ]; then

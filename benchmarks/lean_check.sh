@@ -4,13 +4,7 @@
 # gluon_rs.LEAN_WS_REGS on the two wide shapes, GPTQ and AWQ, nothing merged (compare the "rs best" columns).
 #   bash benchmarks/lean_check.sh            (logs in $OUT)
 set -o pipefail
-cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/repack-out}; mkdir -p "$OUT"
-if [ -d .wheels ]; then  # the lent GPU machine has no network: wheels carried along (click, gguf, tqdm, ml_dtypes)
-  python3 -m pip install -q --no-deps .wheels/click*.whl .wheels/gguf*.whl .wheels/tqdm*.whl >/dev/null 2>&1 || true
-  python3 -m pip install -q --no-deps --no-index --find-links .wheels ml_dtypes >/dev/null 2>&1 || true
-fi
+source "$(dirname "$0")/device_env.sh"
 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py -k lean 2>&1 | tee "$OUT/lean-tests.log" | tail -3
 for layout in "" --awq; do
   for lean in "" --lean-regs; do

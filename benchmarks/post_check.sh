@@ -4,13 +4,7 @@
 # and on (triton_gemm.RS_POST_MAX_BLOCK_M; the tuned 16/32-token tiles were swept with it on, so off is slower).
 #   bash benchmarks/post_check.sh            (logs in $OUT)
 set -o pipefail
-cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/repack-out}; mkdir -p "$OUT"
-if [ -d .wheels ]; then  # the lent GPU machine has no network: wheels carried along (click, gguf, tqdm, ml_dtypes)
-  python3 -m pip install -q --no-deps .wheels/click*.whl .wheels/gguf*.whl .wheels/tqdm*.whl >/dev/null 2>&1 || true
-  python3 -m pip install -q --no-deps --no-index --find-links .wheels ml_dtypes >/dev/null 2>&1 || true
-fi
+source "$(dirname "$0")/device_env.sh"
 timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py -k "transposed or gluon" \
     2>&1 | tee "$OUT/post-tests.log" | tail -5
 for post in 0 32; do
