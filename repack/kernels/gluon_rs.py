@@ -341,6 +341,41 @@ def _rows_to_columns(acc, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
 
 
 @gluon.jit
+def _store_tile(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BLOCK_M: gl.constexpr,
+                BLOCK_N: gl.constexpr, SPLIT: gl.constexpr):
+    """The tile's sums into y in output order, or into the split-K workspace (gluon_gemm._finish)."""
+    out = _rows_to_columns(acc, BLOCK_M, BLOCK_N)
+    OL: gl.constexpr = out.type.layout
+    on = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, OL))
+    om = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, OL))
+    mask = (om < M)[:, None] & (on < N)[None, :]
+    _finish(out, y_ptr + om[:, None] * sym + on[None, :], ws_ptr + om[:, None] * N + on[None, :], mask, cnt_ptr, tile,
+            split_k, SPLIT)
+
+
+@gluon.jit
+def _first_step(ready, x_ring, q_ring, s_ptr, z_ptr, sel, n, cols, k_begin, last, group_size, zero_offset, ssg, szg,
+                BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, L4: gl.constexpr,
+                MMA: gl.constexpr, DOTA: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr, POST: gl.constexpr):
+    """K step 0 of every K loop here, peeled: its wgmma starts with use_acc=False (a zero-initialised
+    accumulator makes ptxas serialize the wgmmas: gluon_pipe) and is left running. ``ready``: the ring's
+    full barriers; ``cols``: the scales' columns (``n``, or _row_columns' with POST). Returns the wgmma's
+    (pending) sums, step 0's scales, step 1's operands and step 2's group values."""
+    XT: gl.constexpr = x_ring.dtype
+    s0, z0 = _group_load(s_ptr, z_ptr, k_begin, group_size, n, ssg, szg, cols)
+    s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + BLOCK_K, last), group_size, n, ssg, szg, cols)
+    zz, ss = _group_operands(s0, z0, n, zero_offset, XT, AWQ, POST)
+    mbarrier.wait(ready.index(0), 0)
+    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + 2 * BLOCK_K, last), group_size, n, ssg, szg, cols)
+    a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6, POST)
+    acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
+    acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
+    ss0 = ss
+    zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ, POST)
+    return acc, ss0, zz, ss, s2, z2
+
+
+@gluon.jit
 def _fill(slot, k, bars, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ: gl.constexpr = False):
     bar = bars.index(slot)
     mbarrier.expect(bar, x_desc.block_type.nbytes + q_desc.block_type.nbytes)
@@ -415,19 +450,9 @@ def _post_loop(sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n
     accumulator is 16 values a thread against 64 A registers a step, so 16 fp32 fma replace 64 paired multiplies;
     sm_90a loop 813 -> 715 instructions a trip, NOTES-gemm sixteenth session). Two steps a trip for the A registers, as
     w4_rs_kernel. Returns the accumulator, every wgmma waited for."""
-    XT: gl.constexpr = x_ring.dtype
     nr = _row_columns(n0, BLOCK_N, MMA)
-    s0, z0 = _group_load(s_ptr, z_ptr, k_begin, group_size, n, ssg, szg, nr)
-    s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + BLOCK_K, last), group_size, n, ssg, szg, nr)
-    zz, ss = _group_operands(s0, z0, n, zero_offset, XT, AWQ, True)
-    mbarrier.wait(bars.index(0), 0)
-    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + 2 * BLOCK_K, last), group_size, n, ssg, szg, nr)
-    a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6, True)
-    p = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
-    p = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), p, use_acc=False, is_async=True)
-    ss0 = ss  # step 0's row scales
-    zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ, True)
-    s1, z1 = s2, z2
+    p, ss0, zz, ss, s1, z1 = _first_step(bars, x_ring, q_ring, s_ptr, z_ptr, sel, n, nr, k_begin, last, group_size,
+                                         zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, L4, MMA, DOTA, AWQ, L6, True)
     _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0,
           AWQ)
     p = warpgroup_mma_wait(0, deps=(p,))
@@ -473,18 +498,9 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
         acc = _post_loop(sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, steps, last,
                          group_size, zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, AWQ, L6)
     else:
-        s0, z0 = _group_load(s_ptr, z_ptr, k_begin, group_size, n, ssg, szg, n)
-        s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + BLOCK_K, last), group_size, n, ssg, szg, n)
-        zz, ss = _group_operands(s0, z0, n, zero_offset, XT, AWQ)
-
-        # step 0 peeled with use_acc=False (a zero-initialised accumulator makes ptxas serialize the wgmmas: gluon_pipe)
-        mbarrier.wait(bars.index(0), 0)
-        s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + 2 * BLOCK_K, last), group_size, n, ssg, szg, n)
-        a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6)
-        acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
-        acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
-        zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ)
-        s1, z1 = s2, z2
+        acc, _, zz, ss, s1, z1 = _first_step(bars, x_ring, q_ring, s_ptr, z_ptr, sel, n, n, k_begin, last, group_size,
+                                             zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, L4, MMA, DOTA, AWQ, L6,
+                                             False)
         _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0,
               n0, AWQ)
         acc = warpgroup_mma_wait(PENDING, deps=(acc,))  # (with 1: waits for nothing; acc becomes a tensor again)
@@ -507,13 +523,7 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
         tt = steps + f
         mbarrier.wait(bars.index(tt % STAGES), (tt // STAGES) & 1)
 
-    out = _rows_to_columns(acc, BLOCK_M, BLOCK_N)
-    OL: gl.constexpr = out.type.layout
-    on = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, OL))
-    om = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, OL))
-    mask = (om < M)[:, None] & (on < N)[None, :]
-    _finish(out, y_ptr + om[:, None] * sym + on[None, :], ws_ptr + om[:, None] * N + on[None, :], mask, cnt_ptr, tile,
-            split_k, SPLIT)
+    _store_tile(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BLOCK_M, BLOCK_N, SPLIT)
 
 
 CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "STAGES", "L4", "MMA", "PENDING", "AWQ", "L6", "POST")
@@ -606,19 +616,9 @@ def _ws_post_loop(x_ring, q_ring, ready, empty, s_ptr, z_ptr, sel, n, n0, k_begi
                   szg, steps, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
                   L4: gl.constexpr, MMA: gl.constexpr, DOTA: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr):
     """_ws_mma's K loop with the scale after the wgmma (POST, as _post_loop)."""
-    XT: gl.constexpr = x_ring.dtype
     nr = _row_columns(n0, BLOCK_N, MMA)
-    s0, z0 = _group_load(s_ptr, z_ptr, k_begin, group_size, n, ssg, szg, nr)
-    s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + BLOCK_K, last), group_size, n, ssg, szg, nr)
-    zz, ss = _group_operands(s0, z0, n, zero_offset, XT, AWQ, True)
-    mbarrier.wait(ready.index(0), 0)
-    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + 2 * BLOCK_K, last), group_size, n, ssg, szg, nr)
-    a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6, True)
-    p = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
-    p = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), p, use_acc=False, is_async=True)
-    ss0 = ss  # step 0's row scales
-    zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ, True)
-    s1, z1 = s2, z2
+    p, ss0, zz, ss, s1, z1 = _first_step(ready, x_ring, q_ring, s_ptr, z_ptr, sel, n, nr, k_begin, last, group_size,
+                                         zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, L4, MMA, DOTA, AWQ, L6, True)
     p = warpgroup_mma_wait(0, deps=(p,))
     mbarrier.arrive(empty.index(0), count=1)
     acc = p * gl.expand_dims(ss0, 1)
@@ -648,17 +648,9 @@ def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, 
         acc = _ws_post_loop(x_ring, q_ring, ready, empty, s_ptr, z_ptr, sel, n, n0, k_begin, last, group_size,
                             zero_offset, ssg, szg, steps, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, AWQ, L6)
     else:
-        s0, z0 = _group_load(s_ptr, z_ptr, k_begin, group_size, n, ssg, szg, n)
-        s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + BLOCK_K, last), group_size, n, ssg, szg, n)
-        zz, ss = _group_operands(s0, z0, n, zero_offset, XT, AWQ)
-        # step 0 peeled with use_acc=False (see w4_rs_kernel)
-        mbarrier.wait(ready.index(0), 0)
-        s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + 2 * BLOCK_K, last), group_size, n, ssg, szg, n)
-        a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6)
-        acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
-        acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
-        zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ)
-        s1, z1 = s2, z2
+        acc, _, zz, ss, s1, z1 = _first_step(ready, x_ring, q_ring, s_ptr, z_ptr, sel, n, n, k_begin, last,
+                                             group_size, zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, L4, MMA, DOTA,
+                                             AWQ, L6, False)
         acc = warpgroup_mma_wait(PENDING, deps=(acc,))
         if PENDING == 0:
             mbarrier.arrive(empty.index(0), count=1)
@@ -675,15 +667,9 @@ def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, 
                                            z_ptr, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
                                            BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
         acc = warpgroup_mma_wait(0, deps=(acc,))
-    out = _rows_to_columns(acc, BLOCK_M, BLOCK_N)
-    OL: gl.constexpr = out.type.layout
-    on = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, OL))
-    om = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, OL))
-    mask = (om < M)[:, None] & (on < N)[None, :]
     # a K split's epilogue: its CTA barrier is this partition's alone (Triton gives a partition's barriers a
     # named barrier of its warps; the load warp never reaches it)
-    _finish(out, y_ptr + om[:, None] * sym + on[None, :], ws_ptr + om[:, None] * N + on[None, :], mask, cnt_ptr, tile,
-            split_k, SPLIT)
+    _store_tile(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BLOCK_M, BLOCK_N, SPLIT)
 
 
 @gluon.jit
