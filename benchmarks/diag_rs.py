@@ -2,7 +2,7 @@
 default dispatch, kernel-only graph times; every tile checked against the default's output first.
 
     python benchmarks/diag_rs.py [--m 16,64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
-        [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--lean-regs] [--merge-into repack/kernels/tuned.json]
+        [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--lean-regs] [--slots] [--top 4] [--merge-into repack/kernels/tuned.json]
 
 ``--ws`` adds the warp-specialized tile (TileConfig.rs 3, K splits too since session 17) to the candidates;
 ``--ws-only`` sweeps only it (with ``--merge-into`` it then goes in where it beats the table's current choice).
@@ -12,7 +12,8 @@ candidates in N processes before timing them. ``--k-stages BK:STAGES,...`` repla
 pairs swept (deep rings: ``128:6,128:8,128:12``; session 16: no gain over 4 stages at M = 16). ``--post N``
 sweeps with gluon_rs's POST on for tiles of at most N tokens (merge only if RS_POST_MAX_BLOCK_M is then set so).
 ``--lean-regs`` launches warp-specialized POST tiles at gluon_rs.LEAN_WS_REGS (more CTAs an SM; merge only if
-RS_WS_LEAN_REGS is then turned on). ``--splits S,...`` adds these K splits to every tile (by default only
+RS_WS_LEAN_REGS is then turned on). ``--slots`` splits K through
+gluon_rs's slot workspace (triton_gemm.RS_SPLIT_SLOTS) instead of atomics. ``--splits S,...`` adds these K splits to every tile (by default only
 launches of fewer programs than SMs split, to about one or two waves), e.g. to even out a launch of 1.7 programs
 an SM (8192x28672 M = 16, session 17: slower).
 
@@ -55,7 +56,9 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
                     if not gluon_rs.fits(bm, bn, bk, stages, warps):
                         continue
                     count = math.ceil(M / bm) * (N // bn)
-                    chosen = [split_for(count, K, bk, t) for t in (SMS, 2 * SMS)] if count < SMS else [1]
+                    # unsplit too: a one-wave launch of large tiles can beat every split (4096x14336 M = 256's
+                    # 112 programs of 256x128, session 18)
+                    chosen = [1] + ([split_for(count, K, bk, t) for t in (SMS, 2 * SMS)] if count < SMS else [])
                     for split in dict.fromkeys(chosen + [s for s in splits if s <= max(1, K // bk // 2)]):
                         # each step's wgmma left running, or waited for; warp-specialized
                         waits = (3,) if ws_only else (1, 2, 3) if ws else (1, 2)
@@ -72,8 +75,9 @@ def _compile_share(job: tuple) -> int:
     import torch
 
     from benchmarks.gemm_common import packed_weight
-    K, N, M, layout, tiles, post, lean = job
-    tgm.RS_POST_MAX_BLOCK_M, tgm.RS_WS_LEAN_REGS = post, lean  # (a spawned process starts from the defaults)
+    K, N, M, layout, tiles, post, lean, slots = job
+    # (a spawned process starts from the defaults)
+    tgm.RS_POST_MAX_BLOCK_M, tgm.RS_WS_LEAN_REGS, tgm.RS_SPLIT_SLOTS = post, lean, slots
     w = packed_weight(K, N, layout)
     x = torch.randn(M, K, device="cuda", dtype=torch.float16)
     done = 0
@@ -92,7 +96,7 @@ def precompile(K: int, N: int, M: int, layout: str, tiles: list[TileConfig], job
     machine's host, its timing ~0.1 s (session 15's M = 256 sweep ran out of its call after one shape)."""
     import concurrent.futures
     import multiprocessing
-    shares = [(K, N, M, layout, tiles[j::jobs], tgm.RS_POST_MAX_BLOCK_M, tgm.RS_WS_LEAN_REGS)
+    shares = [(K, N, M, layout, tiles[j::jobs], tgm.RS_POST_MAX_BLOCK_M, tgm.RS_WS_LEAN_REGS, tgm.RS_SPLIT_SLOTS)
               for j in range(jobs) if tiles[j::jobs]]
     try:
         with concurrent.futures.ProcessPoolExecutor(len(shares), mp_context=multiprocessing.get_context("spawn")) as ex:
@@ -116,11 +120,14 @@ def main() -> None:
     jobs = int(args[args.index("--jobs") + 1]) if "--jobs" in args else 0
     if "--lean-regs" in args:  # warp-specialized POST tiles at gluon_rs.LEAN_WS_REGS (triton_gemm.RS_WS_LEAN_REGS)
         tgm.RS_WS_LEAN_REGS = True
+    if "--slots" in args:  # K splits through gluon_rs's slot workspace (triton_gemm.RS_SPLIT_SLOTS)
+        tgm.RS_SPLIT_SLOTS = True
     if "--post" in args:  # gluon_rs's POST for tiles of at most this many tokens (triton_gemm.RS_POST_MAX_BLOCK_M)
         tgm.RS_POST_MAX_BLOCK_M = int(args[args.index("--post") + 1])
     k_stages = (tuple(tuple(int(v) for v in p.split(":")) for p in args[args.index("--k-stages") + 1].split(","))
                 if "--k-stages" in args else None)
     splits = tuple(int(v) for v in args[args.index("--splits") + 1].split(",")) if "--splits" in args else ()
+    n_top = int(args[args.index("--top") + 1]) if "--top" in args else 4
     warm_clocks()
     rows = []
     for K, N in shapes:
@@ -144,7 +151,7 @@ def main() -> None:
                 results.append((g, cfg))
             results.sort(key=lambda r: r[0])
             best = results[0] if results else (float("inf"), None)
-            top = ", ".join(f"{label(c)} {g * 1e3:.1f}" for g, c in results[:4])
+            top = ", ".join(f"{label(c)} {g * 1e3:.1f}" for g, c in results[:n_top])
             print(f"{K}x{N} M={M}: cuBLAS {cub * 1e3:.1f} us, default {dflt * 1e3:.1f} ({cub / dflt:.2f}x), "
                   f"rs best {best[0] * 1e3:.1f} ({cub / best[0]:.2f}x) | {top}", flush=True)
             if best[1] is not None:

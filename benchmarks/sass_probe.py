@@ -3,7 +3,7 @@ instruction mix of the hottest loop, and whether ptxas serialized the wgmmas. Th
 16-token tile's time followed in session 16 (issue-bound: `benchmarks/NOTES-gemm.md`), and serialized wgmmas
 (ptxas C7510-C7515) are a silent slowdown that only shows in ptxas's info output.
 
-    python benchmarks/sass_probe.py rs BM BN BK WARPS STAGES RS [--awq] [--bf16] [--post] [--split] [--lean]
+    python benchmarks/sass_probe.py rs BM BN BK WARPS STAGES RS [--awq] [--bf16] [--post] [--split | --slots] [--lean]
     python benchmarks/sass_probe.py gemm BM BN BK WARPS SPLIT [--bf16]      (gluon_gemm's mma.sync tile)
 """
 
@@ -47,9 +47,9 @@ def _compile(fn, names, consts, args, warps: int, maxnreg: int | None = None, ex
 
 
 def compile_rs(bm: int, bn: int, bk: int, warps: int, stages: int, rs: int, awq: bool = False, bf16: bool = False,
-               post: bool = False, split: bool = False, lean: bool = False):
+               post: bool = False, split: bool | int = False, lean: bool = False):
     """gluon_rs's tile (rs 1/2: w4_rs_kernel with that wait; 3: the warp-specialized kernel) on a K x N layer;
-    ``split``: the K-split epilogue; ``lean``: a warp-specialized POST tile at gluon_rs.LEAN_WS_REGS."""
+    ``split``: the K-split epilogue (True: atomics, 2: gluon_gemm.SLOTS); ``lean``: a warp-specialized POST tile at gluon_rs.LEAN_WS_REGS."""
     import torch
 
     from repack.kernels import gluon_pipe, gluon_rs
@@ -126,7 +126,7 @@ def main() -> None:
         sys.exit(__doc__)
     dims = [int(v) for v in args[1:]]
     kernel = (compile_rs(*dims, awq="--awq" in flags, bf16="--bf16" in flags, post="--post" in flags,
-                         split="--split" in flags, lean="--lean" in flags)
+                         split=2 if "--slots" in flags else "--split" in flags, lean="--lean" in flags)
               if args[0] == "rs" else compile_gemm(*dims, bf16="--bf16" in flags))
     r = report(kernel)
     print(f"registers {r['registers']}, spills {r['spill_bytes']} B, loop {r['loop_instructions']} instructions, "

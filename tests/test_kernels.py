@@ -556,6 +556,33 @@ def test_warp_specialized_post_tiles_at_lean_register_budgets(tmp_path, monkeypa
                                            base=tg.DOT_N if layout == "awq_gemm" else None)
 
 
+SPLIT_RS_TILES = [(cfg, ms) for cfg, ms in RS_TILES + WS_RS_TILES + POST_RS_TILES if cfg.split_k > 1]
+
+
+@pytest.mark.parametrize("layout", ["gptq_v1", "awq_gemm"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_transposed_tile_k_splits_through_slots(tmp_path, monkeypatch, layout, dtype):
+    """RS_SPLIT_SLOTS: gluon_rs's K splits leave their partial sums in slots of their own and the tile's last program
+    adds them (no atomics on the sums), on every split tile of the tests above (both kernels, POST, 16-256 tokens):
+    every output written and within tolerance of the oracle and of the layout's own tile, each tile three times
+    on fresh inputs (a slot read before its program's stores were visible would show as a wrong tile)."""
+    from repack.kernels import triton_gemm as tg
+    monkeypatch.setattr(tg, "RS_SPLIT_SLOTS", True)
+    monkeypatch.setattr(tg, "RS_POST_MAX_BLOCK_M", 32)
+    for _ in range(3):
+        _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout, dtype, 128, SPLIT_RS_TILES, tg.DOT_RS,
+                                               base=tg.DOT_N if layout == "awq_gemm" else None)
+
+
+def test_slot_k_splits_on_a_large_layer(monkeypatch):
+    """Slot K splits over many tiles and programs (a 256x128 tile split four ways: 128 KB a slot)."""
+    from repack.kernels import triton_gemm as tg
+    monkeypatch.setattr(tg, "RS_SPLIT_SLOTS", True)
+    _large_layer_matches_float64(((256, TileConfig(256, 128, 64, 4, 8, 4, rs=3)), (1000, TileConfig(128, 64, 128, 3, 4, 3, rs=3)),
+                                  (64, TileConfig(64, 64, 128, 5, 4, 4, rs=1)), (16, TileConfig(16, 128, 128, 5, 4, 3, rs=3))),
+                                 tg.DOT_RS)
+
+
 def test_transposed_register_tile_on_a_large_layer():
     """Many K steps (the ring wraps dozens of times: the mbarrier phases), many programs, 256-wide tiles."""
     from repack.kernels import triton_gemm as tg

@@ -189,21 +189,30 @@ def test_which_layers_an_entrys_transposed_tiles_serve(layout, tmp_path, monkeyp
     tg._plans.clear()
 
 
-@pytest.mark.parametrize("split, warps, want_regs", [(1, 8, 168), (1, 4, 128), (2, 8, 168)])
-def test_warp_specialized_transposed_tile_launch(split, warps, want_regs, monkeypatch):
+@pytest.mark.parametrize("split, warps, want_regs, slot_values, want_split",
+                         [(1, 8, 168, 1 << 24, False), (1, 4, 128, 1 << 24, False), (2, 8, 168, 1 << 24, 2),
+                          (2, 8, 168, 3 * 2 * 2 * 64 * 128 - 1, True)])
+def test_warp_specialized_transposed_tile_launch(split, warps, want_regs, slot_values, want_split, monkeypatch):
     """TileConfig.rs 3 launches gluon_rs's warp-specialized kernel with its launch register budget; a K split
-    (session 17) takes the grid's third axis and the kernel's split-K epilogue."""
+    (session 17) takes the grid's third axis and the kernel's split-K epilogue: through slots of a workspace of
+    its own (RS_SPLIT_SLOTS, one BLOCK_M x BLOCK_N slot a program) where they fit RS_SLOT_VALUES, else by atomics
+    into the zeroed workspace."""
     from repack.kernels import gluon_rs
     from repack.kernels import triton_gemm as tg
     from repack.kernels.tuned import TileConfig
+    monkeypatch.setattr(tg, "RS_SLOT_VALUES", slot_values)
     launched = _record_launches(monkeypatch)
     cfg = TileConfig(64, 128, 64, split, warps, 4, rs=3)
     w, _ = random_gptq_words(1024, 384, 128, 0, device="cpu")
     tg.triton_gemm(torch.randn(100, 1024, dtype=torch.float16), w, config=cfg)
     (fn, consts, grid, args, maxnreg), = launched
     assert fn is gluon_rs.w4_rs_ws_kernel and maxnreg == want_regs and grid == (3, 2, split)
-    assert (consts["BLOCK_M"], consts["BLOCK_N"], consts["PENDING"], consts["SPLIT"]) == (64, 128, 1, split > 1)
+    assert (consts["BLOCK_M"], consts["BLOCK_N"], consts["PENDING"], consts["SPLIT"]) == (64, 128, 1, want_split)
     assert args[10:12] == (1024 // split, split)  # K_SPLIT, split_k
+    if want_split:  # the workspace: 6 tiles x 2 slots of 64 x 128 floats, or the (zeroed) M x N one of the atomics
+        ws = args[5]  # x_desc, q_desc, scales, zeros, y, ws
+        assert ws.dtype == torch.float32 and ws.numel() >= (3 * 2 * 2 * 64 * 128 if want_split == 2 else 100 * 384)
+        assert want_split == 2 or not ws.any()
     tg._plans.clear()
 
 

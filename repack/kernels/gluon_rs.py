@@ -60,7 +60,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                              warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .gluon_gemm import _NEG_64_PAIR, _finish, _halves, _magic_z
+from .gluon_gemm import _NEG_64_PAIR, _fence_gpu, _finish, _halves, _magic_z
 from .gluon_pipe import _plain, k_range, ring_barriers
 
 # fp16 (-(1024 + z), -(64 + z)) pairs less their z terms, as signed int32 (_group_operands)
@@ -340,10 +340,14 @@ def _rows_to_columns(acc, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
     return gl.reshape(gl.permute(out, (4, 1, 3, 0, 2)), (BLOCK_M, BLOCK_N))
 
 
+# SPLIT of a K split whose programs leave their partial sums in slots of their own (True: gluon_gemm._finish's atomics)
+SLOTS: gl.constexpr = gl.constexpr(2)
+
+
 @gluon.jit
-def _store_tile(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BLOCK_M: gl.constexpr,
-                BLOCK_N: gl.constexpr, SPLIT: gl.constexpr):
-    """The tile's sums into y in output order, or into the split-K workspace (gluon_gemm._finish)."""
+def _store_out(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BLOCK_M: gl.constexpr,
+               BLOCK_N: gl.constexpr, SPLIT: gl.constexpr):
+    """The tile's sums into y in output order, or added into the split-K workspace (gluon_gemm._finish)."""
     out = _rows_to_columns(acc, BLOCK_M, BLOCK_N)
     OL: gl.constexpr = out.type.layout
     on = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, OL))
@@ -351,6 +355,38 @@ def _store_tile(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, B
     mask = (om < M)[:, None] & (on < N)[None, :]
     _finish(out, y_ptr + om[:, None] * sym + on[None, :], ws_ptr + om[:, None] * N + on[None, :], mask, cnt_ptr, tile,
             split_k, SPLIT)
+
+
+@gluon.jit
+def _store_tile(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BLOCK_M: gl.constexpr,
+                BLOCK_N: gl.constexpr, SPLIT: gl.constexpr):
+    """The tile's sums into y; with a K split, SLOTS: each program stores its partial sums in its own slot of the
+    tile's ``split_k`` (plain stores in the accumulator's layout; the workspace is never cleared) and the tile's
+    last program adds the other slots to its own sums and writes the tile — gluon_gemm._finish's two atomics an
+    element (a reduction into the workspace, an exchange to read it back and clear it) are what a split cost at
+    L2 on large tiles. Ordering as _finish: every thread fences its stores at GPU scope before the counter moves;
+    the last program's loads come after the counter's acquire (one thread's, shared through the CTA barrier of
+    the broadcast) and bypass L1 (.cg)."""
+    if SPLIT == SLOTS:
+        SLOT: gl.constexpr = BLOCK_M * BLOCK_N
+        AL: gl.constexpr = acc.type.layout
+        rows = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, AL))
+        cols = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, AL))
+        offs = rows[:, None] * BLOCK_M + cols[None, :]
+        slots = ws_ptr + tile * split_k * SLOT
+        pid_k = gl.program_id(2)
+        gl.store(slots + pid_k * SLOT + offs, acc)
+        _fence_gpu(split_k)
+        gl.thread_barrier()
+        arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
+        if arrived == split_k - 1:
+            _fence_gpu(split_k)
+            for j in range(1, split_k):
+                acc += gl.load(slots + ((pid_k + j) % split_k) * SLOT + offs, cache_modifier=".cg")
+            _store_out(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BLOCK_M, BLOCK_N, False)
+            gl.atomic_xchg(cnt_ptr + tile, 0, sem="relaxed")
+    else:
+        _store_out(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BLOCK_M, BLOCK_N, SPLIT)
 
 
 @gluon.jit
@@ -527,6 +563,12 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
 
 
 CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "STAGES", "L4", "MMA", "PENDING", "AWQ", "L6", "POST")
+
+
+def split_mode(split: int, slots: bool) -> bool | int:
+    """SPLIT of a launch of ``split`` programs along K: False (none), True (gluon_gemm._finish's atomics) or
+    SLOTS (_finish_slots)."""
+    return False if split <= 1 else SLOTS.value if slots else True
 
 
 def consts(block_m: int, block_n: int, block_k: int, split: bool, stages: int, warps: int, pending: int = 1,

@@ -578,6 +578,12 @@ RS_POST_MAX_BLOCK_M = 32
 # such tile compiles clean on the CPU: tests/test_sass.py). Off: written in session 17 without a GPU
 # (`benchmarks/diag_rs.py --lean-regs` sweeps with it on)
 RS_WS_LEAN_REGS = False
+# gluon_rs tiles that split K leave their partial sums in slots of their own (gluon_rs._store_tile: plain stores,
+# the last program adds them) instead of adding them into the workspace by atomics, where the slots of a launch
+# take at most RS_SLOT_VALUES floats (64 MiB). Session 18 on the H200: 14336x4096 M = 256 with the same split
+# tiles 81.4 -> 57.8 µs (128x64x128 split 2; the atomics, two an element at L2, were a third of the time)
+RS_SPLIT_SLOTS = True
+RS_SLOT_VALUES = 1 << 24
 # dequantize the joined tensor-core paths two weights per instruction (inline PTX, see
 # _dequant8_pairs); a module switch so benchmarks can compare both ways in one process
 PAIRED_DEQUANT = True
@@ -997,9 +1003,11 @@ def _cdiv(a: int, b: int) -> int:
 _workspaces: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def _workspace(device: torch.device, stream: int, values: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per device and stream, zero-filled once; every launch leaves it zeroed again."""
-    key = (device, stream)
+def _workspace(device: torch.device, stream: int, values: int, tiles: int,
+               slots: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per device and stream, zero-filled once; every launch leaves it zeroed again. ``slots``: the slot workspace
+    of gluon_rs's K splits (RS_SPLIT_SLOTS), a buffer of its own (never cleared: each slot is written before read)."""
+    key = (device, stream, slots)
     ws, cnt = _workspaces.get(key, (None, None))
     if ws is None or ws.numel() < values or cnt.numel() < tiles:
         ws = torch.zeros(max(values, 1 << 16), dtype=torch.float32, device=device)
@@ -1264,7 +1272,10 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         split = 1  # grid axis 0 counts clusters; the launch multiplies it by the cluster's size
     grid = (_cdiv(N, block_n), _cdiv(M, block_m), split)
     stream = _raw_stream(x.device.index) if x.is_cuda else 0
-    ws, cnt = _workspace(x.device, stream, M * N, grid[0] * grid[1]) if split > 1 else (y, y)
+    slot_values = grid[0] * grid[1] * split * block_m * block_n
+    slots = path == DOT_RS and split > 1 and RS_SPLIT_SLOTS and slot_values <= RS_SLOT_VALUES
+    ws, cnt = ((_workspace(x.device, stream, slot_values, grid[0] * grid[1], slots=True) if slots
+                else _workspace(x.device, stream, M * N, grid[0] * grid[1])) if split > 1 else (y, y))
     perm = None
     if w.x_perm is not None:  # Marlin act-order: the layout's rows are inputs in x_perm order
         perm = w.x_perm.to(device=x2.device, dtype=torch.long)
@@ -1295,12 +1306,14 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
                 w.zeros.stride(0), y.stride(0))
         post = block_m <= RS_POST_MAX_BLOCK_M
         if cfg.rs == 3:  # warp-specialized (a load warp)
-            consts = gluon_rs.ws_consts(block_m, block_n, block_k, stages, warps, awq=awq, post=post, split=split > 1)
+            consts = gluon_rs.ws_consts(block_m, block_n, block_k, stages, warps, awq=awq, post=post,
+                                        split=gluon_rs.split_mode(split, slots))
             kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_rs.w4_rs_ws_kernel,
                              gluon_rs.WS_CONST_NAMES,
                              maxnreg=gluon_rs.ws_maxnreg(warps, block_m, block_n, RS_WS_LEAN_REGS and post, awq))
         else:
-            consts = gluon_rs.consts(block_m, block_n, block_k, split > 1, stages, warps, pending=1 if cfg.rs == 1 else 0,
+            consts = gluon_rs.consts(block_m, block_n, block_k, gluon_rs.split_mode(split, slots), stages, warps,
+                                     pending=1 if cfg.rs == 1 else 0,
                                      awq=awq, post=post)
             kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES)
     elif path == DOT_WS:
