@@ -2,7 +2,7 @@
 default dispatch, kernel-only graph times; every tile checked against the default's output first.
 
     python benchmarks/diag_rs.py [--m 16,64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
-        [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--lean-regs] [--slots] [--top 4] [--merge-into repack/kernels/tuned.json]
+        [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--lean-regs] [--atomics] [--top 4] [--merge-into repack/kernels/tuned.json]
 
 ``--ws`` adds the warp-specialized tile (TileConfig.rs 3, K splits too since session 17) to the candidates;
 ``--ws-only`` sweeps only it (with ``--merge-into`` it then goes in where it beats the table's current choice).
@@ -11,9 +11,10 @@ entry's ``awq_rs`` slot (AWQ layers take it before the entry's ``rs``). ``--jobs
 candidates in N processes before timing them. ``--k-stages BK:STAGES,...`` replaces the (K tile, ring depth)
 pairs swept (deep rings: ``128:6,128:8,128:12``; session 16: no gain over 4 stages at M = 16). ``--post N``
 sweeps with gluon_rs's POST on for tiles of at most N tokens (merge only if RS_POST_MAX_BLOCK_M is then set so).
-``--lean-regs`` launches warp-specialized POST tiles at gluon_rs.LEAN_WS_REGS (more CTAs an SM; merge only if
-RS_WS_LEAN_REGS is then turned on). ``--slots`` splits K through
-gluon_rs's slot workspace (triton_gemm.RS_SPLIT_SLOTS) instead of atomics. ``--splits S,...`` adds these K splits to every tile (by default only
+``--lean-regs`` adds each warp-specialized POST tile at gluon_rs.LEAN_WS_REGS' budget too (TileConfig.lean: more
+CTAs an SM; a winner is merged with it). ``--atomics`` splits K by
+atomics into the zeroed workspace instead of gluon_rs's slots (triton_gemm.RS_SPLIT_SLOTS off: the way before
+session 18). ``--splits S,...`` adds these K splits to every tile (by default only
 launches of fewer programs than SMs split, to about one or two waves), e.g. to even out a launch of 1.7 programs
 an SM (8192x28672 M = 16, session 17: slower).
 
@@ -24,6 +25,7 @@ own tile stays for the other layouts; target_programs recorded so that other sha
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -42,7 +44,7 @@ SMS = 132
 
 
 def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: bool = False,
-               k_stages: tuple | None = None, splits: tuple = ()) -> list[TileConfig]:
+               k_stages: tuple | None = None, splits: tuple = (), lean: bool = False, awq: bool = False) -> list[TileConfig]:
     if k_stages is None:
         k_stages = ((64, 4), (128, 3), (128, 4)) if quick else ((64, 4), (64, 3), (128, 3), (128, 4), (64, 6))
     tiles = []
@@ -66,6 +68,9 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
                             cfg = TileConfig(bm, bn, bk, split, warps, stages, rs=rs)
                             if cfg not in tiles:
                                 tiles.append(cfg)
+                            if (lean and rs == 3 and warps == 4 and bm <= tgm.RS_POST_MAX_BLOCK_M
+                                    and (bm, bn, awq) in gluon_rs.LEAN_WS_REGS):
+                                tiles.append(dataclasses.replace(cfg, lean=True))
     return tiles
 
 
@@ -75,9 +80,8 @@ def _compile_share(job: tuple) -> int:
     import torch
 
     from benchmarks.gemm_common import packed_weight
-    K, N, M, layout, tiles, post, lean, slots = job
-    # (a spawned process starts from the defaults)
-    tgm.RS_POST_MAX_BLOCK_M, tgm.RS_WS_LEAN_REGS, tgm.RS_SPLIT_SLOTS = post, lean, slots
+    K, N, M, layout, tiles, post, slots = job
+    tgm.RS_POST_MAX_BLOCK_M, tgm.RS_SPLIT_SLOTS = post, slots  # (a spawned process starts from the defaults)
     w = packed_weight(K, N, layout)
     x = torch.randn(M, K, device="cuda", dtype=torch.float16)
     done = 0
@@ -96,7 +100,7 @@ def precompile(K: int, N: int, M: int, layout: str, tiles: list[TileConfig], job
     machine's host, its timing ~0.1 s (session 15's M = 256 sweep ran out of its call after one shape)."""
     import concurrent.futures
     import multiprocessing
-    shares = [(K, N, M, layout, tiles[j::jobs], tgm.RS_POST_MAX_BLOCK_M, tgm.RS_WS_LEAN_REGS, tgm.RS_SPLIT_SLOTS)
+    shares = [(K, N, M, layout, tiles[j::jobs], tgm.RS_POST_MAX_BLOCK_M, tgm.RS_SPLIT_SLOTS)
               for j in range(jobs) if tiles[j::jobs]]
     try:
         with concurrent.futures.ProcessPoolExecutor(len(shares), mp_context=multiprocessing.get_context("spawn")) as ex:
@@ -106,7 +110,8 @@ def precompile(K: int, N: int, M: int, layout: str, tiles: list[TileConfig], job
 
 
 def label(cfg: TileConfig) -> str:
-    return f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages} k{cfg.split_k} rs{cfg.rs}"
+    return (f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages} k{cfg.split_k} rs{cfg.rs}"
+            + (" lean" if cfg.lean else ""))
 
 
 def main() -> None:
@@ -118,10 +123,8 @@ def main() -> None:
     merge = Path(args[args.index("--merge-into") + 1]) if "--merge-into" in args else None
     layout = "awq" if "--awq" in args else "gptq"
     jobs = int(args[args.index("--jobs") + 1]) if "--jobs" in args else 0
-    if "--lean-regs" in args:  # warp-specialized POST tiles at gluon_rs.LEAN_WS_REGS (triton_gemm.RS_WS_LEAN_REGS)
-        tgm.RS_WS_LEAN_REGS = True
-    if "--slots" in args:  # K splits through gluon_rs's slot workspace (triton_gemm.RS_SPLIT_SLOTS)
-        tgm.RS_SPLIT_SLOTS = True
+    if "--atomics" in args:  # K splits by atomics into the workspace, not through slots (triton_gemm.RS_SPLIT_SLOTS)
+        tgm.RS_SPLIT_SLOTS = False
     if "--post" in args:  # gluon_rs's POST for tiles of at most this many tokens (triton_gemm.RS_POST_MAX_BLOCK_M)
         tgm.RS_POST_MAX_BLOCK_M = int(args[args.index("--post") + 1])
     k_stages = (tuple(tuple(int(v) for v in p.split(":")) for p in args[args.index("--k-stages") + 1].split(","))
@@ -132,7 +135,8 @@ def main() -> None:
     rows = []
     for K, N in shapes:
         for M in ms:
-            tiles = candidates(M, K, N, quick, "--ws" in args, "--ws-only" in args, k_stages, splits)
+            tiles = candidates(M, K, N, quick, "--ws" in args, "--ws-only" in args, k_stages, splits,
+                               "--lean-regs" in args, layout == "awq")
             if jobs > 1:
                 precompile(K, N, M, layout, tiles, jobs)
             copies, x, ref, cub, dflt = layer_with_baselines(K, N, M, layout)

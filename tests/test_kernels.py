@@ -541,17 +541,17 @@ def test_transposed_register_tile_with_scales_after_the_mma(tmp_path, monkeypatc
                                            base=tg.DOT_N if layout == "awq_gemm" else None)
 
 
-LEAN_RS_TILES = [(TileConfig(16, 64, 128, 1, 4, 4, rs=3), (7, 16)), (TileConfig(16, 128, 128, 3, 4, 3, rs=3), (16,)),
-                 (TileConfig(32, 64, 128, 2, 4, 4, rs=3), (5, 32))]
+LEAN_RS_TILES = [(TileConfig(16, 64, 128, 1, 4, 4, rs=3, lean=True), (7, 16)),
+                 (TileConfig(16, 128, 128, 3, 4, 3, rs=3, lean=True), (16,)),
+                 (TileConfig(32, 64, 128, 2, 4, 4, rs=3, lean=True), (5, 32))]
 
 
 @pytest.mark.parametrize("layout", ["gptq_v1", "awq_gemm"])
-def test_warp_specialized_post_tiles_at_lean_register_budgets(tmp_path, monkeypatch, layout):
-    """RS_WS_LEAN_REGS (gluon_rs.LEAN_WS_REGS: three or four CTAs an SM, written in session 17 without a GPU):
-    the warp-specialized POST tiles at their lean launch budgets, with and without a K split: every output
-    written, within tolerance of the oracle and of the layout's own tensor-core tile."""
+def test_warp_specialized_post_tiles_at_lean_register_budgets(tmp_path, layout):
+    """TileConfig.lean (gluon_rs.LEAN_WS_REGS: three or four CTAs an SM): the warp-specialized POST tiles at their
+    lean launch budgets, with and without a K split: every output written, within tolerance of the oracle and of
+    the layout's own tensor-core tile."""
     from repack.kernels import triton_gemm as tg
-    monkeypatch.setattr(tg, "RS_WS_LEAN_REGS", True)
     _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout, torch.float16, 128, LEAN_RS_TILES, tg.DOT_RS,
                                            base=tg.DOT_N if layout == "awq_gemm" else None)
 

@@ -216,26 +216,27 @@ def test_warp_specialized_transposed_tile_launch(split, warps, want_regs, slot_v
     tg._plans.clear()
 
 
-@pytest.mark.parametrize("lean, block_n, layout, want_regs", [(False, 64, "gptq", 128), (True, 64, "gptq", 64),
-                                                              (True, 128, "gptq", 80), (True, 64, "awq", 64),
-                                                              (True, 256, "gptq", 128)])
-def test_lean_registers_launch_only_warp_specialized_post_tiles(lean, block_n, layout, want_regs, tmp_path, monkeypatch):
-    """RS_WS_LEAN_REGS launches a 16-token warp-specialized tile (POST) at its gluon_rs.LEAN_WS_REGS budget; a tile
-    the table lacks (16x256) keeps ws_maxnreg's, and so does every tile with the switch off."""
+@pytest.mark.parametrize("lean, block_m, block_n, layout, want_regs",
+                         [(False, 16, 64, "gptq", 128), (True, 16, 64, "gptq", 64), (True, 16, 128, "gptq", 80),
+                          (True, 16, 64, "awq", 64), (True, 16, 256, "gptq", 128), (True, 64, 64, "gptq", 128)])
+def test_lean_registers_launch_only_warp_specialized_post_tiles(lean, block_m, block_n, layout, want_regs, tmp_path,
+                                                                monkeypatch):
+    """A tile with TileConfig.lean launches a 16-token warp-specialized tile (POST) at its gluon_rs.LEAN_WS_REGS
+    budget; a tile LEAN_WS_REGS lacks (16x256), a tile without POST (64 tokens) and every tile without the flag
+    keep ws_maxnreg's."""
     from repack.kernels import gluon_rs
     from repack.kernels import triton_gemm as tg
     from repack.kernels.tuned import TileConfig
     launched = _record_launches(monkeypatch)
-    monkeypatch.setattr(tg, "RS_WS_LEAN_REGS", lean)
     if layout == "awq":
         from tests.triton_checks import awq_layer
         w, _ = awq_layer(tmp_path, 0, 128, 1024, 512, "cpu")
     else:
         w, _ = random_gptq_words(1024, 512, 128, 0, device="cpu")
-    tg.triton_gemm(torch.randn(16, 1024, dtype=torch.float16), w, config=TileConfig(16, block_n, 128, 1, 4, 4, rs=3),
-                   path_override=tg.DOT_RS)
+    tg.triton_gemm(torch.randn(16, 1024, dtype=torch.float16), w,
+                   config=TileConfig(block_m, block_n, 128, 1, 4, 4, rs=3, lean=lean), path_override=tg.DOT_RS)
     (fn, consts, _, _, maxnreg), = launched
-    assert fn is gluon_rs.w4_rs_ws_kernel and consts["POST"] is True and consts["AWQ"] is (layout == "awq")
+    assert fn is gluon_rs.w4_rs_ws_kernel and consts["POST"] is (block_m <= 32) and consts["AWQ"] is (layout == "awq")
     assert maxnreg == want_regs
     tg._plans.clear()
 

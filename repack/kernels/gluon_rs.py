@@ -754,8 +754,9 @@ def ws_consts(block_m: int, block_n: int, block_k: int, stages: int, warps: int,
 
 # The least launch budget at which a 4-warp POST tile compiles without spills or serialized wgmmas (sm_90a,
 # benchmarks/sass_probe.py, session 17), by (BLOCK_M, BLOCK_N, AWQ words): 64 fits four CTAs an SM (256 threads
-# each: 4 MMA warps and the load warpgroup), 80 three, where 128 fits two. Measured on a GPU: not yet
-# (triton_gemm.RS_WS_LEAN_REGS, off).
+# each: 4 MMA warps and the load warpgroup), 80 three, where 128 fits two. A tile takes it where the tuned table
+# says so (TileConfig.lean; H200, session 18: 8-10 % slower on GPTQ's M = 16 tiles, 6 % faster on AWQ's 16x64 one
+# on 8192x28672).
 LEAN_WS_REGS = {(16, 64, False): 64, (16, 64, True): 64, (16, 128, False): 80, (16, 128, True): 80,
                 (32, 64, False): 64, (32, 64, True): 72}
 

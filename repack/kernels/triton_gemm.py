@@ -574,10 +574,6 @@ AWQ_RS = True
 # loop 813 -> 715 instructions a two-step trip). Session 17 on the H200: the tuned M = 16 / 64 tiles swept with it
 # on (`diag_rs.py --post 32`), 8192x28672 M = 16 68.7 -> 53.8 µs; 0 turns it off (`benchmarks/gemm.py --rs-post 0`)
 RS_POST_MAX_BLOCK_M = 32
-# warp-specialized POST tiles launched with gluon_rs.LEAN_WS_REGS (three or four CTAs an SM instead of two; every
-# such tile compiles clean on the CPU: tests/test_sass.py). Off: written in session 17 without a GPU
-# (`benchmarks/diag_rs.py --lean-regs` sweeps with it on)
-RS_WS_LEAN_REGS = False
 # gluon_rs tiles that split K leave their partial sums in slots of their own (gluon_rs._store_tile: plain stores,
 # the last program adds them) instead of adding them into the workspace by atomics, where the slots of a launch
 # take at most RS_SLOT_VALUES floats (64 MiB). Session 18 on the H200: 14336x4096 M = 256 with the same split
@@ -1310,7 +1306,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
                                         split=gluon_rs.split_mode(split, slots))
             kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_rs.w4_rs_ws_kernel,
                              gluon_rs.WS_CONST_NAMES,
-                             maxnreg=gluon_rs.ws_maxnreg(warps, block_m, block_n, RS_WS_LEAN_REGS and post, awq))
+                             maxnreg=gluon_rs.ws_maxnreg(warps, block_m, block_n, cfg.lean and post, awq))
         else:
             consts = gluon_rs.consts(block_m, block_n, block_k, gluon_rs.split_mode(split, slots), stages, warps,
                                      pending=1 if cfg.rs == 1 else 0,

@@ -39,6 +39,10 @@ class TileConfig:
     # running while the next step is dequantized, 2 waiting for it at the end of its step, 3 warp-specialized
     # (a load warp on mbarriers) (0: not this tile)
     rs: int = 0
+    # a warp-specialized tile of at most RS_POST_MAX_BLOCK_M tokens (POST) launched at gluon_rs.LEAN_WS_REGS'
+    # register budget (three or four CTAs an SM instead of two) where that has the tile; the sweep decides per
+    # tile (session 18: slower on GPTQ's M = 16 tiles, faster on AWQ's 8192x28672 16x64 one)
+    lean: bool = False
     # 4-bit GPTQ-order layers with sequential groups take this tile instead where the table has one (gluon_rs's,
     # measured faster for them: benchmarks/diag_rs.py), and so do AutoAWQ gemm layers without an awq_rs tile;
     # every other layer (Marlin, act-order, other bit widths) keeps the tile above, which is what its own paths
@@ -108,7 +112,7 @@ def config_of(entry: dict, M: int, N: int, K: int) -> TileConfig:
     if cluster > 1:  # a cluster's split is its size, whatever the shape
         split = cluster
     cfg = TileConfig(c["block_m"], block_n, c["block_k"], split, c["num_warps"], c["num_stages"], c.get("pipe", False),
-                     c.get("ws", False), cluster, c.get("ring", False), int(c.get("rs", 0)))
+                     c.get("ws", False), cluster, c.get("ring", False), int(c.get("rs", 0)), c.get("lean", False))
     if "rs" in entry:  # {"config": ..., "target_programs": ...}: the tile of 4-bit GPTQ-order layers
         cfg = dataclasses.replace(cfg, gptq_rs=config_of(entry["rs"], M, N, K))
     if "awq_rs" in entry:  # the same, measured on AutoAWQ's words
