@@ -12,11 +12,11 @@ candidates in N processes before timing them. ``--k-stages BK:STAGES,...`` repla
 pairs swept (deep rings: ``128:6,128:8,128:12``; session 16: no gain over 4 stages at M = 16). ``--post N``
 sweeps with gluon_rs's POST on for tiles of at most N tokens (merge only if RS_POST_MAX_BLOCK_M is then set so).
 ``--lean-regs`` adds each warp-specialized POST tile at gluon_rs.LEAN_WS_REGS' budget too (TileConfig.lean: more
-CTAs an SM; a winner is merged with it). ``--atomics`` splits K by
-atomics into the zeroed workspace instead of gluon_rs's slots (triton_gemm.RS_SPLIT_SLOTS off: the way before
-session 18). ``--splits S,...`` adds these K splits to every tile (by default only
-launches of fewer programs than SMs split, to about one or two waves), e.g. to even out a launch of 1.7 programs
-an SM (8192x28672 M = 16, session 17: slower).
+CTAs an SM; a winner is merged with it). ``--atomics`` splits K by atomics into the zeroed workspace instead of
+gluon_rs's slots (triton_gemm.RS_SPLIT_SLOTS off: the way before session 18). ``--splits S,...`` adds these K
+splits to every tile (by default each tile unsplit and, for launches of fewer programs than SMs, split to about
+one or two waves), e.g. to even out a launch of 1.7 programs an SM (8192x28672 M = 16, session 17: slower).
+``--top N`` prints the N fastest tiles of each shape (4).
 
 With ``--merge-into``, the best tile of each (shape, M) goes into the tuned table where it beats the
 default dispatch by 3 % or more, as the entry's ``rs`` tile (4-bit GPTQ-order layers only; the entry's
@@ -114,6 +114,31 @@ def label(cfg: TileConfig) -> str:
             + (" lean" if cfg.lean else ""))
 
 
+def merge_row(path: Path, layout: str, r: dict) -> None:
+    """A shape's best tile into the tuned table at ``path`` where it beats the default dispatch by 3 % or more."""
+    if r["best"] > 0.97 * r["default"]:
+        return
+    table = json.loads(path.read_text())
+    cfg = r["cfg"]
+    count = math.ceil(r["M"] / cfg.block_m) * (r["N"] // cfg.block_n)
+    rs = dict(config=cfg.to_dict(), target_programs=count * cfg.split_k if cfg.split_k > 1 else 0, ms=r["best"])
+    bucket = table.setdefault(str(r["M"]), [])
+    own = [e for e in bucket if (e["K"], e["N"]) == (r["K"], r["N"])]
+    if layout == "awq":  # an AWQ slot beside an entry's own tiles (an entry without it: AWQ takes "rs")
+        if not own:
+            return
+        own[0]["awq_rs"] = rs
+    else:
+        # without an entry for this shape the rs tile also serves the other layouts (as a DOT_KTJ tile)
+        entry = own[0] if own else dict(K=r["K"], N=r["N"], config={**rs["config"], "rs": 0},
+                                         target_programs=rs["target_programs"], ms=r["best"])
+        entry["rs"] = rs
+        bucket[:] = [e for e in bucket if (e["K"], e["N"]) != (r["K"], r["N"])] + [entry]
+    path.write_text(json.dumps(table, indent=1) + "\n")
+    print(f"merged {r['K']}x{r['N']} M={r['M']}{' (AWQ)' if layout == 'awq' else ''}: {label(cfg)} "
+          f"{r['best'] * 1e3:.1f} us (default {r['default'] * 1e3:.1f})", flush=True)
+
+
 def main() -> None:
     args = sys.argv[1:]
     ms = [int(v) for v in args[args.index("--m") + 1].split(",")] if "--m" in args else [64, 256, 1024]
@@ -132,7 +157,6 @@ def main() -> None:
     splits = tuple(int(v) for v in args[args.index("--splits") + 1].split(",")) if "--splits" in args else ()
     n_top = int(args[args.index("--top") + 1]) if "--top" in args else 4
     warm_clocks()
-    rows = []
     for K, N in shapes:
         for M in ms:
             tiles = candidates(M, K, N, quick, "--ws" in args, "--ws-only" in args, k_stages, splits,
@@ -158,32 +182,8 @@ def main() -> None:
             top = ", ".join(f"{label(c)} {g * 1e3:.1f}" for g, c in results[:n_top])
             print(f"{K}x{N} M={M}: cuBLAS {cub * 1e3:.1f} us, default {dflt * 1e3:.1f} ({cub / dflt:.2f}x), "
                   f"rs best {best[0] * 1e3:.1f} ({cub / best[0]:.2f}x) | {top}", flush=True)
-            if best[1] is not None:
-                rows.append(dict(K=K, N=N, M=M, best=best[0], default=dflt, cfg=best[1]))
-    if merge:
-        table = json.loads(merge.read_text())
-        for r in rows:
-            if r["best"] > 0.97 * r["default"]:
-                continue
-            cfg = r["cfg"]
-            count = math.ceil(r["M"] / cfg.block_m) * (r["N"] // cfg.block_n)
-            rs = dict(config=cfg.to_dict(), target_programs=count * cfg.split_k if cfg.split_k > 1 else 0, ms=r["best"])
-            bucket = table.setdefault(str(r["M"]), [])
-            own = [e for e in bucket if (e["K"], e["N"]) == (r["K"], r["N"])]
-            if layout == "awq":  # an AWQ slot beside an entry's own tiles (an entry without it: AWQ takes "rs")
-                if own:
-                    own[0]["awq_rs"] = rs
-                    print(f"merged {r['K']}x{r['N']} M={r['M']} (AWQ): {label(cfg)} {r['best'] * 1e3:.1f} us "
-                          f"(default {r['default'] * 1e3:.1f})", flush=True)
-                continue
-            # without an entry for this shape the rs tile also serves the other layouts (as a DOT_KTJ tile)
-            entry = own[0] if own else dict(K=r["K"], N=r["N"], config={**rs["config"], "rs": 0},
-                                             target_programs=rs["target_programs"], ms=r["best"])
-            entry["rs"] = rs
-            bucket[:] = [e for e in bucket if (e["K"], e["N"]) != (r["K"], r["N"])] + [entry]
-            print(f"merged {r['K']}x{r['N']} M={r['M']}: {label(cfg)} {r['best'] * 1e3:.1f} us "
-                  f"(default {r['default'] * 1e3:.1f})", flush=True)
-        merge.write_text(json.dumps(table, indent=1) + "\n")
+            if merge and best[1] is not None:  # each shape as it is done: a call that runs out keeps what it merged
+                merge_row(merge, layout, dict(K=K, N=N, M=M, best=best[0], default=dflt, cfg=best[1]))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ When a tile lies inside one group, the scale
 is applied once per output column after the K reduction (``s * sum x (q - z)``), so the inner loop
 is mask, integer-to-float and FMA only. Split-K partial sums go to an fp32 workspace; the last
 program of a tile (told by an atomic counter) reads it back, clears it and writes the output, so
-one launch does everything and the workspace is left zeroed for the next call. Where a tuned tile
+one launch does everything and the workspace is left zeroed for the next call (gluon_rs's tiles instead
+store each partial tile in a slot of their own, which the last program adds up: RS_SPLIT_SLOTS). Where a tuned tile
 says ``cluster``, the programs splitting K are instead the CTAs of one thread-block cluster and their
 partial sums meet in distributed shared memory (``_cluster_finish``: no workspace or atomics).
 
