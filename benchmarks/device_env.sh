@@ -1,4 +1,4 @@
-# Sourced by the one-call device scripts (gpu_session.sh, post_check.sh, lean_check.sh): the repository root as
+# Sourced by the one-call device scripts (gpu_session.sh, post_check.sh, sweep_small_m.sh): the repository root as
 # working folder and import path, $OUT for the logs, and the wheels the lent GPU machine cannot download (it has
 # no network: click, gguf, tqdm, ml_dtypes carried along in .wheels).
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -25,7 +25,6 @@ own tile stays for the other layouts; target_programs recorded so that other sha
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
@@ -58,20 +57,31 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
                     if not gluon_rs.fits(bm, bn, bk, stages, warps):
                         continue
                     count = math.ceil(M / bm) * (N // bn)
+                    extra = [s for s in splits if s <= max(1, K // bk // 2)]
                     # unsplit too: a one-wave launch of large tiles can beat every split (4096x14336 M = 256's
                     # 112 programs of 256x128, session 18)
                     chosen = [1] + ([split_for(count, K, bk, t) for t in (SMS, 2 * SMS)] if count < SMS else [])
-                    for split in dict.fromkeys(chosen + [s for s in splits if s <= max(1, K // bk // 2)]):
+                    for split in dict.fromkeys(chosen + extra):
                         # each step's wgmma left running, or waited for; warp-specialized
-                        waits = (3,) if ws_only else (1, 2, 3) if ws else (1, 2)
-                        for rs in waits:
+                        for rs in (3,) if ws_only else (1, 2, 3) if ws else (1, 2):
                             cfg = TileConfig(bm, bn, bk, split, warps, stages, rs=rs)
                             if cfg not in tiles:
                                 tiles.append(cfg)
-                            if (lean and rs == 3 and warps == 4 and bm <= tgm.RS_POST_MAX_BLOCK_M
-                                    and (bm, bn, awq) in gluon_rs.LEAN_WS_REGS):
-                                tiles.append(dataclasses.replace(cfg, lean=True))
+                    regs = gluon_rs.LEAN_WS_REGS.get((bm, bn, awq))
+                    if lean and (ws or ws_only) and warps == 4 and bm <= tgm.RS_POST_MAX_BLOCK_M and regs:
+                        # at a lean budget more programs fit an SM: split to fill them too (a 224-program launch
+                        # runs one or two a SM whatever the budget)
+                        slots = SMS * resident(bm, bn, bk, stages, regs)
+                        fill = [split_for(count, K, bk, slots)] if count < slots else []
+                        for split in dict.fromkeys(chosen + fill + extra):
+                            tiles.append(TileConfig(bm, bn, bk, split, warps, stages, rs=3, lean=True))
     return tiles
+
+
+def resident(bm: int, bn: int, bk: int, stages: int, regs: int) -> int:
+    """Programs an SM of a 4-warp warp-specialized tile: 256 threads (4 MMA warps and the load warpgroup) at
+    ``regs`` registers a thread, and its ring in shared memory."""
+    return max(1, min(65536 // (256 * regs), 227 * 1024 // gluon_rs.smem_bytes(bm, bn, bk, stages)))
 
 
 def _compile_share(job: tuple) -> int:
