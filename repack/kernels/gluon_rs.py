@@ -567,7 +567,7 @@ CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "STAGES", "L4", "MMA", 
 
 def split_mode(split: int, slots: bool) -> bool | int:
     """SPLIT of a launch of ``split`` programs along K: False (none), True (gluon_gemm._finish's atomics) or
-    SLOTS (_finish_slots)."""
+    SLOTS (_store_tile's slots)."""
     return False if split <= 1 else SLOTS.value if slots else True
 
 
