@@ -574,6 +574,15 @@ def test_transposed_tile_k_splits_through_slots(tmp_path, monkeypatch, layout, d
                                                base=tg.DOT_N if layout == "awq_gemm" else None)
 
 
+def test_transposed_tile_k_splits_by_atomics_past_the_slot_budget(tmp_path, monkeypatch):
+    """A launch whose slots would pass RS_SLOT_VALUES adds its partial sums into the zeroed workspace by atomics
+    (gluon_gemm._finish) instead: the same split tiles, GPTQ words, fp16."""
+    from repack.kernels import triton_gemm as tg
+    monkeypatch.setattr(tg, "RS_SLOT_VALUES", 0)
+    monkeypatch.setattr(tg, "RS_POST_MAX_BLOCK_M", 32)
+    _forced_tiles_match_the_oracle_and_ktj(tmp_path, "gptq_v1", torch.float16, 128, SPLIT_RS_TILES, tg.DOT_RS)
+
+
 def test_slot_k_splits_on_a_large_layer(monkeypatch):
     """Slot K splits over many tiles and programs (a 256x128 tile split four ways: 128 KB a slot)."""
     from repack.kernels import triton_gemm as tg
