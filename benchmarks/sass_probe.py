@@ -49,7 +49,8 @@ def _compile(fn, names, consts, args, warps: int, maxnreg: int | None = None, ex
 def compile_rs(bm: int, bn: int, bk: int, warps: int, stages: int, rs: int, awq: bool = False, bf16: bool = False,
                post: bool = False, split: bool | int = False, lean: bool = False):
     """gluon_rs's tile (rs 1/2: w4_rs_kernel with that wait; 3: the warp-specialized kernel) on a K x N layer;
-    ``split``: the K-split epilogue (True: atomics, 2: gluon_gemm.SLOTS); ``lean``: a warp-specialized POST tile at gluon_rs.LEAN_WS_REGS."""
+    ``split``: the K-split epilogue (True: atomics, 2: gluon_rs.SLOTS); ``lean``: a warp-specialized POST tile at
+    gluon_rs.LEAN_WS_REGS."""
     import torch
 
     from repack.kernels import gluon_pipe, gluon_rs
