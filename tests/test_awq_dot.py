@@ -6,7 +6,9 @@ Each AWQ folder is written by the reference packers (fixtures.write_awq); the ex
 here from the fixture's own codes, zeros and scales in float64, not through repack's reader. The same
 layer read with GPTQ's zero interleave must miss the tolerance, so the check can fail. The interpreter
 runs without a K split (its fence is inline PTX the interpreter cannot run); the GPU run takes the
-tuned tiles, splits included, with the dispatch switch on (triton_gemm.AWQ_DOT)."""
+tuned tiles, splits included, with the dispatch switch on (triton_gemm.AWQ_DOT) and gluon_rs's switch off
+(triton_gemm.AWQ_RS: since session 16 the tuned tiles send AutoAWQ layers to gluon_rs first; DOT_N stays their
+path where gluon_rs does not fit, and it is DOT_N this file checks)."""
 
 from __future__ import annotations
 
@@ -28,11 +30,11 @@ def check(folder: str, device: str = "cpu") -> None:
     from repack.kernels.packed import ZEROS_ALONG_N
     from repack.kernels.tuned import TileConfig
 
-    before = tg.AWQ_DOT, tg.AWQ_DOT_PAIRS, tg._awq_dequant8_pairs  # restored below: later tests see the shipped ones
+    before = tg.AWQ_DOT, tg.AWQ_DOT_PAIRS, tg.AWQ_RS, tg._awq_dequant8_pairs  # restored below: later tests see the shipped ones
     if device == "cpu":  # the interpreter cannot run the PTX: the same arithmetic in Triton's ops
         from tests.awq_pairs_in_triton import awq_dequant8_pairs
         tg._awq_dequant8_pairs = awq_dequant8_pairs
-    tg.AWQ_DOT = True
+    tg.AWQ_DOT, tg.AWQ_RS = True, False
     try:
         torch.manual_seed(0)
         tol = TOLERANCE[torch.float16]
@@ -58,7 +60,7 @@ def check(folder: str, device: str = "cpu") -> None:
             rel = float((y - want).norm() / want.norm())
             assert rel > 10 * tol, f"g{gs} paired {paired}: wrong zeros went unnoticed ({rel:.2e})"
     finally:
-        tg.AWQ_DOT, tg.AWQ_DOT_PAIRS, tg._awq_dequant8_pairs = before
+        tg.AWQ_DOT, tg.AWQ_DOT_PAIRS, tg.AWQ_RS, tg._awq_dequant8_pairs = before
     print("awq dot ok")
 
 
