@@ -2,7 +2,8 @@
 default dispatch, kernel-only graph times; every tile checked against the default's output first.
 
     python benchmarks/diag_rs.py [--m 16,64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
-        [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--lean-regs] [--atomics] [--top 4] [--merge-into repack/kernels/tuned.json]
+        [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--lean-regs] [--atomics] [--top 4] [--budget-s 90]
+        [--merge-into repack/kernels/tuned.json]
 
 ``--ws`` adds the warp-specialized tile (TileConfig.rs 3, K splits too since session 17) to the candidates;
 ``--ws-only`` sweeps only it (with ``--merge-into`` it then goes in where it beats the table's current choice).
@@ -16,7 +17,10 @@ CTAs an SM; a winner is merged with it). ``--atomics`` splits K by atomics into 
 gluon_rs's slots (triton_gemm.RS_SPLIT_SLOTS off: the way before session 18). ``--splits S,...`` adds these K
 splits to every tile (by default each tile unsplit and, for launches of fewer programs than SMs, split to about
 one or two waves), e.g. to even out a launch of 1.7 programs an SM (8192x28672 M = 16, session 17: slower).
-``--top N`` prints the N fastest tiles of each shape (4).
+``--top N`` prints the N fastest tiles of each shape (4). ``--budget-s S`` gives each (shape, M) S seconds,
+compiling included: the tiles not compiled or timed by then are left out, and the best of those timed is printed
+and merged as usual (session 19: three sweeps of 200-290 candidate tiles ran past their `timeout 110` compiling and printed
+nothing at all).
 
 With ``--merge-into``, the best tile of each (shape, M) goes into the tuned table where it beats the
 default dispatch by 3 % or more, as the entry's ``rs`` tile (4-bit GPTQ-order layers only; the entry's
@@ -28,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -47,7 +52,8 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
     if k_stages is None:
         k_stages = ((64, 4), (128, 3), (128, 4)) if quick else ((64, 4), (64, 3), (128, 3), (128, 4), (64, 6))
     tiles = []
-    for warps in (8, 4):
+    # likely winners first, so that a sweep cut by --budget-s has timed them: 4-warp tiles at M <= 64, 8 above
+    for warps in (4, 8) if M <= 64 else (8, 4):
         for reps in (1, 2, 4):
             bn = 16 * warps * reps
             for bm in (16, 32, 64, 128, 256):
@@ -90,12 +96,14 @@ def _compile_share(job: tuple) -> int:
     import torch
 
     from benchmarks.gemm_common import packed_weight
-    K, N, M, layout, tiles, post, slots = job
+    K, N, M, layout, tiles, post, slots, deadline = job
     tgm.RS_POST_MAX_BLOCK_M, tgm.RS_SPLIT_SLOTS = post, slots  # (a spawned process starts from the defaults)
     w = packed_weight(K, N, layout)
     x = torch.randn(M, K, device="cuda", dtype=torch.float16)
     done = 0
     for cfg in tiles:
+        if time.time() > deadline:  # (wall clock: the same in every process)
+            break
         try:
             triton_gemm(x, w, cfg, path_override=DOT_RS)
             done += 1
@@ -105,12 +113,14 @@ def _compile_share(job: tuple) -> int:
     return done
 
 
-def precompile(K: int, N: int, M: int, layout: str, tiles: list[TileConfig], jobs: int) -> None:
+def precompile(K: int, N: int, M: int, layout: str, tiles: list[TileConfig], jobs: int,
+               deadline: float = math.inf) -> None:
     """Compile the sweep's tiles in ``jobs`` processes first: a tile's compile takes 0.3-1.5 s on the GPU
-    machine's host, its timing ~0.1 s (session 15's M = 256 sweep ran out of its call after one shape)."""
+    machine's host, its timing ~0.1 s (session 15's M = 256 sweep ran out of its call after one shape). Each
+    process stops at ``deadline`` (time.time())."""
     import concurrent.futures
     import multiprocessing
-    shares = [(K, N, M, layout, tiles[j::jobs], tgm.RS_POST_MAX_BLOCK_M, tgm.RS_SPLIT_SLOTS)
+    shares = [(K, N, M, layout, tiles[j::jobs], tgm.RS_POST_MAX_BLOCK_M, tgm.RS_SPLIT_SLOTS, deadline)
               for j in range(jobs) if tiles[j::jobs]]
     try:
         with concurrent.futures.ProcessPoolExecutor(len(shares), mp_context=multiprocessing.get_context("spawn")) as ex:
@@ -166,16 +176,21 @@ def main() -> None:
                 if "--k-stages" in args else None)
     splits = tuple(int(v) for v in args[args.index("--splits") + 1].split(",")) if "--splits" in args else ()
     n_top = int(args[args.index("--top") + 1]) if "--top" in args else 4
+    budget = float(args[args.index("--budget-s") + 1]) if "--budget-s" in args else math.inf
     warm_clocks()
     for K, N in shapes:
         for M in ms:
             tiles = candidates(M, K, N, quick, "--ws" in args, "--ws-only" in args, k_stages, splits,
                                "--lean-regs" in args, layout == "awq")
-            if jobs > 1:
-                precompile(K, N, M, layout, tiles, jobs)
+            deadline = time.time() + budget
+            if jobs > 1:  # compiling stops early enough to leave a tenth of the budget for the timings
+                precompile(K, N, M, layout, tiles, jobs, deadline - 0.1 * budget)
             copies, x, ref, cub, dflt = layer_with_baselines(K, N, M, layout)
-            results = []
-            for cfg in tiles:
+            results, cut = [], 0
+            for i, cfg in enumerate(tiles):
+                if time.time() > deadline:
+                    cut = len(tiles) - i
+                    break
                 try:
                     y = triton_gemm(x, copies[0], cfg, path_override=DOT_RS).float()
                     err = float((y - ref).norm() / ref.norm())
@@ -191,7 +206,8 @@ def main() -> None:
             best = results[0] if results else (float("inf"), None)
             top = ", ".join(f"{label(c)} {g * 1e3:.1f}" for g, c in results[:n_top])
             print(f"{K}x{N} M={M}: cuBLAS {cub * 1e3:.1f} us, default {dflt * 1e3:.1f} ({cub / dflt:.2f}x), "
-                  f"rs best {best[0] * 1e3:.1f} ({cub / best[0]:.2f}x) | {top}", flush=True)
+                  f"rs best {best[0] * 1e3:.1f} ({cub / best[0]:.2f}x) | {top}"
+                  + (f" | {cut} of {len(tiles)} tiles left out at the budget" if cut else ""), flush=True)
             if merge and best[1] is not None:  # each shape as it is done: a call that runs out keeps what it merged
                 merge_row(merge, layout, dict(K=K, N=N, M=M, best=best[0], default=dflt, cfg=best[1]))
 

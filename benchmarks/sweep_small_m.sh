@@ -4,7 +4,8 @@
 # warp-specialized POST tiles at gluon_rs.LEAN_WS_REGS' budgets too, with K splits that fill the three or four
 # programs an SM those budgets allow (diag_rs --lean-regs; session 18: at one or two programs an SM a lean budget
 # only loses), and every split through slots (session 18; AWQ's slots were chosen under atomics). One to two minutes
-# a sweep on the H200, so a 10-minute call runs five of them:
+# a sweep on the H200 (at most 95 s of it compiling and timing: --budget-s; session 19's sweeps 4, 8 and 9 ran past
+# their timeout compiling before it), so a 10-minute call runs five of them:
 #   bash benchmarks/sweep_small_m.sh 1 5       (sweeps 1 to 5 of the list below)
 set -o pipefail
 source "$(dirname "$0")/device_env.sh"
@@ -18,7 +19,7 @@ T=repack/kernels/tuned.json
 for i in $(seq "$FIRST" "$LAST"); do
   set -- ${SWEEPS[$((i - 1))]}
   echo "== $i: M=$1 $2 $3"
-  timeout 110 python3 benchmarks/diag_rs.py --quick --ws --post 32 --lean-regs --k-stages 128:3,128:4 --jobs 14 \
+  timeout 120 python3 benchmarks/diag_rs.py --budget-s 95 --quick --ws --post 32 --lean-regs --k-stages 128:3,128:4 --jobs 14 \
       --m "$1" --shapes "$2" $([ "$3" = awq ] && echo --awq) --top 5 --merge-into $T 2>&1 \
       | grep -v "^  .*failed" | tee -a "$OUT/sweep-small-m.log"
   cp $T "$OUT/tuned.json"
