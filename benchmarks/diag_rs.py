@@ -2,7 +2,8 @@
 default dispatch, kernel-only graph times; every tile checked against the default's output first.
 
     python benchmarks/diag_rs.py [--m 16,64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
-        [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--lean-regs] [--atomics] [--top 4] [--budget-s 90]
+        [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--lean-regs] [--atomics] [--stream 1,2,3] [--top 4]
+        [--budget-s 90]
         [--merge-into repack/kernels/tuned.json]
 
 ``--ws`` adds the warp-specialized tile (TileConfig.rs 3, K splits too since session 17) to the candidates;
@@ -17,7 +18,10 @@ CTAs an SM; a winner is merged with it). ``--atomics`` splits K by atomics into 
 gluon_rs's slots (triton_gemm.RS_SPLIT_SLOTS off: the way before session 18). ``--splits S,...`` adds these K
 splits to every tile (by default each tile unsplit and, for launches of fewer programs than SMs, split to about
 one or two waves), e.g. to even out a launch of 1.7 programs an SM (8192x28672 M = 16, session 17: slower).
-``--top N`` prints the N fastest tiles of each shape (4). ``--budget-s S`` gives each (shape, M) S seconds,
+``--stream P,...`` adds each tile that waits in its steps (rs 1, 2) launched stream-K at P programs an SM
+(TileConfig.stream, gluon_rs.w4_rs_stream_kernel: every SM the same number of K steps, tiles cut between programs
+wherever the ranges fall; session 19, not yet measured); ``--stream-only`` sweeps only those, against the
+default dispatch (with ``--stream``). ``--top N`` prints the N fastest tiles of each shape (4). ``--budget-s S`` gives each (shape, M) S seconds,
 compiling included: the tiles not compiled or timed by then are left out, and the best of those timed is printed
 and merged as usual (session 19: three sweeps of 200-290 candidate tiles ran past their `timeout 110` compiling and printed
 nothing at all).
@@ -48,7 +52,8 @@ SMS = 132
 
 
 def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: bool = False,
-               k_stages: tuple | None = None, splits: tuple = (), lean: bool = False, awq: bool = False) -> list[TileConfig]:
+               k_stages: tuple | None = None, splits: tuple = (), lean: bool = False, awq: bool = False,
+               streams: tuple = ()) -> list[TileConfig]:
     if k_stages is None:
         k_stages = ((64, 4), (128, 3), (128, 4)) if quick else ((64, 4), (64, 3), (128, 3), (128, 4), (64, 6))
     tiles = []
@@ -73,6 +78,9 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
                             cfg = TileConfig(bm, bn, bk, split, warps, stages, rs=rs)
                             if cfg not in tiles:
                                 tiles.append(cfg)
+                    for per_sm in () if ws_only else streams:
+                        for rs in (1, 2):
+                            tiles.append(TileConfig(bm, bn, bk, 1, warps, stages, rs=rs, stream=per_sm))
                     regs = gluon_rs.LEAN_WS_REGS.get((bm, bn, awq))
                     if lean and (ws or ws_only) and warps == 4 and bm <= tgm.RS_POST_MAX_BLOCK_M and regs:
                         # at a lean budget more programs fit an SM: split to fill them too (a 224-program launch
@@ -131,7 +139,7 @@ def precompile(K: int, N: int, M: int, layout: str, tiles: list[TileConfig], job
 
 def label(cfg: TileConfig) -> str:
     return (f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages} k{cfg.split_k} rs{cfg.rs}"
-            + (" lean" if cfg.lean else ""))
+            + (" lean" if cfg.lean else "") + (f" stream{cfg.stream}" if cfg.stream else ""))
 
 
 def merge_row(path: Path, layout: str, r: dict) -> None:
@@ -175,13 +183,17 @@ def main() -> None:
     k_stages = (tuple(tuple(int(v) for v in p.split(":")) for p in args[args.index("--k-stages") + 1].split(","))
                 if "--k-stages" in args else None)
     splits = tuple(int(v) for v in args[args.index("--splits") + 1].split(",")) if "--splits" in args else ()
+    streams = tuple(int(v) for v in args[args.index("--stream") + 1].split(",")) if "--stream" in args else ()
+    stream_only = "--stream-only" in args
     n_top = int(args[args.index("--top") + 1]) if "--top" in args else 4
     budget = float(args[args.index("--budget-s") + 1]) if "--budget-s" in args else math.inf
     warm_clocks()
     for K, N in shapes:
         for M in ms:
             tiles = candidates(M, K, N, quick, "--ws" in args, "--ws-only" in args, k_stages, splits,
-                               "--lean-regs" in args, layout == "awq")
+                               "--lean-regs" in args, layout == "awq", streams)
+            if stream_only:
+                tiles = [c for c in tiles if c.stream]
             deadline = time.time() + budget
             if jobs > 1:  # compiling stops early enough to leave a tenth of the budget for the timings
                 precompile(K, N, M, layout, tiles, jobs, deadline - 0.1 * budget)

@@ -3,7 +3,8 @@ instruction mix of the hottest loop, and whether ptxas serialized the wgmmas. Th
 16-token tile's time followed in session 16 (issue-bound: `benchmarks/NOTES-gemm.md`), and serialized wgmmas
 (ptxas C7510-C7515) are a silent slowdown that only shows in ptxas's info output.
 
-    python benchmarks/sass_probe.py rs BM BN BK WARPS STAGES RS [--awq] [--bf16] [--post] [--split | --slots] [--lean]
+    python benchmarks/sass_probe.py rs BM BN BK WARPS STAGES RS [--awq] [--bf16] [--post] [--split | --slots | --stream]
+        [--lean]                                                  (--stream: w4_rs_stream_kernel, RS 1 or 2)
     python benchmarks/sass_probe.py gemm BM BN BK WARPS SPLIT [--bf16]      (gluon_gemm's mma.sync tile)
 """
 
@@ -47,10 +48,10 @@ def _compile(fn, names, consts, args, warps: int, maxnreg: int | None = None, ex
 
 
 def compile_rs(bm: int, bn: int, bk: int, warps: int, stages: int, rs: int, awq: bool = False, bf16: bool = False,
-               post: bool = False, split: bool | int = False, lean: bool = False):
+               post: bool = False, split: bool | int = False, lean: bool = False, stream: bool = False):
     """gluon_rs's tile (rs 1/2: w4_rs_kernel with that wait; 3: the warp-specialized kernel) on a K x N layer;
     ``split``: the K-split epilogue (True: atomics, 2: gluon_rs.SLOTS); ``lean``: a warp-specialized POST tile at
-    gluon_rs.LEAN_WS_REGS."""
+    gluon_rs.LEAN_WS_REGS; ``stream``: the stream-K kernel (w4_rs_stream_kernel)."""
     import torch
 
     from repack.kernels import gluon_pipe, gluon_rs
@@ -72,7 +73,7 @@ def compile_rs(bm: int, bn: int, bk: int, warps: int, stages: int, rs: int, awq:
         return _compile(gluon_rs.w4_rs_ws_kernel, gluon_rs.WS_CONST_NAMES, consts, args, warps,
                         gluon_rs.ws_maxnreg(warps, bm, bn, lean and post, awq))
     consts = gluon_rs.consts(bm, bn, bk, split, stages, warps, pending=1 if rs == 1 else 0, awq=awq, post=post)
-    return _compile(gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES, consts, args, warps)
+    return _compile(gluon_rs.w4_rs_stream_kernel if stream else gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES, consts, args, warps)
 
 
 def compile_gemm(bm: int, bn: int, bk: int, warps: int, split: int, bf16: bool = False):
@@ -127,7 +128,8 @@ def main() -> None:
         sys.exit(__doc__)
     dims = [int(v) for v in args[1:]]
     kernel = (compile_rs(*dims, awq="--awq" in flags, bf16="--bf16" in flags, post="--post" in flags,
-                         split=2 if "--slots" in flags else "--split" in flags, lean="--lean" in flags)
+                         split=2 if "--slots" in flags else "--split" in flags, lean="--lean" in flags,
+                         stream="--stream" in flags)
               if args[0] == "rs" else compile_gemm(*dims, bf16="--bf16" in flags))
     r = report(kernel)
     print(f"registers {r['registers']}, spills {r['spill_bytes']} B, loop {r['loop_instructions']} instructions, "

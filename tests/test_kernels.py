@@ -592,6 +592,39 @@ def test_slot_k_splits_on_a_large_layer(monkeypatch):
                                  tg.DOT_RS)
 
 
+STREAM_RS_TILES = [(TileConfig(16, 64, 128, 1, 4, 3, rs=1, stream=1), (5, 16, 33)),
+                   (TileConfig(16, 128, 128, 1, 4, 3, rs=2, stream=2), (16, 40)),
+                   (TileConfig(32, 64, 128, 1, 4, 3, rs=2, stream=1), (33, 64)),
+                   (TileConfig(64, 64, 128, 1, 4, 4, rs=1, stream=1), (64, 200)),
+                   (TileConfig(128, 64, 64, 1, 4, 4, rs=1, stream=1), (300, 1000)),
+                   (TileConfig(256, 128, 64, 1, 8, 3, rs=1, stream=1), (256, 1000)),
+                   (TileConfig(128, 128, 64, 1, 8, 4, rs=2, stream=3), (129,))]
+
+
+@pytest.mark.parametrize("layout", ["gptq_v1", "awq_gemm"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_stream_k_tiles(tmp_path, monkeypatch, layout, dtype):
+    """gluon_rs's stream-K kernel (TileConfig.stream): the launch's K steps cut into one even range a program across
+    tiles, a tile's parts meeting in slots. On this 1024x384 layer ranges of one step to a few tiles: tiles cut
+    into up to eight parts, whole tiles, a program's ring used again for its next tile. Both waits, POST (16 and
+    32 tokens), 4 and 8 warps; every output written and within tolerance of the oracle and of the layout's own
+    tile, three times on fresh inputs (the tiles' counters must be back at zero after each launch)."""
+    from repack.kernels import triton_gemm as tg
+    monkeypatch.setattr(tg, "RS_POST_MAX_BLOCK_M", 32)
+    for _ in range(3):
+        _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout, dtype, 128, STREAM_RS_TILES, tg.DOT_RS,
+                                               base=tg.DOT_N if layout == "awq_gemm" else None)
+
+
+def test_stream_k_on_a_large_layer():
+    """Stream-K over many tiles and steps (4096x4096: 32-64 steps a tile, ranges that cut tiles anywhere)."""
+    from repack.kernels import triton_gemm as tg
+    _large_layer_matches_float64(((16, TileConfig(16, 128, 128, 1, 4, 3, rs=2, stream=3)),
+                                  (64, TileConfig(64, 64, 128, 1, 4, 4, rs=1, stream=2)),
+                                  (1024, TileConfig(256, 128, 64, 1, 8, 3, rs=1, stream=1)),
+                                  (256, TileConfig(128, 64, 64, 1, 4, 4, rs=2, stream=2))), tg.DOT_RS)
+
+
 def test_transposed_register_tile_on_a_large_layer():
     """Many K steps (the ring wraps dozens of times: the mbarrier phases), many programs, 256-wide tiles."""
     from repack.kernels import triton_gemm as tg

@@ -28,7 +28,7 @@ def _probe():
 
 
 def _table_rs_tiles() -> list[tuple]:
-    """Each distinct gluon_rs tile of tuned.json: (BM, BN, BK, warps, stages, rs, AWQ words, lean)."""
+    """Each distinct gluon_rs tile of tuned.json: (BM, BN, BK, warps, stages, rs, AWQ words, lean, stream-K)."""
     tiles = set()
     for entries in json.loads((ROOT / "repack" / "kernels" / "tuned.json").read_text()).values():
         for e in entries:
@@ -36,7 +36,7 @@ def _table_rs_tiles() -> list[tuple]:
                 if key in e:
                     c = e[key]["config"]
                     tiles.add((c["block_m"], c["block_n"], c["block_k"], c["num_warps"], c["num_stages"], c["rs"], awq,
-                               c.get("lean", False)))
+                               c.get("lean", False), c.get("stream", 0) > 0 and c["rs"] in (1, 2)))
     return sorted(tiles)
 
 
@@ -51,15 +51,31 @@ def test_the_probe_sees_a_serialized_and_a_pipelined_tile():
 
 
 @pytest.mark.parametrize("tile", _table_rs_tiles(), ids=lambda t: "x".join(map(str, t[:3])) +
-                         f"-w{t[3]}s{t[4]}rs{t[5]}" + ("-awq" if t[6] else "") + ("-lean" if t[7] else ""))
+                         f"-w{t[3]}s{t[4]}rs{t[5]}" + ("-awq" if t[6] else "") + ("-lean" if t[7] else "")
+                         + ("-stream" if t[8] else ""))
 def test_every_tuned_transposed_tile_compiles_without_spills_or_serialized_wgmmas(tile):
     """Compiled as the dispatch launches it: POST for tiles of at most RS_POST_MAX_BLOCK_M tokens, at a lean
-    register budget where the table says so."""
+    register budget or stream-K where the table says so."""
     probe = _probe()
     from repack.kernels import triton_gemm
-    *dims, awq, lean = tile
+    *dims, awq, lean, stream = tile
     post = dims[0] <= triton_gemm.RS_POST_MAX_BLOCK_M
-    r = probe.report(probe.compile_rs(*dims, awq=awq, post=post, lean=lean))
+    r = probe.report(probe.compile_rs(*dims, awq=awq, post=post, lean=lean, stream=stream))
+    assert r["spill_bytes"] == 0, r
+    assert r["serialized"] is None, r
+
+
+@pytest.mark.parametrize("tile", [(16, 64, 128, 4, 3, 1, True), (16, 128, 128, 4, 3, 2, True), (32, 64, 128, 4, 3, 2, True),
+                                  (64, 64, 128, 4, 4, 1, False), (128, 64, 64, 4, 4, 2, False),
+                                  (256, 128, 64, 8, 3, 1, False)],
+                         ids=lambda t: "x".join(map(str, t[:3])) + f"-w{t[3]}s{t[4]}rs{t[5]}" + ("-post" if t[6] else ""))
+@pytest.mark.parametrize("awq", [False, True])
+def test_stream_k_tiles_compile_without_spills_or_serialized_wgmmas(tile, awq):
+    """gluon_rs's stream-K kernel (the K loop inside a loop over a program's tiles, both epilogues in it) on the
+    tiles the sweeps offer it: no spills and pipelined wgmmas, as the one-tile kernel."""
+    probe = _probe()
+    *dims, post = tile
+    r = probe.report(probe.compile_rs(*dims, awq=awq, post=post, stream=True))
     assert r["spill_bytes"] == 0, r
     assert r["serialized"] is None, r
 

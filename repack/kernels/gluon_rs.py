@@ -361,32 +361,39 @@ def _store_out(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BL
 def _store_tile(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BLOCK_M: gl.constexpr,
                 BLOCK_N: gl.constexpr, SPLIT: gl.constexpr):
     """The tile's sums into y; with a K split, SLOTS: each program stores its partial sums in its own slot of the
-    tile's ``split_k`` (plain stores in the accumulator's layout; the workspace is never cleared) and the tile's
-    last program adds the other slots to its own sums and writes the tile — gluon_gemm._finish's two atomics an
-    element (a reduction into the workspace, an exchange to read it back and clear it) are what a split cost at
-    L2 on large tiles. Ordering as _finish: every thread fences its stores at GPU scope before the counter moves;
-    the last program's loads come after the counter's acquire (one thread's, shared through the CTA barrier of
-    the broadcast) and bypass L1 (.cg)."""
+    tile's ``split_k`` (_store_part) — gluon_gemm._finish's two atomics an element (a reduction into the
+    workspace, an exchange to read it back and clear it) are what a split cost at L2 on large tiles."""
     if SPLIT == SLOTS:
-        SLOT: gl.constexpr = BLOCK_M * BLOCK_N
-        AL: gl.constexpr = acc.type.layout
-        rows = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, AL))
-        cols = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, AL))
-        offs = rows[:, None] * BLOCK_M + cols[None, :]
-        slots = ws_ptr + tile * split_k * SLOT
-        pid_k = gl.program_id(2)
-        gl.store(slots + pid_k * SLOT + offs, acc)
-        _fence_gpu(split_k)
-        gl.thread_barrier()
-        arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
-        if arrived == split_k - 1:
-            _fence_gpu(split_k)
-            for j in range(1, split_k):
-                acc += gl.load(slots + ((pid_k + j) % split_k) * SLOT + offs, cache_modifier=".cg")
-            _store_out(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BLOCK_M, BLOCK_N, False)
-            gl.atomic_xchg(cnt_ptr + tile, 0, sem="relaxed")
+        _store_part(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, gl.program_id(2), split_k, split_k, BLOCK_M,
+                    BLOCK_N)
     else:
         _store_out(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BLOCK_M, BLOCK_N, SPLIT)
+
+
+@gluon.jit
+def _store_part(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, part, parts, stride, BLOCK_M: gl.constexpr,
+                BLOCK_N: gl.constexpr):
+    """Part ``part`` of a tile's ``parts`` partial sums: stored with plain stores in the accumulator's layout into
+    slot ``part`` of the tile's ``stride`` slots (the workspace is never cleared); the tile's last part to arrive
+    adds the other slots to its own sums and writes the tile. Ordering as gluon_gemm._finish: every thread fences
+    its stores at GPU scope before the counter moves; the last program's loads come after the counter's acquire
+    (one thread's, shared through the CTA barrier of the broadcast) and bypass L1 (.cg)."""
+    SLOT: gl.constexpr = BLOCK_M * BLOCK_N
+    AL: gl.constexpr = acc.type.layout
+    rows = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, AL))
+    cols = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, AL))
+    offs = rows[:, None] * BLOCK_M + cols[None, :]
+    slots = ws_ptr + tile * stride * SLOT
+    gl.store(slots + part * SLOT + offs, acc)
+    _fence_gpu(parts)
+    gl.thread_barrier()
+    arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
+    if arrived == parts - 1:
+        _fence_gpu(parts)
+        for j in range(1, parts):
+            acc += gl.load(slots + ((part + j) % parts) * SLOT + offs, cache_modifier=".cg")
+        _store_out(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, parts, BLOCK_M, BLOCK_N, False)
+        gl.atomic_xchg(cnt_ptr + tile, 0, sem="relaxed")
 
 
 @gluon.jit
@@ -508,28 +515,16 @@ def _post_loop(sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n
 
 
 @gluon.jit
-def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
-                 M, N, K, K_SPLIT, split_k, group_size, zero_offset, ssg, szg, sym,
-                 BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
-                 STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr,
-                 AWQ: gl.constexpr = False, L6: gl.constexpr = None, POST: gl.constexpr = False):
-    XT: gl.constexpr = x_desc.dtype
-    DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
-    pid_n = gl.program_id(0)
-    pid_m = gl.program_id(1)
-    pid_k = gl.program_id(2)
-    tile = pid_m * gl.num_programs(0) + pid_n
-    m0 = pid_m * BLOCK_M
-    n0 = pid_n * BLOCK_N
-
-    x_ring = gl.allocate_shared_memory(XT, [STAGES] + x_desc.block_type.shape, x_desc.layout)
-    q_ring = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
-    bars = ring_barriers(STAGES)
-    k_begin, steps, last = k_range(pid_k, K_SPLIT, K, BLOCK_K)
+def _tile_sums(x_ring, q_ring, bars, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, steps, last, group_size,
+               zero_offset, ssg, szg, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
+               STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, DOTA: gl.constexpr, PENDING: gl.constexpr,
+               AWQ: gl.constexpr, L6: gl.constexpr, POST: gl.constexpr):
+    """One tile's sums over ``steps`` K steps from ``k_begin``: the ring filled from phase 0 of its barriers, the K
+    loop, every wgmma waited for and every refill landed (so the ring may be used again)."""
     for f in gl.static_range(STAGES - 2):
         _fill(f, gl.minimum(k_begin + f * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ)
 
-    sel, n = _columns(n0, XT, L4, BLOCK_N, AWQ)
+    sel, n = _columns(n0, x_ring.dtype, L4, BLOCK_N, AWQ)
     if POST:
         acc = _post_loop(sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, steps, last,
                          group_size, zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, AWQ, L6)
@@ -558,8 +553,102 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
     for f in gl.static_range(STAGES - 2):
         tt = steps + f
         mbarrier.wait(bars.index(tt % STAGES), (tt // STAGES) & 1)
+    return acc
 
+
+@gluon.jit
+def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
+                 M, N, K, K_SPLIT, split_k, group_size, zero_offset, ssg, szg, sym,
+                 BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
+                 STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr,
+                 AWQ: gl.constexpr = False, L6: gl.constexpr = None, POST: gl.constexpr = False):
+    XT: gl.constexpr = x_desc.dtype
+    DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
+    pid_n = gl.program_id(0)
+    pid_m = gl.program_id(1)
+    pid_k = gl.program_id(2)
+    tile = pid_m * gl.num_programs(0) + pid_n
+    m0 = pid_m * BLOCK_M
+    n0 = pid_n * BLOCK_N
+
+    x_ring = gl.allocate_shared_memory(XT, [STAGES] + x_desc.block_type.shape, x_desc.layout)
+    q_ring = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
+    bars = ring_barriers(STAGES)
+    k_begin, steps, last = k_range(pid_k, K_SPLIT, K, BLOCK_K)
+    acc = _tile_sums(x_ring, q_ring, bars, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, steps, last, group_size,
+                     zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, PENDING, AWQ, L6, POST)
     _store_tile(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BLOCK_M, BLOCK_N, SPLIT)
+
+
+@gluon.jit
+def _owner(s, total, programs):
+    """The stream-K program whose range holds step ``s``: program p's range is [p total / P, (p + 1) total / P)
+    (floors), so its owner is the largest p with floor(p total / P) <= s."""
+    return ((s + 1) * programs - 1) // total
+
+
+@gluon.jit
+def w4_rs_stream_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
+                        M, N, K, K_SPLIT, split_k, group_size, zero_offset, ssg, szg, sym,
+                        BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
+                        STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr,
+                        AWQ: gl.constexpr = False, L6: gl.constexpr = None, POST: gl.constexpr = False):
+    """w4_rs_kernel's tile, stream-K: the launch's (tile, K step) pairs, tile by tile, are cut into one even range
+    a program (a 1-D grid of a few programs an SM, stream_programs()), so every SM does the same number of K
+    steps whatever the number of tiles. A range that covers a whole tile writes it; the parts of a tile cut
+    between programs meet through _store_part's slots (``split_k``: slots a tile, at least the most programs a tile
+    can have, stream_slots(); K_SPLIT and SPLIT unused). The ring is used again for each tile of a range: its
+    barriers are made anew between tiles (back at phase 0, as _tile_sums expects)."""
+    XT: gl.constexpr = x_desc.dtype
+    DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
+    programs = gl.num_programs(0)
+    pid = gl.program_id(0)
+    tiles_n = N // BLOCK_N
+    T = K // BLOCK_K
+    total = gl.cdiv(M, BLOCK_M) * tiles_n * T
+    s = pid * total // programs
+    end = (pid + 1) * total // programs
+
+    x_ring = gl.allocate_shared_memory(XT, [STAGES] + x_desc.block_type.shape, x_desc.layout)
+    q_ring = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
+    bars = ring_barriers(STAGES)
+    while s < end:
+        tile = s // T
+        k0 = s - tile * T
+        steps = gl.minimum(T - k0, end - s)
+        m0 = (tile // tiles_n) * BLOCK_M
+        n0 = (tile % tiles_n) * BLOCK_N
+        k_begin = k0 * BLOCK_K
+        acc = _tile_sums(x_ring, q_ring, bars, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, steps,
+                         k_begin + (steps - 1) * BLOCK_K, group_size, zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K,
+                         STAGES, L4, MMA, DOTA, PENDING, AWQ, L6, POST)
+        if steps == T:  # the whole tile in this range
+            _store_out(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, 1, BLOCK_M, BLOCK_N, False)
+        else:
+            first = _owner(tile * T, total, programs)
+            _store_part(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, pid - first,
+                        _owner(tile * T + T - 1, total, programs) - first + 1, split_k, BLOCK_M, BLOCK_N)
+        s += steps
+        # every thread is past its last wait on the ring's barriers (and every refill has landed): new barriers
+        gl.thread_barrier()
+        for b in gl.static_range(STAGES):
+            mbarrier.invalidate(bars.index(b))
+            mbarrier.init(bars.index(b), count=1)
+        fence_async_shared()
+        gl.thread_barrier()
+
+
+def stream_programs(tiles: int, steps: int, per_sm: int, sms: int) -> int:
+    """Programs of a stream-K launch of ``tiles`` tiles of ``steps`` K steps: ``per_sm`` an SM, at most one a step
+    (every range then holds a step, so every program counted in a tile's parts stores one)."""
+    return max(1, min(tiles * steps, per_sm * sms))
+
+
+def stream_slots(steps: int, total: int, programs: int) -> int:
+    """Slots a tile of a stream-K launch: at least the number of programs whose ranges meet one tile of ``steps``
+    steps (every range holds at least total // programs steps, so a tile meets at most ceil(steps / that) + 1)."""
+    shortest = total // programs
+    return min(programs, -(-steps // shortest) + 1)
 
 
 CONST_NAMES = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "SPLIT", "STAGES", "L4", "MMA", "PENDING", "AWQ", "L6", "POST")

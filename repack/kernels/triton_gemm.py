@@ -1000,6 +1000,11 @@ def _cdiv(a: int, b: int) -> int:
 _workspaces: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def _workspace(device: torch.device, stream: int, values: int, tiles: int,
                slots: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per device and stream, zero-filled once; every launch leaves it zeroed again. ``slots``: the slot workspace
@@ -1271,8 +1276,19 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     stream = _raw_stream(x.device.index) if x.is_cuda else 0
     slot_values = grid[0] * grid[1] * split * block_m * block_n
     slots = path == DOT_RS and split > 1 and RS_SPLIT_SLOTS and slot_values <= RS_SLOT_VALUES
-    ws, cnt = ((_workspace(x.device, stream, slot_values, grid[0] * grid[1], slots=True) if slots
-                else _workspace(x.device, stream, M * N, grid[0] * grid[1])) if split > 1 else (y, y))
+    streamed = path == DOT_RS and cfg.stream > 0 and cfg.rs in (1, 2) and x.is_cuda
+    if streamed:  # stream-K (gluon_rs.w4_rs_stream_kernel): a 1-D grid; split is the slots a tile
+        from .gluon_rs import stream_programs, stream_slots
+        tiles, steps = grid[0] * grid[1], K // block_k
+        programs = stream_programs(tiles, steps, cfg.stream, _sm_count(x.device.index))
+        parts = stream_slots(steps, tiles * steps, programs)
+        slot_values = tiles * parts * block_m * block_n
+        # (the kernel's step arithmetic is int32: (s + 1) * programs must not overflow)
+        streamed = slot_values <= RS_SLOT_VALUES and (tiles * steps + 1) * programs < 1 << 31
+        if streamed:
+            grid, split, k_split, slots = (programs, 1, 1), parts, K, True
+    ws, cnt = ((_workspace(x.device, stream, slot_values, tiles if streamed else grid[0] * grid[1], slots=True)
+                if slots else _workspace(x.device, stream, M * N, grid[0] * grid[1])) if split > 1 else (y, y))
     perm = None
     if w.x_perm is not None:  # Marlin act-order: the layout's rows are inputs in x_perm order
         perm = w.x_perm.to(device=x2.device, dtype=torch.long)
@@ -1312,7 +1328,8 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             consts = gluon_rs.consts(block_m, block_n, block_k, gluon_rs.split_mode(split, slots), stages, warps,
                                      pending=1 if cfg.rs == 1 else 0,
                                      awq=awq, post=post)
-            kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES)
+            kernel = _launch(grid, args, consts, warps, 1, x.device, stream,
+                             gluon_rs.w4_rs_stream_kernel if streamed else gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES)
     elif path == DOT_WS:
         from . import gluon_pipe, gluon_ws
         consts = gluon_ws.consts(block_m, block_n, block_k, stages, warps)

@@ -43,6 +43,9 @@ class TileConfig:
     # register budget (three or four CTAs an SM instead of two) where that has the tile; the sweep decides per
     # tile (session 18: slower on GPTQ's M = 16 tiles, faster on AWQ's 8192x28672 16x64 one)
     lean: bool = False
+    # > 0: a gluon_rs tile that waits in its steps (rs 1 or 2) launched stream-K, this many programs an SM, each
+    # program an even share of the launch's K steps across tiles (gluon_rs.w4_rs_stream_kernel; split_k unused)
+    stream: int = 0
     # 4-bit GPTQ-order layers with sequential groups take this tile instead where the table has one (gluon_rs's,
     # measured faster for them: benchmarks/diag_rs.py), and so do AutoAWQ gemm layers without an awq_rs tile;
     # every other layer (Marlin, act-order, other bit widths) keeps the tile above, which is what its own paths
@@ -112,7 +115,8 @@ def config_of(entry: dict, M: int, N: int, K: int) -> TileConfig:
     if cluster > 1:  # a cluster's split is its size, whatever the shape
         split = cluster
     cfg = TileConfig(c["block_m"], block_n, c["block_k"], split, c["num_warps"], c["num_stages"], c.get("pipe", False),
-                     c.get("ws", False), cluster, c.get("ring", False), int(c.get("rs", 0)), c.get("lean", False))
+                     c.get("ws", False), cluster, c.get("ring", False), int(c.get("rs", 0)), c.get("lean", False),
+                     int(c.get("stream", 0)))
     if "rs" in entry:  # {"config": ..., "target_programs": ...}: the tile of 4-bit GPTQ-order layers
         cfg = dataclasses.replace(cfg, gptq_rs=config_of(entry["rs"], M, N, K))
     if "awq_rs" in entry:  # the same, measured on AutoAWQ's words

@@ -1,0 +1,72 @@
+"""gluon_rs's stream-K launch arithmetic on the CPU: the programs' ranges of (tile, K step) pairs, the owner formula
+the kernel finds a tile's first and last part with, and the slots a tile the host reserves (gluon_rs.stream_slots).
+The kernel itself runs on the GPU only (tests/test_kernels.py); here its partition is checked against brute force,
+so that a tile's counted parts are exactly the programs that store one, and each lands in a slot of its own."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from tests.triton_checks import has_triton
+
+pytestmark = pytest.mark.skipif(not has_triton(), reason="gluon_rs imports triton")
+
+
+def _ranges(total: int, programs: int) -> list[range]:
+    """Program p's steps, as w4_rs_stream_kernel computes them: [p total / P, (p + 1) total / P), floors."""
+    return [range(p * total // programs, (p + 1) * total // programs) for p in range(programs)]
+
+
+def _owner(s: int, total: int, programs: int) -> int:
+    """The kernel's closed form (gluon_rs._owner), written out again."""
+    return ((s + 1) * programs - 1) // total
+
+
+CASES = [(tiles, steps, per_sm, sms) for tiles, steps in itertools.product((1, 2, 3, 7, 18, 64), (1, 2, 5, 8, 16, 32))
+         for per_sm, sms in ((1, 132), (2, 132), (3, 132), (1, 5), (4, 7))]
+
+
+@pytest.mark.parametrize("tiles, steps, per_sm, sms", CASES)
+def test_every_tile_is_cut_into_parts_that_meet_in_slots_of_their_own(tiles, steps, per_sm, sms):
+    from repack.kernels.gluon_rs import stream_programs, stream_slots
+    total = tiles * steps
+    programs = stream_programs(tiles, steps, per_sm, sms)
+    assert 1 <= programs <= min(total, per_sm * sms)
+    slots = stream_slots(steps, total, programs)
+    ranges = _ranges(total, programs)
+    assert all(len(r) >= 1 for r in ranges)  # every program counted in a tile's parts stores one
+    assert sorted(s for r in ranges for s in r) == list(range(total))
+    for s in range(total):  # the owner formula names the program whose range holds the step
+        assert s in ranges[_owner(s, total, programs)]
+    for t in range(tiles):
+        parts = [p for p, r in enumerate(ranges) if set(r) & set(range(t * steps, (t + 1) * steps))]
+        first, last = _owner(t * steps, total, programs), _owner(t * steps + steps - 1, total, programs)
+        assert parts == list(range(first, last + 1))
+        assert len(parts) <= slots  # slot pid - first stays inside the tile's slots
+        # a program writes the tile itself exactly when its range holds the whole tile
+        assert (len(parts) == 1) == any(set(range(t * steps, (t + 1) * steps)) <= set(r) for r in ranges)
+
+
+@pytest.mark.parametrize("tiles, steps, per_sm, sms", [(64, 32, 1, 132), (112, 32, 3, 132), (448, 64, 1, 132),
+                                                     (64, 112, 2, 132), (18, 8, 1, 132)])
+def test_the_slots_a_tile_cover_the_busiest_tile_with_at_most_one_to_spare(tiles, steps, per_sm, sms):
+    """stream_slots is a bound (ranges of at least `shortest` steps), not `programs`: memory for the slots grows
+    with it, so it stays within one of the busiest tile's parts on the benchmark's launches."""
+    from repack.kernels.gluon_rs import stream_programs, stream_slots
+    programs = stream_programs(tiles, steps, per_sm, sms)
+    ranges = _ranges(tiles * steps, programs)
+    most = max(sum(1 for r in ranges if r.start < (t + 1) * steps and r.stop > t * steps) for t in range(tiles))
+    assert most <= stream_slots(steps, tiles * steps, programs) <= most + 1
+
+
+def test_a_tuned_entry_carries_its_stream_k_programs():
+    from repack.kernels.tuned import TileConfig, config_of
+    rs = TileConfig(16, 128, 128, 1, 4, 3, rs=2, stream=2)
+    entry = dict(K=4096, N=14336, config=dict(TileConfig(16, 128, 128, 2, 4, 3).to_dict()), target_programs=0,
+                 rs=dict(config=rs.to_dict(), target_programs=0))
+    cfg = config_of(entry, 16, 14336, 4096)
+    assert cfg.stream == 0 and cfg.gptq_rs == rs
+    assert config_of(dict(K=1, N=1, config={k: v for k, v in rs.to_dict().items() if k != "stream"},
+                          target_programs=0), 16, 14336, 4096).stream == 0
