@@ -18,8 +18,8 @@ CTAs an SM; a winner is merged with it). ``--atomics`` splits K by atomics into 
 gluon_rs's slots (triton_gemm.RS_SPLIT_SLOTS off: the way before session 18). ``--splits S,...`` adds these K
 splits to every tile (by default each tile unsplit and, for launches of fewer programs than SMs, split to about
 one or two waves), e.g. to even out a launch of 1.7 programs an SM (8192x28672 M = 16, session 17: slower).
-``--stream P,...`` adds each tile that waits in its steps (rs 1, 2) launched stream-K at P programs an SM
-(TileConfig.stream, gluon_rs.w4_rs_stream_kernel: every SM the same number of K steps, tiles cut between programs
+``--stream P,...`` adds each tile launched stream-K at P programs an SM (TileConfig.stream,
+gluon_rs.w4_rs_stream_kernel, w4_rs_ws_stream_kernel with --ws: every SM the same number of K steps, tiles cut between programs
 wherever the ranges fall; session 19, not yet measured); ``--stream-only`` sweeps only those, against the
 default dispatch (with ``--stream``). ``--top N`` prints the N fastest tiles of each shape (4). ``--budget-s S`` gives each (shape, M) S seconds,
 compiling included: the tiles not compiled or timed by then are left out, and the best of those timed is printed
@@ -78,8 +78,8 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
                             cfg = TileConfig(bm, bn, bk, split, warps, stages, rs=rs)
                             if cfg not in tiles:
                                 tiles.append(cfg)
-                    for per_sm in () if ws_only else streams:
-                        for rs in (1, 2):
+                    for per_sm in streams:
+                        for rs in (3,) if ws_only else (1, 2, 3) if ws else (1, 2):
                             tiles.append(TileConfig(bm, bn, bk, 1, warps, stages, rs=rs, stream=per_sm))
                     regs = gluon_rs.LEAN_WS_REGS.get((bm, bn, awq))
                     if lean and (ws or ws_only) and warps == 4 and bm <= tgm.RS_POST_MAX_BLOCK_M and regs:
@@ -89,6 +89,8 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
                         fill = [split_for(count, K, bk, slots)] if count < slots else []
                         for split in dict.fromkeys(chosen + fill + extra):
                             tiles.append(TileConfig(bm, bn, bk, split, warps, stages, rs=3, lean=True))
+                        for per_sm in streams:
+                            tiles.append(TileConfig(bm, bn, bk, 1, warps, stages, rs=3, lean=True, stream=per_sm))
     return tiles
 
 

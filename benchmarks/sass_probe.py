@@ -4,7 +4,7 @@ instruction mix of the hottest loop, and whether ptxas serialized the wgmmas. Th
 (ptxas C7510-C7515) are a silent slowdown that only shows in ptxas's info output.
 
     python benchmarks/sass_probe.py rs BM BN BK WARPS STAGES RS [--awq] [--bf16] [--post] [--split | --slots | --stream]
-        [--lean]                                                  (--stream: w4_rs_stream_kernel, RS 1 or 2)
+        [--lean]                             (--stream: w4_rs_stream_kernel, or w4_rs_ws_stream_kernel with RS 3)
     python benchmarks/sass_probe.py gemm BM BN BK WARPS SPLIT [--bf16]      (gluon_gemm's mma.sync tile)
 """
 
@@ -51,7 +51,7 @@ def compile_rs(bm: int, bn: int, bk: int, warps: int, stages: int, rs: int, awq:
                post: bool = False, split: bool | int = False, lean: bool = False, stream: bool = False):
     """gluon_rs's tile (rs 1/2: w4_rs_kernel with that wait; 3: the warp-specialized kernel) on a K x N layer;
     ``split``: the K-split epilogue (True: atomics, 2: gluon_rs.SLOTS); ``lean``: a warp-specialized POST tile at
-    gluon_rs.LEAN_WS_REGS; ``stream``: the stream-K kernel (w4_rs_stream_kernel)."""
+    gluon_rs.LEAN_WS_REGS; ``stream``: the stream-K kernel (w4_rs_stream_kernel, w4_rs_ws_stream_kernel)."""
     import torch
 
     from repack.kernels import gluon_pipe, gluon_rs
@@ -70,8 +70,9 @@ def compile_rs(bm: int, bn: int, bk: int, warps: int, stages: int, rs: int, awq:
             scales.stride(0), zeros.stride(0), y.stride(0))
     if rs == 3:
         consts = gluon_rs.ws_consts(bm, bn, bk, stages, warps, awq=awq, post=post, split=split)
-        return _compile(gluon_rs.w4_rs_ws_kernel, gluon_rs.WS_CONST_NAMES, consts, args, warps,
-                        gluon_rs.ws_maxnreg(warps, bm, bn, lean and post, awq))
+        return _compile(gluon_rs.w4_rs_ws_stream_kernel if stream else gluon_rs.w4_rs_ws_kernel, gluon_rs.WS_CONST_NAMES,
+                        consts, args, warps,
+                        gluon_rs.ws_maxnreg(warps, bm, bn, lean and post, awq, stream))
     consts = gluon_rs.consts(bm, bn, bk, split, stages, warps, pending=1 if rs == 1 else 0, awq=awq, post=post)
     return _compile(gluon_rs.w4_rs_stream_kernel if stream else gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES, consts, args, warps)
 

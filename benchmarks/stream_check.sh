@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# gluon_rs's stream-K kernel (session 19, written and compiled for sm_90a without a GPU): its GPU tests first, then
-# stream-only sweeps of the shapes still short of their target, each winner merged into the tuned table as found
-# (copy $OUT/tuned.json back into repack/kernels/ after the call). Tests ~1-2 minutes, a sweep at most ~2:
+# gluon_rs's stream-K kernels (session 19: written and compiled for sm_90a without a GPU, both waits and the
+# warp-specialized tile): their GPU tests first, then stream-only sweeps of the shapes still short of their target,
+# each winner merged into the tuned table as found (copy $OUT/tuned.json back into repack/kernels/ after the call).
+# Tests ~1-2 minutes, a sweep at most ~2:
 #   bash benchmarks/stream_check.sh 0 4      (tests, then sweeps 1 to 4)
 #   bash benchmarks/stream_check.sh 5 8      (no tests: sweeps 5 to 8)
 set -o pipefail
@@ -22,7 +23,7 @@ fi
 for i in $(seq "$FIRST" "$LAST"); do
   set -- ${SWEEPS[$((i - 1))]}
   echo "== $i: M=$1 $2 $3"
-  timeout 120 python3 benchmarks/diag_rs.py --budget-s 95 --quick --post 32 --stream 1,2,3 --stream-only \
+  timeout 120 python3 benchmarks/diag_rs.py --budget-s 95 --quick --post 32 --ws --lean-regs --stream 1,2,3 --stream-only \
       --k-stages "$4" --jobs 14 --m "$1" --shapes "$2" $([ "$3" = awq ] && echo --awq) --top 5 \
       --merge-into $T 2>&1 | grep -v "^  .*failed" | tee -a "$OUT/stream-sweep.log"
   cp $T "$OUT/tuned.json"

@@ -598,7 +598,14 @@ STREAM_RS_TILES = [(TileConfig(16, 64, 128, 1, 4, 3, rs=1, stream=1), (5, 16, 33
                    (TileConfig(64, 64, 128, 1, 4, 4, rs=1, stream=1), (64, 200)),
                    (TileConfig(128, 64, 64, 1, 4, 4, rs=1, stream=1), (300, 1000)),
                    (TileConfig(256, 128, 64, 1, 8, 3, rs=1, stream=1), (256, 1000)),
-                   (TileConfig(128, 128, 64, 1, 8, 4, rs=2, stream=3), (129,))]
+                   (TileConfig(128, 128, 64, 1, 8, 4, rs=2, stream=3), (129,)),
+                   # warp-specialized (w4_rs_ws_stream_kernel): the ring's phases carried from piece to piece
+                   (TileConfig(16, 64, 128, 1, 4, 3, rs=3, stream=2), (5, 16)),
+                   (TileConfig(16, 128, 128, 1, 4, 4, rs=3, lean=True, stream=1), (16, 33)),
+                   (TileConfig(32, 64, 128, 1, 4, 3, rs=3, stream=3), (33, 64)),
+                   (TileConfig(64, 64, 128, 1, 4, 4, rs=3, stream=2), (64, 100)),
+                   (TileConfig(128, 64, 64, 1, 4, 4, rs=3, stream=1), (300,)),
+                   (TileConfig(256, 128, 64, 1, 8, 6, rs=3, stream=1), (256, 1000))]
 
 
 @pytest.mark.parametrize("layout", ["gptq_v1", "awq_gemm"])
@@ -607,7 +614,7 @@ def test_stream_k_tiles(tmp_path, monkeypatch, layout, dtype):
     """gluon_rs's stream-K kernel (TileConfig.stream): the launch's K steps cut into one even range a program across
     tiles, a tile's parts meeting in slots. On this 1024x384 layer ranges of one step to a few tiles: tiles cut
     into up to eight parts, whole tiles, a program's ring used again for its next tile. Both waits, POST (16 and
-    32 tokens), 4 and 8 warps; every output written and within tolerance of the oracle and of the layout's own
+    32 tokens), 4 and 8 warps, warp-specialized (lean too); every output written and within tolerance of the oracle and of the layout's own
     tile, three times on fresh inputs (the tiles' counters must be back at zero after each launch)."""
     from repack.kernels import triton_gemm as tg
     monkeypatch.setattr(tg, "RS_POST_MAX_BLOCK_M", 32)
@@ -622,7 +629,9 @@ def test_stream_k_on_a_large_layer():
     _large_layer_matches_float64(((16, TileConfig(16, 128, 128, 1, 4, 3, rs=2, stream=3)),
                                   (64, TileConfig(64, 64, 128, 1, 4, 4, rs=1, stream=2)),
                                   (1024, TileConfig(256, 128, 64, 1, 8, 3, rs=1, stream=1)),
-                                  (256, TileConfig(128, 64, 64, 1, 4, 4, rs=2, stream=2))), tg.DOT_RS)
+                                  (256, TileConfig(128, 64, 64, 1, 4, 4, rs=2, stream=2)),
+                                  (16, TileConfig(16, 128, 128, 1, 4, 4, rs=3, stream=2)),
+                                  (1024, TileConfig(256, 128, 64, 1, 8, 6, rs=3, stream=1))), tg.DOT_RS)
 
 
 def test_transposed_register_tile_on_a_large_layer():

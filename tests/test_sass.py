@@ -65,17 +65,23 @@ def test_every_tuned_transposed_tile_compiles_without_spills_or_serialized_wgmma
     assert r["serialized"] is None, r
 
 
-@pytest.mark.parametrize("tile", [(16, 64, 128, 4, 3, 1, True), (16, 128, 128, 4, 3, 2, True), (32, 64, 128, 4, 3, 2, True),
-                                  (64, 64, 128, 4, 4, 1, False), (128, 64, 64, 4, 4, 2, False),
-                                  (256, 128, 64, 8, 3, 1, False)],
-                         ids=lambda t: "x".join(map(str, t[:3])) + f"-w{t[3]}s{t[4]}rs{t[5]}" + ("-post" if t[6] else ""))
+@pytest.mark.parametrize("tile", [(16, 64, 128, 4, 3, 1, True, False), (16, 128, 128, 4, 3, 2, True, False),
+                                  (32, 64, 128, 4, 3, 2, True, False), (64, 64, 128, 4, 4, 1, False, False),
+                                  (128, 64, 64, 4, 4, 2, False, False), (256, 128, 64, 8, 3, 1, False, False),
+                                  (16, 64, 128, 4, 3, 3, True, True), (16, 128, 128, 4, 4, 3, True, False),
+                                  (32, 64, 128, 4, 3, 3, True, False), (64, 64, 128, 4, 4, 3, False, False),
+                                  (128, 64, 128, 4, 3, 3, False, False), (64, 128, 64, 4, 3, 3, False, False),
+                                  (256, 128, 64, 8, 6, 3, False, False)],
+                         ids=lambda t: "x".join(map(str, t[:3])) + f"-w{t[3]}s{t[4]}rs{t[5]}" + ("-post" if t[6] else "")
+                         + ("-lean" if t[7] else ""))
 @pytest.mark.parametrize("awq", [False, True])
 def test_stream_k_tiles_compile_without_spills_or_serialized_wgmmas(tile, awq):
-    """gluon_rs's stream-K kernel (the K loop inside a loop over a program's tiles, both epilogues in it) on the
-    tiles the sweeps offer it: no spills and pipelined wgmmas, as the one-tile kernel."""
+    """gluon_rs's stream-K kernels (the K loop inside a loop over a program's pieces, both epilogues in it; rs 3:
+    both partitions walk the pieces) on the tiles the sweeps offer them: no spills and pipelined wgmmas, as the
+    one-tile kernels (the 4-warp 64x128 / 128x64 warp-specialized tiles at gluon_rs.ws_maxnreg's stream budget)."""
     probe = _probe()
-    *dims, post = tile
-    r = probe.report(probe.compile_rs(*dims, awq=awq, post=post, stream=True))
+    *dims, post, lean = tile
+    r = probe.report(probe.compile_rs(*dims, awq=awq, post=post, lean=lean, stream=True))
     assert r["spill_bytes"] == 0, r
     assert r["serialized"] is None, r
 

@@ -399,20 +399,23 @@ def _store_part(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, part, part
 @gluon.jit
 def _first_step(ready, x_ring, q_ring, s_ptr, z_ptr, sel, n, cols, k_begin, last, group_size, zero_offset, ssg, szg,
                 BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, L4: gl.constexpr,
-                MMA: gl.constexpr, DOTA: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr, POST: gl.constexpr):
+                MMA: gl.constexpr, DOTA: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr, POST: gl.constexpr,
+                base=0):
     """K step 0 of every K loop here, peeled: its wgmma starts with use_acc=False (a zero-initialised
     accumulator makes ptxas serialize the wgmmas: gluon_pipe) and is left running. ``ready``: the ring's
-    full barriers; ``cols``: the scales' columns (``n``, or _row_columns' with POST). Returns the wgmma's
-    (pending) sums, step 0's scales, step 1's operands and step 2's group values."""
+    full barriers; ``cols``: the scales' columns (``n``, or _row_columns' with POST); ``base``: the ring
+    position of the step (0 but in the warp-specialized stream-K tile). Returns the wgmma's (pending) sums,
+    step 0's scales, step 1's operands and step 2's group values."""
     XT: gl.constexpr = x_ring.dtype
+    STAGES: gl.constexpr = x_ring.shape[0]
     s0, z0 = _group_load(s_ptr, z_ptr, k_begin, group_size, n, ssg, szg, cols)
     s1, z1 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + BLOCK_K, last), group_size, n, ssg, szg, cols)
     zz, ss = _group_operands(s0, z0, n, zero_offset, XT, AWQ, POST)
-    mbarrier.wait(ready.index(0), 0)
+    mbarrier.wait(ready.index(base % STAGES), (base // STAGES) & 1)
     s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + 2 * BLOCK_K, last), group_size, n, ssg, szg, cols)
-    a = _a_tile(q_ring.index(0), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6, POST)
+    a = _a_tile(q_ring.index(base % STAGES), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6, POST)
     acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
-    acc = warpgroup_mma(a, x_ring.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
+    acc = warpgroup_mma(a, x_ring.index(base % STAGES).permute((1, 0)), acc, use_acc=False, is_async=True)
     ss0 = ss
     zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ, POST)
     return acc, ss0, zz, ss, s2, z2
@@ -588,6 +591,27 @@ def _owner(s, total, programs):
 
 
 @gluon.jit
+def _stream_segment(s, end, T, tiles_n, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
+    """A stream-K range's next piece from step ``s``: its tile, first K step, steps, and the tile's m0 and n0."""
+    tile = s // T
+    k0 = s - tile * T
+    return tile, k0, gl.minimum(T - k0, end - s), (tile // tiles_n) * BLOCK_M, (tile % tiles_n) * BLOCK_N
+
+
+@gluon.jit
+def _stream_store(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, steps, T, total, programs, slots_a_tile,
+                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
+    """A stream-K piece's sums: the tile itself where the piece is the whole tile, else its part through the
+    tile's slots (the parts are the programs _owner names for the tile's first and last step)."""
+    if steps == T:
+        _store_out(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, 1, BLOCK_M, BLOCK_N, False)
+    else:
+        first = _owner(tile * T, total, programs)
+        _store_part(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, gl.program_id(0) - first,
+                    _owner(tile * T + T - 1, total, programs) - first + 1, slots_a_tile, BLOCK_M, BLOCK_N)
+
+
+@gluon.jit
 def w4_rs_stream_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
                         M, N, K, K_SPLIT, split_k, group_size, zero_offset, ssg, szg, sym,
                         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
@@ -613,21 +637,13 @@ def w4_rs_stream_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
     q_ring = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
     bars = ring_barriers(STAGES)
     while s < end:
-        tile = s // T
-        k0 = s - tile * T
-        steps = gl.minimum(T - k0, end - s)
-        m0 = (tile // tiles_n) * BLOCK_M
-        n0 = (tile % tiles_n) * BLOCK_N
+        tile, k0, steps, m0, n0 = _stream_segment(s, end, T, tiles_n, BLOCK_M, BLOCK_N)
         k_begin = k0 * BLOCK_K
         acc = _tile_sums(x_ring, q_ring, bars, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, steps,
                          k_begin + (steps - 1) * BLOCK_K, group_size, zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K,
                          STAGES, L4, MMA, DOTA, PENDING, AWQ, L6, POST)
-        if steps == T:  # the whole tile in this range
-            _store_out(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, 1, BLOCK_M, BLOCK_N, False)
-        else:
-            first = _owner(tile * T, total, programs)
-            _store_part(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, pid - first,
-                        _owner(tile * T + T - 1, total, programs) - first + 1, split_k, BLOCK_M, BLOCK_N)
+        _stream_store(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, steps, T, total, programs, split_k,
+                      BLOCK_M, BLOCK_N)
         s += steps
         # every thread is past its last wait on the ring's barriers (and every refill has landed): new barriers
         gl.thread_barrier()
@@ -695,29 +711,30 @@ WS_LOAD_REGS: gl.constexpr = gl.constexpr(40)
 
 @gluon.jit
 def _ws_load(x_desc, q_desc, x_ring, q_ring, ready, empty, m0, n0, k_begin, steps, BLOCK_K: gl.constexpr,
-             STAGES: gl.constexpr, AWQ: gl.constexpr):
+             STAGES: gl.constexpr, AWQ: gl.constexpr, base=0):
+    """The load warp: ``steps`` K steps from ``k_begin`` into the ring, step 0 at ring position ``base``."""
     for i in range(steps):
-        slot = i % STAGES
-        mbarrier.wait(empty.index(slot), ((i // STAGES) & 1) ^ 1)  # a fresh barrier passes parity 1
+        slot = (base + i) % STAGES
+        mbarrier.wait(empty.index(slot), (((base + i) // STAGES) & 1) ^ 1)  # a fresh barrier passes parity 1
         _fill(slot, k_begin + i * BLOCK_K, ready, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ)
 
 
 @gluon.jit
 def _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr, k_begin, last, group_size,
              zero_offset, ssg, szg, STAGES: gl.constexpr, BLOCK_K: gl.constexpr, BLOCK_N: gl.constexpr, L4: gl.constexpr,
-             DOTA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr):
+             DOTA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr, base=0):
     """K step i (i >= 1) of the MMA warps: as _step, the ring slot released to the load warp once the wgmma
-    that read it is done (step i - 1's with PENDING 1, this step's with 0)."""
+    that read it is done (step i - 1's with PENDING 1, this step's with 0); step 0 at ring position ``base``."""
     XT: gl.constexpr = x_ring.dtype
-    slot = i % STAGES
-    mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
+    slot = (base + i) % STAGES
+    mbarrier.wait(ready.index(slot), ((base + i) // STAGES) & 1)
     s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + (i + 2) * BLOCK_K, last), group_size, n, ssg, szg, n)
     a = _a_tile(q_ring.index(slot), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6)
     acc = warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, is_async=True)
     zz, ss = _group_operands(s1, z1, n, zero_offset, XT, AWQ)
     acc = warpgroup_mma_wait(PENDING, deps=(acc,))
     if PENDING == 1:
-        mbarrier.arrive(empty.index((i + STAGES - 1) % STAGES), count=1)
+        mbarrier.arrive(empty.index((base + i + STAGES - 1) % STAGES), count=1)
     else:
         mbarrier.arrive(empty.index(slot), count=1)
     return acc, zz, ss, s2, z2
@@ -726,12 +743,12 @@ def _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr
 @gluon.jit
 def _ws_step_post(i, acc, p, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring, q_ring, s_ptr, z_ptr, k_begin, last,
                   group_size, zero_offset, ssg, szg, STAGES: gl.constexpr, BLOCK_K: gl.constexpr, BLOCK_N: gl.constexpr,
-                  L4: gl.constexpr, DOTA: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr):
+                  L4: gl.constexpr, DOTA: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr, base=0):
     """K step i (i >= 1) of the MMA warps with the scale after the wgmma (POST, as _step_post); the slot goes back
     to the load warp once the step's wgmma is done."""
     XT: gl.constexpr = x_ring.dtype
-    slot = i % STAGES
-    mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
+    slot = (base + i) % STAGES
+    mbarrier.wait(ready.index(slot), ((base + i) // STAGES) & 1)
     s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + (i + 2) * BLOCK_K, last), group_size, n, ssg, szg, nr)
     a = _a_tile(q_ring.index(slot), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6, True)
     p = warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), p, use_acc=False, is_async=True)
@@ -745,25 +762,64 @@ def _ws_step_post(i, acc, p, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring, q
 @gluon.jit
 def _ws_post_loop(x_ring, q_ring, ready, empty, s_ptr, z_ptr, sel, n, n0, k_begin, last, group_size, zero_offset, ssg,
                   szg, steps, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
-                  L4: gl.constexpr, MMA: gl.constexpr, DOTA: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr):
+                  L4: gl.constexpr, MMA: gl.constexpr, DOTA: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr, base=0):
     """_ws_mma's K loop with the scale after the wgmma (POST, as _post_loop)."""
     nr = _row_columns(n0, BLOCK_N, MMA)
     p, ss0, zz, ss, s1, z1 = _first_step(ready, x_ring, q_ring, s_ptr, z_ptr, sel, n, nr, k_begin, last, group_size,
-                                         zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, L4, MMA, DOTA, AWQ, L6, True)
+                                         zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, L4, MMA, DOTA, AWQ, L6, True,
+                                         base)
     p = warpgroup_mma_wait(0, deps=(p,))
-    mbarrier.arrive(empty.index(0), count=1)
+    mbarrier.arrive(empty.index(base % STAGES), count=1)
     acc = p * gl.expand_dims(ss0, 1)
     for i in range(1, steps - 1, 2):
         acc, p, zz, ss, s1, z1 = _ws_step_post(i, acc, p, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring, q_ring,
                                                s_ptr, z_ptr, k_begin, last, group_size, zero_offset, ssg, szg, STAGES,
-                                               BLOCK_K, BLOCK_N, L4, DOTA, AWQ, L6)
+                                               BLOCK_K, BLOCK_N, L4, DOTA, AWQ, L6, base)
         acc, p, zz, ss, s1, z1 = _ws_step_post(i + 1, acc, p, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring,
                                                q_ring, s_ptr, z_ptr, k_begin, last, group_size, zero_offset, ssg, szg,
-                                               STAGES, BLOCK_K, BLOCK_N, L4, DOTA, AWQ, L6)
+                                               STAGES, BLOCK_K, BLOCK_N, L4, DOTA, AWQ, L6, base)
     if steps % 2 == 0:
         acc, p, zz, ss, s1, z1 = _ws_step_post(steps - 1, acc, p, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring,
                                                q_ring, s_ptr, z_ptr, k_begin, last, group_size, zero_offset, ssg, szg,
-                                               STAGES, BLOCK_K, BLOCK_N, L4, DOTA, AWQ, L6)
+                                               STAGES, BLOCK_K, BLOCK_N, L4, DOTA, AWQ, L6, base)
+    return acc
+
+
+@gluon.jit
+def _ws_tile_sums(x_ring, q_ring, ready, empty, s_ptr, z_ptr, k_begin, steps, last, group_size, zero_offset, ssg,
+                  szg, n0, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
+                  L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr,
+                  POST: gl.constexpr, base=0):
+    """The MMA warps' sums of one tile over ``steps`` K steps from ``k_begin``, step 0 at ring position ``base``;
+    every wgmma waited for. Every slot read goes back to the load warp but, with PENDING 1 (not POST), the last
+    step's."""
+    XT: gl.constexpr = x_ring.dtype
+    DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
+    sel, n = _columns(n0, XT, L4, BLOCK_N, AWQ)
+    if POST:
+        acc = _ws_post_loop(x_ring, q_ring, ready, empty, s_ptr, z_ptr, sel, n, n0, k_begin, last, group_size,
+                            zero_offset, ssg, szg, steps, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, AWQ, L6,
+                            base)
+    else:
+        acc, _, zz, ss, s1, z1 = _first_step(ready, x_ring, q_ring, s_ptr, z_ptr, sel, n, n, k_begin, last,
+                                             group_size, zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, L4, MMA, DOTA,
+                                             AWQ, L6, False, base)
+        acc = warpgroup_mma_wait(PENDING, deps=(acc,))
+        if PENDING == 0:
+            mbarrier.arrive(empty.index(base % STAGES), count=1)
+        # two steps a trip, for the A registers (see w4_rs_kernel)
+        for i in range(1, steps - 1, 2):
+            acc, zz, ss, s1, z1 = _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr,
+                                           k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N,
+                                           L4, DOTA, PENDING, AWQ, L6, base)
+            acc, zz, ss, s1, z1 = _ws_step(i + 1, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr,
+                                           z_ptr, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
+                                           BLOCK_N, L4, DOTA, PENDING, AWQ, L6, base)
+        if steps % 2 == 0:
+            acc, zz, ss, s1, z1 = _ws_step(steps - 1, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr,
+                                           z_ptr, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
+                                           BLOCK_N, L4, DOTA, PENDING, AWQ, L6, base)
+        acc = warpgroup_mma_wait(0, deps=(acc,))
     return acc
 
 
@@ -772,35 +828,47 @@ def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, 
             group_size, zero_offset, ssg, szg, sym, m0, n0, tile, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
             BLOCK_K: gl.constexpr, SPLIT: gl.constexpr, STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr,
             PENDING: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr, POST: gl.constexpr = False):
-    XT: gl.constexpr = x_ring.dtype
-    DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
-    sel, n = _columns(n0, XT, L4, BLOCK_N, AWQ)
-    if POST:
-        acc = _ws_post_loop(x_ring, q_ring, ready, empty, s_ptr, z_ptr, sel, n, n0, k_begin, last, group_size,
-                            zero_offset, ssg, szg, steps, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, AWQ, L6)
-    else:
-        acc, _, zz, ss, s1, z1 = _first_step(ready, x_ring, q_ring, s_ptr, z_ptr, sel, n, n, k_begin, last,
-                                             group_size, zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, L4, MMA, DOTA,
-                                             AWQ, L6, False)
-        acc = warpgroup_mma_wait(PENDING, deps=(acc,))
-        if PENDING == 0:
-            mbarrier.arrive(empty.index(0), count=1)
-        # two steps a trip, for the A registers (see w4_rs_kernel)
-        for i in range(1, steps - 1, 2):
-            acc, zz, ss, s1, z1 = _ws_step(i, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr, z_ptr,
-                                           k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N,
-                                           L4, DOTA, PENDING, AWQ, L6)
-            acc, zz, ss, s1, z1 = _ws_step(i + 1, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr,
-                                           z_ptr, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
-                                           BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
-        if steps % 2 == 0:
-            acc, zz, ss, s1, z1 = _ws_step(steps - 1, acc, zz, ss, s1, z1, sel, n, ready, empty, x_ring, q_ring, s_ptr,
-                                           z_ptr, k_begin, last, group_size, zero_offset, ssg, szg, STAGES, BLOCK_K,
-                                           BLOCK_N, L4, DOTA, PENDING, AWQ, L6)
-        acc = warpgroup_mma_wait(0, deps=(acc,))
+    acc = _ws_tile_sums(x_ring, q_ring, ready, empty, s_ptr, z_ptr, k_begin, steps, last, group_size, zero_offset, ssg,
+                        szg, n0, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, PENDING, AWQ, L6, POST)
     # a K split's epilogue: its CTA barrier is this partition's alone (Triton gives a partition's barriers a
     # named barrier of its warps; the load warp never reaches it)
     _store_tile(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BLOCK_M, BLOCK_N, SPLIT)
+
+
+@gluon.jit
+def _ws_stream_load(x_desc, q_desc, x_ring, q_ring, ready, empty, s, end, T, tiles_n, BLOCK_M: gl.constexpr,
+                    BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, AWQ: gl.constexpr):
+    """The load warp of the warp-specialized stream-K tile: each piece of the range in turn, the ring's position
+    carried from piece to piece (the MMA warps count alike)."""
+    base = s * 0
+    while s < end:
+        tile, k0, steps, m0, n0 = _stream_segment(s, end, T, tiles_n, BLOCK_M, BLOCK_N)
+        _ws_load(x_desc, q_desc, x_ring, q_ring, ready, empty, m0, n0, k0 * BLOCK_K, steps, BLOCK_K, STAGES, AWQ, base)
+        base += steps
+        s += steps
+
+
+@gluon.jit
+def _ws_stream_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, s, end, T, tiles_n,
+                   total, programs, slots_a_tile, group_size, zero_offset, ssg, szg, sym, BLOCK_M: gl.constexpr,
+                   BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, L4: gl.constexpr,
+                   MMA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr, POST: gl.constexpr):
+    """The MMA warps of the warp-specialized stream-K tile: each piece's sums and their store, the ring's position
+    carried from piece to piece; with PENDING 1 the last step's slot, which _ws_tile_sums keeps, goes back to the
+    load warp here (the next piece's loads wait for it)."""
+    base = s * 0
+    while s < end:
+        tile, k0, steps, m0, n0 = _stream_segment(s, end, T, tiles_n, BLOCK_M, BLOCK_N)
+        k_begin = k0 * BLOCK_K
+        acc = _ws_tile_sums(x_ring, q_ring, ready, empty, s_ptr, z_ptr, k_begin, steps,
+                            k_begin + (steps - 1) * BLOCK_K, group_size, zero_offset, ssg, szg, n0, BLOCK_M, BLOCK_N,
+                            BLOCK_K, STAGES, L4, MMA, PENDING, AWQ, L6, POST, base)
+        if PENDING == 1 and not POST:
+            mbarrier.arrive(empty.index((base + steps - 1) % STAGES), count=1)
+        _stream_store(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, steps, T, total, programs, slots_a_tile,
+                      BLOCK_M, BLOCK_N)
+        base += steps
+        s += steps
 
 
 @gluon.jit
@@ -832,6 +900,40 @@ def w4_rs_ws_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
     ], [1], [WS_LOAD_REGS])
 
 
+@gluon.jit
+def w4_rs_ws_stream_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
+                           M, N, K, K_SPLIT, split_k, group_size, zero_offset, ssg, szg, sym,
+                           BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
+                           STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr,
+                           AWQ: gl.constexpr = False, L6: gl.constexpr = None, POST: gl.constexpr = False):
+    """w4_rs_ws_kernel launched stream-K (w4_rs_stream_kernel's ranges, parts and slots: ``split_k`` slots a tile).
+    The load warp and the MMA warps walk the same pieces of the program's range; the ring's barriers keep their
+    phases from piece to piece (both sides count the ring's position across pieces), so nothing is made anew."""
+    XT: gl.constexpr = x_desc.dtype
+    programs = gl.num_programs(0)
+    pid = gl.program_id(0)
+    tiles_n = N // BLOCK_N
+    T = K // BLOCK_K
+    total = gl.cdiv(M, BLOCK_M) * tiles_n * T
+    start = pid * total // programs
+    end = (pid + 1) * total // programs
+    x_ring = gl.allocate_shared_memory(XT, [STAGES] + x_desc.block_type.shape, x_desc.layout)
+    q_ring = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for b in gl.static_range(STAGES):
+        mbarrier.init(ready.index(b), count=1)
+        mbarrier.init(empty.index(b), count=1)
+    fence_async_shared()
+    gl.warp_specialize([
+        (_ws_stream_mma, (x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, start, end, T,
+                          tiles_n, total, programs, split_k, group_size, zero_offset, ssg, szg, sym, BLOCK_M, BLOCK_N,
+                          BLOCK_K, STAGES, L4, MMA, PENDING, AWQ, L6, POST)),
+        (_ws_stream_load, (x_desc, q_desc, x_ring, q_ring, ready, empty, start, end, T, tiles_n, BLOCK_M, BLOCK_N,
+                           BLOCK_K, STAGES, AWQ)),
+    ], [1], [WS_LOAD_REGS])
+
+
 WS_CONST_NAMES = CONST_NAMES
 
 
@@ -850,11 +952,17 @@ LEAN_WS_REGS = {(16, 64, False): 64, (16, 64, True): 64, (16, 128, False): 80, (
                 (32, 64, False): 64, (32, 64, True): 72}
 
 
-def ws_maxnreg(warps: int, block_m: int, block_n: int, lean: bool = False, awq: bool = False) -> int:
+def ws_maxnreg(warps: int, block_m: int, block_n: int, lean: bool = False, awq: bool = False,
+               stream: bool = False) -> int:
     """Registers a thread at launch: the MMA warps and the load warp round up to whole warpgroups (8 + 1 -> 12
     warps: 168 a thread); with 4 MMA warps and at most 64 accumulator registers a thread, 128, so two CTAs fit
     an SM (ptxas wants 158 or more at launch for a 128-register accumulator). The MMA warps then take back
-    what the load warp gives up (setmaxnreg). ``lean`` (a POST tile): LEAN_WS_REGS where it has the tile."""
+    what the load warp gives up (setmaxnreg). ``lean`` (a POST tile): LEAN_WS_REGS where it has the tile.
+    ``stream`` (w4_rs_ws_stream_kernel, whose loop over a range's pieces holds a few more values): 4-warp tiles
+    of 64 accumulator registers a thread take 168, where 128 made ptxas serialize the wgmmas (C7512 on the 64x128
+    and 128x64 tiles, sm_90a; 32 a thread still fit 128)."""
     if lean and warps == 4 and (block_m, block_n, awq) in LEAN_WS_REGS:
         return LEAN_WS_REGS[(block_m, block_n, awq)]
+    if stream and warps == 4 and block_m * block_n == 64 * 32 * warps:
+        return 168
     return 128 if warps == 4 and block_m * block_n <= 64 * 32 * warps else 168

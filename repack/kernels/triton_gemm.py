@@ -1276,8 +1276,8 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     stream = _raw_stream(x.device.index) if x.is_cuda else 0
     slot_values = grid[0] * grid[1] * split * block_m * block_n
     slots = path == DOT_RS and split > 1 and RS_SPLIT_SLOTS and slot_values <= RS_SLOT_VALUES
-    streamed = path == DOT_RS and cfg.stream > 0 and cfg.rs in (1, 2) and x.is_cuda
-    if streamed:  # stream-K (gluon_rs.w4_rs_stream_kernel): a 1-D grid; split is the slots a tile
+    streamed = path == DOT_RS and cfg.stream > 0 and x.is_cuda
+    if streamed:  # stream-K (gluon_rs.w4_rs_stream_kernel, w4_rs_ws_stream_kernel): a 1-D grid; split: slots a tile
         from .gluon_rs import stream_programs, stream_slots
         tiles, steps = grid[0] * grid[1], K // block_k
         programs = stream_programs(tiles, steps, cfg.stream, _sm_count(x.device.index))
@@ -1321,9 +1321,10 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         if cfg.rs == 3:  # warp-specialized (a load warp)
             consts = gluon_rs.ws_consts(block_m, block_n, block_k, stages, warps, awq=awq, post=post,
                                         split=gluon_rs.split_mode(split, slots))
-            kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_rs.w4_rs_ws_kernel,
+            kernel = _launch(grid, args, consts, warps, 1, x.device, stream,
+                             gluon_rs.w4_rs_ws_stream_kernel if streamed else gluon_rs.w4_rs_ws_kernel,
                              gluon_rs.WS_CONST_NAMES,
-                             maxnreg=gluon_rs.ws_maxnreg(warps, block_m, block_n, cfg.lean and post, awq))
+                             maxnreg=gluon_rs.ws_maxnreg(warps, block_m, block_n, cfg.lean and post, awq, streamed))
         else:
             consts = gluon_rs.consts(block_m, block_n, block_k, gluon_rs.split_mode(split, slots), stages, warps,
                                      pending=1 if cfg.rs == 1 else 0,

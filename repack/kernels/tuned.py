@@ -43,8 +43,8 @@ class TileConfig:
     # register budget (three or four CTAs an SM instead of two) where that has the tile; the sweep decides per
     # tile (session 18: slower on GPTQ's M = 16 tiles, faster on AWQ's 8192x28672 16x64 one)
     lean: bool = False
-    # > 0: a gluon_rs tile that waits in its steps (rs 1 or 2) launched stream-K, this many programs an SM, each
-    # program an even share of the launch's K steps across tiles (gluon_rs.w4_rs_stream_kernel; split_k unused)
+    # > 0: a gluon_rs tile launched stream-K, this many programs an SM, each program an even share of the launch's
+    # K steps across tiles (gluon_rs.w4_rs_stream_kernel, w4_rs_ws_stream_kernel for rs 3; split_k unused)
     stream: int = 0
     # 4-bit GPTQ-order layers with sequential groups take this tile instead where the table has one (gluon_rs's,
     # measured faster for them: benchmarks/diag_rs.py), and so do AutoAWQ gemm layers without an awq_rs tile;
