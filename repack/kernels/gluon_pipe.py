@@ -126,6 +126,15 @@ def ring_barriers(STAGES: gl.constexpr):
 
 
 @gluon.jit
+def tile_origin(BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
+    """A program's output tile on a (column tiles, row tiles, K split) grid: its index (a split-K counter's) and its
+    first row and column."""
+    pid_n = gl.program_id(0)
+    pid_m = gl.program_id(1)
+    return pid_m * gl.num_programs(0) + pid_n, pid_m * BLOCK_M, pid_n * BLOCK_N
+
+
+@gluon.jit
 def k_range(pid_k, K_SPLIT, K, BLOCK_K: gl.constexpr):
     """A program's first input, its number of K steps, and the start of the last step (steps past the end
     re-read that tile, never consumed)."""
@@ -192,12 +201,8 @@ def w4_pipe_kernel(x_desc, q_desc, s_desc, z_desc, y_ptr, ws_ptr, cnt_ptr,
                    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
                    STAGES: gl.constexpr, WL: gl.constexpr, MMA: gl.constexpr, DBG: gl.constexpr):
     XT: gl.constexpr = x_desc.dtype
-    pid_n = gl.program_id(0)
-    pid_m = gl.program_id(1)
     pid_k = gl.program_id(2)
-    tile = pid_m * gl.num_programs(0) + pid_n
-    m0 = pid_m * BLOCK_M
-    n0 = pid_n * BLOCK_N
+    tile, m0, n0 = tile_origin(BLOCK_M, BLOCK_N)
 
     x_ring = gl.allocate_shared_memory(XT, [STAGES] + x_desc.block_type.shape, x_desc.layout)
     q_ring = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)

@@ -61,7 +61,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from .gluon_gemm import _NEG_64_PAIR, _fence_gpu, _finish, _halves, _magic_z
-from .gluon_pipe import _plain, k_range, ring_barriers
+from .gluon_pipe import _plain, k_range, ring_barriers, tile_origin
 
 # fp16 (-(1024 + z), -(64 + z)) pairs less their z terms, as signed int32 (_group_operands)
 _ZZ_LO_HI: gl.constexpr = gl.constexpr(0xD400E400 - (1 << 32))
@@ -560,24 +560,24 @@ def _tile_sums(x_ring, q_ring, bars, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_beg
 
 
 @gluon.jit
+def _rings(x_desc, q_desc, STAGES: gl.constexpr):
+    """The TMA ring of x tiles and words, STAGES slots."""
+    x_ring = gl.allocate_shared_memory(x_desc.dtype, [STAGES] + x_desc.block_type.shape, x_desc.layout)
+    q_ring = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
+    return x_ring, q_ring
+
+
+@gluon.jit
 def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
                  M, N, K, K_SPLIT, split_k, group_size, zero_offset, ssg, szg, sym,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
                  STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr,
                  AWQ: gl.constexpr = False, L6: gl.constexpr = None, POST: gl.constexpr = False):
-    XT: gl.constexpr = x_desc.dtype
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
-    pid_n = gl.program_id(0)
-    pid_m = gl.program_id(1)
-    pid_k = gl.program_id(2)
-    tile = pid_m * gl.num_programs(0) + pid_n
-    m0 = pid_m * BLOCK_M
-    n0 = pid_n * BLOCK_N
-
-    x_ring = gl.allocate_shared_memory(XT, [STAGES] + x_desc.block_type.shape, x_desc.layout)
-    q_ring = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
+    tile, m0, n0 = tile_origin(BLOCK_M, BLOCK_N)
+    x_ring, q_ring = _rings(x_desc, q_desc, STAGES)
     bars = ring_barriers(STAGES)
-    k_begin, steps, last = k_range(pid_k, K_SPLIT, K, BLOCK_K)
+    k_begin, steps, last = k_range(gl.program_id(2), K_SPLIT, K, BLOCK_K)
     acc = _tile_sums(x_ring, q_ring, bars, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, steps, last, group_size,
                      zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, PENDING, AWQ, L6, POST)
     _store_tile(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BLOCK_M, BLOCK_N, SPLIT)
@@ -588,6 +588,18 @@ def _owner(s, total, programs):
     """The stream-K program whose range holds step ``s``: program p's range is [p total / P, (p + 1) total / P)
     (floors), so its owner is the largest p with floor(p total / P) <= s."""
     return ((s + 1) * programs - 1) // total
+
+
+@gluon.jit
+def _stream_range(M, N, K, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
+    """This stream-K program's range of the launch's (tile, K step) pairs, [start, end), and the launch's steps a
+    tile, column tiles, steps in all and programs."""
+    programs = gl.num_programs(0)
+    pid = gl.program_id(0)
+    tiles_n = N // BLOCK_N
+    T = K // BLOCK_K
+    total = gl.cdiv(M, BLOCK_M) * tiles_n * T
+    return pid * total // programs, (pid + 1) * total // programs, T, tiles_n, total, programs
 
 
 @gluon.jit
@@ -623,18 +635,9 @@ def w4_rs_stream_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
     between programs meet through _store_part's slots (``split_k``: slots a tile, at least the most programs a tile
     can have, stream_slots(); K_SPLIT and SPLIT unused). The ring is used again for each tile of a range: its
     barriers are made anew between tiles (back at phase 0, as _tile_sums expects)."""
-    XT: gl.constexpr = x_desc.dtype
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
-    programs = gl.num_programs(0)
-    pid = gl.program_id(0)
-    tiles_n = N // BLOCK_N
-    T = K // BLOCK_K
-    total = gl.cdiv(M, BLOCK_M) * tiles_n * T
-    s = pid * total // programs
-    end = (pid + 1) * total // programs
-
-    x_ring = gl.allocate_shared_memory(XT, [STAGES] + x_desc.block_type.shape, x_desc.layout)
-    q_ring = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
+    s, end, T, tiles_n, total, programs = _stream_range(M, N, K, BLOCK_M, BLOCK_N, BLOCK_K)
+    x_ring, q_ring = _rings(x_desc, q_desc, STAGES)
     bars = ring_barriers(STAGES)
     while s < end:
         tile, k0, steps, m0, n0 = _stream_segment(s, end, T, tiles_n, BLOCK_M, BLOCK_N)
@@ -872,25 +875,27 @@ def _ws_stream_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, ws_ptr, cn
 
 
 @gluon.jit
-def w4_rs_ws_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
-                    M, N, K, K_SPLIT, split_k, group_size, zero_offset, ssg, szg, sym,
-                    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
-                    STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr,
-                    AWQ: gl.constexpr = False, L6: gl.constexpr = None, POST: gl.constexpr = False):
-    XT: gl.constexpr = x_desc.dtype
-    pid_n = gl.program_id(0)
-    pid_m = gl.program_id(1)
-    tile = pid_m * gl.num_programs(0) + pid_n
-    m0 = pid_m * BLOCK_M
-    n0 = pid_n * BLOCK_N
-    x_ring = gl.allocate_shared_memory(XT, [STAGES] + x_desc.block_type.shape, x_desc.layout)
-    q_ring = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
+def _ws_barriers(STAGES: gl.constexpr):
+    """The warp-specialized ring's barriers: ``ready`` (the TMA unit's arrival) and ``empty`` (the MMA warps'), one
+    each a slot, visible to the TMA unit."""
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for b in gl.static_range(STAGES):
         mbarrier.init(ready.index(b), count=1)
         mbarrier.init(empty.index(b), count=1)
     fence_async_shared()
+    return ready, empty
+
+
+@gluon.jit
+def w4_rs_ws_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
+                    M, N, K, K_SPLIT, split_k, group_size, zero_offset, ssg, szg, sym,
+                    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
+                    STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr,
+                    AWQ: gl.constexpr = False, L6: gl.constexpr = None, POST: gl.constexpr = False):
+    tile, m0, n0 = tile_origin(BLOCK_M, BLOCK_N)
+    x_ring, q_ring = _rings(x_desc, q_desc, STAGES)
+    ready, empty = _ws_barriers(STAGES)
     k_begin, steps, last = k_range(gl.program_id(2), K_SPLIT, K, BLOCK_K)
     gl.warp_specialize([
         (_ws_mma, (x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, k_begin, steps, last,
@@ -909,22 +914,9 @@ def w4_rs_ws_stream_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
     """w4_rs_ws_kernel launched stream-K (w4_rs_stream_kernel's ranges, parts and slots: ``split_k`` slots a tile).
     The load warp and the MMA warps walk the same pieces of the program's range; the ring's barriers keep their
     phases from piece to piece (both sides count the ring's position across pieces), so nothing is made anew."""
-    XT: gl.constexpr = x_desc.dtype
-    programs = gl.num_programs(0)
-    pid = gl.program_id(0)
-    tiles_n = N // BLOCK_N
-    T = K // BLOCK_K
-    total = gl.cdiv(M, BLOCK_M) * tiles_n * T
-    start = pid * total // programs
-    end = (pid + 1) * total // programs
-    x_ring = gl.allocate_shared_memory(XT, [STAGES] + x_desc.block_type.shape, x_desc.layout)
-    q_ring = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)
-    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    for b in gl.static_range(STAGES):
-        mbarrier.init(ready.index(b), count=1)
-        mbarrier.init(empty.index(b), count=1)
-    fence_async_shared()
+    start, end, T, tiles_n, total, programs = _stream_range(M, N, K, BLOCK_M, BLOCK_N, BLOCK_K)
+    x_ring, q_ring = _rings(x_desc, q_desc, STAGES)
+    ready, empty = _ws_barriers(STAGES)
     gl.warp_specialize([
         (_ws_stream_mma, (x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, start, end, T,
                           tiles_n, total, programs, split_k, group_size, zero_offset, ssg, szg, sym, BLOCK_M, BLOCK_N,
