@@ -2,9 +2,10 @@
 # gluon_rs's stream-K kernels (session 19: written and compiled for sm_90a without a GPU, both waits and the
 # warp-specialized tile): their GPU tests first, then stream-only sweeps of the shapes still short of their target,
 # each winner merged into the tuned table as found (copy $OUT/tuned.json back into repack/kernels/ after the call).
-# Tests ~1-2 minutes, a sweep at most ~2:
-#   bash benchmarks/stream_check.sh 0 4      (tests, then sweeps 1 to 4)
-#   bash benchmarks/stream_check.sh 5 8      (no tests: sweeps 5 to 8)
+# The tests compile ~60 kernels (at most 5 minutes), a sweep takes at most 2, so a 10-minute call runs:
+#   bash benchmarks/stream_check.sh 0 2      (the tests, then sweeps 1 and 2; stops if a test fails)
+#   bash benchmarks/stream_check.sh 3 6      (no tests: sweeps 3 to 6)
+#   bash benchmarks/stream_check.sh 7 8
 set -o pipefail
 source "$(dirname "$0")/device_env.sh"
 SWEEPS=(  # M, shape, layout, the (K tile, ring) pairs swept
@@ -15,7 +16,7 @@ SWEEPS=(  # M, shape, layout, the (K tile, ring) pairs swept
 FIRST=${1:-0}; LAST=${2:-${#SWEEPS[@]}}
 T=repack/kernels/tuned.json
 if [ "$FIRST" = 0 ]; then
-  timeout 240 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernels.py -k "stream" 2>&1 \
+  timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernels.py -k "stream" 2>&1 \
       | tee "$OUT/stream-tests.log" | tail -15
   grep -q " passed" "$OUT/stream-tests.log" && ! grep -q "failed" "$OUT/stream-tests.log" || exit 1
   FIRST=1
