@@ -70,3 +70,16 @@ def test_a_tuned_entry_carries_its_stream_k_programs():
     assert cfg.stream == 0 and cfg.gptq_rs == rs
     assert config_of(dict(K=1, N=1, config={k: v for k, v in rs.to_dict().items() if k != "stream"},
                           target_programs=0), 16, 14336, 4096).stream == 0
+
+
+@pytest.mark.parametrize("warps", [4, 8])
+@pytest.mark.parametrize("per_sm", [1, 2, 3, 4, 6])
+def test_a_streamed_post_tile_budgets_registers_for_its_programs_an_sm(warps, per_sm):
+    """stream_maxnreg: a POST tile's budget lets `per_sm` programs share an SM's 64K registers (down to 128, the
+    least the tiles compile at), in whole 8-register steps; larger tiles keep ptxas's own count (None)."""
+    from repack.kernels.gluon_rs import stream_maxnreg
+    regs = stream_maxnreg(warps, per_sm, post=True)
+    assert regs % 8 == 0 and 128 <= regs <= 255
+    assert regs * 32 * warps * per_sm <= 65536 or regs == 128
+    assert (regs + 8) * 32 * warps * per_sm > 65536 or regs == 248  # the most that still fits
+    assert stream_maxnreg(warps, per_sm, post=False) is None

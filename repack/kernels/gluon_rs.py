@@ -663,6 +663,17 @@ def stream_programs(tiles: int, steps: int, per_sm: int, sms: int) -> int:
     return max(1, min(tiles * steps, per_sm * sms))
 
 
+def stream_maxnreg(warps: int, per_sm: int, post: bool) -> int | None:
+    """The launch budget of w4_rs_stream_kernel at ``per_sm`` programs an SM: a POST tile (16-32 tokens) takes what
+    lets that many fit an SM's 64K registers (at least 128), where ptxas would take more for the range loop than
+    the one-tile kernel did (16x128: 168 -> 222 a thread, two CTAs an SM instead of three); the POST tiles compile
+    without spills or serialized wgmmas at 168 and (but 32x128) at 128 (sm_90a, sass_probe). Larger tiles keep
+    ptxas's own count (64x64 and 256x128 serialize their wgmmas at 168)."""
+    if not post:
+        return None
+    return max(128, min(255, 65536 // (32 * warps * per_sm)) // 8 * 8)
+
+
 def stream_slots(steps: int, total: int, programs: int) -> int:
     """Slots a tile of a stream-K launch: at least the number of programs whose ranges meet one tile of ``steps``
     steps (every range holds at least total // programs steps, so a tile meets at most ceil(steps / that) + 1)."""
