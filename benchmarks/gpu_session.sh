@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One device call: kernel tests, tile tuning for the given M buckets, then the GEMM benchmark.
 #   bash benchmarks/gpu_session.sh "1,16" 240      (buckets, tuning budget in seconds)
-#   bash benchmarks/gpu_session.sh 1 0 1 0          (kernel tests only: they take ~8 minutes on the H200 now,
-#                                                    so the benchmark goes in a call of its own:)
+#   bash benchmarks/gpu_session.sh 1 0 1/2 0        (kernel tests only, half of them: the whole suite took more than
+#   bash benchmarks/gpu_session.sh 1 0 2/2 0         a 10-minute call in session 19, so it runs in two shards;
+#                                                    "1" runs all of it; the benchmark goes in a call of its own:)
 #   bash benchmarks/gpu_session.sh 1 0 0            (the benchmark only)
 # Logs and the tuned table land in $OUT (the device tool brings them back).
 set -o pipefail
@@ -10,10 +11,11 @@ source "$(dirname "$0")/device_env.sh"
 BUCKETS=${1:-1,16,64,256,1024}; BUDGET=${2:-300}; TESTS=${3:-1}; GEMM=${4:-1}
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu --format=csv
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-if [ "$TESTS" = 1 ]; then
+if [ "$TESTS" != 0 ]; then
   # (the interpreter tests run on any machine with triton; here they would take a minute of device time)
   timeout 560 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernels.py tests/test_tuned.py tests/test_launch_plans.py \
-      tests/test_awq_dot.py tests/test_awq_gemv.py tests/test_marlin_triton.py -k "not interpreter" 2>&1 | tee "$OUT/tests.log" | tail -15
+      tests/test_awq_dot.py tests/test_awq_gemv.py tests/test_marlin_triton.py -k "not interpreter" \
+      $([ "$TESTS" != 1 ] && echo --shard "$TESTS") 2>&1 | tee "$OUT/tests.log" | tail -15
 fi
 if [ "$BUDGET" != 0 ]; then
   timeout $((BUDGET + 60)) python3 benchmarks/tune_gemm.py --buckets "$BUCKETS" --out "$OUT/tuned.json" \

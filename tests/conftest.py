@@ -45,3 +45,20 @@ def offline_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     return cache
+
+
+def pytest_addoption(parser):
+    parser.addoption("--shard", default=None, metavar="I/N",
+                     help="run every N-th collected test from the I-th (1-based): the GPU suite split over device "
+                          "calls of 10 minutes (benchmarks/gpu_session.sh)")
+
+
+def pytest_collection_modifyitems(config, items):
+    shard = config.getoption("--shard")
+    if shard:
+        i, n = (int(v) for v in shard.split("/"))
+        if not 1 <= i <= n:
+            raise pytest.UsageError(f"--shard {shard}: I must be 1 to N")
+        # interleaved, so that each shard gets a share of every file's slow (compiling) tests
+        config.hook.pytest_deselected(items=[item for k, item in enumerate(items) if k % n != i - 1])
+        items[:] = [item for k, item in enumerate(items) if k % n == i - 1]
