@@ -48,6 +48,12 @@ POST (tiles of at most triton_gemm.RS_POST_MAX_BLOCK_M tokens; on since session 
 (exact), each step's wgmma writes its own fp32 sums and the rows' scales multiply them into the accumulator
 (_post_loop, _ws_post_loop): at 16 tokens, 16 ffma a step instead of 64 paired multiplies, and the 4-warp
 warp-specialized 16x128 tile fits its registers (without POST ptxas serializes its wgmmas).
+
+Stream-K (TileConfig.stream, session 19; w4_rs_stream_kernel, w4_rs_ws_stream_kernel): a 1-D launch of a few
+programs an SM, each an even range of the launch's (tile, K step) pairs taken tile by tile, so every SM does the
+same number of steps however many tiles there are; a tile cut between programs meets in _store_part's slots
+(the K split's epilogue). Written and compiled for sm_90a without a GPU; no tuned entry uses it until it is
+measured (benchmarks/stream_check.sh).
 """
 
 from __future__ import annotations
