@@ -75,7 +75,7 @@ def compile_rs(bm: int, bn: int, bk: int, warps: int, stages: int, rs: int, awq:
                         gluon_rs.ws_maxnreg(warps, bm, bn, lean and post, awq, stream))
     consts = gluon_rs.consts(bm, bn, bk, split, stages, warps, pending=1 if rs == 1 else 0, awq=awq, post=post)
     return _compile(gluon_rs.w4_rs_stream_kernel if stream else gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES, consts, args, warps,
-                    gluon_rs.stream_maxnreg(warps, 3, post) if stream else None)  # (three programs an SM)
+                    gluon_rs.stream_maxnreg(warps, 3, post, bm, bn) if stream else None)  # (three programs an SM)
 
 
 def compile_gemm(bm: int, bn: int, bk: int, warps: int, split: int, bf16: bool = False):

@@ -72,14 +72,23 @@ def test_a_tuned_entry_carries_its_stream_k_programs():
                           target_programs=0), 16, 14336, 4096).stream == 0
 
 
-@pytest.mark.parametrize("warps", [4, 8])
+@pytest.mark.parametrize("tile", [(16, 64, 4), (16, 128, 4), (32, 64, 4), (32, 128, 4), (16, 256, 8), (32, 256, 8)])
 @pytest.mark.parametrize("per_sm", [1, 2, 3, 4, 6])
-def test_a_streamed_post_tile_budgets_registers_for_its_programs_an_sm(warps, per_sm):
-    """stream_maxnreg: a POST tile's budget lets `per_sm` programs share an SM's 64K registers (down to 128, the
-    least the tiles compile at), in whole 8-register steps; larger tiles keep ptxas's own count (None)."""
+def test_a_streamed_post_tile_budgets_registers_for_its_programs_an_sm(tile, per_sm):
+    """stream_maxnreg: a POST tile's budget lets `per_sm` programs share an SM's 64K registers (down to the least
+    the tile compiles clean at: 128, or 168 with 32 accumulator values a thread), in whole 8-register steps."""
     from repack.kernels.gluon_rs import stream_maxnreg
-    regs = stream_maxnreg(warps, per_sm, post=True)
-    assert regs % 8 == 0 and 128 <= regs <= 255
-    assert regs * 32 * warps * per_sm <= 65536 or regs == 128
+    bm, bn, warps = tile
+    regs = stream_maxnreg(warps, per_sm, True, bm, bn)
+    least = 128 if bm * bn // (32 * warps) <= 16 else 168
+    assert regs % 8 == 0 and least <= regs <= 255
+    assert regs * 32 * warps * per_sm <= 65536 or regs == least
     assert (regs + 8) * 32 * warps * per_sm > 65536 or regs == 248  # the most that still fits
-    assert stream_maxnreg(warps, per_sm, post=False) is None
+
+
+def test_tiles_that_serialize_under_a_cap_keep_ptxas_count():
+    """Four 16-row repetitions a warp (16x256 on 4 warps, 32x512 on 8) and tiles without POST: no budget."""
+    from repack.kernels.gluon_rs import stream_maxnreg
+    assert stream_maxnreg(4, 3, True, 16, 256) is None
+    assert stream_maxnreg(8, 2, True, 32, 512) is None
+    assert stream_maxnreg(4, 3, False, 64, 64) is None

@@ -669,15 +669,19 @@ def stream_programs(tiles: int, steps: int, per_sm: int, sms: int) -> int:
     return max(1, min(tiles * steps, per_sm * sms))
 
 
-def stream_maxnreg(warps: int, per_sm: int, post: bool) -> int | None:
-    """The launch budget of w4_rs_stream_kernel at ``per_sm`` programs an SM: a POST tile (16-32 tokens) takes what
-    lets that many fit an SM's 64K registers (at least 128), where ptxas would take more for the range loop than
-    the one-tile kernel did (16x128: 168 -> 222 a thread, two CTAs an SM instead of three); the POST tiles compile
-    without spills or serialized wgmmas at 168 and (but 32x128) at 128 (sm_90a, sass_probe). Larger tiles keep
-    ptxas's own count (64x64 and 256x128 serialize their wgmmas at 168)."""
-    if not post:
+def stream_maxnreg(warps: int, per_sm: int, post: bool, block_m: int, block_n: int) -> int | None:
+    """The launch budget of w4_rs_stream_kernel at ``per_sm`` programs an SM, or None for ptxas's own count. Left to
+    itself ptxas gives the range loop more registers than the one-tile kernel had (16x128 POST: 168 -> 222 a
+    thread, two CTAs an SM instead of three), so a POST tile (16-32 tokens) of one or two 16-row repetitions a warp
+    takes what lets ``per_sm`` programs fit an SM's 64K registers: at least 128, or 168 with 32 accumulator values
+    a thread. Every such tile the sweeps offer compiles at that budget without spills or serialized wgmmas (sm_90a,
+    session 19: the sweeps' 288 POST stream compiles, and 32x256 on 8 warps at 168). Four repetitions a warp
+    (16x256 on 4 warps, x512 on 8) serialize their wgmmas under a cap, and the larger tiles at 168 (64x64,
+    256x128), so they keep ptxas's count."""
+    if not post or block_n // (16 * warps) > 2:
         return None
-    return max(128, min(255, 65536 // (32 * warps * per_sm)) // 8 * 8)
+    least = 128 if block_m * block_n <= 16 * 32 * warps else 168
+    return max(least, min(255, 65536 // (32 * warps * per_sm)) // 8 * 8)
 
 
 def stream_slots(steps: int, total: int, programs: int) -> int:

@@ -1331,7 +1331,8 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
                                      awq=awq, post=post)
             kernel = _launch(grid, args, consts, warps, 1, x.device, stream,
                              gluon_rs.w4_rs_stream_kernel if streamed else gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES,
-                             maxnreg=gluon_rs.stream_maxnreg(warps, cfg.stream, post) if streamed else None)
+                             maxnreg=gluon_rs.stream_maxnreg(warps, cfg.stream, post, block_m, block_n)
+                             if streamed else None)
     elif path == DOT_WS:
         from . import gluon_pipe, gluon_ws
         consts = gluon_ws.consts(block_m, block_n, block_k, stages, warps)
