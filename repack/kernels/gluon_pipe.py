@@ -118,11 +118,26 @@ def weight_descriptors(w, block_n: int, block_k: int) -> tuple:
 def ring_barriers(STAGES: gl.constexpr):
     """A ring's mbarriers, one a slot, initialised for one arrival (the TMA unit's) and visible to it."""
     bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    _init_ring(bars, STAGES)
+    return bars
+
+
+@gluon.jit
+def ring_barriers_again(bars, STAGES: gl.constexpr):
+    """The ring's barriers made anew, back at phase 0 (gluon_rs's stream-K tile, between the tiles of a range): the
+    caller's threads are past their last wait on them and every transfer they count has landed."""
+    gl.thread_barrier()
+    for b in gl.static_range(STAGES):
+        mbarrier.invalidate(bars.index(b))
+    _init_ring(bars, STAGES)
+
+
+@gluon.jit
+def _init_ring(bars, STAGES: gl.constexpr):
     for b in gl.static_range(STAGES):
         mbarrier.init(bars.index(b), count=1)
     fence_async_shared()  # the initialised barriers, before the TMA unit signals them
     gl.thread_barrier()
-    return bars
 
 
 @gluon.jit

@@ -67,7 +67,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from .gluon_gemm import _NEG_64_PAIR, _fence_gpu, _finish, _halves, _magic_z
-from .gluon_pipe import _plain, k_range, ring_barriers, tile_origin
+from .gluon_pipe import _plain, k_range, ring_barriers, ring_barriers_again, tile_origin
 
 # fp16 (-(1024 + z), -(64 + z)) pairs less their z terms, as signed int32 (_group_operands)
 _ZZ_LO_HI: gl.constexpr = gl.constexpr(0xD400E400 - (1 << 32))
@@ -654,13 +654,7 @@ def w4_rs_stream_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
         _stream_store(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, steps, T, total, programs, split_k,
                       BLOCK_M, BLOCK_N)
         s += steps
-        # every thread is past its last wait on the ring's barriers (and every refill has landed): new barriers
-        gl.thread_barrier()
-        for b in gl.static_range(STAGES):
-            mbarrier.invalidate(bars.index(b))
-            mbarrier.init(bars.index(b), count=1)
-        fence_async_shared()
-        gl.thread_barrier()
+        ring_barriers_again(bars, STAGES)  # (_tile_sums waited for every refill)
 
 
 def stream_programs(tiles: int, steps: int, per_sm: int, sms: int) -> int:

@@ -1274,12 +1274,13 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         split = 1  # grid axis 0 counts clusters; the launch multiplies it by the cluster's size
     grid = (_cdiv(N, block_n), _cdiv(M, block_m), split)
     stream = _raw_stream(x.device.index) if x.is_cuda else 0
-    slot_values = grid[0] * grid[1] * split * block_m * block_n
+    tiles = grid[0] * grid[1]
+    slot_values = tiles * split * block_m * block_n
     slots = path == DOT_RS and split > 1 and RS_SPLIT_SLOTS and slot_values <= RS_SLOT_VALUES
     streamed = path == DOT_RS and cfg.stream > 0 and x.is_cuda
     if streamed:  # stream-K (gluon_rs.w4_rs_stream_kernel, w4_rs_ws_stream_kernel): a 1-D grid; split: slots a tile
         from .gluon_rs import stream_programs, stream_slots
-        tiles, steps = grid[0] * grid[1], K // block_k
+        steps = K // block_k
         programs = stream_programs(tiles, steps, cfg.stream, _sm_count(x.device.index))
         parts = stream_slots(steps, tiles * steps, programs)
         slot_values = tiles * parts * block_m * block_n
@@ -1287,8 +1288,8 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         streamed = slot_values <= RS_SLOT_VALUES and (tiles * steps + 1) * programs < 1 << 31
         if streamed:
             grid, split, k_split, slots = (programs, 1, 1), parts, K, True
-    ws, cnt = ((_workspace(x.device, stream, slot_values, tiles if streamed else grid[0] * grid[1], slots=True)
-                if slots else _workspace(x.device, stream, M * N, grid[0] * grid[1])) if split > 1 else (y, y))
+    ws, cnt = ((_workspace(x.device, stream, slot_values, tiles, slots=True) if slots
+                else _workspace(x.device, stream, M * N, tiles)) if split > 1 else (y, y))
     perm = None
     if w.x_perm is not None:  # Marlin act-order: the layout's rows are inputs in x_perm order
         perm = w.x_perm.to(device=x2.device, dtype=torch.long)
