@@ -306,6 +306,39 @@ def test_launch_plans_serve_repeated_calls_and_never_a_stale_weight(tmp_path):
         del w, packed
 
 
+@pytest.mark.parametrize("layout", ["gptq", "awq"])
+@pytest.mark.parametrize("cfg", [TileConfig(16, 128, 128, 2, 4, 4, rs=2), TileConfig(64, 64, 128, 1, 4, 4, rs=3),
+                                 TileConfig(32, 64, 128, 3, 4, 3, rs=3)])
+def test_transposed_tile_plans_launch_their_encoded_descriptors(layout, cfg, tmp_path, monkeypatch):
+    """A gluon_rs plan encodes the weight's TMA descriptor once and x's from its pointer per call
+    (encoded_launch.py, bypassing Triton's per-call descriptor handling): on this GPU's Triton the plan must take
+    that path, and every call from it must meet the oracle (fresh x, poisoned out, with and without a K split)."""
+    from repack.kernels import triton_gemm as tg
+    from tests.triton_checks import awq_layer
+    seed = random.randrange(1 << 30)
+    K_, N_ = 1024, 512
+    if layout == "awq":
+        w, W = awq_layer(tmp_path, seed % 1000, 128, K_, N_, "cuda")
+        W = W.t()
+    else:
+        w, W = random_gptq_words(K_, N_, 128, seed)
+    monkeypatch.setattr(tg, "pick_config", lambda M, N, K: cfg)
+    monkeypatch.setattr(tg, "AWQ_RS", True)
+    tg._plans.clear()
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    for call in range(4):  # the third and fourth from the plan
+        x = torch.randn(cfg.block_m + 3, K_, dtype=torch.float16, device="cuda", generator=g)
+        out = torch.full((x.shape[0], N_), float("nan"), dtype=x.dtype, device="cuda")
+        y = tg.triton_gemm(x, w, out=out if call % 2 else None).double()
+        assert torch.isfinite(y).all(), f"unwritten outputs (seed {seed}, call {call})"
+        want = x.double() @ W.t().to(x.device)
+        rel = float((y - want).norm() / want.norm())
+        assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, call {call})"
+    (plan,) = tg._plans.values()
+    assert plan[-1] is not None, "the plan launches the encoded way"
+    tg._plans.clear()
+
+
 def run_and_check_on(x, w, L, seed, with_out):
     from repack.kernels.triton_gemm import triton_gemm
     out = torch.full((x.shape[0], N), float("nan"), dtype=x.dtype, device="cuda") if with_out else None

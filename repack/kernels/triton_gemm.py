@@ -33,6 +33,7 @@ import triton.language as tl
 
 from .packed import (CODES_ALONG_K, CODES_ALONG_N_AWQ, CODES_MARLIN, SCALES_MARLIN, ZEROS_ALONG_G, ZEROS_ALONG_N,
                      ZEROS_ALONG_N_AWQ, ZEROS_INT, ZEROS_MARLIN, PackedWeight)
+from .encoded_launch import encoded_launch
 from .tuned import TileConfig, pick_config, split_for
 
 _CODES = {CODES_ALONG_K: 0, CODES_ALONG_N_AWQ: 1, CODES_MARLIN: 2}
@@ -1360,13 +1361,16 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             _plans.clear()
         workspace = (ws, cnt, ws.data_ptr(), cnt.data_ptr()) if split > 1 else None  # the tensors keep the pointers valid
         # the weight's own tensors are not stored: a plan must not keep a dropped layer in GPU memory
+        encoded = None
         if path == DOT_RS:  # x_desc, q_desc, scales, zeros, y, ws, cnt, ...: descriptors remade from the tile
             descs = (block_m, block_k, block_n, w.codes == CODES_ALONG_N_AWQ)
             weight_ptrs, tail = (w.scales.data_ptr(), w.zeros.data_ptr()), args[7:]
+            # or encoded ahead: the weight's map once, x's from its pointer (encoded_launch.py)
+            encoded = encoded_launch(kernel[0], args[:2])
         else:  # x, qweight, scales, zeros, g_idx (or its stand-in), y, ws, cnt, ...
             descs, weight_ptrs, tail = None, tuple(t.data_ptr() for t in args[1:5]), args[8:]
         _plans[_plan_key(x, w, stream)] = (weakref.ref(w), kernel, grid, weight_ptrs, workspace, tail, consts, perm, N,
-                                           descs)
+                                           descs, encoded)
     return y.reshape(*lead, N)
 
 
@@ -1376,7 +1380,8 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
 # 18-22 us from a plan (benchmarks/launch_plans.py, results/launch-plans-h200-session12.log) — the kernel at M = 1 takes 6-40 us.
 # DOT_RS (gluon_rs, two TMA descriptors a call): 114-156 us through the dispatch, 26-44 us from a plan, which
 # remakes the descriptors (results/rs-host-h200-session15.log, rs-plan-check-h200-session15.log); without it
-# do_bench timed the host, not the 26 us kernel (4096x14336 M = 64: 0.40x cuBLAS -> 1.40x).
+# do_bench timed the host, not the 26 us kernel (4096x14336 M = 64: 0.40x cuBLAS -> 1.40x). Since session 20 the
+# plan encodes them ahead (encoded_launch.py): 12-13 us, as the GEMV's plans (results/host-time-h200-session20.log).
 _plans: dict[tuple, tuple] = {}
 
 
@@ -1392,7 +1397,7 @@ def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torc
     plan = _plans.get(_plan_key(x, w, stream))
     if plan is None or plan[0]() is not w:  # a weight at a recycled id is not the planned one
         return None
-    _, kernel, grid, weight_ptrs, workspace, tail, consts, perm, N, descs = plan
+    _, kernel, grid, weight_ptrs, workspace, tail, consts, perm, N, descs, encoded = plan
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     M = x2.shape[0]
     if out is None:
@@ -1411,6 +1416,9 @@ def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torc
     # the address is device memory (cuPointerGetAttribute), per pointer and call. The weight's were taken
     # when the plan was made (the plan holds a weak reference and checks it above); x and y are CUDA
     # tensors of the plan's device (the key and the check on ``out``)
+    if encoded is not None:
+        encoded(grid, stream, meta, x2.data_ptr(), (*weight_ptrs, y_ptr, ws_ptr, cnt_ptr, *tail, *consts))
+        return y.reshape(*x.shape[:-1], N) if x.dim() != 2 else y
     if descs is None:
         head = (x2.data_ptr(),)
     else:  # DOT_RS: the TMA descriptors of this x and of the (live) weight's words

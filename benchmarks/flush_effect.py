@@ -1,0 +1,74 @@
+"""What do_bench's L2 flush costs a kernel. The flush is a zero_ of 256 MB, so a timed kernel starts right
+after a quarter gigabyte of writes, with L2 full of dirty lines. Times ours and cuBLAS three ways: a CUDA graph
+over cold weight copies, do_bench (zero_ flush) three times, and do_bench's loop with a read-only flush (an amax
+over the same buffer). Session 20 (results/flush-effect-h200-session20.log): do_bench adds 3.5-4.5 us to the
+graph time at 4096² (cuBLAS: 5), ~1.5-2 us of it the writes' (the read flush adds less); an L2 evict_first hint on the M = 1
+weight loads changed nothing, so it is not the dirty lines' write-back that the reads wait for. Needs CUDA.
+
+    python benchmarks/flush_effect.py [--m 1,16]
+    python benchmarks/flush_effect.py --copies 8 --m 1,16,64 --shapes 4096x4096   (do_bench of each weight copy;
+        for the kernel time of each copy without host time see flushed_tiles.py)
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+
+from benchmarks.gemm_common import SHAPES, bench_ms, copies_for, graph_ms, packed_weight, warm_clocks  # noqa: E402
+from repack.kernels.triton_gemm import triton_gemm  # noqa: E402
+
+
+def read_flush_ms(fn, reps: int = 200) -> float:
+    cache = triton.runtime.driver.active.get_empty_cache_for_benchmark()
+    sink = torch.empty((), dtype=cache.dtype, device="cuda")
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for _ in range(5):
+        fn()
+    for s, e in zip(starts, ends):
+        torch.amax(cache, dim=0, out=sink)
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    times = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
+    return times[reps // 2]
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    ms = [int(v) for v in args[args.index("--m") + 1].split(",")] if "--m" in args else [1, 16]
+    shapes = ([tuple(int(d) for d in s.split("x")) for s in args[args.index("--shapes") + 1].split(",")]
+              if "--shapes" in args else SHAPES)
+    copies = int(args[args.index("--copies") + 1]) if "--copies" in args else 0
+    print("us: graph | do_bench x3 | read flush")
+    warm_clocks()
+    for K, N in shapes:
+        ws = [packed_weight(K, N, "gptq") for _ in range(copies_for(K * N // 2))]
+        ds = [torch.randn(N, K, device="cuda", dtype=torch.float16) for _ in range(copies_for(K * N * 2))]
+        for M in ms:
+            x = torch.randn(M, K, device="cuda", dtype=torch.float16)
+            if copies:
+                for name, fs in (("ours", [lambda w=w: triton_gemm(x, w) for w in ws[:copies]]),
+                                 ("cuBLAS", [lambda d=d: torch.nn.functional.linear(x, d) for d in ds[:copies]])):
+                    print(f"{K}x{N} M={M} {name:>6} do_bench of each copy: "
+                          + " ".join(f"{bench_ms(f) * 1e3:5.1f}" for f in fs), flush=True)
+                continue
+            for name, f, fs in (("ours", lambda: triton_gemm(x, ws[0]), [lambda w=w: triton_gemm(x, w) for w in ws]),
+                                ("cuBLAS", lambda: torch.nn.functional.linear(x, ds[0]),
+                                 [lambda d=d: torch.nn.functional.linear(x, d) for d in ds])):
+                g = graph_ms(fs)
+                b = [bench_ms(f) for _ in range(3)]
+                r = read_flush_ms(f)
+                print(f"{K}x{N} M={M} {name:>6}: {g * 1e3:6.1f} | " + " ".join(f"{v * 1e3:6.1f}" for v in b)
+                      + f" | {r * 1e3:6.1f}", flush=True)
+        ws = ds = None
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
