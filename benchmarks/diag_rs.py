@@ -20,7 +20,7 @@ splits to every tile (by default each tile unsplit and, for launches of fewer pr
 one or two waves), e.g. to even out a launch of 1.7 programs an SM (8192x28672 M = 16, session 17: slower).
 ``--stream P,...`` adds each tile launched stream-K at P programs an SM (TileConfig.stream,
 gluon_rs.w4_rs_stream_kernel, w4_rs_ws_stream_kernel with --ws: every SM the same number of K steps, tiles cut between programs
-wherever the ranges fall; session 19, not yet measured); ``--stream-only`` sweeps only those, against the
+wherever the ranges fall; session 20: slower than the one-tile launches everywhere swept); ``--stream-only`` sweeps only those, against the
 default dispatch (with ``--stream``). ``--top N`` prints the N fastest tiles of each shape (4). ``--budget-s S`` gives each (shape, M) S seconds,
 compiling included: the tiles not compiled or timed by then are left out, and the best of those timed is printed
 and merged as usual (session 19: three sweeps of 200-290 candidate tiles ran past their `timeout 110` compiling and printed
