@@ -30,7 +30,7 @@ class DescriptorEncoder:
     and box: what make_tensordesc_arg builds from the descriptor and its compiled metadata."""
 
     def __init__(self, desc: Any, meta: dict):
-        from triton.backends.nvidia.driver import TMA_DTYPE_DEVICE_TO_HOST
+        from triton.backends.nvidia.driver import TMA_DTYPE_DEVICE_TO_HOST, make_tensordesc_arg
         from triton.runtime import driver
         if meta is None or meta.get("fp4_padded") or list(desc.strides)[-1] != 1:
             raise ValueError("a descriptor this encoder does not reproduce")
@@ -38,6 +38,10 @@ class DescriptorEncoder:
         self.fixed = (meta["swizzle"], meta["elem_size"], TMA_DTYPE_DEVICE_TO_HOST[meta["elem_type"]],
                       meta["block_size"], self.shape, self.strides, 1 if desc.padding == "nan" else 0)
         self.fill = driver.active.utils.fill_tma_descriptor
+        # Triton's own form of this descriptor must be [map, *shape, *strides], as here (another version's: refuse)
+        theirs = make_tensordesc_arg(desc, meta)
+        if len(theirs) != 1 + 2 * len(self.shape) or list(theirs[1:]) != self.shape + self.strides:
+            raise ValueError("Triton encodes descriptor arguments in another form")
 
     def __call__(self, ptr: int) -> list:
         return [self.fill(ptr, *self.fixed), *self.shape, *self.strides]
@@ -48,6 +52,9 @@ class EncodedLaunch:
     (x's) per call from x's pointer. Other arguments follow as the plan gives them."""
 
     def __init__(self, compiled: Any, descs: Sequence[Any]):
+        from triton.backends.nvidia.driver import _BASE_ARGS_FORMAT_LEN
+        if _BASE_ARGS_FORMAT_LEN != 13:  # the launcher's head, as __call__ below passes it
+            raise ValueError("another launcher argument format")
         run = compiled.run
         metas = getattr(compiled.metadata, "tensordesc_meta", None)
         self.raw = raw_launcher(run)
