@@ -3,7 +3,7 @@ default dispatch, kernel-only graph times; every tile checked against the defaul
 
     python benchmarks/diag_rs.py [--m 16,64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
         [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--lean-regs] [--atomics] [--stream 1,2,3] [--top 4]
-        [--budget-s 90]
+        [--budget-s 90] [--flushed]
         [--merge-into repack/kernels/tuned.json]
 
 ``--ws`` adds the warp-specialized tile (TileConfig.rs 3, K splits too since session 17) to the candidates;
@@ -24,7 +24,9 @@ wherever the ranges fall; session 20: slower than the one-tile launches everywhe
 default dispatch (with ``--stream``). ``--top N`` prints the N fastest tiles of each shape (4). ``--budget-s S`` gives each (shape, M) S seconds,
 compiling included: the tiles not compiled or timed by then are left out, and the best of those timed is printed
 and merged as usual (session 19: three sweeps of 200-290 candidate tiles ran past their `timeout 110` compiling and printed
-nothing at all).
+nothing at all). ``--flushed`` times every tile, the default and cuBLAS as do_bench's GPU side sees them (one
+weight copy, each call after the L2 flush, no host time: gemm_common.flushed_ms) instead of in a CUDA graph over
+warm code and x; the benchmark's ratios are do_bench's (session 20: its flush adds 3.5-5 us at 4096²).
 
 With ``--merge-into``, the best tile of each (shape, M) goes into the tuned table where it beats the
 default dispatch by 3 % or more, as the entry's ``rs`` tile (4-bit GPTQ-order layers only; the entry's
@@ -41,7 +43,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.gemm_common import graph_ms, layer_with_baselines, warm_clocks  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.gemm_common import flushed_ms, graph_ms, layer_with_baselines, warm_clocks  # noqa: E402
 from repack.kernels import gluon_rs  # noqa: E402
 from repack.kernels import triton_gemm as tgm  # noqa: E402
 from repack.kernels.triton_gemm import DOT_RS, triton_gemm  # noqa: E402
@@ -189,6 +193,7 @@ def main() -> None:
     stream_only = "--stream-only" in args
     n_top = int(args[args.index("--top") + 1]) if "--top" in args else 4
     budget = float(args[args.index("--budget-s") + 1]) if "--budget-s" in args else math.inf
+    flushed = "--flushed" in args
     warm_clocks()
     for K, N in shapes:
         for M in ms:
@@ -200,6 +205,10 @@ def main() -> None:
             if jobs > 1:  # compiling stops early enough to leave a tenth of the budget for the timings
                 precompile(K, N, M, layout, tiles, jobs, deadline - 0.1 * budget)
             copies, x, ref, cub, dflt = layer_with_baselines(K, N, M, layout)
+            if flushed:  # the baselines as do_bench's GPU side sees them too
+                dense = torch.randn(N, K, device="cuda", dtype=torch.float16)
+                cub = flushed_ms(lambda: torch.nn.functional.linear(x, dense))
+                dflt = flushed_ms(lambda: triton_gemm(x, copies[0]))
             results, cut = [], 0
             for i, cfg in enumerate(tiles):
                 if time.time() > deadline:
@@ -211,7 +220,8 @@ def main() -> None:
                     if not err < 2e-3:
                         print(f"  {K}x{N} M={M} {label(cfg)}: WRONG (rel. error {err:.1e})", flush=True)
                         continue
-                    g = graph_ms([lambda c=c: triton_gemm(x, c, cfg, path_override=DOT_RS) for c in copies])
+                    g = (flushed_ms(lambda: triton_gemm(x, copies[0], cfg, path_override=DOT_RS)) if flushed
+                         else graph_ms([lambda c=c: triton_gemm(x, c, cfg, path_override=DOT_RS) for c in copies]))
                 except Exception as e:  # noqa: BLE001
                     print(f"  {K}x{N} M={M} {label(cfg)}: failed ({type(e).__name__}: {str(e)[:80]})", flush=True)
                     continue

@@ -13,30 +13,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import triton  # noqa: E402
 
-from benchmarks.gemm_common import packed_weight, warm_clocks  # noqa: E402
+from benchmarks.gemm_common import flushed_times_ms, packed_weight, warm_clocks  # noqa: E402
 from repack.kernels import triton_gemm as tg  # noqa: E402
 from repack.kernels.tuned import TileConfig  # noqa: E402
 
-cache = triton.runtime.driver.active.get_empty_cache_for_benchmark()
 
-def flushed_us(f, reps=100):
+def flushed_us(f) -> tuple[float, float, float]:
     """Median, 10th and 90th percentile microseconds of ``f`` after a flush."""
-    for _ in range(3):
-        f()
-    torch.cuda.synchronize()
-    st = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    en = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    torch.cuda._sleep(int(8e7))
-    for s, e in zip(st, en):
-        cache.zero_()
-        s.record()
-        f()
-        e.record()
-    torch.cuda.synchronize()
-    t = sorted(s.elapsed_time(e) for s, e in zip(st, en))
-    return t[reps // 2] * 1e3, t[reps // 10] * 1e3, t[9 * reps // 10] * 1e3
+    t = flushed_times_ms(f)
+    return t[50] * 1e3, t[10] * 1e3, t[90] * 1e3
+
 
 warm_clocks()
 K = N = 4096

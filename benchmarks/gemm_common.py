@@ -72,6 +72,33 @@ def graph_ms(fns: list) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def flushed_times_ms(fn, reps: int = 100) -> list[float]:
+    """``fn``'s GPU time after do_bench's L2 flush (its own buffer, zero_ before each call), sorted, with no host
+    time in it: a sleep kernel holds the GPU while the host queues every (flush, start, call, end), so even a
+    forced tile's unplanned launch (~100 us of host, more than the flush's ~70 us of GPU) is timed as the GPU
+    runs it. do_bench's conditions on the GPU's side without its host side (session 20: tuning that timed forced
+    tiles with do_bench itself timed their host at small shapes)."""
+    cache = triton.runtime.driver.active.get_empty_cache_for_benchmark()
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    torch.cuda._sleep(int(reps * 6e5))  # ~300 us of GPU a call queued behind it (at ~2 GHz)
+    for s, e in zip(starts, ends):
+        cache.zero_()
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    return sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+
+def flushed_ms(fn, reps: int = 100) -> float:
+    """The median of flushed_times_ms."""
+    return flushed_times_ms(fn, reps)[reps // 2]
+
+
 def copies_for(nbytes: int, l2_bytes: int = 50 * 2**20) -> int:
     return max(2, min(32, -(-3 * l2_bytes // max(nbytes, 1))))
 

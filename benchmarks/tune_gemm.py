@@ -3,7 +3,9 @@
     python benchmarks/tune_gemm.py --buckets 1,16 --out tuned.json [--merge repack/kernels/tuned.json]
 
 The output has the format repack/kernels/tuned.py reads: per bucket, per shape, the best config,
-its median time and the number of programs the K split aims for.
+its median time and the number of programs the K split aims for. Times are do_bench's GPU side (each call after
+its L2 flush) without its host side (gemm_common.flushed_ms): a forced tile launches through the whole dispatch,
+whose ~70-150 us of host time do_bench itself counted where it exceeds the flush (session 20).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.gemm_common import SHAPES, bench_ms, packed_weight  # noqa: E402
+from benchmarks.gemm_common import SHAPES, flushed_ms, packed_weight  # noqa: E402
 from repack.kernels.triton_gemm import triton_gemm  # noqa: E402
 from repack.kernels.tuned import config_of  # noqa: E402
 
@@ -84,7 +86,7 @@ def main() -> None:
                 # the tile of the tl.dot / GEMV paths (an entry's gluon_rs tile, TileConfig.gptq_rs, is diag_rs.py's)
                 cfg, target = dataclasses.replace(config_of(entry, M, N, K), gptq_rs=None), entry["target_programs"]
                 try:
-                    ms = bench_ms(lambda: triton_gemm(x, w, cfg), warmup=5, rep=20)
+                    ms = flushed_ms(lambda: triton_gemm(x, w, cfg), reps=50)
                 except Exception as e:  # noqa: BLE001 - e.g. out of shared memory: skip the config
                     print(f"skip {cfg}: {type(e).__name__}", file=sys.stderr)
                     continue
