@@ -3,7 +3,7 @@ default dispatch, kernel-only graph times; every tile checked against the defaul
 
     python benchmarks/diag_rs.py [--m 16,64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
         [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--lean-regs] [--atomics] [--stream 1,2,3] [--top 4]
-        [--budget-s 90] [--flushed]
+        [--budget-s 90] [--flushed] [--slot-values 33554432]
         [--merge-into repack/kernels/tuned.json]
 
 ``--ws`` adds the warp-specialized tile (TileConfig.rs 3, K splits too since session 17) to the candidates;
@@ -20,8 +20,10 @@ splits to every tile (by default each tile unsplit and, for launches of fewer pr
 one or two waves), e.g. to even out a launch of 1.7 programs an SM (8192x28672 M = 16, session 17: slower).
 ``--stream P,...`` adds each tile launched stream-K at P programs an SM (TileConfig.stream,
 gluon_rs.w4_rs_stream_kernel, w4_rs_ws_stream_kernel with --ws: every SM the same number of K steps, tiles cut between programs
-wherever the ranges fall; session 20: slower than the one-tile launches everywhere swept); ``--stream-only`` sweeps only those, against the
-default dispatch (with ``--stream``). ``--top N`` prints the N fastest tiles of each shape (4). ``--budget-s S`` gives each (shape, M) S seconds,
+wherever the ranges fall; session 20: slower than the one-tile launches wherever it streamed); ``--stream-only`` sweeps only those, against the
+default dispatch (with ``--stream``); a stream tile whose slots would pass triton_gemm.RS_SLOT_VALUES is left out
+and counted (the dispatch would launch it one tile a program: session 20's M = 1024 stream sweep timed exactly
+that), ``--slot-values V`` raises that budget for the sweep. ``--top N`` prints the N fastest tiles of each shape (4). ``--budget-s S`` gives each (shape, M) S seconds,
 compiling included: the tiles not compiled or timed by then are left out, and the best of those timed is printed
 and merged as usual (session 19: three sweeps of 200-290 candidate tiles ran past their `timeout 110` compiling and printed
 nothing at all). ``--flushed`` times every tile, the default and cuBLAS as do_bench's GPU side sees them (one
@@ -143,6 +145,14 @@ def precompile(K: int, N: int, M: int, layout: str, tiles: list[TileConfig], job
         print(f"  precompile failed ({type(e).__name__}: {str(e)[:80]}); the sweep compiles as it goes", flush=True)
 
 
+def streams_at(cfg: TileConfig, M: int, N: int, K: int) -> bool:
+    """Whether the dispatch launches ``cfg`` stream-K on this shape (triton_gemm.stream_launch)."""
+    import torch
+    tiles = math.ceil(M / cfg.block_m) * math.ceil(N / cfg.block_n)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    return tgm.stream_launch(tiles, K // cfg.block_k, cfg.stream, sms, cfg.block_m * cfg.block_n) is not None
+
+
 def label(cfg: TileConfig) -> str:
     return (f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages} k{cfg.split_k} rs{cfg.rs}"
             + (" lean" if cfg.lean else "") + (f" stream{cfg.stream}" if cfg.stream else ""))
@@ -194,6 +204,11 @@ def main() -> None:
     n_top = int(args[args.index("--top") + 1]) if "--top" in args else 4
     budget = float(args[args.index("--budget-s") + 1]) if "--budget-s" in args else math.inf
     flushed = "--flushed" in args
+    if "--slot-values" in args:  # the K-split and stream-K slots' budget (triton_gemm.RS_SLOT_VALUES, floats)
+        tgm.RS_SLOT_VALUES = int(args[args.index("--slot-values") + 1])
+        if merge:  # the shipped dispatch keeps its budget: a tile that needs more would not launch as timed
+            print("--slot-values: nothing is merged", flush=True)
+            merge = None
     warm_clocks()
     for K, N in shapes:
         for M in ms:
@@ -201,6 +216,11 @@ def main() -> None:
                                "--lean-regs" in args, layout == "awq", streams)
             if stream_only:
                 tiles = [c for c in tiles if c.stream]
+            refused = [c for c in tiles if c.stream and not streams_at(c, M, N, K)]
+            if refused:  # the dispatch would launch these one tile a program: not stream-K timings
+                print(f"  {K}x{N} M={M}: {len(refused)} stream tiles left out, past the slot budget "
+                      f"(RS_SLOT_VALUES {tgm.RS_SLOT_VALUES}; --slot-values raises it)", flush=True)
+                tiles = [c for c in tiles if c not in refused]
             deadline = time.time() + budget
             if jobs > 1:  # compiling stops early enough to leave a tenth of the budget for the timings
                 precompile(K, N, M, layout, tiles, jobs, deadline - 0.1 * budget)

@@ -92,3 +92,19 @@ def test_tiles_that_serialize_under_a_cap_keep_ptxas_count():
     assert stream_maxnreg(4, 3, True, 16, 256) is None
     assert stream_maxnreg(8, 2, True, 32, 512) is None
     assert stream_maxnreg(4, 3, False, 64, 64) is None
+
+
+def test_a_stream_launch_past_the_slot_budget_is_refused(monkeypatch):
+    """triton_gemm.stream_launch: a tile's slots are reserved for every tile, so a launch of many large tiles can
+    pass RS_SLOT_VALUES; the dispatch then launches one tile a program, and the sweep must know (session 20: the
+    M = 1024 4096x14336 sweep timed the one-tile kernel under stream labels)."""
+    from repack.kernels import triton_gemm as tg
+    # 448 tiles of 256x128 tokens x columns, 64 K steps, one program an SM on 132 SMs: ranges of 217 steps meet a
+    # tile in at most two programs, 448 x 2 x 32768 slot values = 29.4M, past the 16.8M budget
+    assert tg.stream_launch(448, 64, 1, 132, 256 * 128) is None
+    monkeypatch.setattr(tg, "RS_SLOT_VALUES", 1 << 25)
+    assert tg.stream_launch(448, 64, 1, 132, 256 * 128) == (132, 2)
+    # small tiles, two programs an SM: ranges of 13 or 14 steps meet a 32-step tile in up to four programs
+    assert tg.stream_launch(112, 32, 2, 132, 16 * 128) == (264, 4)
+    # the kernel's step arithmetic is int32: (s + 1) * programs must stay below 2^31
+    assert tg.stream_launch(1 << 16, 1 << 10, 4, 132, 1) is None

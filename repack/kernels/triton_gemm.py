@@ -1001,6 +1001,19 @@ def _cdiv(a: int, b: int) -> int:
 _workspaces: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
+def stream_launch(tiles: int, steps: int, per_sm: int, sms: int, tile_values: int) -> tuple[int, int] | None:
+    """A stream-K launch's programs and slots a tile (gluon_rs.stream_programs, stream_slots), or None where it
+    cannot be launched so: its slots would pass RS_SLOT_VALUES, or (s + 1) * programs would overflow the kernel's
+    int32 step arithmetic. The dispatch then launches the tile one tile a program (session 20: the M = 1024
+    4096x14336 stream sweep's 256x128 tiles needed 29M slot values and so timed the one-tile kernel)."""
+    from .gluon_rs import stream_programs, stream_slots
+    programs = stream_programs(tiles, steps, per_sm, sms)
+    parts = stream_slots(steps, tiles * steps, programs)
+    if tiles * parts * tile_values > RS_SLOT_VALUES or (tiles * steps + 1) * programs >= 1 << 31:
+        return None
+    return programs, parts
+
+
 @functools.lru_cache(maxsize=None)
 def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
@@ -1280,14 +1293,10 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     slots = path == DOT_RS and split > 1 and RS_SPLIT_SLOTS and slot_values <= RS_SLOT_VALUES
     streamed = path == DOT_RS and cfg.stream > 0 and x.is_cuda
     if streamed:  # stream-K (gluon_rs.w4_rs_stream_kernel, w4_rs_ws_stream_kernel): a 1-D grid; split: slots a tile
-        from .gluon_rs import stream_programs, stream_slots
-        steps = K // block_k
-        programs = stream_programs(tiles, steps, cfg.stream, _sm_count(x.device.index))
-        parts = stream_slots(steps, tiles * steps, programs)
-        slot_values = tiles * parts * block_m * block_n
-        # (the kernel's step arithmetic is int32: (s + 1) * programs must not overflow)
-        streamed = slot_values <= RS_SLOT_VALUES and (tiles * steps + 1) * programs < 1 << 31
+        launch = stream_launch(tiles, K // block_k, cfg.stream, _sm_count(x.device.index), block_m * block_n)
+        streamed = launch is not None
         if streamed:
+            (programs, parts), slot_values = launch, tiles * launch[1] * block_m * block_n
             grid, split, k_split, slots = (programs, 1, 1), parts, K, True
     ws, cnt = ((_workspace(x.device, stream, slot_values, tiles, slots=True) if slots
                 else _workspace(x.device, stream, M * N, tiles)) if split > 1 else (y, y))
