@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # gluon_rs's stream-K kernels (session 19: written and compiled for sm_90a without a GPU, both waits and the
-# warp-specialized tile; session 20: tests passed, sweeps 1-6 found nothing faster): their GPU tests first, then stream-only sweeps of the shapes still short of their target,
+# warp-specialized tile; session 20: tests passed, sweeps 1-4 and 6 found nothing faster; sweep 5 did not stream, see diag_rs --slot-values): their GPU tests first, then stream-only sweeps of the shapes still short of their target,
 # each winner merged into the tuned table as found (copy $OUT/tuned.json back into repack/kernels/ after the call).
 # The tests compile ~60 kernels (at most 5 minutes), a sweep takes at most 2, so a 10-minute call runs:
 #   bash benchmarks/stream_check.sh 0 2      (the tests, then sweeps 1 and 2; stops if a test fails)

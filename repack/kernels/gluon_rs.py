@@ -52,8 +52,8 @@ warp-specialized 16x128 tile fits its registers (without POST ptxas serializes i
 Stream-K (TileConfig.stream, session 19; w4_rs_stream_kernel, w4_rs_ws_stream_kernel): a 1-D launch of a few
 programs an SM, each an even range of the launch's (tile, K step) pairs taken tile by tile, so every SM does the
 same number of steps however many tiles there are; a tile cut between programs meets in _store_part's slots
-(the K split's epilogue). Correct on the H200 (session 20) but slower than the tuned one-tile launches at every
-shape swept (benchmarks/stream_check.sh, NOTES-gemm.md twentieth session), so no tuned entry uses it.
+(the K split's epilogue). Correct on the H200 (session 20) but slower than the tuned one-tile launches at
+M = 16, 64 and 256 (benchmarks/stream_check.sh, NOTES-gemm.md twentieth session), so no tuned entry uses it.
 """
 
 from __future__ import annotations
