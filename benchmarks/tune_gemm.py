@@ -61,6 +61,22 @@ def as_entry(candidate: tuple) -> dict:
                                                   "num_stages": stages, "cluster": cluster, "ring": ring}}
 
 
+def kept_slots(entry: dict, own: list) -> dict:
+    """``entry`` with the gluon_rs tiles of the table's own entry for its shape (``rs`` for GPTQ layers, ``awq_rs``
+    for AWQ ones: benchmarks/diag_rs.py sweeps those, this sweep does not)."""
+    for slot in ("rs", "awq_rs"):
+        if own and slot in own[0]:
+            entry = {**entry, slot: own[0][slot]}
+    return entry
+
+
+def merged_bucket(bucket: list, swept: list) -> list:
+    """A bucket's entries after a sweep: the swept shapes' new entries, and every entry of a shape the sweep does
+    not cover (M = 1 has Llama-2, Qwen2.5 and GQA k/v shapes beside the benchmark's) as it was."""
+    shapes = {(e["K"], e["N"]) for e in swept}
+    return [e for e in bucket if (e["K"], e["N"]) not in shapes] + swept
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--buckets", default="1,16,64,256,1024")
@@ -98,12 +114,10 @@ def main() -> None:
             ms, cfg, target = best
             print(f"M={M} {K}x{N}: {ms:.4f} ms {cfg} target {target}", flush=True)
             entry = {"K": K, "N": N, "ms": ms, "target_programs": target, "config": cfg.to_dict()}
-            if own and "rs" in own[0]:  # gluon_rs's tile for GPTQ layers (benchmarks/diag_rs.py) is kept
-                entry["rs"] = own[0]["rs"]
-            entries.append(entry)
+            entries.append(kept_slots(entry, own))
             torch.cuda.empty_cache()
         if entries:
-            table[str(M)] = entries
+            table[str(M)] = merged_bucket(table.get(str(M), []), entries)
         Path(args.out).write_text(json.dumps(table, indent=1))
     print(f"tuned in {time.time() - t0:.0f} s")
 
