@@ -147,7 +147,6 @@ def precompile(K: int, N: int, M: int, layout: str, tiles: list[TileConfig], job
 
 def streams_at(cfg: TileConfig, M: int, N: int, K: int) -> bool:
     """Whether the dispatch launches ``cfg`` stream-K on this shape (triton_gemm.stream_launch)."""
-    import torch
     tiles = math.ceil(M / cfg.block_m) * math.ceil(N / cfg.block_n)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     return tgm.stream_launch(tiles, K // cfg.block_k, cfg.stream, sms, cfg.block_m * cfg.block_n) is not None

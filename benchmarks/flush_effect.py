@@ -3,7 +3,9 @@ after a quarter gigabyte of writes, with L2 full of dirty lines. Times ours and 
 over cold weight copies, do_bench (zero_ flush) three times, and do_bench's loop with a read-only flush (an amax
 over the same buffer). Session 20 (results/flush-effect-h200-session20.log): do_bench adds 3.5-4.5 us to the
 graph time at 4096² (cuBLAS: 5), ~1.5-2 us of it the writes' (the read flush adds less); an L2 evict_first hint on the M = 1
-weight loads changed nothing, so it is not the dirty lines' write-back that the reads wait for. Needs CUDA.
+weight loads changed nothing, so it is not the dirty lines' write-back that the reads wait for. The read-flush
+loop is gemm_common.flushed_times_ms with an amax for its flush, so it keeps host time out too (the session-20
+log predates that: its calls were planned, ~12-25 us of host, well inside the flush). Needs CUDA.
 
     python benchmarks/flush_effect.py [--m 1,16]
     python benchmarks/flush_effect.py --copies 8 --m 1,16,64 --shapes 4096x4096   (do_bench of each weight copy;
@@ -18,25 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-from benchmarks.gemm_common import SHAPES, bench_ms, copies_for, graph_ms, packed_weight, warm_clocks  # noqa: E402
+from benchmarks.gemm_common import SHAPES, bench_ms, copies_for, flushed_times_ms, graph_ms, packed_weight, warm_clocks  # noqa: E402
 from repack.kernels.triton_gemm import triton_gemm  # noqa: E402
 
 
 def read_flush_ms(fn, reps: int = 200) -> float:
-    cache = triton.runtime.driver.active.get_empty_cache_for_benchmark()
-    sink = torch.empty((), dtype=cache.dtype, device="cuda")
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    for _ in range(5):
-        fn()
-    for s, e in zip(starts, ends):
-        torch.amax(cache, dim=0, out=sink)
-        s.record()
-        fn()
-        e.record()
-    torch.cuda.synchronize()
-    times = sorted(s.elapsed_time(e) for s, e in zip(starts, ends))
-    return times[reps // 2]
+    """flushed_times_ms's median with an amax over the flush buffer (reads, no writes) instead of its zero_."""
+    dtype = triton.runtime.driver.active.get_empty_cache_for_benchmark().dtype
+    sink = torch.empty((), dtype=dtype, device="cuda")
+    return flushed_times_ms(fn, reps, lambda cache: torch.amax(cache, dim=0, out=sink))[reps // 2]
 
 
 def main() -> None:

@@ -72,13 +72,15 @@ def graph_ms(fns: list) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def flushed_times_ms(fn, reps: int = 100) -> list[float]:
+def flushed_times_ms(fn, reps: int = 100, flush=None) -> list[float]:
     """``fn``'s GPU time after do_bench's L2 flush (its own buffer, zero_ before each call), sorted, with no host
     time in it: a sleep kernel holds the GPU while the host queues every (flush, start, call, end), so even a
     forced tile's unplanned launch (~100 us of host, more than the flush's ~70 us of GPU) is timed as the GPU
     runs it. do_bench's conditions on the GPU's side without its host side (session 20: tuning that timed forced
-    tiles with do_bench itself timed their host at small shapes)."""
+    tiles with do_bench itself timed their host at small shapes). ``flush(cache)`` replaces the zero_ (e.g. a
+    read-only pass over the same buffer: benchmarks/flush_effect.py)."""
     cache = triton.runtime.driver.active.get_empty_cache_for_benchmark()
+    flush = flush or (lambda c: c.zero_())
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
@@ -86,7 +88,7 @@ def flushed_times_ms(fn, reps: int = 100) -> list[float]:
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
     torch.cuda._sleep(int(reps * 6e5))  # ~300 us of GPU a call queued behind it (at ~2 GHz)
     for s, e in zip(starts, ends):
-        cache.zero_()
+        flush(cache)
         s.record()
         fn()
         e.record()

@@ -1296,7 +1296,8 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         launch = stream_launch(tiles, K // block_k, cfg.stream, _sm_count(x.device.index), block_m * block_n)
         streamed = launch is not None
         if streamed:
-            (programs, parts), slot_values = launch, tiles * launch[1] * block_m * block_n
+            programs, parts = launch
+            slot_values = tiles * parts * block_m * block_n
             grid, split, k_split, slots = (programs, 1, 1), parts, K, True
     ws, cnt = ((_workspace(x.device, stream, slot_values, tiles, slots=True) if slots
                 else _workspace(x.device, stream, M * N, tiles)) if split > 1 else (y, y))
@@ -1425,18 +1426,18 @@ def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torc
     # the address is device memory (cuPointerGetAttribute), per pointer and call. The weight's were taken
     # when the plan was made (the plan holds a weak reference and checks it above); x and y are CUDA
     # tensors of the plan's device (the key and the check on ``out``)
-    if encoded is not None:
-        encoded(grid, stream, meta, x2.data_ptr(), (*weight_ptrs, y_ptr, ws_ptr, cnt_ptr, *tail, *consts))
-        return y.reshape(*x.shape[:-1], N) if x.dim() != 2 else y
-    if descs is None:
-        head = (x2.data_ptr(),)
-    else:  # DOT_RS: the TMA descriptors of this x and of the (live) weight's words
-        from . import gluon_pipe, gluon_rs
-        block_m, block_k, block_n, awq = descs
-        head = (gluon_pipe.x_descriptor(x2, block_m, block_k), gluon_rs.words_descriptor(w, block_n, block_k, awq))
     mid = (y_ptr, ws_ptr, cnt_ptr)
-    compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, meta, None, None, None,
-                 *head, *weight_ptrs, *mid, *tail, *consts)
+    if encoded is not None:  # DOT_RS with its descriptors encoded ahead (encoded_launch.py)
+        encoded(grid, stream, meta, x2.data_ptr(), (*weight_ptrs, *mid, *tail, *consts))
+    else:
+        if descs is None:
+            head = (x2.data_ptr(),)
+        else:  # DOT_RS: the TMA descriptors of this x and of the (live) weight's words
+            from . import gluon_pipe, gluon_rs
+            block_m, block_k, block_n, awq = descs
+            head = (gluon_pipe.x_descriptor(x2, block_m, block_k), gluon_rs.words_descriptor(w, block_n, block_k, awq))
+        compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, meta, None, None, None,
+                     *head, *weight_ptrs, *mid, *tail, *consts)
     return y.reshape(*x.shape[:-1], N) if x.dim() != 2 else y
 
 
