@@ -2,7 +2,7 @@
 default dispatch, kernel-only graph times; every tile checked against the default's output first.
 
     python benchmarks/diag_rs.py [--m 16,64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
-        [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--lean-regs] [--atomics] [--stream 1,2,3] [--top 4]
+        [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--lean-regs] [--atomics] [--stream 1,2,3] [--stream-tail 1,2] [--top 4]
         [--budget-s 90] [--flushed] [--slot-values 33554432]
         [--merge-into repack/kernels/tuned.json]
 
@@ -23,7 +23,9 @@ gluon_rs.w4_rs_stream_kernel, w4_rs_ws_stream_kernel with --ws: every SM the sam
 wherever the ranges fall; session 20: slower than the one-tile launches wherever it streamed); ``--stream-only`` sweeps only those, against the
 default dispatch (with ``--stream``); a stream tile whose slots would pass triton_gemm.RS_SLOT_VALUES is left out
 and counted (the dispatch would launch it one tile a program: session 20's M = 1024 stream sweep timed exactly
-that), ``--slot-values V`` raises that budget for the sweep. ``--top N`` prints the N fastest tiles of each shape (4). ``--budget-s S`` gives each (shape, M) S seconds,
+that), ``--slot-values V`` raises that budget for the sweep. ``--stream-tail T,...`` launches each stream tile
+hybrid too (TileConfig.stream_tail: the whole waves but the last T - 1 one tile a program, only the rest
+streamed; 0 in the list keeps the pure launch). ``--top N`` prints the N fastest tiles of each shape (4). ``--budget-s S`` gives each (shape, M) S seconds,
 compiling included: the tiles not compiled or timed by then are left out, and the best of those timed is printed
 and merged as usual (session 19: three sweeps of 200-290 candidate tiles ran past their `timeout 110` compiling and printed
 nothing at all). ``--flushed`` times every tile, the default and cuBLAS as do_bench's GPU side sees them (one
@@ -37,6 +39,7 @@ own tile stays for the other layouts; target_programs recorded so that other sha
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sys
@@ -59,7 +62,7 @@ SMS = 132
 
 def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: bool = False,
                k_stages: tuple | None = None, splits: tuple = (), lean: bool = False, awq: bool = False,
-               streams: tuple = ()) -> list[TileConfig]:
+               streams: tuple = (), tails: tuple = (0,)) -> list[TileConfig]:
     if k_stages is None:
         k_stages = ((64, 4), (128, 3), (128, 4)) if quick else ((64, 4), (64, 3), (128, 3), (128, 4), (64, 6))
     tiles = []
@@ -84,9 +87,10 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
                             cfg = TileConfig(bm, bn, bk, split, warps, stages, rs=rs)
                             if cfg not in tiles:
                                 tiles.append(cfg)
-                    for per_sm in streams:
+                    for per_sm, tail in itertools.product(streams, tails):
                         for rs in (3,) if ws_only else (1, 2, 3) if ws else (1, 2):
-                            tiles.append(TileConfig(bm, bn, bk, 1, warps, stages, rs=rs, stream=per_sm))
+                            tiles.append(TileConfig(bm, bn, bk, 1, warps, stages, rs=rs, stream=per_sm,
+                                                    stream_tail=tail))
                     regs = gluon_rs.LEAN_WS_REGS.get((bm, bn, awq))
                     if lean and (ws or ws_only) and warps == 4 and bm <= tgm.RS_POST_MAX_BLOCK_M and regs:
                         # at a lean budget more programs fit an SM: split to fill them too (a 224-program launch
@@ -95,8 +99,9 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
                         fill = [split_for(count, K, bk, slots)] if count < slots else []
                         for split in dict.fromkeys(chosen + fill + extra):
                             tiles.append(TileConfig(bm, bn, bk, split, warps, stages, rs=3, lean=True))
-                        for per_sm in streams:
-                            tiles.append(TileConfig(bm, bn, bk, 1, warps, stages, rs=3, lean=True, stream=per_sm))
+                        for per_sm, tail in itertools.product(streams, tails):
+                            tiles.append(TileConfig(bm, bn, bk, 1, warps, stages, rs=3, lean=True, stream=per_sm,
+                                                    stream_tail=tail))
     return tiles
 
 
@@ -149,12 +154,13 @@ def streams_at(cfg: TileConfig, M: int, N: int, K: int) -> bool:
     """Whether the dispatch launches ``cfg`` stream-K on this shape (triton_gemm.stream_launch)."""
     tiles = math.ceil(M / cfg.block_m) * math.ceil(N / cfg.block_n)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    return tgm.stream_launch(tiles, K // cfg.block_k, cfg.stream, sms, cfg.block_m * cfg.block_n) is not None
+    return tgm.stream_launch(tiles, K // cfg.block_k, cfg.stream, sms, cfg.block_m * cfg.block_n,
+                             cfg.stream_tail) is not None
 
 
 def label(cfg: TileConfig) -> str:
     return (f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages} k{cfg.split_k} rs{cfg.rs}"
-            + (" lean" if cfg.lean else "") + (f" stream{cfg.stream}" if cfg.stream else ""))
+            + (" lean" if cfg.lean else "") + (f" stream{cfg.stream}" if cfg.stream else "") + (f" tail{cfg.stream_tail}" if cfg.stream_tail else ""))
 
 
 def merge_row(path: Path, layout: str, r: dict) -> None:
@@ -199,6 +205,7 @@ def main() -> None:
                 if "--k-stages" in args else None)
     splits = tuple(int(v) for v in args[args.index("--splits") + 1].split(",")) if "--splits" in args else ()
     streams = tuple(int(v) for v in args[args.index("--stream") + 1].split(",")) if "--stream" in args else ()
+    tails = tuple(int(v) for v in args[args.index("--stream-tail") + 1].split(",")) if "--stream-tail" in args else (0,)
     stream_only = "--stream-only" in args
     n_top = int(args[args.index("--top") + 1]) if "--top" in args else 4
     budget = float(args[args.index("--budget-s") + 1]) if "--budget-s" in args else math.inf
@@ -212,7 +219,7 @@ def main() -> None:
     for K, N in shapes:
         for M in ms:
             tiles = candidates(M, K, N, quick, "--ws" in args, "--ws-only" in args, k_stages, splits,
-                               "--lean-regs" in args, layout == "awq", streams)
+                               "--lean-regs" in args, layout == "awq", streams, tails)
             if stream_only:
                 tiles = [c for c in tiles if c.stream]
             refused = [c for c in tiles if c.stream and not streams_at(c, M, N, K)]

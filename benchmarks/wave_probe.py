@@ -8,8 +8,11 @@ grows with whole waves (4224 -> 8448 -> 12672 ~ 1 : 2 : 3, and 14336 costs as mu
 empty wave is what is lost and a tile order or split that evens it out should pay; if it grows with the tile
 count (14336 at ~3.39 waves' time), a shared resource (L2 or DRAM traffic) sets the pace and no balancing helps
 (session 20: stream-K on that launch gained nothing). cuBLAS on the same shapes for comparison. Graph times.
+``--stream P:T,...`` also times the tile launched stream-K at P programs an SM with TileConfig.stream_tail T
+(1:1 on a whole number of waves streams nothing: the persistent loop's own cost against one tile a program).
 """
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -31,6 +34,7 @@ def main() -> None:
 
     M, K, ref_n = int(opt("--m", "1024")), int(opt("--k", "4096")), int(opt("--ref-n", "14336"))
     ns = [int(v) for v in opt("--n", "4224,8448,12672,14336,16896").split(",")]
+    streams = [tuple(int(v) for v in pt.split(":")) for pt in opt("--stream", "").split(",") if pt]
     picked = pick_config(M, ref_n, K)
     cfg = picked.gptq_rs or picked
     sms = torch.cuda.get_device_properties(0).multi_processor_count
@@ -47,6 +51,12 @@ def main() -> None:
         print(f"N={N:>6}: {tiles:>5} programs = {tiles / sms:5.2f} waves | ours {ours:7.1f} us "
               f"({ours / math.ceil(tiles / sms):6.1f} a whole wave, {ours / tiles * sms:6.1f} a wave's worth of "
               f"programs) | cuBLAS {cub:7.1f} us | x cuBLAS {cub / ours:.2f}", flush=True)
+        for per_sm, tail in streams:
+            sc = dataclasses.replace(cfg, split_k=1, stream=per_sm, stream_tail=tail)
+            launch = tg.stream_launch(tiles, K // cfg.block_k, per_sm, sms, cfg.block_m * cfg.block_n, tail)
+            t = graph_ms([lambda w=w: tg.triton_gemm(x, w, sc, path_override=path) for w in ws]) * 1e3
+            print(f"          stream {per_sm} tail {tail} (programs, slots, whole tiles: {launch}): {t:7.1f} us",
+                  flush=True)
         ws = ds = None
         torch.cuda.empty_cache()
 

@@ -638,7 +638,11 @@ STREAM_RS_TILES = [(TileConfig(16, 64, 128, 1, 4, 3, rs=1, stream=1), (5, 16, 33
                    (TileConfig(32, 64, 128, 1, 4, 3, rs=3, stream=3), (33, 64)),
                    (TileConfig(64, 64, 128, 1, 4, 4, rs=3, stream=2), (64, 100)),
                    (TileConfig(128, 64, 64, 1, 4, 4, rs=3, stream=1), (300,)),
-                   (TileConfig(256, 128, 64, 1, 8, 6, rs=3, stream=1), (256, 1000))]
+                   (TileConfig(256, 128, 64, 1, 8, 6, rs=3, stream=1), (256, 1000)),
+                   # hybrid (stream_tail): at 1000 tokens, 378 tiles of 16 x 64: two waves whole on 132 SMs and
+                   # the rest streamed (tail 1), or one wave whole (tail 2)
+                   (TileConfig(16, 64, 128, 1, 4, 3, rs=1, stream=1, stream_tail=1), (1000,)),
+                   (TileConfig(16, 64, 128, 1, 4, 3, rs=3, stream=1, stream_tail=2), (1000,))]
 
 
 @pytest.mark.parametrize("layout", ["gptq_v1", "awq_gemm"])
@@ -664,7 +668,12 @@ def test_stream_k_on_a_large_layer():
                                   (1024, TileConfig(256, 128, 64, 1, 8, 3, rs=1, stream=1)),
                                   (256, TileConfig(128, 64, 64, 1, 4, 4, rs=2, stream=2)),
                                   (16, TileConfig(16, 128, 128, 1, 4, 4, rs=3, stream=2)),
-                                  (1024, TileConfig(256, 128, 64, 1, 8, 6, rs=3, stream=1))), tg.DOT_RS)
+                                  (1024, TileConfig(256, 128, 64, 1, 8, 6, rs=3, stream=1)),
+                                  # hybrid on 132 SMs: 1024 tiles of 64x64, 7 waves whole (tail 1) or 6 (tail 2);
+                                  # 512 of 128x64, 3 waves whole; the rest streamed
+                                  (1000, TileConfig(64, 64, 128, 1, 4, 4, rs=1, stream=1, stream_tail=1)),
+                                  (1024, TileConfig(128, 64, 64, 1, 4, 4, rs=3, stream=1, stream_tail=1)),
+                                  (1024, TileConfig(64, 64, 128, 1, 4, 4, rs=3, stream=1, stream_tail=2))), tg.DOT_RS)
 
 
 def test_transposed_register_tile_on_a_large_layer():

@@ -103,8 +103,67 @@ def test_a_stream_launch_past_the_slot_budget_is_refused(monkeypatch):
     # tile in at most two programs, 448 x 2 x 32768 slot values = 29.4M, past the 16.8M budget
     assert tg.stream_launch(448, 64, 1, 132, 256 * 128) is None
     monkeypatch.setattr(tg, "RS_SLOT_VALUES", 1 << 25)
-    assert tg.stream_launch(448, 64, 1, 132, 256 * 128) == (132, 2)
+    assert tg.stream_launch(448, 64, 1, 132, 256 * 128) == (132, 2, 0)
     # small tiles, two programs an SM: ranges of 13 or 14 steps meet a 32-step tile in up to four programs
-    assert tg.stream_launch(112, 32, 2, 132, 16 * 128) == (264, 4)
+    assert tg.stream_launch(112, 32, 2, 132, 16 * 128) == (264, 4, 0)
     # the kernel's step arithmetic is int32: (s + 1) * programs must stay below 2^31
     assert tg.stream_launch(1 << 16, 1 << 10, 4, 132, 1) is None
+
+
+def test_a_hybrid_launch_streams_only_its_last_waves_and_fits_the_slot_budget():
+    """stream_tail: the M = 1024 4096x14336 launch (448 tiles of 256x128, 3.39 waves on 132 SMs) runs three
+    waves whole and streams the last 52 tiles (tail 1), or two waves whole and 184 tiles streamed (tail 2); only
+    the streamed tiles take slots, so both fit the 16.8M budget the pure launch passes."""
+    from repack.kernels import triton_gemm as tg
+    # tail 1: 52 tiles x 64 steps over 132 programs, ranges of 25-26 steps: a tile meets at most 4 programs
+    assert tg.stream_launch(448, 64, 1, 132, 256 * 128, 1) == (132, 4, 396)
+    # tail 2: 184 x 64 steps, ranges of 89-90 steps: a tile meets at most 2
+    assert tg.stream_launch(448, 64, 1, 132, 256 * 128, 2) == (132, 2, 264)
+    # a whole number of waves and tail 1: nothing streams (a persistent launch)
+    assert tg.stream_launch(264, 64, 1, 132, 256 * 128, 1) == (132, 1, 264)
+    # fewer tiles than programs: every tile streams, whatever the tail
+    assert tg.stream_launch(100, 64, 1, 132, 256 * 128, 1)[2] == 0
+
+
+def _hybrid_work(tiles: int, steps: int, programs: int, whole: int) -> list[list[tuple[int, int]]]:
+    """Each program's (tile, step) pairs as the hybrid kernel walks them: tiles pid, pid + P, ... below `whole`
+    whole, then its range of the streamed steps (offset by whole x steps)."""
+    total = (tiles - whole) * steps
+    work = []
+    for p in range(programs):
+        pairs = [(t, k) for t in range(p, whole, programs) for k in range(steps)]
+        pairs += [divmod(whole * steps + s, steps) for s in range(p * total // programs, (p + 1) * total // programs)]
+        work.append(pairs)
+    return work
+
+
+@pytest.mark.parametrize("tiles, steps, per_sm, sms, tail", [c + (t,) for c in CASES[::3] for t in (1, 2, 3)]
+                         + [(448, 64, 1, 132, 1), (448, 64, 1, 132, 2), (896, 64, 1, 132, 1), (7, 1, 1, 5, 1)])
+def test_a_hybrid_launch_covers_every_step_once_and_its_cut_tiles_meet_in_their_own_slots(tiles, steps, per_sm,
+                                                                                         sms, tail):
+    """Brute force over the hybrid partition (gluon_rs.stream_whole_tiles): every (tile, step) pair is done by
+    exactly one program, the whole tiles are a whole number of waves, every program's streamed range holds a step
+    where anything streams, and a cut tile's parts are the programs the kernel's owner formula names from the
+    streamed steps' start, within the slots the host reserves."""
+    from repack.kernels.gluon_rs import stream_programs, stream_slots, stream_whole_tiles
+    programs = stream_programs(tiles, steps, per_sm, sms)
+    whole = stream_whole_tiles(tiles, steps, programs, tail)
+    assert whole % programs == 0 and 0 <= whole <= tiles
+    wanted = max(0, tiles // programs - tail + 1) * programs  # all whole waves but the last tail - 1
+    # ... or fewer, only where one more wave whole would leave a program without a streamed step
+    assert whole == wanted or (whole < wanted and 0 < (tiles - whole - programs) * steps < programs)
+    work = _hybrid_work(tiles, steps, programs, whole)
+    done = sorted(pair for pairs in work for pair in pairs)
+    assert done == [(t, k) for t in range(tiles) for k in range(steps)]
+    total = (tiles - whole) * steps
+    if total:
+        assert total >= programs  # each streamed range holds a step
+        slots = stream_slots(steps, total, programs)
+        for t in range(whole, tiles):
+            parts = [p for p, pairs in enumerate(work) if any(pt == t for pt, _ in pairs)]
+            cut = t - whole
+            first, last = _owner(cut * steps, total, programs), _owner(cut * steps + steps - 1, total, programs)
+            assert parts == list(range(first, last + 1))
+            assert len(parts) <= slots
+    for t in range(whole):  # whole tiles: one program, all steps
+        assert sum(1 for pairs in work if (t, 0) in pairs) == 1

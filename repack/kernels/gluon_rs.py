@@ -597,15 +597,17 @@ def _owner(s, total, programs):
 
 
 @gluon.jit
-def _stream_range(M, N, K, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
-    """This stream-K program's range of the launch's (tile, K step) pairs, [start, end), and the launch's steps a
-    tile, column tiles, steps in all and programs."""
+def _stream_range(M, N, K, DP_TILES, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
+    """This stream-K program's range of the launch's streamed (tile, K step) pairs, [start, end): the steps of the
+    tiles after the first DP_TILES (which go whole, one a program, round-robin: _stream_tiles), cut evenly over the
+    programs; and the launch's steps a tile, column tiles, streamed steps in all and programs."""
     programs = gl.num_programs(0)
     pid = gl.program_id(0)
     tiles_n = N // BLOCK_N
     T = K // BLOCK_K
-    total = gl.cdiv(M, BLOCK_M) * tiles_n * T
-    return pid * total // programs, (pid + 1) * total // programs, T, tiles_n, total, programs
+    total = (gl.cdiv(M, BLOCK_M) * tiles_n - DP_TILES) * T
+    first = DP_TILES * T
+    return first + pid * total // programs, first + (pid + 1) * total // programs, T, tiles_n, total, programs
 
 
 @gluon.jit
@@ -618,20 +620,41 @@ def _stream_segment(s, end, T, tiles_n, BLOCK_M: gl.constexpr, BLOCK_N: gl.const
 
 @gluon.jit
 def _stream_store(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, steps, T, total, programs, slots_a_tile,
-                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
+                  DP_TILES, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
     """A stream-K piece's sums: the tile itself where the piece is the whole tile, else its part through the
-    tile's slots (the parts are the programs _owner names for the tile's first and last step)."""
+    tile's slots (the parts are the programs _owner names for the tile's first and last step, counted from the
+    streamed tiles' first step; slots and counters are the streamed tiles' own, from 0)."""
     if steps == T:
         _store_out(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, 1, BLOCK_M, BLOCK_N, False)
     else:
-        first = _owner(tile * T, total, programs)
-        _store_part(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, gl.program_id(0) - first,
-                    _owner(tile * T + T - 1, total, programs) - first + 1, slots_a_tile, BLOCK_M, BLOCK_N)
+        cut = tile - DP_TILES
+        first = _owner(cut * T, total, programs)
+        _store_part(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, cut, gl.program_id(0) - first,
+                    _owner(cut * T + T - 1, total, programs) - first + 1, slots_a_tile, BLOCK_M, BLOCK_N)
+
+
+@gluon.jit
+def _stream_piece(x_ring, q_ring, bars, x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, s, end, T,
+                  tiles_n, total, programs, slots_a_tile, DP_TILES, group_size, zero_offset, ssg, szg, sym,
+                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
+                  L4: gl.constexpr, MMA: gl.constexpr, DOTA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr,
+                  L6: gl.constexpr, POST: gl.constexpr):
+    """One piece of a stream-K program's work from step ``s`` (a whole tile or a part of one): its sums, their
+    store, the ring made anew (_tile_sums waited for every refill). Returns the piece's steps."""
+    tile, k0, steps, m0, n0 = _stream_segment(s, end, T, tiles_n, BLOCK_M, BLOCK_N)
+    k_begin = k0 * BLOCK_K
+    acc = _tile_sums(x_ring, q_ring, bars, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, steps,
+                     k_begin + (steps - 1) * BLOCK_K, group_size, zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K,
+                     STAGES, L4, MMA, DOTA, PENDING, AWQ, L6, POST)
+    _stream_store(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, steps, T, total, programs, slots_a_tile,
+                  DP_TILES, BLOCK_M, BLOCK_N)
+    ring_barriers_again(bars, STAGES)
+    return steps
 
 
 @gluon.jit
 def w4_rs_stream_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
-                        M, N, K, K_SPLIT, split_k, group_size, zero_offset, ssg, szg, sym,
+                        M, N, K, DP_TILES, split_k, group_size, zero_offset, ssg, szg, sym,
                         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
                         STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr,
                         AWQ: gl.constexpr = False, L6: gl.constexpr = None, POST: gl.constexpr = False):
@@ -639,28 +662,43 @@ def w4_rs_stream_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
     a program (a 1-D grid of a few programs an SM, stream_programs()), so every SM does the same number of K
     steps whatever the number of tiles. A range that covers a whole tile writes it; the parts of a tile cut
     between programs meet through _store_part's slots (``split_k``: slots a tile, at least the most programs a tile
-    can have, stream_slots(); K_SPLIT and SPLIT unused). The ring is used again for each tile of a range: its
-    barriers are made anew between tiles (back at phase 0, as _tile_sums expects)."""
+    can have, stream_slots(); SPLIT unused). Hybrid (TileConfig.stream_tail): the first DP_TILES tiles, a whole
+    number of waves, go whole first, tile pid + i programs, and only the rest stream (DP_TILES sits in the other
+    kernels' K_SPLIT place: the launch signatures stay one). The ring is used again for each piece: its barriers
+    are made anew between pieces (back at phase 0, as _tile_sums expects)."""
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
-    s, end, T, tiles_n, total, programs = _stream_range(M, N, K, BLOCK_M, BLOCK_N, BLOCK_K)
+    s, end, T, tiles_n, total, programs = _stream_range(M, N, K, DP_TILES, BLOCK_M, BLOCK_N, BLOCK_K)
     x_ring, q_ring = _rings(x_desc, q_desc, STAGES)
     bars = ring_barriers(STAGES)
+    t = gl.program_id(0)
+    while t < DP_TILES:
+        _stream_piece(x_ring, q_ring, bars, x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, t * T,
+                      t * T + T, T, tiles_n, total, programs, split_k, DP_TILES, group_size, zero_offset, ssg, szg,
+                      sym, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, PENDING, AWQ, L6, POST)
+        t += programs
     while s < end:
-        tile, k0, steps, m0, n0 = _stream_segment(s, end, T, tiles_n, BLOCK_M, BLOCK_N)
-        k_begin = k0 * BLOCK_K
-        acc = _tile_sums(x_ring, q_ring, bars, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, steps,
-                         k_begin + (steps - 1) * BLOCK_K, group_size, zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K,
-                         STAGES, L4, MMA, DOTA, PENDING, AWQ, L6, POST)
-        _stream_store(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, steps, T, total, programs, split_k,
-                      BLOCK_M, BLOCK_N)
-        s += steps
-        ring_barriers_again(bars, STAGES)  # (_tile_sums waited for every refill)
+        s += _stream_piece(x_ring, q_ring, bars, x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, s, end,
+                           T, tiles_n, total, programs, split_k, DP_TILES, group_size, zero_offset, ssg, szg, sym,
+                           BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, PENDING, AWQ, L6, POST)
 
 
 def stream_programs(tiles: int, steps: int, per_sm: int, sms: int) -> int:
     """Programs of a stream-K launch of ``tiles`` tiles of ``steps`` K steps: ``per_sm`` an SM, at most one a step
     (every range then holds a step, so every program counted in a tile's parts stores one)."""
     return max(1, min(tiles * steps, per_sm * sms))
+
+
+def stream_whole_tiles(tiles: int, steps: int, programs: int, tail: int) -> int:
+    """Tiles a hybrid stream-K launch (TileConfig.stream_tail = ``tail`` > 0) runs whole, one a program, before the
+    rest stream: every whole wave of ``programs`` tiles but the last ``tail`` - 1, so the streamed part is the
+    last partial wave and ``tail`` - 1 waves before it (the paper's "data-parallel + stream-K"; tail 0: every tile
+    streams). Fewer where the streamed part would give a program no step (the ranges must each hold one)."""
+    if tail <= 0:
+        return 0
+    whole = max(0, tiles // programs - tail + 1) * programs
+    while whole and 0 < (tiles - whole) * steps < programs:
+        whole -= programs
+    return whole
 
 
 def stream_maxnreg(warps: int, per_sm: int, post: bool, block_m: int, block_n: int) -> int | None:
@@ -854,11 +892,18 @@ def _ws_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, 
 
 
 @gluon.jit
-def _ws_stream_load(x_desc, q_desc, x_ring, q_ring, ready, empty, s, end, T, tiles_n, BLOCK_M: gl.constexpr,
-                    BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, AWQ: gl.constexpr):
-    """The load warp of the warp-specialized stream-K tile: each piece of the range in turn, the ring's position
-    carried from piece to piece (the MMA warps count alike)."""
+def _ws_stream_load(x_desc, q_desc, x_ring, q_ring, ready, empty, s, end, T, tiles_n, programs, DP_TILES,
+                    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
+                    AWQ: gl.constexpr):
+    """The load warp of the warp-specialized stream-K tile: the program's whole tiles, then each piece of its
+    range in turn, the ring's position carried from piece to piece (the MMA warps count alike)."""
     base = s * 0
+    t = gl.program_id(0)
+    while t < DP_TILES:
+        tile, k0, steps, m0, n0 = _stream_segment(t * T, t * T + T, T, tiles_n, BLOCK_M, BLOCK_N)
+        _ws_load(x_desc, q_desc, x_ring, q_ring, ready, empty, m0, n0, 0, T, BLOCK_K, STAGES, AWQ, base)
+        base += T
+        t += programs
     while s < end:
         tile, k0, steps, m0, n0 = _stream_segment(s, end, T, tiles_n, BLOCK_M, BLOCK_N)
         _ws_load(x_desc, q_desc, x_ring, q_ring, ready, empty, m0, n0, k0 * BLOCK_K, steps, BLOCK_K, STAGES, AWQ, base)
@@ -867,24 +912,46 @@ def _ws_stream_load(x_desc, q_desc, x_ring, q_ring, ready, empty, s, end, T, til
 
 
 @gluon.jit
+def _ws_stream_piece(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, s, end, T, tiles_n,
+                     total, programs, slots_a_tile, DP_TILES, group_size, zero_offset, ssg, szg, sym, base,
+                     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
+                     L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr,
+                     L6: gl.constexpr, POST: gl.constexpr):
+    """The MMA warps' share of one piece from step ``s`` at ring position ``base``: its sums and their store; with
+    PENDING 1 the last step's slot, which _ws_tile_sums keeps, goes back to the load warp here (the next piece's
+    loads wait for it). Returns the piece's steps."""
+    tile, k0, steps, m0, n0 = _stream_segment(s, end, T, tiles_n, BLOCK_M, BLOCK_N)
+    k_begin = k0 * BLOCK_K
+    acc = _ws_tile_sums(x_ring, q_ring, ready, empty, s_ptr, z_ptr, k_begin, steps,
+                        k_begin + (steps - 1) * BLOCK_K, group_size, zero_offset, ssg, szg, n0, BLOCK_M, BLOCK_N,
+                        BLOCK_K, STAGES, L4, MMA, PENDING, AWQ, L6, POST, base)
+    if PENDING == 1 and not POST:
+        mbarrier.arrive(empty.index((base + steps - 1) % STAGES), count=1)
+    _stream_store(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, steps, T, total, programs, slots_a_tile,
+                  DP_TILES, BLOCK_M, BLOCK_N)
+    return steps
+
+
+@gluon.jit
 def _ws_stream_mma(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, s, end, T, tiles_n,
-                   total, programs, slots_a_tile, group_size, zero_offset, ssg, szg, sym, BLOCK_M: gl.constexpr,
-                   BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr, L4: gl.constexpr,
-                   MMA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr, POST: gl.constexpr):
-    """The MMA warps of the warp-specialized stream-K tile: each piece's sums and their store, the ring's position
-    carried from piece to piece; with PENDING 1 the last step's slot, which _ws_tile_sums keeps, goes back to the
-    load warp here (the next piece's loads wait for it)."""
+                   total, programs, slots_a_tile, DP_TILES, group_size, zero_offset, ssg, szg, sym,
+                   BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, STAGES: gl.constexpr,
+                   L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr,
+                   POST: gl.constexpr):
+    """The MMA warps of the warp-specialized stream-K tile: the program's whole tiles, then each piece of its
+    range, the ring's position carried from piece to piece."""
     base = s * 0
+    t = gl.program_id(0)
+    while t < DP_TILES:
+        base += _ws_stream_piece(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, t * T,
+                                 t * T + T, T, tiles_n, total, programs, slots_a_tile, DP_TILES, group_size,
+                                 zero_offset, ssg, szg, sym, base, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA,
+                                 PENDING, AWQ, L6, POST)
+        t += programs
     while s < end:
-        tile, k0, steps, m0, n0 = _stream_segment(s, end, T, tiles_n, BLOCK_M, BLOCK_N)
-        k_begin = k0 * BLOCK_K
-        acc = _ws_tile_sums(x_ring, q_ring, ready, empty, s_ptr, z_ptr, k_begin, steps,
-                            k_begin + (steps - 1) * BLOCK_K, group_size, zero_offset, ssg, szg, n0, BLOCK_M, BLOCK_N,
-                            BLOCK_K, STAGES, L4, MMA, PENDING, AWQ, L6, POST, base)
-        if PENDING == 1 and not POST:
-            mbarrier.arrive(empty.index((base + steps - 1) % STAGES), count=1)
-        _stream_store(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, steps, T, total, programs, slots_a_tile,
-                      BLOCK_M, BLOCK_N)
+        steps = _ws_stream_piece(x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, s, end, T,
+                                 tiles_n, total, programs, slots_a_tile, DP_TILES, group_size, zero_offset, ssg, szg,
+                                 sym, base, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, PENDING, AWQ, L6, POST)
         base += steps
         s += steps
 
@@ -922,22 +989,23 @@ def w4_rs_ws_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
 
 @gluon.jit
 def w4_rs_ws_stream_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
-                           M, N, K, K_SPLIT, split_k, group_size, zero_offset, ssg, szg, sym,
+                           M, N, K, DP_TILES, split_k, group_size, zero_offset, ssg, szg, sym,
                            BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
                            STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr,
                            AWQ: gl.constexpr = False, L6: gl.constexpr = None, POST: gl.constexpr = False):
-    """w4_rs_ws_kernel launched stream-K (w4_rs_stream_kernel's ranges, parts and slots: ``split_k`` slots a tile).
-    The load warp and the MMA warps walk the same pieces of the program's range; the ring's barriers keep their
-    phases from piece to piece (both sides count the ring's position across pieces), so nothing is made anew."""
-    start, end, T, tiles_n, total, programs = _stream_range(M, N, K, BLOCK_M, BLOCK_N, BLOCK_K)
+    """w4_rs_ws_kernel launched stream-K (w4_rs_stream_kernel's whole tiles, ranges, parts and slots: ``split_k``
+    slots a tile). The load warp and the MMA warps walk the same pieces of the program's work; the ring's barriers
+    keep their phases from piece to piece (both sides count the ring's position across pieces), so nothing is
+    made anew."""
+    start, end, T, tiles_n, total, programs = _stream_range(M, N, K, DP_TILES, BLOCK_M, BLOCK_N, BLOCK_K)
     x_ring, q_ring = _rings(x_desc, q_desc, STAGES)
     ready, empty = _ws_barriers(STAGES)
     gl.warp_specialize([
         (_ws_stream_mma, (x_ring, q_ring, ready, empty, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, start, end, T,
-                          tiles_n, total, programs, split_k, group_size, zero_offset, ssg, szg, sym, BLOCK_M, BLOCK_N,
-                          BLOCK_K, STAGES, L4, MMA, PENDING, AWQ, L6, POST)),
-        (_ws_stream_load, (x_desc, q_desc, x_ring, q_ring, ready, empty, start, end, T, tiles_n, BLOCK_M, BLOCK_N,
-                           BLOCK_K, STAGES, AWQ)),
+                          tiles_n, total, programs, split_k, DP_TILES, group_size, zero_offset, ssg, szg, sym,
+                          BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, PENDING, AWQ, L6, POST)),
+        (_ws_stream_load, (x_desc, q_desc, x_ring, q_ring, ready, empty, start, end, T, tiles_n, programs, DP_TILES,
+                           BLOCK_M, BLOCK_N, BLOCK_K, STAGES, AWQ)),
     ], [1], [WS_LOAD_REGS])
 
 

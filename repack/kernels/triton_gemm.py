@@ -1001,17 +1001,21 @@ def _cdiv(a: int, b: int) -> int:
 _workspaces: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def stream_launch(tiles: int, steps: int, per_sm: int, sms: int, tile_values: int) -> tuple[int, int] | None:
-    """A stream-K launch's programs and slots a tile (gluon_rs.stream_programs, stream_slots), or None where it
-    cannot be launched so: its slots would pass RS_SLOT_VALUES, or (s + 1) * programs would overflow the kernel's
-    int32 step arithmetic. The dispatch then launches the tile one tile a program (session 20: the M = 1024
-    4096x14336 stream sweep's 256x128 tiles needed 29M slot values and so timed the one-tile kernel)."""
-    from .gluon_rs import stream_programs, stream_slots
+def stream_launch(tiles: int, steps: int, per_sm: int, sms: int, tile_values: int,
+                  tail: int = 0) -> tuple[int, int, int] | None:
+    """A stream-K launch's programs, slots a streamed tile and tiles run whole first (gluon_rs.stream_programs,
+    stream_slots, stream_whole_tiles with TileConfig.stream_tail), or None where it cannot be launched so: its
+    slots would pass RS_SLOT_VALUES, or (s + 1) * programs would overflow the kernel's int32 step arithmetic. The
+    dispatch then launches the tile one tile a program (session 20: the M = 1024 4096x14336 stream sweep's 256x128
+    tiles needed 29M slot values and so timed the one-tile kernel). Only the streamed tiles have slots."""
+    from .gluon_rs import stream_programs, stream_slots, stream_whole_tiles
     programs = stream_programs(tiles, steps, per_sm, sms)
-    parts = stream_slots(steps, tiles * steps, programs)
-    if tiles * parts * tile_values > RS_SLOT_VALUES or (tiles * steps + 1) * programs >= 1 << 31:
+    whole = stream_whole_tiles(tiles, steps, programs, tail)
+    streamed = tiles - whole
+    parts = stream_slots(steps, streamed * steps, programs) if streamed else 1
+    if streamed * parts * tile_values > RS_SLOT_VALUES or (tiles * steps + 1) * programs >= 1 << 31:
         return None
-    return programs, parts
+    return programs, parts, whole
 
 
 @functools.lru_cache(maxsize=None)
@@ -1293,12 +1297,13 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
     slots = path == DOT_RS and split > 1 and RS_SPLIT_SLOTS and slot_values <= RS_SLOT_VALUES
     streamed = path == DOT_RS and cfg.stream > 0 and x.is_cuda
     if streamed:  # stream-K (gluon_rs.w4_rs_stream_kernel, w4_rs_ws_stream_kernel): a 1-D grid; split: slots a tile
-        launch = stream_launch(tiles, K // block_k, cfg.stream, _sm_count(x.device.index), block_m * block_n)
+        launch = stream_launch(tiles, K // block_k, cfg.stream, _sm_count(x.device.index), block_m * block_n,
+                               cfg.stream_tail)
         streamed = launch is not None
-        if streamed:
-            programs, parts = launch
-            slot_values = tiles * parts * block_m * block_n
-            grid, split, k_split, slots = (programs, 1, 1), parts, K, True
+        if streamed:  # k_split: the tiles run whole first (the stream kernels' DP_TILES)
+            programs, parts, whole = launch
+            slot_values = (tiles - whole) * parts * block_m * block_n
+            grid, split, k_split, slots = (programs, 1, 1), parts, whole, True
     ws, cnt = ((_workspace(x.device, stream, slot_values, tiles, slots=True) if slots
                 else _workspace(x.device, stream, M * N, tiles)) if split > 1 else (y, y))
     perm = None

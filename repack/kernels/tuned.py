@@ -46,6 +46,10 @@ class TileConfig:
     # > 0: a gluon_rs tile launched stream-K, this many programs an SM, each program an even share of the launch's
     # K steps across tiles (gluon_rs.w4_rs_stream_kernel, w4_rs_ws_stream_kernel for rs 3; split_k unused)
     stream: int = 0
+    # > 0 (with stream): hybrid stream-K, the launch's whole waves of tiles but the last stream_tail - 1 run one
+    # whole tile a program first, and only the rest (the last partial wave and stream_tail - 1 waves) streams
+    # (gluon_rs.stream_whole_tiles; the wave probe of session 21: a 3.39-wave launch takes 4 waves' time)
+    stream_tail: int = 0
     # 4-bit GPTQ-order layers with sequential groups take this tile instead where the table has one (gluon_rs's,
     # measured faster for them: benchmarks/diag_rs.py), and so do AutoAWQ gemm layers without an awq_rs tile;
     # every other layer (Marlin, act-order, other bit widths) keeps the tile above, which is what its own paths
@@ -116,7 +120,7 @@ def config_of(entry: dict, M: int, N: int, K: int) -> TileConfig:
         split = cluster
     cfg = TileConfig(c["block_m"], block_n, c["block_k"], split, c["num_warps"], c["num_stages"], c.get("pipe", False),
                      c.get("ws", False), cluster, c.get("ring", False), int(c.get("rs", 0)), c.get("lean", False),
-                     int(c.get("stream", 0)))
+                     int(c.get("stream", 0)), int(c.get("stream_tail", 0)))
     if "rs" in entry:  # {"config": ..., "target_programs": ...}: the tile of 4-bit GPTQ-order layers
         cfg = dataclasses.replace(cfg, gptq_rs=config_of(entry["rs"], M, N, K))
     if "awq_rs" in entry:  # the same, measured on AutoAWQ's words
