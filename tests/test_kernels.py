@@ -642,7 +642,11 @@ STREAM_RS_TILES = [(TileConfig(16, 64, 128, 1, 4, 3, rs=1, stream=1), (5, 16, 33
                    # hybrid (stream_tail): at 1000 tokens, 378 tiles of 16 x 64: two waves whole on 132 SMs and
                    # the rest streamed (tail 1), or one wave whole (tail 2)
                    (TileConfig(16, 64, 128, 1, 4, 3, rs=1, stream=1, stream_tail=1), (1000,)),
-                   (TileConfig(16, 64, 128, 1, 4, 3, rs=3, stream=1, stream_tail=2), (1000,))]
+                   (TileConfig(16, 64, 128, 1, 4, 3, rs=3, stream=1, stream_tail=2), (1000,)),
+                   # 352 tokens: 132 tiles, one whole wave on 132 SMs and nothing streamed (the counters must
+                   # still be the workspace's int32, not y)
+                   (TileConfig(16, 64, 128, 1, 4, 3, rs=3, stream=1, stream_tail=1), (352,)),
+                   (TileConfig(16, 64, 128, 1, 4, 3, rs=2, stream=1, stream_tail=1), (352,))]
 
 
 @pytest.mark.parametrize("layout", ["gptq_v1", "awq_gemm"])

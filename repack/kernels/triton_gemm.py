@@ -1305,7 +1305,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             slot_values = (tiles - whole) * parts * block_m * block_n
             grid, split, k_split, slots = (programs, 1, 1), parts, whole, True
     ws, cnt = ((_workspace(x.device, stream, slot_values, tiles, slots=True) if slots
-                else _workspace(x.device, stream, M * N, tiles)) if split > 1 else (y, y))
+                else _workspace(x.device, stream, M * N, tiles)) if split > 1 or streamed else (y, y))
     perm = None
     if w.x_perm is not None:  # Marlin act-order: the layout's rows are inputs in x_perm order
         perm = w.x_perm.to(device=x2.device, dtype=torch.long)
@@ -1374,7 +1374,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             path not in (DOT_PIPE, DOT_WS):
         if len(_plans) >= 4096:  # shapes of many layers and lengths: start over rather than grow
             _plans.clear()
-        workspace = (ws, cnt, ws.data_ptr(), cnt.data_ptr()) if split > 1 else None  # the tensors keep the pointers valid
+        # the tensors keep the pointers valid (a stream launch always has them: the counters are int32 even where
+        # a hybrid launch streams nothing, or its kernel would compile with y's type for them)
+        workspace = (ws, cnt, ws.data_ptr(), cnt.data_ptr()) if split > 1 or streamed else None
         # the weight's own tensors are not stored: a plan must not keep a dropped layer in GPU memory
         encoded = None
         if path == DOT_RS:  # x_desc, q_desc, scales, zeros, y, ws, cnt, ...: descriptors remade from the tile
