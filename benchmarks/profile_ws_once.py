@@ -5,7 +5,8 @@ Nsight Compute:
         python benchmarks/profile_ws_once.py [default | ws [SKIP] | rs BM BN BK WARPS STAGES RS | cublas | tinygemm]
             [M=.. K=.. N=..]
 
-(``rs``: gluon_rs's tile forced, e.g. ``rs 64 64 128 4 4 3 M=256 K=4096 N=4096``; kernel name regex:w4_rs)
+(``rs``: gluon_rs's tile forced, e.g. ``rs 64 64 128 4 4 3 M=256 K=4096 N=4096``; kernel name regex:w4_rs; two more
+numbers launch it stream-K: programs an SM and TileConfig.stream_tail, e.g. ``rs 256 128 64 8 4 3 1 1``)
 
 (`ncu` is on the lent GPU machine at /usr/local/cuda/bin/ncu; results/ncu-*.txt)."""
 
@@ -40,8 +41,8 @@ else:
         cfg = TileConfig(128, 128, 128, 1, 4, 3, ws=True)
         run = lambda: triton_gemm(x, w, cfg, path_override=DOT_WS)  # noqa: E731
     elif what == "rs":
-        bm, bn, bk, warps, stages, rs = (int(v) for v in args[1:7])
-        cfg = TileConfig(bm, bn, bk, 1, warps, stages, rs=rs)
+        bm, bn, bk, warps, stages, rs, stream, tail = (int(v) for v in (args[1:9] + ["0", "0"])[:8])
+        cfg = TileConfig(bm, bn, bk, 1, warps, stages, rs=rs, stream=stream, stream_tail=tail)
         run = lambda: triton_gemm(x, w, cfg, path_override=DOT_RS)  # noqa: E731
     else:
         run = lambda: triton_gemm(x, w)  # noqa: E731
