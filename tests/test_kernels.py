@@ -680,6 +680,31 @@ def test_stream_k_on_a_large_layer():
                                   (1024, TileConfig(64, 64, 128, 1, 4, 4, rs=3, stream=1, stream_tail=2))), tg.DOT_RS)
 
 
+@pytest.mark.parametrize("layout", ["gptq_v1", "awq_gemm"])
+def test_column_views_run_the_transposed_tile(tmp_path, layout):
+    """PackedWeight.columns through gluon_rs (word rows, scales and zeros strided as the whole layer's; y written
+    through a column view of one output): two launches over [0, 768) and [768, 1024), with different tiles and a
+    K split, fill every output within tolerance of the float64 oracle."""
+    from repack.kernels import triton_gemm as tg
+    seed = random.randrange(2**31)
+    if layout == "gptq_v1":
+        w, W = random_gptq_words(1024, 1024, 128, seed)
+        W = W.t().cpu()
+    else:
+        from tests.triton_checks import awq_layer
+        w, W = awq_layer(tmp_path, seed % 1000, 128, 1024, 1024, "cuda")
+    x = torch.randn(300, 1024, generator=torch.Generator().manual_seed(seed)).half().cuda()
+    y = torch.full((300, 1024), float("nan"), dtype=torch.float16, device="cuda")
+    tg.triton_gemm(x, w.columns(0, 768), TileConfig(128, 128, 64, 1, 8, 4, rs=3), out=y[:, :768],
+                   path_override=tg.DOT_RS)
+    tg.triton_gemm(x, w.columns(768, 1024), TileConfig(64, 64, 128, 2, 4, 4, rs=1), out=y[:, 768:],
+                   path_override=tg.DOT_RS)
+    assert torch.isfinite(y).all(), f"outputs left unwritten (seed {seed})"
+    want = x.double().cpu() @ W
+    rel = float((y.double().cpu() - want).norm() / want.norm())
+    assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed})"
+
+
 def test_transposed_register_tile_on_a_large_layer():
     """Many K steps (the ring wraps dozens of times: the mbarrier phases), many programs, 256-wide tiles."""
     from repack.kernels import triton_gemm as tg

@@ -162,15 +162,16 @@ def mma_layout(block_m: int, warps: int) -> gl.NVMMADistributedLayout:
 
 
 def q_descriptor(w, block_n: int, block_k: int) -> TensorDescriptor:
-    """The words [K/8, N] in [BLOCK_K/8, BLOCK_N] boxes."""
+    """The words [K/8, N] in [BLOCK_K/8, BLOCK_N] boxes (rows as the tensor strides them: a column view's rows
+    are the whole layer's, PackedWeight.columns)."""
     K, N = w.in_features, w.out_features
-    return TensorDescriptor(w.qweight, [K // 8, N], [N, 1], [block_k // 8, block_n], _plain(32, 2))
+    return TensorDescriptor(w.qweight, [K // 8, N], [w.qweight.stride(0), 1], [block_k // 8, block_n], _plain(32, 2))
 
 
 def awq_q_descriptor(w, block_n: int, block_k: int) -> TensorDescriptor:
-    """AutoAWQ's words [K, N/8] in [BLOCK_K, BLOCK_N/8] boxes."""
+    """AutoAWQ's words [K, N/8] in [BLOCK_K, BLOCK_N/8] boxes (rows as the tensor strides them)."""
     K, N = w.in_features, w.out_features
-    return TensorDescriptor(w.qweight, [K, N // 8], [N // 8, 1], [block_k, block_n // 8], _plain(32, 2))
+    return TensorDescriptor(w.qweight, [K, N // 8], [w.qweight.stride(0), 1], [block_k, block_n // 8], _plain(32, 2))
 
 
 def words_descriptor(w, block_n: int, block_k: int, awq: bool) -> TensorDescriptor:

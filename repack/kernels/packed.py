@@ -74,6 +74,25 @@ class PackedWeight:
         return dataclasses.replace(self, qweight=move(self.qweight), scales=move(self.scales),
                                    zeros=move(self.zeros), g_idx=move(self.g_idx), x_perm=move(self.x_perm))
 
+    def columns(self, start: int, stop: int) -> "PackedWeight":
+        """Output columns [start, stop) as views of the same tensors (nothing copied): a launch over them writes
+        those columns of y (e.g. a layer split so that its first launch fills whole waves of SMs). GPTQ-order and
+        AutoAWQ gemm words with plain scales; packed zeros and AWQ words hold 32 / bits columns a word, so the
+        bounds must fall on word edges."""
+        if self.codes not in (CODES_ALONG_K, CODES_ALONG_N_AWQ) or self.scales_layout != SCALES_PLAIN \
+                or self.zeros_layout not in (ZEROS_ALONG_N, ZEROS_ALONG_N_AWQ, ZEROS_INT) or self.x_perm is not None:
+            raise ValueError(f"{self.source or 'layer'}: no column views of {self.codes} codes with "
+                             f"{self.zeros_layout} zeros and {self.scales_layout} scales")
+        per = 32 // self.bits if 32 % self.bits == 0 else 0
+        packed = self.codes == CODES_ALONG_N_AWQ or self.zeros_layout != ZEROS_INT
+        if not 0 <= start < stop <= self.out_features or (packed and (not per or start % per or stop % per)):
+            raise ValueError(f"{self.source or 'layer'}: columns [{start}, {stop}) are not a range within its "
+                             f"{self.out_features} on {per or '(no)'}-column word edges")
+        words = self.qweight[:, start // per:stop // per] if self.codes == CODES_ALONG_N_AWQ else self.qweight[:, start:stop]
+        zeros = self.zeros[:, start:stop] if self.zeros_layout == ZEROS_INT else self.zeros[:, start // per:stop // per]
+        return dataclasses.replace(self, out_features=stop - start, qweight=words, scales=self.scales[:, start:stop],
+                                   zeros=zeros)
+
     @classmethod
     def from_quant_tensor(cls, qt: QuantTensor, source: str = "canonical") -> "PackedWeight":
         return cls(CODES_ALONG_K, ZEROS_INT, qt.bits, qt.in_features, qt.out_features, qt.group_size,

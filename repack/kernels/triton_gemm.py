@@ -1084,7 +1084,7 @@ def _pipe_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, cfg: TileConf
                rs: bool = False) -> bool:
     """Whether gluon_pipe.w4_pipe_kernel (gluon_ws.w4_ws_kernel with ``ws``, gluon_rs.w4_rs_kernel with
     ``rs``) runs this call: GPTQ zeros, whole tiles, a tile its layouts cover (``fits``), and what TMA
-    needs: contiguous weight tensors, 16-byte aligned x rows."""
+    needs: contiguous weight tensors (gluon_rs: 16-byte aligned rows of any stride), 16-byte aligned x rows."""
     if not _gluon_available():  # (before the imports: an older Triton has no Gluon Hopper ops)
         return False
     from .gluon_pipe import fits as pipe_fits
@@ -1102,7 +1102,13 @@ def _pipe_fits(w: PackedWeight, x2: torch.Tensor, y: torch.Tensor, cfg: TileConf
         return False
     if not fits(cfg.block_m, cfg.block_n, block_k, cfg.num_stages, cfg.num_warps):
         return False
-    if not (y.is_contiguous() and all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in (w.qweight, w.scales, w.zeros))):
+    if rs:  # rows as strided (a column view: PackedWeight.columns): TMA's 16-byte rows and bases for the words,
+        # unit column strides for the scales, zeros and y, which are addressed through their row strides
+        if not all(t.stride(1) == 1 and t.data_ptr() % 16 == 0 for t in (w.qweight, w.scales, w.zeros)) \
+                or y.stride(1) != 1 or (w.qweight.stride(0) * 4) % 16:
+            return False
+    elif not (y.is_contiguous() and all(t.is_contiguous() and t.data_ptr() % 16 == 0
+                                        for t in (w.qweight, w.scales, w.zeros))):
         return False
     return not (x2.stride(1) != 1 or (x2.stride(0) * x2.element_size()) % 16 or x2.data_ptr() % 16)
 
