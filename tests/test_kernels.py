@@ -705,6 +705,32 @@ def test_column_views_run_the_transposed_tile(tmp_path, layout):
     assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed})"
 
 
+def test_a_wave_split_layer_matches_the_oracle(monkeypatch):
+    """The default dispatch with a wave split (TileConfig.tail, as on a 10-SM GPU: 22 tiles of 256x128 run their
+    two whole waves' 1280 columns, then 128 columns of 128x64 tiles): every output of one y written and within
+    tolerance, on the first call and from the two launches' plans after it, into a given out and a fresh one."""
+    from repack.kernels import triton_gemm as tg
+    monkeypatch.setattr(tg, "_sm_count", lambda index: 10)
+    tail = TileConfig(128, 64, 64, 1, 4, 4, rs=3)
+    monkeypatch.setattr(tg, "pick_config", lambda M, N, K: TileConfig(
+        64, 64, 64, gptq_rs=TileConfig(256, 128, 64, 1, 8, 4, rs=3, tail=tail)))
+    assert tg.wave_split(512, 1408, TileConfig(256, 128, 64, 1, 8, 4, rs=3, tail=tail), 10) == 1280
+    seed = random.randrange(2**31)
+    w, W = random_gptq_words(1024, 1408, 128, seed)
+    tg._plans.clear()
+    for _ in range(3):
+        x = torch.randn(512, 1024, generator=torch.Generator().manual_seed(seed)).half().cuda()
+        want = x.double() @ W.t()
+        for out in (torch.full((512, 1408), float("nan"), dtype=torch.float16, device="cuda"), None):
+            y = tg.triton_gemm(x, w, out=out).double()
+            assert torch.isfinite(y).all(), f"outputs left unwritten (seed {seed})"
+            rel = float((y - want).norm() / want.norm())
+            assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed})"
+        seed += 1
+    assert len(tg._plans) == 2  # the two launches', not the layer's
+    tg._plans.clear()
+
+
 def test_transposed_register_tile_on_a_large_layer():
     """Many K steps (the ring wraps dozens of times: the mbarrier phases), many programs, 256-wide tiles."""
     from repack.kernels import triton_gemm as tg

@@ -24,6 +24,7 @@ This module imports Triton at the top: import it only where CUDA is present (ker
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import weakref
 
@@ -1152,11 +1153,45 @@ def dot_n_launch(block_m: int, block_n: int, block_k: int, stages: int, warps: i
     return stages, warps
 
 
+def wave_split(M: int, N: int, cfg: TileConfig, sms: int) -> int:
+    """The columns a wave split gives its first launch (0: no split). A launch of ``cfg``'s tiles that ends in a
+    partly empty wave takes as long as a full one (the wave probe of session 21: 448 tiles of 256x128 on 132 SMs,
+    3.39 waves, take 4 waves' time); so the columns of its whole waves go in one launch and the rest in a second
+    on ``cfg.tail``'s smaller tiles (M = 1024 4096x14336: 194.4 against 205.2 µs, benchmarks/wave_split_probe.py).
+    Only where the last wave is at most half full (a fuller one loses little), the tile runs whole K ranges one
+    tile a program, and the tail's tiles cover the rest exactly."""
+    if cfg.tail is None or cfg.split_k > 1 or cfg.stream or cfg.cluster > 1:
+        return 0
+    m_tiles = _cdiv(M, cfg.block_m)
+    waves, rest = divmod(m_tiles * (N // cfg.block_n), sms)
+    if not waves or not rest or rest > sms // 2:
+        return 0
+    first = waves * sms // m_tiles * cfg.block_n
+    return first if 0 < first < N and (N - first) % cfg.tail.block_n == 0 else 0
+
+
+_split_views: dict[int, tuple] = {}
+
+
+def _column_views(w: PackedWeight, first: int) -> tuple[PackedWeight, PackedWeight]:
+    """The weight's columns [0, first) and [first, N) as views, the same objects on every call (each has its
+    own launch plans, keyed by the view), dropped with the weight (a weak reference, as the plans hold)."""
+    kept = _split_views.get(id(w))
+    if kept is None or kept[0]() is not w or kept[1] != first:
+        if len(_split_views) >= 4096:
+            _split_views.clear()
+        kept = (weakref.ref(w), first, w.columns(0, first), w.columns(first, w.out_features))
+        _split_views[id(w)] = kept
+        weakref.finalize(w, _split_views.pop, id(w), None)  # the views would keep the layer's tensors alive
+    return kept[2], kept[3]
+
+
 def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = None,
-                out: torch.Tensor | None = None, path_override: int | None = None) -> torch.Tensor:
+                out: torch.Tensor | None = None, path_override: int | None = None, _plan: bool = False) -> torch.Tensor:
     """``x`` [..., K] fp16/bf16 on CUDA -> [..., N] in x's dtype (written into ``out`` [M, N] if given).
-    ``path_override`` forces one of the kernel paths (tests and benchmarks compare them)."""
-    if config is None and path_override is None and x.is_cuda:
+    ``path_override`` forces one of the kernel paths (tests and benchmarks compare them). ``_plan``: a wave
+    split's own launches, whose tiles are forced, still plan (their column views are theirs alone)."""
+    if (config is None or _plan) and path_override is None and x.is_cuda:
         y = _planned(x, w, out)
         if y is not None:
             return y
@@ -1186,6 +1221,13 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             rs_bk = _awq_rs_block_k(w, rs.block_k)
         if rs_bk is not None and _pipe_fits(w, x2, y, rs, rs_bk, rs=True):
             cfg = rs
+    if cfg.tail is not None and config is None and path_override is None and w.codes == CODES_ALONG_K:
+        first = wave_split(M, N, cfg, _sm_count(x.device.index))
+        if first:  # whole waves of the tile, then the rest on the tail's smaller tiles (no partly empty wave)
+            head, rest = _column_views(w, first)
+            triton_gemm(x2, head, dataclasses.replace(cfg, tail=None), y[:, :first], _plan=True)
+            triton_gemm(x2, rest, cfg.tail, y[:, first:], _plan=True)
+            return y.reshape(*lead, N)
     gs = w.effective_group_size
     act = w.g_idx is not None
     per = 32 // w.bits
@@ -1376,8 +1418,8 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         kernel = _launch(grid, args, consts, warps, stages, x.device, stream, cluster=cluster,
                          cluster_smem=4 * block_n * (block_m if block_m > 1 else 1))
     # (DOT_PIPE and DOT_WS take tensor descriptors made for each call and have no plan; DOT_RS's plan makes them)
-    if kernel is not None and config is None and path_override is None and y.is_contiguous() and \
-            path not in (DOT_PIPE, DOT_WS):
+    if kernel is not None and (config is None or _plan) and path_override is None and path not in (DOT_PIPE, DOT_WS) \
+            and (y.is_contiguous() or (path == DOT_RS and y.stride(1) == 1 and y.data_ptr() % 16 == 0)):
         if len(_plans) >= 4096:  # shapes of many layers and lengths: start over rather than grow
             _plans.clear()
         # the tensors keep the pointers valid (a stream launch always has them: the counters are int32 even where
@@ -1392,7 +1434,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             encoded = encoded_launch(kernel[0], args[:2])
         else:  # x, qweight, scales, zeros, g_idx (or its stand-in), y, ws, cnt, ...
             descs, weight_ptrs, tail = None, tuple(t.data_ptr() for t in args[1:5]), args[8:]
-        _plans[_plan_key(x, w, stream)] = (weakref.ref(w), kernel, grid, weight_ptrs, workspace, tail, consts, perm, N,
+        _plans[_plan_key(x, w, stream, y.stride(0))] = (weakref.ref(w), kernel, grid, weight_ptrs, workspace, tail, consts, perm, N,
                                            descs, encoded)
     return y.reshape(*lead, N)
 
@@ -1408,16 +1450,18 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
 _plans: dict[tuple, tuple] = {}
 
 
-def _plan_key(x: torch.Tensor, w: PackedWeight, stream: int) -> tuple:
+def _plan_key(x: torch.Tensor, w: PackedWeight, stream: int, y_rows: int) -> tuple:
+    """``y_rows``: the output's row stride, baked into the plan's arguments (N, or a column view's: a wave split's
+    launches write their columns of one y)."""
     x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     # the pointer's residue, not just 16-byte alignment: GEMV_H2 also needs 4-byte aligned rows
-    return (id(w), tuple(x2.shape), x.dtype, x2.stride(), x.device.index, x2.data_ptr() % 16, stream,
+    return (id(w), tuple(x2.shape), x.dtype, x2.stride(), x.device.index, x2.data_ptr() % 16, stream, y_rows,
             HALF2_GEMV, GLUON_DOT, PAIRED_DEQUANT, AWQ_DOT, RAGGED_WIDE, AWQ_HALF2, AWQ_DOT_PAIRS, AWQ_GEMV_TUNED)  # the module switches choose paths too
 
 
 def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torch.Tensor | None:
     stream = _raw_stream(x.device.index)
-    plan = _plans.get(_plan_key(x, w, stream))
+    plan = _plans.get(_plan_key(x, w, stream, w.out_features if out is None else out.stride(0)))
     if plan is None or plan[0]() is not w:  # a weight at a recycled id is not the planned one
         return None
     _, kernel, grid, weight_ptrs, workspace, tail, consts, perm, N, descs, encoded = plan
@@ -1425,8 +1469,8 @@ def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torc
     M = x2.shape[0]
     if out is None:
         y = torch.empty((M, N), dtype=x.dtype, device=x.device)
-    elif (out.shape == (M, N) and out.dtype == x.dtype and out.device == x.device and out.is_contiguous()
-          and out.data_ptr() % 16 == 0):
+    elif (out.shape == (M, N) and out.dtype == x.dtype and out.device == x.device and out.stride(1) == 1
+          and out.data_ptr() % 16 == 0):  # (rows strided as the plan's: its key)
         y = out
     else:
         return None  # the full path checks (and explains) an unusual out

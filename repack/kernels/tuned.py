@@ -58,12 +58,15 @@ class TileConfig:
     # AutoAWQ gemm layers take this gluon_rs tile where the table has one (under "awq_rs": measured on AWQ's
     # words, e.g. M = 16, where GPTQ's own tile is not gluon_rs's), else gptq_rs (triton_gemm.AWQ_RS)
     awq_rs: TileConfig | None = None
+    # a launch of this tile whose last wave is at most half full runs its whole waves' columns, then the rest on
+    # this smaller tile in a second launch (triton_gemm.wave_split; under "tail" beside the entry's tile)
+    tail: TileConfig | None = None
 
     def to_dict(self) -> dict:
-        """The tile as a table entry's "config" (an entry keeps ``gptq_rs`` and ``awq_rs`` beside it, under "rs"
-        and "awq_rs")."""
+        """The tile as a table entry's "config" (an entry keeps ``gptq_rs``, ``awq_rs`` and ``tail`` beside it,
+        under "rs", "awq_rs" and "tail")."""
         d = asdict(self)
-        del d["gptq_rs"], d["awq_rs"]
+        del d["gptq_rs"], d["awq_rs"], d["tail"]
         return d
 
 
@@ -125,4 +128,6 @@ def config_of(entry: dict, M: int, N: int, K: int) -> TileConfig:
         cfg = dataclasses.replace(cfg, gptq_rs=config_of(entry["rs"], M, N, K))
     if "awq_rs" in entry:  # the same, measured on AutoAWQ's words
         cfg = dataclasses.replace(cfg, awq_rs=config_of(entry["awq_rs"], M, N, K))
+    if "tail" in entry:  # the second launch of a wave split
+        cfg = dataclasses.replace(cfg, tail=config_of(entry["tail"], M, N, K))
     return cfg
