@@ -710,7 +710,7 @@ def test_a_wave_split_layer_matches_the_oracle(monkeypatch):
     two whole waves' 1280 columns, then 128 columns of 128x64 tiles): every output of one y written and within
     tolerance, on the first call and from the two launches' plans after it, into a given out and a fresh one."""
     from repack.kernels import triton_gemm as tg
-    monkeypatch.setattr(tg, "_sm_count", lambda index: 10)
+    monkeypatch.setattr(tg, "_sms_of", lambda x: 10)
     tail = TileConfig(128, 64, 64, 1, 4, 4, rs=3)
     monkeypatch.setattr(tg, "pick_config", lambda M, N, K: TileConfig(
         64, 64, 64, gptq_rs=TileConfig(256, 128, 64, 1, 8, 4, rs=3, tail=tail)))

@@ -36,7 +36,7 @@ def test_the_split_takes_the_columns_of_the_whole_waves(M, N, sms, first):
     assert wave_split(M, N, _tiles(), sms) == first
 
 
-def test_no_split_without_a_tail_or_for_split_stream_or_cluster_tiles():
+def test_no_split_without_a_tail_or_for_split_stream_or_cluster_tiles_or_off_a_gpu():
     import dataclasses
 
     from repack.kernels.triton_gemm import wave_split
@@ -44,6 +44,7 @@ def test_no_split_without_a_tail_or_for_split_stream_or_cluster_tiles():
     assert wave_split(1024, 14336, _tiles(tail=False), 132) == 0
     assert wave_split(1024, 14336, dataclasses.replace(cfg, split_k=2), 132) == 0
     assert wave_split(1024, 14336, dataclasses.replace(cfg, stream=1), 132) == 0
+    assert wave_split(1024, 14336, cfg, 0) == 0  # (triton_gemm._sms_of off a GPU)
     # the tail's tiles must cover the rest exactly: 1664 columns are not a whole number of 1024-wide tiles
     assert wave_split(1024, 14336, dataclasses.replace(cfg, tail=dataclasses.replace(cfg.tail, block_n=1024)),
                       132) == 0
@@ -55,7 +56,7 @@ def test_a_split_layer_launches_twice_into_its_columns_of_one_output_and_plans_b
     from repack.kernels.tuned import TileConfig
     from tests.test_launch_plans import _record_launches
     launched = _record_launches(monkeypatch)
-    monkeypatch.setattr(tg, "_sm_count", lambda index: 10)
+    monkeypatch.setattr(tg, "_sms_of", lambda x: 10)
     monkeypatch.setattr(tg, "pick_config", lambda M, N, K: TileConfig(64, 64, 64, gptq_rs=_tiles()))
     tg._plans.clear()
     K, N, first = 1024, 1408, 1280

@@ -1160,7 +1160,7 @@ def wave_split(M: int, N: int, cfg: TileConfig, sms: int) -> int:
     on ``cfg.tail``'s smaller tiles (M = 1024 4096x14336: 194.4 against 205.2 µs, benchmarks/wave_split_probe.py).
     Only where the last wave is at most half full (a fuller one loses little), the tile runs whole K ranges one
     tile a program, and the tail's tiles cover the rest exactly."""
-    if cfg.tail is None or cfg.split_k > 1 or cfg.stream or cfg.cluster > 1:
+    if cfg.tail is None or cfg.split_k > 1 or cfg.stream or cfg.cluster > 1 or sms <= 0:
         return 0
     m_tiles = _cdiv(M, cfg.block_m)
     waves, rest = divmod(m_tiles * (N // cfg.block_n), sms)
@@ -1168,6 +1168,11 @@ def wave_split(M: int, N: int, cfg: TileConfig, sms: int) -> int:
         return 0
     first = waves * sms // m_tiles * cfg.block_n
     return first if 0 < first < N and (N - first) % cfg.tail.block_n == 0 else 0
+
+
+def _sms_of(x: torch.Tensor) -> int:
+    """The SMs of x's GPU (0 off a GPU: no wave split)."""
+    return _sm_count(x.device.index) if x.is_cuda else 0
 
 
 _split_views: dict[int, tuple] = {}
@@ -1222,7 +1227,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         if rs_bk is not None and _pipe_fits(w, x2, y, rs, rs_bk, rs=True):
             cfg = rs
     if cfg.tail is not None and config is None and path_override is None and w.codes == CODES_ALONG_K:
-        first = wave_split(M, N, cfg, _sm_count(x.device.index))
+        first = wave_split(M, N, cfg, _sms_of(x))
         if first:  # whole waves of the tile, then the rest on the tail's smaller tiles (no partly empty wave)
             head, rest = _column_views(w, first)
             triton_gemm(x2, head, dataclasses.replace(cfg, tail=None), y[:, :first], _plan=True)
