@@ -132,7 +132,8 @@ def w4_pack_scales_zeros(scales: np.ndarray, zeros: np.ndarray) -> np.ndarray:
 def w4_unpack_scales_zeros(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """-> (fp16 scales, float32 zeros = low half - 64); the caller checks the zeros are integers."""
     u = words.view(np.uint32)
-    z = (u & 0xFFFF).astype(np.uint16).view(np.float16).astype(np.float32) - 64
+    with np.errstate(invalid="ignore"):  # a damaged word's inf or NaN half: the caller's integer check refuses it
+        z = (u & 0xFFFF).astype(np.uint16).view(np.float16).astype(np.float32) - 64
     s = (u >> 16).astype(np.uint16).view(np.float16)
     return s, z
 
