@@ -164,7 +164,8 @@ def label(cfg: TileConfig) -> str:
 
 
 def merge_row(path: Path, layout: str, r: dict) -> None:
-    """A shape's best tile into the tuned table at ``path`` where it beats the default dispatch by 3 % or more."""
+    """A shape's best tile into the tuned table at ``path`` where it beats the default dispatch by 3 % or more
+    (a wave split's tail under the entry's old rs tile is kept)."""
     if r["best"] > 0.97 * r["default"]:
         return
     table = json.loads(path.read_text())
@@ -181,6 +182,8 @@ def merge_row(path: Path, layout: str, r: dict) -> None:
         # without an entry for this shape the rs tile also serves the other layouts (as a DOT_KTJ tile)
         entry = own[0] if own else dict(K=r["K"], N=r["N"], config={**rs["config"], "rs": 0},
                                          target_programs=rs["target_programs"], ms=r["best"])
+        if "tail" in entry.get("rs", {}):  # the wave split's tail stays (triton_gemm.wave_split re-derives the
+            rs["tail"] = entry["rs"]["tail"]  # columns from the new tile; wave_split_probe.py re-measures it)
         entry["rs"] = rs
         bucket[:] = [e for e in bucket if (e["K"], e["N"]) != (r["K"], r["N"])] + [entry]
     path.write_text(json.dumps(table, indent=1) + "\n")
