@@ -182,8 +182,10 @@ def merge_row(path: Path, layout: str, r: dict) -> None:
         # without an entry for this shape the rs tile also serves the other layouts (as a DOT_KTJ tile)
         entry = own[0] if own else dict(K=r["K"], N=r["N"], config={**rs["config"], "rs": 0},
                                          target_programs=rs["target_programs"], ms=r["best"])
-        if "tail" in entry.get("rs", {}):  # the wave split's tail stays (triton_gemm.wave_split re-derives the
-            rs["tail"] = entry["rs"]["tail"]  # columns from the new tile; wave_split_probe.py re-measures it)
+        # a wave split's tail stays: triton_gemm.wave_split derives the columns from the new tile
+        # (wave_split_probe.py measures it again)
+        if "tail" in entry.get("rs", {}):
+            rs["tail"] = entry["rs"]["tail"]
         entry["rs"] = rs
         bucket[:] = [e for e in bucket if (e["K"], e["N"]) != (r["K"], r["N"])] + [entry]
     path.write_text(json.dumps(table, indent=1) + "\n")

@@ -83,6 +83,7 @@ def test_a_split_layer_launches_twice_into_its_columns_of_one_output_and_plans_b
     assert tg._planned(x, views[0], y[:, :first]) is not None
     assert tg._planned(x, views[1], y[:, first:]) is not None
     assert tg._planned(x, views[0], None) is None
+    assert tg._planned(x, views[0], torch.zeros(())) is None  # an unusual out goes to the full path's checks
     tg._plans.clear()
 
 

@@ -600,8 +600,8 @@ def _owner(s, total, programs):
 @gluon.jit
 def _stream_range(M, N, K, DP_TILES, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr):
     """This stream-K program's range of the launch's streamed (tile, K step) pairs, [start, end): the steps of the
-    tiles after the first DP_TILES (which go whole, one a program, round-robin: _stream_tiles), cut evenly over the
-    programs; and the launch's steps a tile, column tiles, streamed steps in all and programs."""
+    tiles after the first DP_TILES (which the kernels run whole first, one a program, round-robin), cut evenly over
+    the programs; and the launch's steps a tile, column tiles, streamed steps in all and programs."""
     programs = gl.num_programs(0)
     pid = gl.program_id(0)
     tiles_n = N // BLOCK_N

@@ -1466,7 +1466,8 @@ def _plan_key(x: torch.Tensor, w: PackedWeight, stream: int, y_rows: int) -> tup
 
 def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torch.Tensor | None:
     stream = _raw_stream(x.device.index)
-    plan = _plans.get(_plan_key(x, w, stream, w.out_features if out is None else out.stride(0)))
+    rows = w.out_features if out is None else out.stride(0) if out.dim() == 2 else -1  # (-1: no plan has it)
+    plan = _plans.get(_plan_key(x, w, stream, rows))
     if plan is None or plan[0]() is not w:  # a weight at a recycled id is not the planned one
         return None
     _, kernel, grid, weight_ptrs, workspace, tail, consts, perm, N, descs, encoded = plan
