@@ -3,6 +3,7 @@ whole waves, then the remaining columns in a second launch on a smaller tile (or
 launch (needs CUDA; graph times, both launches in one graph, outputs compared with the one launch's).
 
     python benchmarks/wave_split_probe.py [--m 1024] [--shapes 4096x14336,3584x18944] [--merge-into tuned.json]
+    python benchmarks/wave_split_probe.py --awq [--m 1024] [--shapes ...]     (AutoAWQ gemm words; measures only)
 
 Session 21's wave probe: M = 1024 4096x14336 (448 tiles of 256x128, 3.39 waves on 132 SMs) takes as long as 4
 waves, and stream-K, pure or hybrid, loses what balancing gains to its cut tiles' fixup. Here the first launch
@@ -33,19 +34,21 @@ TAILS = [TileConfig(128, 64, 64, 1, 4, 4, rs=3), TileConfig(128, 128, 64, 1, 8, 
          TileConfig(64, 128, 64, 1, 8, 4, rs=3), TileConfig(256, 64, 64, 1, 4, 4, rs=3)]
 
 
-def probe(M: int, K: int, N: int) -> tuple[TileConfig, float, float] | None:
-    """(the fastest tail, its split's µs, the one launch's µs) for this shape, or None where it does not split."""
+def probe(M: int, K: int, N: int, layout: str = "gptq") -> tuple[TileConfig, float, float] | None:
+    """(the fastest tail, its split's µs, the one launch's µs) for this shape, or None where it does not split.
+    ``layout`` "awq": AutoAWQ gemm words on the tile AWQ layers take (awq_rs, else the GPTQ rs tile)."""
     picked = pick_config(M, N, K)
-    cfg = dataclasses.replace(picked.gptq_rs or picked, tail=None)
+    rs = (picked.awq_rs or picked.gptq_rs) if layout == "awq" else picked.gptq_rs
+    cfg = dataclasses.replace(rs or picked, tail=None)
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     tiles = math.ceil(M / cfg.block_m) * (N // cfg.block_n)
     splits = {t: tg.wave_split(M, N, dataclasses.replace(cfg, tail=t), sms) for t in TAILS}
     splits = {t: f for t, f in splits.items() if f}
-    print(f"{K}x{N} M={M}: {cfg.block_m}x{cfg.block_n}x{cfg.block_k} rs{cfg.rs}, {tiles} tiles = "
+    print(f"{layout} {K}x{N} M={M}: {cfg.block_m}x{cfg.block_n}x{cfg.block_k} rs{cfg.rs}, {tiles} tiles = "
           f"{tiles / sms:.2f} waves on {sms} SMs" + ("" if splits else ": no split (wave_split)"), flush=True)
     if not splits:
         return None
-    ws = [packed_weight(K, N) for _ in range(copies_for(K * N // 2))]
+    ws = [packed_weight(K, N, layout) for _ in range(copies_for(K * N // 2))]
     x = torch.randn(M, K, device="cuda", dtype=torch.float16)
     y = torch.empty(M, N, device="cuda", dtype=torch.float16)
     want = tg.triton_gemm(x, ws[0], cfg, path_override=tg.DOT_RS).float()
@@ -97,10 +100,13 @@ def main() -> None:
     ms = [int(v) for v in opt("--m", "1024").split(",")]
     shapes = [tuple(int(d) for d in s.split("x")) for s in opt("--shapes", "4096x14336").split(",")]
     target = Path(opt("--merge-into", "")) if "--merge-into" in args else None
+    layout = "awq" if "--awq" in args else "gptq"
+    if layout == "awq" and target:
+        sys.exit("--awq measures only: a tail lives in the entry's rs tile, which GPTQ layers take too")
     warm_clocks()
     for K, N in shapes:
         for M in ms:
-            found = probe(M, K, N)
+            found = probe(M, K, N, layout)
             if found and target:
                 merge(target, M, K, N, *found)
             torch.cuda.empty_cache()

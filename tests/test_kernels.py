@@ -705,10 +705,12 @@ def test_column_views_run_the_transposed_tile(tmp_path, layout):
     assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed})"
 
 
-def test_a_wave_split_layer_matches_the_oracle(monkeypatch):
+@pytest.mark.parametrize("layout", ["gptq", "awq"])
+def test_a_wave_split_layer_matches_the_oracle(monkeypatch, tmp_path, layout):
     """The default dispatch with a wave split (TileConfig.tail, as on a 10-SM GPU: 22 tiles of 256x128 run their
     two whole waves' 1280 columns, then 128 columns of 128x64 tiles): every output of one y written and within
-    tolerance, on the first call and from the two launches' plans after it, into a given out and a fresh one."""
+    tolerance, on the first call and from the two launches' plans after it, into a given out and a fresh one;
+    GPTQ words and AutoAWQ gemm words."""
     from repack.kernels import triton_gemm as tg
     monkeypatch.setattr(tg, "_sms_of", lambda x: 10)
     tail = TileConfig(128, 64, 64, 1, 4, 4, rs=3)
@@ -716,7 +718,12 @@ def test_a_wave_split_layer_matches_the_oracle(monkeypatch):
         64, 64, 64, gptq_rs=TileConfig(256, 128, 64, 1, 8, 4, rs=3, tail=tail)))
     assert tg.wave_split(512, 1408, TileConfig(256, 128, 64, 1, 8, 4, rs=3, tail=tail), 10) == 1280
     seed = random.randrange(2**31)
-    w, W = random_gptq_words(1024, 1408, 128, seed)
+    if layout == "awq":
+        from tests.triton_checks import awq_layer
+        w, W = awq_layer(tmp_path, seed % 1000, 128, 1024, 1408, "cuda")
+        W = W.t().cuda()  # [N, K] on the GPU, as random_gptq_words gives it
+    else:
+        w, W = random_gptq_words(1024, 1408, 128, seed)
     tg._plans.clear()
     for _ in range(3):
         x = torch.randn(512, 1024, generator=torch.Generator().manual_seed(seed)).half().cuda()

@@ -50,17 +50,19 @@ def test_no_split_without_a_tail_or_for_split_stream_or_cluster_tiles_or_off_a_g
                       132) == 0
 
 
-def test_a_split_layer_launches_twice_into_its_columns_of_one_output_and_plans_both(monkeypatch):
+@pytest.mark.parametrize("layout", ["gptq", "awq"])
+def test_a_split_layer_launches_twice_into_its_columns_of_one_output_and_plans_both(monkeypatch, tmp_path, layout):
     from repack.kernels import gluon_rs
     from repack.kernels import triton_gemm as tg
     from repack.kernels.tuned import TileConfig
     from tests.test_launch_plans import _record_launches
+    from tests.triton_checks import awq_layer
     launched = _record_launches(monkeypatch)
     monkeypatch.setattr(tg, "_sms_of", lambda x: 10)
     monkeypatch.setattr(tg, "pick_config", lambda M, N, K: TileConfig(64, 64, 64, gptq_rs=_tiles()))
     tg._plans.clear()
     K, N, first = 1024, 1408, 1280
-    w, _ = random_gptq_words(K, N, 128, 0, device="cpu")
+    w = awq_layer(tmp_path, 0, 128, K, N, "cpu")[0] if layout == "awq" else random_gptq_words(K, N, 128, 0, device="cpu")[0]
     x = torch.randn(512, K, dtype=torch.float16)
     y = tg.triton_gemm(x, w)
     assert y.shape == (512, N) and y.is_contiguous()
@@ -73,7 +75,11 @@ def test_a_split_layer_launches_twice_into_its_columns_of_one_output_and_plans_b
         assert out.data_ptr() == y.data_ptr() + 2 * start and out.stride() == (N, 1)
         assert launch.args[-1] == N  # the kernel's row stride of y is the whole output's
         assert launch.args[8] == width  # its N: the view's columns
-        assert q_desc.base.data_ptr() == w.qweight.data_ptr() + 4 * start and list(q_desc.strides) == [N, 1]
+        if layout == "awq":  # AutoAWQ's words [K, N/8]: eight columns a word
+            assert q_desc.base.data_ptr() == w.qweight.data_ptr() + 4 * (start // 8)
+            assert list(q_desc.strides) == [N // 8, 1]
+        else:
+            assert q_desc.base.data_ptr() == w.qweight.data_ptr() + 4 * start and list(q_desc.strides) == [N, 1]
         assert scales.data_ptr() == w.scales.data_ptr() + 2 * start and scales.stride(0) == N
         assert zeros.data_ptr() == w.zeros.data_ptr() + 4 * (start // 8) and zeros.stride(0) == N // 8
     # both launches planned, keyed by their view and y's row stride: a later call finds them for column views of

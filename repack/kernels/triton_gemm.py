@@ -1153,12 +1153,16 @@ def dot_n_launch(block_m: int, block_n: int, block_k: int, stages: int, warps: i
     return stages, warps
 
 
+# the words whose layers wave_split splits: GPTQ order and AutoAWQ gemm (both measured: wave_split_probe.py [--awq])
+WAVE_SPLIT_CODES = (CODES_ALONG_K, CODES_ALONG_N_AWQ)
+
+
 def wave_split(M: int, N: int, cfg: TileConfig, sms: int) -> int:
     """The columns a wave split gives its first launch (0: no split). A launch of ``cfg``'s tiles that ends in a
     partly empty wave takes as long as a full one (the wave probe of session 21: 448 tiles of 256x128 on 132 SMs,
     3.39 waves, take 4 waves' time); so the columns of its whole waves go in one launch and the rest in a second
-    on ``cfg.tail``'s smaller tiles (M = 1024 4096x14336: 194.4 against 205.2 µs, benchmarks/wave_split_probe.py).
-    Only where the last wave is at most half full (a fuller one loses little), the tile runs whole K ranges one
+    on ``cfg.tail``'s smaller tiles (M = 1024 4096x14336: 194.4 against 205.2 µs, benchmarks/wave_split_probe.py;
+    AutoAWQ gemm words on the same tiles, session 22: 221.9 against 246.7). Only where the last wave is at most half full (a fuller one loses little), the tile runs whole K ranges one
     tile a program, and the tail's tiles cover the rest exactly."""
     if cfg.tail is None or cfg.split_k > 1 or cfg.stream or cfg.cluster > 1 or sms <= 0:
         return 0
@@ -1226,7 +1230,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             rs_bk = _awq_rs_block_k(w, rs.block_k)
         if rs_bk is not None and _pipe_fits(w, x2, y, rs, rs_bk, rs=True):
             cfg = rs
-    if cfg.tail is not None and config is None and path_override is None and w.codes == CODES_ALONG_K:
+    if cfg.tail is not None and config is None and path_override is None and w.codes in WAVE_SPLIT_CODES:
         first = wave_split(M, N, cfg, _sms_of(x))
         if first:  # whole waves of the tile, then the rest on the tail's smaller tiles (no partly empty wave)
             head, rest = _column_views(w, first)
