@@ -62,7 +62,10 @@ def test_a_split_layer_launches_twice_into_its_columns_of_one_output_and_plans_b
     monkeypatch.setattr(tg, "pick_config", lambda M, N, K: TileConfig(64, 64, 64, gptq_rs=_tiles()))
     tg._plans.clear()
     K, N, first = 1024, 1408, 1280
-    w = awq_layer(tmp_path, 0, 128, K, N, "cpu")[0] if layout == "awq" else random_gptq_words(K, N, 128, 0, device="cpu")[0]
+    if layout == "awq":
+        w = awq_layer(tmp_path, 0, 128, K, N, "cpu")[0]
+    else:
+        w = random_gptq_words(K, N, 128, 0, device="cpu")[0]
     x = torch.randn(512, K, dtype=torch.float16)
     y = tg.triton_gemm(x, w)
     assert y.shape == (512, N) and y.is_contiguous()

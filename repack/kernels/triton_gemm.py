@@ -1162,8 +1162,9 @@ def wave_split(M: int, N: int, cfg: TileConfig, sms: int) -> int:
     partly empty wave takes as long as a full one (the wave probe of session 21: 448 tiles of 256x128 on 132 SMs,
     3.39 waves, take 4 waves' time); so the columns of its whole waves go in one launch and the rest in a second
     on ``cfg.tail``'s smaller tiles (M = 1024 4096x14336: 194.4 against 205.2 µs, benchmarks/wave_split_probe.py;
-    AutoAWQ gemm words on the same tiles, session 22: 221.9 against 246.7). Only where the last wave is at most half full (a fuller one loses little), the tile runs whole K ranges one
-    tile a program, and the tail's tiles cover the rest exactly."""
+    AutoAWQ gemm words on the same tiles, session 22: 221.9 against 246.7). Only where the last wave is at most
+    half full (a fuller one loses little), the tile runs whole K ranges one tile a program, and the tail's tiles
+    cover the rest exactly."""
     if cfg.tail is None or cfg.split_k > 1 or cfg.stream or cfg.cluster > 1 or sms <= 0:
         return 0
     m_tiles = _cdiv(M, cfg.block_m)
