@@ -54,7 +54,7 @@ def compile_rs(bm: int, bn: int, bk: int, warps: int, stages: int, rs: int, awq:
     gluon_rs.LEAN_WS_REGS; ``stream``: the stream-K kernel (w4_rs_stream_kernel, w4_rs_ws_stream_kernel)."""
     import torch
 
-    from repack.kernels import gluon_pipe, gluon_rs
+    from repack.kernels import gluon_rs
     xt = torch.bfloat16 if bf16 else torch.float16
     x = torch.zeros(1024, K, dtype=xt)
 
@@ -64,7 +64,7 @@ def compile_rs(bm: int, bn: int, bk: int, warps: int, stages: int, rs: int, awq:
     scales = torch.zeros(K // GROUP, N, dtype=xt)
     zeros = torch.zeros(K // GROUP, N // 8, dtype=torch.int32)
     y = torch.zeros(1024, N, dtype=xt)
-    descs = (gluon_pipe.x_descriptor(x, bm, bk), gluon_rs.words_descriptor(Words, bn, bk, awq))
+    descs = gluon_rs.descriptors(x, Words, bm, bn, bk, awq)
     ws, cnt = torch.zeros(1, dtype=torch.float32), torch.zeros(1, dtype=torch.int32)
     args = (*descs, scales, zeros, y, ws, cnt, 1024, N, K, K // 2 if split else K, 2 if split else 1, GROUP, 1,
             scales.stride(0), zeros.stride(0), y.stride(0))

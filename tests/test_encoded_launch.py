@@ -47,8 +47,8 @@ def fake_compiled(record: list, **run_fields):
 
 
 def descriptors(x: torch.Tensor, w):
-    from repack.kernels import gluon_pipe, gluon_rs
-    return gluon_pipe.x_descriptor(x, 16, 128), gluon_rs.words_descriptor(w, 128, 128, False)
+    from repack.kernels import gluon_rs
+    return gluon_rs.descriptors(x, w, 16, 128, 128, False)
 
 
 def test_the_launcher_gets_what_tritons_wrapper_gives_it(fills):

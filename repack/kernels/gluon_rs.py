@@ -67,7 +67,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from .gluon_gemm import _NEG_64_PAIR, _fence_gpu, _finish, _halves, _magic_z
-from .gluon_pipe import _plain, k_range, ring_barriers, ring_barriers_again, tile_origin
+from .gluon_pipe import _plain, k_range, ring_barriers, ring_barriers_again, tile_origin, x_descriptor
 
 # fp16 (-(1024 + z), -(64 + z)) pairs less their z terms, as signed int32 (_group_operands)
 _ZZ_LO_HI: gl.constexpr = gl.constexpr(0xD400E400 - (1 << 32))
@@ -176,6 +176,11 @@ def awq_q_descriptor(w, block_n: int, block_k: int) -> TensorDescriptor:
 
 def words_descriptor(w, block_n: int, block_k: int, awq: bool) -> TensorDescriptor:
     return (awq_q_descriptor if awq else q_descriptor)(w, block_n, block_k)
+
+
+def descriptors(x2, w, block_m: int, block_n: int, block_k: int, awq: bool) -> tuple:
+    """A launch's two TMA descriptor arguments: x [M, K] in [BLOCK_M, BLOCK_K] boxes and the weight's words."""
+    return x_descriptor(x2, block_m, block_k), words_descriptor(w, block_n, block_k, awq)
 
 
 @gluon.jit

@@ -1387,9 +1387,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
                 y, ws, cnt, M, N, K, k_split, split, gs, w.zero_offset, y.stride(0))
         kernel = _launch(grid, args, consts, warps, 1, x.device, stream, gluon_pipe.w4_pipe_kernel, gluon_pipe.CONST_NAMES)
     elif path == DOT_RS:
-        from . import gluon_pipe, gluon_rs
+        from . import gluon_rs
         awq = w.codes == CODES_ALONG_N_AWQ
-        descs = (gluon_pipe.x_descriptor(x2, block_m, block_k), gluon_rs.words_descriptor(w, block_n, block_k, awq))
+        descs = gluon_rs.descriptors(x2, w, block_m, block_n, block_k, awq)
         args = (*descs, w.scales, w.zeros, y, ws, cnt, M, N, K, k_split, split, gs, w.zero_offset, w.scales.stride(0),
                 w.zeros.stride(0), y.stride(0))
         post = block_m <= RS_POST_MAX_BLOCK_M
@@ -1438,14 +1438,14 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         # the weight's own tensors are not stored: a plan must not keep a dropped layer in GPU memory
         encoded = None
         if path == DOT_RS:  # x_desc, q_desc, scales, zeros, y, ws, cnt, ...: descriptors remade from the tile
-            descs = (block_m, block_k, block_n, w.codes == CODES_ALONG_N_AWQ)
+            descs = (block_m, block_n, block_k, w.codes == CODES_ALONG_N_AWQ)  # gluon_rs.descriptors' tile
             weight_ptrs, tail = (w.scales.data_ptr(), w.zeros.data_ptr()), args[7:]
             # or encoded ahead: the weight's map once, x's from its pointer (encoded_launch.py)
             encoded = encoded_launch(kernel[0], args[:2])
         else:  # x, qweight, scales, zeros, g_idx (or its stand-in), y, ws, cnt, ...
             descs, weight_ptrs, tail = None, tuple(t.data_ptr() for t in args[1:5]), args[8:]
-        _plans[_plan_key(x, w, stream, y.stride(0))] = (weakref.ref(w), kernel, grid, weight_ptrs, workspace, tail, consts, perm, N,
-                                           descs, encoded)
+        _plans[_plan_key(x, w, stream, y.stride(0))] = (weakref.ref(w), kernel, grid, weight_ptrs, workspace, tail,
+                                                        consts, perm, N, descs, encoded)
     return y.reshape(*lead, N)
 
 
@@ -1501,9 +1501,8 @@ def _planned(x: torch.Tensor, w: PackedWeight, out: torch.Tensor | None) -> torc
         if descs is None:
             head = (x2.data_ptr(),)
         else:  # DOT_RS: the TMA descriptors of this x and of the (live) weight's words
-            from . import gluon_pipe, gluon_rs
-            block_m, block_k, block_n, awq = descs
-            head = (gluon_pipe.x_descriptor(x2, block_m, block_k), gluon_rs.words_descriptor(w, block_n, block_k, awq))
+            from . import gluon_rs
+            head = gluon_rs.descriptors(x2, w, *descs)
         compiled.run(grid[0], grid[1], grid[2], stream, compiled.function, meta, None, None, None,
                      *head, *weight_ptrs, *mid, *tail, *consts)
     return y.reshape(*x.shape[:-1], N) if x.dim() != 2 else y
