@@ -3,7 +3,7 @@ default dispatch, kernel-only graph times; every tile checked against the defaul
 
     python benchmarks/diag_rs.py [--m 16,64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
         [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--lean-regs] [--atomics] [--stream 1,2,3] [--stream-tail 1,2] [--top 4]
-        [--budget-s 90] [--flushed] [--slot-values 33554432]
+        [--budget-s 90] [--flushed] [--slot-values 33554432] [--lag]
         [--merge-into repack/kernels/tuned.json]
 
 ``--ws`` adds the warp-specialized tile (TileConfig.rs 3, K splits too since session 17) to the candidates;
@@ -31,6 +31,8 @@ and merged as usual (session 19: three sweeps of 200-290 candidate tiles ran pas
 nothing at all). ``--flushed`` times every tile, the default and cuBLAS as do_bench's GPU side sees them (one
 weight copy, each call after the L2 flush, no host time: gemm_common.flushed_ms) instead of in a CUDA graph over
 warm code and x; the benchmark's ratios are do_bench's (session 20: its flush adds 3.5-5 us at 4096²).
+``--lag`` adds each POST tile (rs 2 and 3, not lean) with TileConfig.lag: gluon_rs.POST_LAG, each step's wgmma left
+running into the next step (written without a GPU in session 23; a winner is merged with the flag).
 
 With ``--merge-into``, the best tile of each (shape, M) goes into the tuned table where it beats the
 default dispatch by 3 % or more, as the entry's ``rs`` tile (4-bit GPTQ-order layers only; the entry's
@@ -39,6 +41,7 @@ own tile stays for the other layouts; target_programs recorded so that other sha
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -62,7 +65,7 @@ SMS = 132
 
 def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: bool = False,
                k_stages: tuple | None = None, splits: tuple = (), lean: bool = False, awq: bool = False,
-               streams: tuple = (), tails: tuple = (0,)) -> list[TileConfig]:
+               streams: tuple = (), tails: tuple = (0,), lag: bool = False) -> list[TileConfig]:
     if k_stages is None:
         k_stages = ((64, 4), (128, 3), (128, 4)) if quick else ((64, 4), (64, 3), (128, 3), (128, 4), (64, 6))
     tiles = []
@@ -102,6 +105,9 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
                         for per_sm, tail in itertools.product(streams, tails):
                             tiles.append(TileConfig(bm, bn, bk, 1, warps, stages, rs=3, lean=True, stream=per_sm,
                                                     stream_tail=tail))
+    if lag:  # each POST tile again with POST_LAG (rs 1 and 2 are the same kernel under POST; lean budgets serialize)
+        tiles += [dataclasses.replace(c, lag=True) for c in tiles
+                  if c.block_m <= tgm.RS_POST_MAX_BLOCK_M and c.rs in (2, 3) and not c.lean]
     return tiles
 
 
@@ -224,7 +230,7 @@ def main() -> None:
     for K, N in shapes:
         for M in ms:
             tiles = candidates(M, K, N, quick, "--ws" in args, "--ws-only" in args, k_stages, splits,
-                               "--lean-regs" in args, layout == "awq", streams, tails)
+                               "--lean-regs" in args, layout == "awq", streams, tails, "--lag" in args)
             if stream_only:
                 tiles = [c for c in tiles if c.stream]
             refused = [c for c in tiles if c.stream and not streams_at(c, M, N, K)]

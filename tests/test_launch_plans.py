@@ -217,13 +217,14 @@ def test_warp_specialized_transposed_tile_launch(split, warps, want_regs, slot_v
 
 
 @pytest.mark.parametrize("lean, block_m, block_n, layout, want_regs",
-                         [(False, 16, 64, "gptq", 128), (True, 16, 64, "gptq", 64), (True, 16, 128, "gptq", 80),
-                          (True, 16, 64, "awq", 64), (True, 16, 256, "gptq", 128), (True, 64, 64, "gptq", 128)])
+                         [(False, 16, 64, "gptq", 128), (True, 16, 64, "gptq", 64), (True, 16, 128, "gptq", 128),
+                          (True, 16, 64, "awq", 64), (True, 32, 64, "awq", 80), (True, 16, 256, "gptq", 128),
+                          (True, 64, 64, "gptq", 128)])
 def test_lean_registers_launch_only_warp_specialized_post_tiles(lean, block_m, block_n, layout, want_regs, tmp_path,
                                                                 monkeypatch):
-    """A tile with TileConfig.lean launches a 16-token warp-specialized tile (POST) at its gluon_rs.LEAN_WS_REGS
-    budget; a tile LEAN_WS_REGS lacks (16x256), a tile without POST (64 tokens) and every tile without the flag
-    keep ws_maxnreg's."""
+    """A tile with TileConfig.lean launches a 16- or 32-token warp-specialized tile (POST) at its gluon_rs.LEAN_WS_REGS
+    budget; a tile LEAN_WS_REGS lacks (16x128, 16x256), a tile without POST (64 tokens) and every tile without the
+    flag keep ws_maxnreg's."""
     from repack.kernels import gluon_rs
     from repack.kernels import triton_gemm as tg
     from repack.kernels.tuned import TileConfig
@@ -239,6 +240,27 @@ def test_lean_registers_launch_only_warp_specialized_post_tiles(lean, block_m, b
     assert fn is gluon_rs.w4_rs_ws_kernel and consts["POST"] is (block_m <= 32) and consts["AWQ"] is (layout == "awq")
     assert maxnreg == want_regs
     tg._plans.clear()
+
+
+@pytest.mark.parametrize("rs, kernel", [(1, "w4_rs_kernel"), (2, "w4_rs_kernel"), (3, "w4_rs_ws_kernel")])
+@pytest.mark.parametrize("block_m, want_post", [(16, 2), (32, 2), (64, False)])
+def test_a_lagged_tile_launches_post_lag_only_on_post_tiles(rs, kernel, block_m, want_post, monkeypatch):
+    """TileConfig.lag: a POST tile (at most RS_POST_MAX_BLOCK_M tokens) launches with POST = gluon_rs.POST_LAG, on
+    either kernel; a 64-token tile has no POST to lag and launches without it; without the flag the
+    same tiles launch POST True. (Stream-K launches only on a GPU: tests/test_kernels.py runs its lagged tiles.)"""
+    from repack.kernels import gluon_rs
+    from repack.kernels import triton_gemm as tg
+    from repack.kernels.tuned import TileConfig
+    launched = _record_launches(monkeypatch)
+    w, _ = random_gptq_words(1024, 512, 128, 0, device="cpu")
+    x = torch.randn(16, 1024, dtype=torch.float16)
+    for lag in (True, False):
+        tg.triton_gemm(x, w, config=TileConfig(block_m, 64, 128, 1, 4, 3, rs=rs, lag=lag), path_override=tg.DOT_RS)
+        tg._plans.clear()
+    (fn, consts, *_), (fn_plain, consts_plain, *_) = launched
+    assert fn is fn_plain is getattr(gluon_rs, kernel)
+    assert consts["POST"] == want_post and type(consts["POST"]) is type(want_post)
+    assert consts_plain["POST"] is (block_m <= tg.RS_POST_MAX_BLOCK_M)
 
 
 def _launched_form(a):

@@ -1392,7 +1392,7 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         descs = gluon_rs.descriptors(x2, w, block_m, block_n, block_k, awq)
         args = (*descs, w.scales, w.zeros, y, ws, cnt, M, N, K, k_split, split, gs, w.zero_offset, w.scales.stride(0),
                 w.zeros.stride(0), y.stride(0))
-        post = block_m <= RS_POST_MAX_BLOCK_M
+        post = (gluon_rs.POST_LAG.value if cfg.lag else True) if block_m <= RS_POST_MAX_BLOCK_M else False
         if cfg.rs == 3:  # warp-specialized (a load warp)
             consts = gluon_rs.ws_consts(block_m, block_n, block_k, stages, warps, awq=awq, post=post,
                                         split=gluon_rs.split_mode(split, slots))
