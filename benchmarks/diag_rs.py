@@ -165,8 +165,10 @@ def streams_at(cfg: TileConfig, M: int, N: int, K: int) -> bool:
 
 
 def label(cfg: TileConfig) -> str:
-    return (f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages} k{cfg.split_k} rs{cfg.rs}"
-            + (" lean" if cfg.lean else "") + (f" stream{cfg.stream}" if cfg.stream else "") + (f" tail{cfg.stream_tail}" if cfg.stream_tail else ""))
+    flags = [name for name, on in (("lean", cfg.lean), (f"stream{cfg.stream}", cfg.stream),
+                                   (f"tail{cfg.stream_tail}", cfg.stream_tail), ("lag", cfg.lag)) if on]
+    return " ".join([f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages} k{cfg.split_k}"
+                     f" rs{cfg.rs}", *flags])
 
 
 def merge_row(path: Path, layout: str, r: dict) -> None:

@@ -12,6 +12,11 @@ M_VALUES = (1, 16, 64, 256, 1024)
 GROUP = 128
 
 
+def option(args: list[str], name: str, default: str) -> str:
+    """The value after flag ``name`` in a probe's command line, or ``default``."""
+    return args[args.index(name) + 1] if name in args else default
+
+
 def random_words(*shape: int) -> torch.Tensor:
     # any 32-bit word is eight valid 4-bit codes; random words are realistic for timing
     return torch.randint(-2**31, 2**31 - 1, shape, dtype=torch.int32, device="cuda")

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.gemm_common import copies_for, graph_ms, packed_weight, warm_clocks  # noqa: E402
+from benchmarks.gemm_common import copies_for, graph_ms, option, packed_weight, warm_clocks  # noqa: E402
 from repack.kernels import triton_gemm as tg  # noqa: E402
 from repack.kernels.tuned import pick_config  # noqa: E402
 
@@ -29,12 +29,10 @@ from repack.kernels.tuned import pick_config  # noqa: E402
 def main() -> None:
     args = sys.argv[1:]
 
-    def opt(name: str, default: str) -> str:
-        return args[args.index(name) + 1] if name in args else default
-
-    M, K, ref_n = int(opt("--m", "1024")), int(opt("--k", "4096")), int(opt("--ref-n", "14336"))
-    ns = [int(v) for v in opt("--n", "4224,8448,12672,14336,16896").split(",")]
-    streams = [tuple(int(v) for v in pt.split(":")) for pt in opt("--stream", "").split(",") if pt]
+    M, K, ref_n = (int(option(args, name, default)) for name, default in (("--m", "1024"), ("--k", "4096"),
+                                                                          ("--ref-n", "14336")))
+    ns = [int(v) for v in option(args, "--n", "4224,8448,12672,14336,16896").split(",")]
+    streams = [tuple(int(v) for v in pt.split(":")) for pt in option(args, "--stream", "").split(",") if pt]
     picked = pick_config(M, ref_n, K)
     cfg = picked.gptq_rs or picked
     sms = torch.cuda.get_device_properties(0).multi_processor_count

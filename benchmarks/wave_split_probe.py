@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.gemm_common import copies_for, graph_ms, packed_weight, warm_clocks  # noqa: E402
+from benchmarks.gemm_common import copies_for, graph_ms, option, packed_weight, warm_clocks  # noqa: E402
 from repack.kernels import triton_gemm as tg  # noqa: E402
 from repack.kernels.tuned import TileConfig, bucket, pick_config  # noqa: E402
 
@@ -94,12 +94,9 @@ def merge(path: Path, M: int, K: int, N: int, tail: TileConfig, split_us: float,
 def main() -> None:
     args = sys.argv[1:]
 
-    def opt(name: str, default: str) -> str:
-        return args[args.index(name) + 1] if name in args else default
-
-    ms = [int(v) for v in opt("--m", "1024").split(",")]
-    shapes = [tuple(int(d) for d in s.split("x")) for s in opt("--shapes", "4096x14336").split(",")]
-    target = Path(opt("--merge-into", "")) if "--merge-into" in args else None
+    ms = [int(v) for v in option(args, "--m", "1024").split(",")]
+    shapes = [tuple(int(d) for d in s.split("x")) for s in option(args, "--shapes", "4096x14336").split(",")]
+    target = Path(option(args, "--merge-into", "")) if "--merge-into" in args else None
     layout = "awq" if "--awq" in args else "gptq"
     if layout == "awq" and target:
         sys.exit("--awq measures only: a tail lives in the entry's rs tile, which GPTQ layers take too")
