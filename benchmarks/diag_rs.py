@@ -105,9 +105,11 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
                         for per_sm, tail in itertools.product(streams, tails):
                             tiles.append(TileConfig(bm, bn, bk, 1, warps, stages, rs=3, lean=True, stream=per_sm,
                                                     stream_tail=tail))
-    if lag:  # each POST tile again with POST_LAG (rs 1 and 2 are the same kernel under POST; lean budgets serialize)
-        tiles += [dataclasses.replace(c, lag=True) for c in tiles
-                  if c.block_m <= tgm.RS_POST_MAX_BLOCK_M and c.rs in (2, 3) and not c.lean]
+    if lag:  # each POST tile again with POST_LAG, next to it so that a budget cuts both (rs 1 and 2 are the same
+        # kernel under POST; lean budgets serialize)
+        tiles = [t for c in tiles for t in ([c, dataclasses.replace(c, lag=True)]
+                                            if c.block_m <= tgm.RS_POST_MAX_BLOCK_M and c.rs in (2, 3) and not c.lean
+                                            else [c])]
     return tiles
 
 
@@ -271,6 +273,11 @@ def main() -> None:
             print(f"{K}x{N} M={M}: cuBLAS {cub * 1e3:.1f} us, default {dflt * 1e3:.1f} ({cub / dflt:.2f}x), "
                   f"rs best {best[0] * 1e3:.1f} ({cub / best[0]:.2f}x) | {top}"
                   + (f" | {cut} of {len(tiles)} tiles left out at the budget" if cut else ""), flush=True)
+            lagged = [r for r in results if r[1].lag]
+            if lagged:  # POST_LAG's best against the best without it
+                plain = next(r for r in results if not r[1].lag)
+                print(f"  lag best {label(lagged[0][1])} {lagged[0][0] * 1e3:.1f} us against {label(plain[1])} "
+                      f"{plain[0] * 1e3:.1f} ({plain[0] / lagged[0][0]:.3f}x)", flush=True)
             if merge and best[1] is not None:  # each shape as it is done: a call that runs out keeps what it merged
                 merge_row(merge, layout, dict(K=K, N=N, M=M, best=best[0], default=dflt, cfg=best[1]))
 
