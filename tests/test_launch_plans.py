@@ -263,6 +263,20 @@ def test_a_lagged_tile_launches_post_lag_only_on_post_tiles(rs, kernel, block_m,
     assert consts_plain["POST"] is (block_m <= tg.RS_POST_MAX_BLOCK_M)
 
 
+def test_a_lagged_tile_ignores_a_lean_budget(monkeypatch):
+    """TileConfig.lag with lean: the warp-specialized POST_LAG tile launches at ws_maxnreg's 128, not the lean 64 at
+    which every lean tile serializes its wgmmas with lag (sm_90a, session 23); without lag the lean budget holds."""
+    from repack.kernels import triton_gemm as tg
+    from repack.kernels.tuned import TileConfig
+    launched = _record_launches(monkeypatch)
+    w, _ = random_gptq_words(1024, 512, 128, 0, device="cpu")
+    for lag in (True, False):
+        tg.triton_gemm(torch.randn(16, 1024, dtype=torch.float16), w,
+                       config=TileConfig(16, 64, 128, 1, 4, 3, rs=3, lean=True, lag=lag), path_override=tg.DOT_RS)
+        tg._plans.clear()
+    assert [(c["POST"], regs) for _, c, _, _, regs in launched] == [(2, 128), (True, 64)]
+
+
 def _launched_form(a):
     """An argument as the launcher sees it, comparable across calls: a tensor descriptor by what it encodes."""
     if hasattr(a, "block_shape"):

@@ -1399,7 +1399,9 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             kernel = _launch(grid, args, consts, warps, 1, x.device, stream,
                              gluon_rs.w4_rs_ws_stream_kernel if streamed else gluon_rs.w4_rs_ws_kernel,
                              gluon_rs.WS_CONST_NAMES,
-                             maxnreg=gluon_rs.ws_maxnreg(warps, block_m, block_n, cfg.lean and post, awq, streamed))
+                             # (a lean budget serializes POST_LAG's wgmmas on every lean tile: NOTES-gemm, session 23)
+                             maxnreg=gluon_rs.ws_maxnreg(warps, block_m, block_n, cfg.lean and post is True, awq,
+                                                         streamed))
         else:
             consts = gluon_rs.consts(block_m, block_n, block_k, gluon_rs.split_mode(split, slots), stages, warps,
                                      pending=1 if cfg.rs == 1 else 0,

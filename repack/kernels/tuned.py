@@ -53,7 +53,8 @@ class TileConfig:
     # a POST tile (at most RS_POST_MAX_BLOCK_M tokens, rs 1-3) whose step i wgmma runs on while step i + 1 is
     # dequantized, its sums scaled there (gluon_rs.POST_LAG; two sums register sets, as PENDING 1's two A sets).
     # Written without a GPU in session 23: pipelined and spill-free on sm_90a for the tiles
-    # tests/test_sass.py names; not yet timed, so no table entry has it
+    # tests/test_sass.py names; not yet timed, so no table entry has it. A lean budget is ignored with it (every
+    # lean tile serializes its wgmmas with lag)
     lag: bool = False
     # 4-bit GPTQ-order layers with sequential groups take this tile instead where the table has one (gluon_rs's,
     # measured faster for them: benchmarks/diag_rs.py), and so do AutoAWQ gemm layers without an awq_rs tile;
