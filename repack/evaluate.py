@@ -74,6 +74,17 @@ class BlockLinears:
         return torch.nn.functional.linear(h, self.dense[name], self.bias.get(name))
 
 
+def _open_model(checkpoint: str | os.PathLike, device: str, backend: str) -> tuple:
+    """The device, the chosen linear backend, the opened checkpoint, its model spec and its weights (read lazily)."""
+    dev = pick_device(device)
+    try:
+        chosen = resolve_backend(backend, dev)
+    except ValueError as e:
+        raise UnsupportedError(str(e)) from None
+    src = open_source(checkpoint)
+    return dev, chosen, src, Spec.from_config(src.ckpt.config, str(src.path)), ModelWeights(src)
+
+
 def evaluate(checkpoint: str | os.PathLike, text: str | os.PathLike, seqlen: int = 512, max_windows: int | None = None,
              progress: bool = False, device: str = "auto", backend: str = "auto") -> EvalResult:
     """Perplexity of ``checkpoint`` on the text ``text`` (a file or ``hf://datasets/...``, as for
@@ -83,14 +94,7 @@ def evaluate(checkpoint: str | os.PathLike, text: str | os.PathLike, seqlen: int
     the checkpoint's own layout, CUDA) or "auto" (Triton on CUDA when available)."""
     if seqlen < 2:
         raise InputError(f"seqlen must be at least 2, got {seqlen}")
-    dev = pick_device(device)
-    try:
-        chosen = resolve_backend(backend, dev)
-    except ValueError as e:
-        raise UnsupportedError(str(e)) from None
-    src = open_source(checkpoint)
-    spec = Spec.from_config(src.ckpt.config, str(src.path))
-    weights = ModelWeights(src)
+    dev, chosen, src, spec, weights = _open_model(checkpoint, device, backend)
     ids, tok = tokenize(read_corpus(text), src.path, spec.vocab)
     n = ids.numel() // seqlen
     if max_windows is not None:
@@ -134,14 +138,7 @@ def generate(checkpoint: str | os.PathLike, prompt: str, max_new_tokens: int = 3
     """Greedy continuation of ``prompt`` with a KV cache, the linears computed as in :func:`evaluate`
     (``backend``). The whole model is read once onto the device (fp32 floats; with Triton the
     quantized linears stay packed): meant for a quick look at a model's output, not for serving."""
-    dev = pick_device(device)
-    try:
-        chosen = resolve_backend(backend, dev)
-    except ValueError as e:
-        raise UnsupportedError(str(e)) from None
-    src = open_source(checkpoint)
-    spec = Spec.from_config(src.ckpt.config, str(src.path))
-    weights = ModelWeights(src)
+    dev, chosen, src, spec, weights = _open_model(checkpoint, device, backend)
     ids, tok = tokenize(prompt, src.path, spec.vocab)
     if ids.numel() == 0:
         raise InputError("the prompt is empty")

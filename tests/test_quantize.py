@@ -19,11 +19,11 @@ from repack.errors import OutputError, UnsupportedError
 from repack.evaluate import evaluate, generate
 from repack.quantize.calib import from_model
 from repack.quantize.driver import quantize
-from repack.quantize.model import Spec, block_forward, embed, plain_linear
-from repack.quantize.weights import ModelWeights
+from repack.quantize.model import block_forward, embed, plain_linear
 from repack.source import open_source
 from repack.synthetic import llama_config, write_float_model
 from repack.verify import verify
+from tests.quantize_checks import model_of, rtn_and_awq_block_errors
 
 SETTINGS = dict(bits=4, group_size=64, sym=False, nsamples=16, seqlen=64, seed=0)
 SMALL = dict(bits=4, group_size=64, sym=False, nsamples=4, seqlen=32, seed=0)
@@ -49,14 +49,8 @@ def work(tmp_path_factory):
     return d, float_dir, outs
 
 
-def _model(path):
-    src = open_source(path)
-    w = ModelWeights(src)
-    return Spec.from_config(src.ckpt.config), w
-
-
 def _calibration_input(float_dir):
-    spec, w = _model(float_dir)
+    spec, w = model_of(float_dir)
     ids = from_model(spec, w.get, w.bias, SETTINGS["nsamples"], SETTINGS["seqlen"], SETTINGS["seed"], 1)
     return embed(spec, ids, w.get)
 
@@ -103,10 +97,10 @@ def test_act_order_output_has_a_group_map(work):
 
 def test_gptq_beats_rtn_per_layer_on_the_calibration_inputs(work):
     _, float_dir, outs = work
-    spec, wf = _model(float_dir)
+    spec, wf = model_of(float_dir)
     x = _calibration_input(float_dir)
-    rtn = _model(outs["rtn"])[1]
-    gptqs = [_model(outs[k])[1] for k in ("gptq", "gptq-act", "gptq-natural")]
+    rtn = model_of(outs["rtn"])[1]
+    gptqs = [model_of(outs[k])[1] for k in ("gptq", "gptq-act", "gptq-natural")]
     for i in range(spec.layers):
         inputs, x = _layer_inputs(spec, wf, i, x)
         for name, xi in inputs.items():
@@ -161,10 +155,10 @@ def test_awq_beats_rtn_on_the_calibration_inputs(work):
     """AWQ changes the norms and the preceding linears as well as the quantized ones, so each half of
     the block is compared whole: attention (norm, q/k/v, o) and MLP (norm, gate/up, down)."""
     _, float_dir, outs = work
-    spec, wf = _model(float_dir)
+    spec, wf = model_of(float_dir)
     a = spec.arch
     x = _calibration_input(float_dir)
-    rtn, awq = _model(outs["rtn"])[1], _model(outs["awq"])[1]
+    rtn, awq = model_of(outs["rtn"])[1], model_of(outs["awq"])[1]
     assert not torch.equal(awq.get("model.layers.0." + a.attn_norm), wf.get("model.layers.0." + a.attn_norm))
     for i in range(spec.layers):
         with torch.no_grad():
@@ -202,18 +196,12 @@ def test_awq_folding_keeps_the_float_function(tmp_path, model):
         float_dir = write_float_model(tmp_path / "float", llama_config(dtype="float32"))
     else:
         float_dir = _qwen2_with_biases(tmp_path / "float")
-    spec, wf = _model(float_dir)
+    spec, wf = model_of(float_dir)
     x = _calibration_input(float_dir)[:4, :32]
-    err = {}
-    with torch.no_grad():
-        ref = block_forward(spec, 0, x, wf.get, plain_linear(wf.get, wf.bias))
-        for method in ("rtn", "awq"):
-            quantize(float_dir, tmp_path / method, method, 8, 64, False, nsamples=4, seqlen=32)
-            wq = _model(tmp_path / method)[1]
-            err[method] = float((block_forward(spec, 0, x, wq.get, plain_linear(wq.get, wq.bias)) - ref).norm())
+    err = rtn_and_awq_block_errors(float_dir, tmp_path, spec, wf, x)
     assert err["awq"] < 1.1 * err["rtn"], err
     if model == "qwen2-bias":  # o was folded into v: v's rows and bias were rescaled
-        wq = _model(tmp_path / "awq")[1]
+        wq = model_of(tmp_path / "awq")[1]
         assert not torch.equal(wq.get("model.layers.0.self_attn.v_proj.bias"), wf.get("model.layers.0.self_attn.v_proj.bias"))
 
 
@@ -375,7 +363,7 @@ def test_generate_is_greedy_and_format_independent(work, tmp_path):
     g = generate(outs["gptq"], "the river ", 6)
     assert len(g.ids) == 6 and g.tokenizer == "bytes"
     assert generate(tmp_path / "awq", "the river ", 6).ids == g.ids
-    spec, w = _model(outs["gptq"])
+    spec, w = model_of(outs["gptq"])
     ids = torch.tensor([list(b"the river ") + g.ids[:2]])
     with torch.no_grad():
         x = embed(spec, ids, w.get)
@@ -394,7 +382,7 @@ def test_kv_cache_gives_the_full_forward_logits(work):
     forward over the whole sequence, position by position."""
     from repack.quantize.model import logits
     _, float_dir, _ = work
-    spec, w = _model(float_dir)
+    spec, w = model_of(float_dir)
     lin = plain_linear(w.get, w.bias)
     ids = torch.randint(0, spec.vocab, (3, 12), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():

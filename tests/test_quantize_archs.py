@@ -19,11 +19,11 @@ from repack.quantize import fold, norms
 from repack.quantize.calib import from_model
 from repack.quantize.driver import quantize
 from repack.quantize.model import Spec, block_forward, embed, logits, plain_linear
-from repack.quantize.weights import ModelWeights
 from repack.source import open_source
 from repack.synthetic import WEIGHTS, gemma_config, opt_config, phi3_config, write_float_model
 from repack.verify import verify
 from repack.dtypes import to_torch
+from tests.quantize_checks import model_of, rtn_and_awq_block_errors
 
 CONFIGS = {"phi3": phi3_config, "gemma": gemma_config, "opt": opt_config}
 BLOCK = {"phi3": "model.layers.{i}.", "gemma": "model.layers.{i}.", "opt": "model.decoder.layers.{i}."}
@@ -57,11 +57,6 @@ def work(request, tmp_path_factory):
         outs[method] = d / method
         quantize(float_dir, outs[method], method=method, **SETTINGS)
     return name, d, float_dir, outs
-
-
-def _model(path):
-    src = open_source(path)
-    return Spec.from_config(src.ckpt.config), ModelWeights(src)
 
 
 # -- an independent forward pass -------------------------------------------------------------------
@@ -231,18 +226,12 @@ def test_awq_at_8_bits_is_the_rounding_alone(tmp_path, name):
     """Through the driver: at 8 bits a block's error is about the rounding alone, so AWQ's must be no
     larger than RTN's; a wrongly folded norm, bias or row would change the block's function."""
     float_dir = write_float_model(tmp_path / "float", CONFIGS[name](dtype="float32"))
-    spec, wf = _model(float_dir)
+    spec, wf = model_of(float_dir)
     ids = from_model(spec, wf.get, wf.bias, 4, 32, 0, 1)
     x = embed(spec, ids, wf.get)
-    err = {}
-    with torch.no_grad():
-        ref = block_forward(spec, 0, x, wf.get, plain_linear(wf.get, wf.bias))
-        for method in ("rtn", "awq"):
-            quantize(float_dir, tmp_path / method, method, 8, 64, False, nsamples=4, seqlen=32)
-            wq = _model(tmp_path / method)[1]
-            err[method] = float((block_forward(spec, 0, x, wq.get, plain_linear(wq.get, wq.bias)) - ref).norm())
+    err = rtn_and_awq_block_errors(float_dir, tmp_path, spec, wf, x)
     assert err["awq"] < 1.1 * err["rtn"], err
-    wq = _model(tmp_path / "awq")[1]
+    wq = model_of(tmp_path / "awq")[1]
     changed = [n for n in ("input_layernorm.weight", "self_attn_layer_norm.weight", "self_attn_layer_norm.bias",
                            "fc1.bias") if wf.has(BLOCK[name].format(i=0) + n)]
     for n in changed:  # the norms (weight and LayerNorm bias) and fc1's bias absorbed scales
@@ -276,10 +265,10 @@ def test_output_keeps_the_names_and_verifies_against_the_float_model(work, tmp_p
 
 def test_gptq_beats_rtn_per_layer_on_the_calibration_inputs(work):
     name, _, float_dir, outs = work
-    spec, wf = _model(float_dir)
+    spec, wf = model_of(float_dir)
     x = embed(spec, from_model(spec, wf.get, wf.bias, SETTINGS["nsamples"], SETTINGS["seqlen"], 0,
                                int(open_source(float_dir).ckpt.config["bos_token_id"])), wf.get)
-    rtn, gptq = _model(outs["rtn"])[1], _model(outs["gptq"])[1]
+    rtn, gptq = model_of(outs["rtn"])[1], model_of(outs["gptq"])[1]
     lin = plain_linear(wf.get, wf.bias)
     checked = 0
     for i in range(spec.layers):
@@ -301,10 +290,10 @@ def test_gptq_beats_rtn_per_layer_on_the_calibration_inputs(work):
 def test_awq_beats_rtn_on_the_calibration_inputs(work):
     """Each half of each block whole (its norm, the linears and what AWQ folded into them)."""
     name, _, float_dir, outs = work
-    spec, wf = _model(float_dir)
+    spec, wf = model_of(float_dir)
     x = embed(spec, from_model(spec, wf.get, wf.bias, SETTINGS["nsamples"], SETTINGS["seqlen"], 0,
                                int(open_source(float_dir).ckpt.config["bos_token_id"])), wf.get)
-    rtn, awq = _model(outs["rtn"])[1], _model(outs["awq"])[1]
+    rtn, awq = model_of(outs["rtn"])[1], model_of(outs["awq"])[1]
     for i in range(spec.layers):
         with torch.no_grad():
             ref = block_forward(spec, i, x, wf.get, plain_linear(wf.get, wf.bias))
