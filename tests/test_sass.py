@@ -28,7 +28,7 @@ def _probe():
 
 
 def _table_rs_tiles() -> list[tuple]:
-    """Each distinct gluon_rs tile of tuned.json: (BM, BN, BK, warps, stages, rs, AWQ words, lean, stream-K)."""
+    """Each distinct gluon_rs tile of tuned.json: (BM, BN, BK, warps, stages, rs, AWQ words, lean, stream-K, lag)."""
     tiles = set()
     for entries in json.loads((ROOT / "repack" / "kernels" / "tuned.json").read_text()).values():
         for e in entries:
@@ -36,7 +36,7 @@ def _table_rs_tiles() -> list[tuple]:
                 if key in e:
                     c = e[key]["config"]
                     tiles.add((c["block_m"], c["block_n"], c["block_k"], c["num_warps"], c["num_stages"], c["rs"], awq,
-                               c.get("lean", False), c.get("stream", 0) > 0 and c["rs"] in (1, 2)))
+                               c.get("lean", False), c.get("stream", 0) > 0 and c["rs"] in (1, 2), c.get("lag", False)))
     return sorted(tiles)
 
 
@@ -52,15 +52,15 @@ def test_the_probe_sees_a_serialized_and_a_pipelined_tile():
 
 @pytest.mark.parametrize("tile", _table_rs_tiles(), ids=lambda t: "x".join(map(str, t[:3])) +
                          f"-w{t[3]}s{t[4]}rs{t[5]}" + ("-awq" if t[6] else "") + ("-lean" if t[7] else "")
-                         + ("-stream" if t[8] else ""))
+                         + ("-stream" if t[8] else "") + ("-lag" if t[9] else ""))
 def test_every_tuned_transposed_tile_compiles_without_spills_or_serialized_wgmmas(tile):
-    """Compiled as the dispatch launches it: POST for tiles of at most RS_POST_MAX_BLOCK_M tokens, at a lean
-    register budget or stream-K where the table says so."""
+    """Compiled as the dispatch launches it: POST for tiles of at most RS_POST_MAX_BLOCK_M tokens (POST_LAG where
+    the table says lag, and then no lean budget), at a lean register budget or stream-K where the table says so."""
     probe = _probe()
     from repack.kernels import triton_gemm
-    *dims, awq, lean, stream = tile
-    post = dims[0] <= triton_gemm.RS_POST_MAX_BLOCK_M
-    r = probe.report(probe.compile_rs(*dims, awq=awq, post=post, lean=lean, stream=stream))
+    *dims, awq, lean, stream, lag = tile
+    post = dims[0] <= triton_gemm.RS_POST_MAX_BLOCK_M and (2 if lag else True)
+    r = probe.report(probe.compile_rs(*dims, awq=awq, post=post, lean=lean and post is True, stream=stream))
     assert r["spill_bytes"] == 0, r
     assert r["serialized"] is None, r
 
