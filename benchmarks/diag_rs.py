@@ -3,7 +3,7 @@ default dispatch, kernel-only graph times; every tile checked against the defaul
 
     python benchmarks/diag_rs.py [--m 16,64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
         [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--lean-regs] [--atomics] [--stream 1,2,3] [--stream-tail 1,2] [--top 4]
-        [--budget-s 90] [--flushed] [--slot-values 33554432] [--lag]
+        [--budget-s 90] [--flushed] [--slot-values 33554432]
         [--merge-into repack/kernels/tuned.json]
 
 ``--ws`` adds the warp-specialized tile (TileConfig.rs 3, K splits too since session 17) to the candidates;
@@ -31,8 +31,6 @@ and merged as usual (session 19: three sweeps of 200-290 candidate tiles ran pas
 nothing at all). ``--flushed`` times every tile, the default and cuBLAS as do_bench's GPU side sees them (one
 weight copy, each call after the L2 flush, no host time: gemm_common.flushed_ms) instead of in a CUDA graph over
 warm code and x; the benchmark's ratios are do_bench's (session 20: its flush adds 3.5-5 us at 4096²).
-``--lag`` adds each POST tile (rs 2 and 3, not lean) with TileConfig.lag: gluon_rs.POST_LAG, each step's wgmma left
-running into the next step (written without a GPU in session 23; a winner is merged with the flag).
 
 With ``--merge-into``, the best tile of each (shape, M) goes into the tuned table where it beats the
 default dispatch by 3 % or more, as the entry's ``rs`` tile (4-bit GPTQ-order layers only; the entry's
@@ -41,7 +39,6 @@ own tile stays for the other layouts; target_programs recorded so that other sha
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import math
@@ -65,7 +62,7 @@ SMS = 132
 
 def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: bool = False,
                k_stages: tuple | None = None, splits: tuple = (), lean: bool = False, awq: bool = False,
-               streams: tuple = (), tails: tuple = (0,), lag: bool = False) -> list[TileConfig]:
+               streams: tuple = (), tails: tuple = (0,)) -> list[TileConfig]:
     if k_stages is None:
         k_stages = ((64, 4), (128, 3), (128, 4)) if quick else ((64, 4), (64, 3), (128, 3), (128, 4), (64, 6))
     tiles = []
@@ -105,11 +102,6 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
                         for per_sm, tail in itertools.product(streams, tails):
                             tiles.append(TileConfig(bm, bn, bk, 1, warps, stages, rs=3, lean=True, stream=per_sm,
                                                     stream_tail=tail))
-    if lag:  # each POST tile again with POST_LAG, next to it so that a budget cuts both (rs 1 and 2 are the same
-        # kernel under POST; lean budgets serialize)
-        tiles = [t for c in tiles for t in ([c, dataclasses.replace(c, lag=True)]
-                                            if c.block_m <= tgm.RS_POST_MAX_BLOCK_M and c.rs in (2, 3) and not c.lean
-                                            else [c])]
     return tiles
 
 
@@ -168,7 +160,7 @@ def streams_at(cfg: TileConfig, M: int, N: int, K: int) -> bool:
 
 def label(cfg: TileConfig) -> str:
     flags = [name for name, on in (("lean", cfg.lean), (f"stream{cfg.stream}", cfg.stream),
-                                   (f"tail{cfg.stream_tail}", cfg.stream_tail), ("lag", cfg.lag)) if on]
+                                   (f"tail{cfg.stream_tail}", cfg.stream_tail)) if on]
     return " ".join([f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages} k{cfg.split_k}"
                      f" rs{cfg.rs}", *flags])
 
@@ -234,7 +226,7 @@ def main() -> None:
     for K, N in shapes:
         for M in ms:
             tiles = candidates(M, K, N, quick, "--ws" in args, "--ws-only" in args, k_stages, splits,
-                               "--lean-regs" in args, layout == "awq", streams, tails, "--lag" in args)
+                               "--lean-regs" in args, layout == "awq", streams, tails)
             if stream_only:
                 tiles = [c for c in tiles if c.stream]
             refused = [c for c in tiles if c.stream and not streams_at(c, M, N, K)]
@@ -273,11 +265,6 @@ def main() -> None:
             print(f"{K}x{N} M={M}: cuBLAS {cub * 1e3:.1f} us, default {dflt * 1e3:.1f} ({cub / dflt:.2f}x), "
                   f"rs best {best[0] * 1e3:.1f} ({cub / best[0]:.2f}x) | {top}"
                   + (f" | {cut} of {len(tiles)} tiles left out at the budget" if cut else ""), flush=True)
-            lagged = [r for r in results if r[1].lag]
-            if lagged:  # POST_LAG's best against the best without it
-                plain = next(r for r in results if not r[1].lag)
-                print(f"  lag best {label(lagged[0][1])} {lagged[0][0] * 1e3:.1f} us against {label(plain[1])} "
-                      f"{plain[0] * 1e3:.1f} ({plain[0] / lagged[0][0]:.3f}x)", flush=True)
             if merge and best[1] is not None:  # each shape as it is done: a call that runs out keeps what it merged
                 merge_row(merge, layout, dict(K=K, N=N, M=M, best=best[0], default=dflt, cfg=best[1]))
 

@@ -3,7 +3,7 @@ instruction mix of the hottest loop, and whether ptxas serialized the wgmmas. Th
 16-token tile's time followed in session 16 (issue-bound: `benchmarks/NOTES-gemm.md`), and serialized wgmmas
 (ptxas C7510-C7515) are a silent slowdown that only shows in ptxas's info output.
 
-    python benchmarks/sass_probe.py rs BM BN BK WARPS STAGES RS [--awq] [--bf16] [--post | --lag] [--split | --slots | --stream]
+    python benchmarks/sass_probe.py rs BM BN BK WARPS STAGES RS [--awq] [--bf16] [--post] [--split | --slots | --stream]
         [--lean]                             (--stream: w4_rs_stream_kernel, or w4_rs_ws_stream_kernel with RS 3)
     python benchmarks/sass_probe.py gemm BM BN BK WARPS SPLIT [--bf16]      (gluon_gemm's mma.sync tile)
 """
@@ -48,7 +48,7 @@ def _compile(fn, names, consts, args, warps: int, maxnreg: int | None = None, ex
 
 
 def compile_rs(bm: int, bn: int, bk: int, warps: int, stages: int, rs: int, awq: bool = False, bf16: bool = False,
-               post: bool | int = False, split: bool | int = False, lean: bool = False, stream: bool = False):
+               post: bool = False, split: bool | int = False, lean: bool = False, stream: bool = False):
     """gluon_rs's tile (rs 1/2: w4_rs_kernel with that wait; 3: the warp-specialized kernel) on a K x N layer;
     ``split``: the K-split epilogue (True: atomics, 2: gluon_rs.SLOTS); ``lean``: a warp-specialized POST tile at
     gluon_rs.LEAN_WS_REGS; ``stream``: the stream-K kernel (w4_rs_stream_kernel, w4_rs_ws_stream_kernel)."""
@@ -94,9 +94,9 @@ def compile_gemm(bm: int, bn: int, bk: int, warps: int, split: int, bf16: bool =
 
 
 def report(kernel) -> dict:
-    """registers, spill bytes (local memory and the stack frame: ptxas 12.8 spills into the stack, LOCAL stays 0 —
-    a POST_LAG 16x128x128 tile on 4 warps had STACK:144 and 94 LDL/STL in its loop), the largest loop's instruction count and mix, and ptxas's
-    wgmma-serialization message (None when the wgmmas are pipelined)."""
+    """registers, spill bytes (local memory and the stack frame: ptxas 12.8 spills into the stack and leaves LOCAL
+    at 0, e.g. the warp-specialized 16x128 POST tile at 80 registers, STACK:64-72, session 23), the largest loop's
+    instruction count and mix, and ptxas's wgmma-serialization message (None when the wgmmas are pipelined)."""
     bin_dir = tools()
     with tempfile.TemporaryDirectory() as tmp:
         cubin, ptx = Path(tmp) / "k.cubin", Path(tmp) / "k.ptx"
@@ -130,7 +130,7 @@ def main() -> None:
     if not args or args[0] not in ("rs", "gemm") or tools() is None:
         sys.exit(__doc__)
     dims = [int(v) for v in args[1:]]
-    kernel = (compile_rs(*dims, awq="--awq" in flags, bf16="--bf16" in flags, post=2 if "--lag" in flags else "--post" in flags,
+    kernel = (compile_rs(*dims, awq="--awq" in flags, bf16="--bf16" in flags, post="--post" in flags,
                          split=2 if "--slots" in flags else "--split" in flags, lean="--lean" in flags,
                          stream="--stream" in flags)
               if args[0] == "rs" else compile_gemm(*dims, bf16="--bf16" in flags))

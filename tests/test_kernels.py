@@ -664,35 +664,6 @@ def test_stream_k_tiles(tmp_path, monkeypatch, layout, dtype):
                                                base=tg.DOT_N if layout == "awq_gemm" else None)
 
 
-LAG_RS_TILES = [(TileConfig(16, 64, 128, 1, 4, 3, rs=2, lag=True), (1, 7, 16, 33)),  # 8 steps
-                (TileConfig(16, 64, 64, 3, 4, 4, rs=2, lag=True), (16,)),  # 16 steps split 6 / 5 / 5
-                (TileConfig(16, 64, 128, 8, 4, 3, rs=2, lag=True), (16,)),  # one step a program
-                (TileConfig(32, 64, 128, 1, 4, 3, rs=2, lag=True), (5, 32)),
-                (TileConfig(16, 128, 128, 1, 8, 4, rs=2, lag=True), (16,)),
-                # warp-specialized: each slot back to the load warp once the next step has waited for its wgmma
-                (TileConfig(16, 128, 64, 1, 4, 4, rs=3, lag=True), (7, 16)),
-                (TileConfig(16, 64, 128, 3, 4, 3, rs=3, lag=True), (5, 16)),  # 3 / 3 / 2 steps
-                (TileConfig(16, 64, 128, 8, 4, 4, rs=3, lag=True), (16,)),
-                (TileConfig(32, 64, 128, 1, 4, 3, rs=3, lag=True), (32,)),
-                # stream-K: the ring used again for the next piece (rs 3: the last slot released in _last_fold)
-                (TileConfig(16, 64, 128, 1, 4, 3, rs=2, lag=True, stream=1), (16, 33)),
-                (TileConfig(16, 64, 128, 1, 4, 3, rs=3, lag=True, stream=2), (5, 16))]
-
-
-@pytest.mark.parametrize("layout", ["gptq_v1", "awq_gemm"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_post_tiles_adding_each_wgmma_one_step_later(tmp_path, monkeypatch, layout, dtype):
-    """TileConfig.lag (gluon_rs.POST_LAG, written without a GPU in session 23): each step's wgmma left running while
-    the next step is dequantized, its sums scaled and added there. Both kernels, stream-K, K splits down to one step
-    a program, odd and even step counts: every output written and within tolerance of the oracle and of the
-    layout's own tile, twice on fresh inputs."""
-    from repack.kernels import triton_gemm as tg
-    monkeypatch.setattr(tg, "RS_POST_MAX_BLOCK_M", 32)
-    for _ in range(2):
-        _forced_tiles_match_the_oracle_and_ktj(tmp_path, layout, dtype, 128, LAG_RS_TILES, tg.DOT_RS,
-                                               base=tg.DOT_N if layout == "awq_gemm" else None)
-
-
 def test_stream_k_on_a_large_layer():
     """Stream-K over many tiles and steps (4096x4096: 32-64 steps a tile, ranges that cut tiles anywhere)."""
     from repack.kernels import triton_gemm as tg

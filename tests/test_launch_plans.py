@@ -242,41 +242,6 @@ def test_lean_registers_launch_only_warp_specialized_post_tiles(lean, block_m, b
     tg._plans.clear()
 
 
-@pytest.mark.parametrize("rs, kernel", [(1, "w4_rs_kernel"), (2, "w4_rs_kernel"), (3, "w4_rs_ws_kernel")])
-@pytest.mark.parametrize("block_m, want_post", [(16, 2), (32, 2), (64, False)])
-def test_a_lagged_tile_launches_post_lag_only_on_post_tiles(rs, kernel, block_m, want_post, monkeypatch):
-    """TileConfig.lag: a POST tile (at most RS_POST_MAX_BLOCK_M tokens) launches with POST = gluon_rs.POST_LAG, on
-    either kernel; a 64-token tile has no POST to lag and launches without it; without the flag the
-    same tiles launch POST True. (Stream-K launches only on a GPU: tests/test_kernels.py runs its lagged tiles.)"""
-    from repack.kernels import gluon_rs
-    from repack.kernels import triton_gemm as tg
-    from repack.kernels.tuned import TileConfig
-    launched = _record_launches(monkeypatch)
-    w, _ = random_gptq_words(1024, 512, 128, 0, device="cpu")
-    x = torch.randn(16, 1024, dtype=torch.float16)
-    for lag in (True, False):
-        tg.triton_gemm(x, w, config=TileConfig(block_m, 64, 128, 1, 4, 3, rs=rs, lag=lag), path_override=tg.DOT_RS)
-        tg._plans.clear()
-    (fn, consts, *_), (fn_plain, consts_plain, *_) = launched
-    assert fn is fn_plain is getattr(gluon_rs, kernel)
-    assert consts["POST"] == want_post and type(consts["POST"]) is type(want_post)
-    assert consts_plain["POST"] is (block_m <= tg.RS_POST_MAX_BLOCK_M)
-
-
-def test_a_lagged_tile_ignores_a_lean_budget(monkeypatch):
-    """TileConfig.lag with lean: the warp-specialized POST_LAG tile launches at ws_maxnreg's 128, not the lean 64 at
-    which every lean tile serializes its wgmmas with lag (sm_90a, session 23); without lag the lean budget holds."""
-    from repack.kernels import triton_gemm as tg
-    from repack.kernels.tuned import TileConfig
-    launched = _record_launches(monkeypatch)
-    w, _ = random_gptq_words(1024, 512, 128, 0, device="cpu")
-    for lag in (True, False):
-        tg.triton_gemm(torch.randn(16, 1024, dtype=torch.float16), w,
-                       config=TileConfig(16, 64, 128, 1, 4, 3, rs=3, lean=True, lag=lag), path_override=tg.DOT_RS)
-        tg._plans.clear()
-    assert [(c["POST"], regs) for _, c, _, _, regs in launched] == [(2, 128), (True, 64)]
-
-
 def _launched_form(a):
     """An argument as the launcher sees it, comparable across calls: a tensor descriptor by what it encodes."""
     if hasattr(a, "block_shape"):

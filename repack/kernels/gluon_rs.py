@@ -49,12 +49,10 @@ POST (tiles of at most triton_gemm.RS_POST_MAX_BLOCK_M tokens; on since session 
 (_post_loop, _ws_post_loop): at 16 tokens, 16 ffma a step instead of 64 paired multiplies, and the 4-warp
 warp-specialized 16x128 tile fits its registers (without POST ptxas serializes its wgmmas).
 
-POST_LAG (TileConfig.lag; written without a GPU in session 23, not yet timed): POST with step i's wgmma left
-running while step i + 1 is dequantized, as PENDING 1 does for the scaled tile. Its sums go into a register set
-of their own (two sets, swapped each step, two steps a trip) and step i + 1 adds them after waiting for all but
-its own wgmma (_lag_loop). The fold is asm with side effects (_fold), or LLVM sinks it past the next wgmma and
-ptxas serializes every wgmma; each end of the loop waits before its branches meet, for the same reason. The
-second A set costs registers: 80 -> 167 a thread on the 16x64x128 tile, and the 4-warp 16x128x128 tile spills.
+Tried and dropped (session 23, `benchmarks/results/post-lag-session23.diff`): POST with step i's wgmma left running
+while step i + 1 is dequantized, on two sums register sets. Correct on the H200 but slower or level everywhere at
+M = 16: the second A set doubles the one-tile kernel's registers (80 -> 167 on 16x64x128), and other CTAs already
+hide the wgmma wait (NOTES-gemm, twenty-third session).
 
 Stream-K (TileConfig.stream, session 19; w4_rs_stream_kernel, w4_rs_ws_stream_kernel): a 1-D launch of a few
 programs an SM, each an even range of the launch's (tile, K step) pairs taken tile by tile, so every SM does the
@@ -362,10 +360,6 @@ def _rows_to_columns(acc, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
 # SPLIT of a K split whose programs leave their partial sums in slots of their own (True: gluon_gemm._finish's atomics)
 SLOTS: gl.constexpr = gl.constexpr(2)
 
-# POST of a tile whose step i wgmma runs on while step i + 1 is dequantized, its sums scaled in step i + 1
-# (_lag_step); True: each step waits for its own wgmma (_step_post)
-POST_LAG: gl.constexpr = gl.constexpr(2)
-
 
 @gluon.jit
 def _store_out(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BLOCK_M: gl.constexpr,
@@ -511,95 +505,6 @@ def _step_post(i, acc, p, zz, ss, s1, z1, sel, n, nr, bars, x_ring, q_ring, x_de
 
 
 @gluon.jit
-def _lag_step(i, acc, p, q, sq, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr,
-              m0, n0, k_begin, last, group_size, zero_offset, ssg, szg, STAGES: gl.constexpr, BLOCK_K: gl.constexpr,
-              BLOCK_N: gl.constexpr, L4: gl.constexpr, DOTA: gl.constexpr, AWQ: gl.constexpr, L6: gl.constexpr,
-              WS: gl.constexpr, base=0):
-    """K step i (i >= 1) of a POST_LAG tile: as _step_post (WS: _ws_step_post), but the step's wgmma (into ``p``,
-    registers of their own) is left running while the next step is dequantized; the step waits for step i - 1's
-    (``q``, its rows' scales ``sq``) and adds those sums. The ring: without WS (``ready`` the full barriers) the
-    slot of step i - 2 is refilled, its wgmma waited for in step i - 1; with WS step i - 1's slot goes back to the
-    load warp. Returns the two sums sets swapped: the next step writes the one this step has added (two steps a
-    trip keep the swap static, as the A registers)."""
-    XT: gl.constexpr = x_ring.dtype
-    slot = (base + i) % STAGES
-    mbarrier.wait(ready.index(slot), ((base + i) // STAGES) & 1)
-    if not WS:
-        gl.thread_barrier()  # every warpgroup is past its wait for step i - 2: that slot may be refilled
-    s2, z2 = _group_load(s_ptr, z_ptr, gl.minimum(k_begin + (i + 2) * BLOCK_K, last), group_size, n, ssg, szg, nr)
-    a = _a_tile(q_ring.index(slot), sel, zz, ss, XT, L4, DOTA, BLOCK_N, BLOCK_K, AWQ, L6, True)
-    p = warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), p, use_acc=False, is_async=True)
-    zz1, ss1 = _group_operands(s1, z1, n, zero_offset, XT, AWQ, True)
-    if not WS:
-        kf = gl.minimum(k_begin + (i + STAGES - 2) * BLOCK_K, last)
-        _fill((i + STAGES - 2) % STAGES, kf, ready, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ)
-    p, q = warpgroup_mma_wait(1, deps=(p, q))
-    if WS:
-        mbarrier.arrive(empty.index((base + i + STAGES - 1) % STAGES), count=1)
-    acc = _fold(acc, q, sq)
-    return acc, q, p, ss, zz1, ss1, s2, z2
-
-
-@gluon.jit
-def _fold(acc, q, sq):
-    """acc + q sq (the rows' scales ``sq``) as asm with side effects, so that it stays before the next step's wgmma:
-    LLVM sank a pure fold past it, which kept q's registers live across that wgmma, so the wgmma wrote a copy and
-    the loop moved it back while it ran (ptxas C7515, serialized wgmmas; sm_90a, session 23)."""
-    q, s = gl.broadcast(q, gl.expand_dims(sq, 1))
-    return gl.inline_asm_elementwise(asm="fma.rn.f32 $0, $1, $2, $3;", constraints="=r,r,r,r", args=[q, s, acc],
-                                     dtype=gl.float32, is_pure=False, pack=1)
-
-
-@gluon.jit
-def _last_fold(acc, p, q, sq, empty, slot, WS: gl.constexpr):
-    """A POST_LAG loop's end: its last wgmma (``q``, of ring slot ``slot``) waited for and added; WS: the slot
-    goes back to the load warp (the stream-K tile's next piece loads into it)."""
-    p, q = warpgroup_mma_wait(0, deps=(p, q))
-    if WS:
-        mbarrier.arrive(empty.index(slot), count=1)
-    return _fold(acc, q, sq)
-
-
-@gluon.jit
-def _lag_loop(sel, n, ready, empty, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, steps, last,
-              group_size, zero_offset, ssg, szg, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
-              STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, DOTA: gl.constexpr, AWQ: gl.constexpr,
-              L6: gl.constexpr, WS: gl.constexpr, base=0):
-    """_post_loop (WS: _ws_post_loop) with POST_LAG steps (_lag_step). Returns the accumulator, every wgmma waited
-    for. (WS: ``x_desc``, ``q_desc`` and ``m0`` unused.)"""
-    nr = _row_columns(n0, BLOCK_N, MMA)
-    q, sq, zz, ss, s1, z1 = _first_step(ready, x_ring, q_ring, s_ptr, z_ptr, sel, n, nr, k_begin, last, group_size,
-                                        zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, L4, MMA, DOTA, AWQ, L6, True,
-                                        base)
-    if not WS:
-        _fill(STAGES - 2, gl.minimum(k_begin + (STAGES - 2) * BLOCK_K, last), ready, x_ring, q_ring, x_desc, q_desc,
-              m0, n0, AWQ)
-    q = warpgroup_mma_wait(1, deps=(q,))  # (waits for nothing; q becomes a tensor again)
-    acc = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
-    p = gl.zeros((BLOCK_N, BLOCK_M), dtype=gl.float32, layout=MMA)
-    for i in range(1, steps - 1, 2):
-        acc, p, q, sq, zz, ss, s1, z1 = _lag_step(i, acc, p, q, sq, zz, ss, s1, z1, sel, n, nr, ready, empty, x_ring,
-                                                  q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, last,
-                                                  group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA,
-                                                  AWQ, L6, WS, base)
-        acc, p, q, sq, zz, ss, s1, z1 = _lag_step(i + 1, acc, p, q, sq, zz, ss, s1, z1, sel, n, nr, ready, empty,
-                                                  x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, last,
-                                                  group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA,
-                                                  AWQ, L6, WS, base)
-    # the last wgmma is waited for in each branch: a pending q merged after them would be copied while it runs
-    final = (base + steps - 1) % STAGES
-    if steps % 2 == 0:  # one step left
-        acc, p, q, sq, zz, ss, s1, z1 = _lag_step(steps - 1, acc, p, q, sq, zz, ss, s1, z1, sel, n, nr, ready, empty,
-                                                  x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, last,
-                                                  group_size, zero_offset, ssg, szg, STAGES, BLOCK_K, BLOCK_N, L4, DOTA,
-                                                  AWQ, L6, WS, base)
-        acc = _last_fold(acc, p, q, sq, empty, final, WS)
-    else:
-        acc = _last_fold(acc, p, q, sq, empty, final, WS)
-    return acc
-
-
-@gluon.jit
 def _post_loop(sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, steps, last, group_size,
                zero_offset, ssg, szg, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr,
                STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, DOTA: gl.constexpr, AWQ: gl.constexpr,
@@ -640,11 +545,7 @@ def _tile_sums(x_ring, q_ring, bars, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_beg
         _fill(f, gl.minimum(k_begin + f * BLOCK_K, last), bars, x_ring, q_ring, x_desc, q_desc, m0, n0, AWQ)
 
     sel, n = _columns(n0, x_ring.dtype, L4, BLOCK_N, AWQ)
-    if POST == POST_LAG:
-        acc = _lag_loop(sel, n, bars, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, steps, last,
-                        group_size, zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, AWQ, L6,
-                        False)
-    elif POST:
+    if POST:
         acc = _post_loop(sel, n, bars, x_ring, q_ring, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, steps, last,
                          group_size, zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, AWQ, L6)
     else:
@@ -823,9 +724,8 @@ def stream_maxnreg(warps: int, per_sm: int, post: bool, block_m: int, block_n: i
     (2-3; 120-168 B), 32x256 on 8 warps at 168 (8-112 B). No tuned entry streams (slower in session 20, these
     budgets included), so the rule stands until a sweep times them again. Four repetitions a warp
     (16x256 on 4 warps, x512 on 8) serialize their wgmmas under a cap, and the larger tiles at 168 (64x64,
-    256x128), so they keep ptxas's count. POST_LAG's tiles hold two sums and two A register sets (session 23: the
-    16x64 one spilled 8 B at 168) and keep it too."""
-    if not post or post == POST_LAG.value or block_n // (16 * warps) > 2:
+    256x128), so they keep ptxas's count."""
+    if not post or block_n // (16 * warps) > 2:
         return None
     least = 128 if block_m * block_n <= 16 * 32 * warps else 168
     return max(least, min(255, 65536 // (32 * warps * per_sm)) // 8 * 8)
@@ -852,7 +752,7 @@ def consts(block_m: int, block_n: int, block_k: int, split: bool, stages: int, w
     """``pending``: wgmmas left running at the end of a step (1: step i's while step i + 1 is dequantized; 0: none).
     ``awq``: AutoAWQ's words ([K, N/8], awq_q_descriptor) instead of GPTQ's. ``post``: the scales applied to
     each step's wgmma sums in fp32 instead of to the weights (small token tiles; _post_loop; each step's wgmma
-    waited for in its step, whatever ``pending``), or POST_LAG (_lag_loop: waited for in the next step)."""
+    waited for in its step, whatever ``pending``)."""
     return (block_m, block_n, block_k, split, stages, words_layout(block_n, block_k // 8, warps), mma_layout(block_m, warps),
             pending, awq, awq_words_layout(block_n, block_k // 8, warps) if awq else None, post)
 
@@ -967,11 +867,7 @@ def _ws_tile_sums(x_ring, q_ring, ready, empty, s_ptr, z_ptr, k_begin, steps, la
     XT: gl.constexpr = x_ring.dtype
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
     sel, n = _columns(n0, XT, L4, BLOCK_N, AWQ)
-    if POST == POST_LAG:
-        acc = _lag_loop(sel, n, ready, empty, x_ring, q_ring, 0, 0, s_ptr, z_ptr, 0, n0, k_begin, steps, last,
-                        group_size, zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, AWQ, L6,
-                        True, base)
-    elif POST:
+    if POST:
         acc = _ws_post_loop(x_ring, q_ring, ready, empty, s_ptr, z_ptr, sel, n, n0, k_begin, last, group_size,
                             zero_offset, ssg, szg, steps, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, AWQ, L6,
                             base)

@@ -1392,16 +1392,14 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         descs = gluon_rs.descriptors(x2, w, block_m, block_n, block_k, awq)
         args = (*descs, w.scales, w.zeros, y, ws, cnt, M, N, K, k_split, split, gs, w.zero_offset, w.scales.stride(0),
                 w.zeros.stride(0), y.stride(0))
-        post = (gluon_rs.POST_LAG.value if cfg.lag else True) if block_m <= RS_POST_MAX_BLOCK_M else False
+        post = block_m <= RS_POST_MAX_BLOCK_M
         if cfg.rs == 3:  # warp-specialized (a load warp)
             consts = gluon_rs.ws_consts(block_m, block_n, block_k, stages, warps, awq=awq, post=post,
                                         split=gluon_rs.split_mode(split, slots))
             kernel = _launch(grid, args, consts, warps, 1, x.device, stream,
                              gluon_rs.w4_rs_ws_stream_kernel if streamed else gluon_rs.w4_rs_ws_kernel,
                              gluon_rs.WS_CONST_NAMES,
-                             # (a lean budget serializes POST_LAG's wgmmas on every lean tile: NOTES-gemm, session 23)
-                             maxnreg=gluon_rs.ws_maxnreg(warps, block_m, block_n, cfg.lean and post is True, awq,
-                                                         streamed))
+                             maxnreg=gluon_rs.ws_maxnreg(warps, block_m, block_n, cfg.lean and post, awq, streamed))
         else:
             consts = gluon_rs.consts(block_m, block_n, block_k, gluon_rs.split_mode(split, slots), stages, warps,
                                      pending=1 if cfg.rs == 1 else 0,

@@ -50,12 +50,6 @@ class TileConfig:
     # whole tile a program first, and only the rest (the last partial wave and stream_tail - 1 waves) streams
     # (gluon_rs.stream_whole_tiles; the wave probe of session 21: a 3.39-wave launch takes 4 waves' time)
     stream_tail: int = 0
-    # a POST tile (at most RS_POST_MAX_BLOCK_M tokens, rs 1-3) whose step i wgmma runs on while step i + 1 is
-    # dequantized, its sums scaled there (gluon_rs.POST_LAG; two sums register sets, as PENDING 1's two A sets).
-    # Written without a GPU in session 23: pipelined and spill-free on sm_90a for the tiles
-    # tests/test_sass.py names; not yet timed, so no table entry has it. A lean budget is ignored with it (every
-    # lean tile serializes its wgmmas with lag)
-    lag: bool = False
     # 4-bit GPTQ-order layers with sequential groups take this tile instead where the table has one (gluon_rs's,
     # measured faster for them: benchmarks/diag_rs.py), and so do AutoAWQ gemm layers without an awq_rs tile;
     # every other layer (Marlin, act-order, other bit widths) keeps the tile above, which is what its own paths
@@ -129,7 +123,7 @@ def config_of(entry: dict, M: int, N: int, K: int) -> TileConfig:
         split = cluster
     cfg = TileConfig(c["block_m"], block_n, c["block_k"], split, c["num_warps"], c["num_stages"], c.get("pipe", False),
                      c.get("ws", False), cluster, c.get("ring", False), int(c.get("rs", 0)), c.get("lean", False),
-                     int(c.get("stream", 0)), int(c.get("stream_tail", 0)), c.get("lag", False))
+                     int(c.get("stream", 0)), int(c.get("stream_tail", 0)))
     if "rs" in entry:  # {"config": ..., "target_programs": ...}: the tile of 4-bit GPTQ-order layers
         cfg = dataclasses.replace(cfg, gptq_rs=config_of(entry["rs"], M, N, K))
     if "awq_rs" in entry:  # the same, measured on AutoAWQ's words
