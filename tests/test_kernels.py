@@ -625,6 +625,18 @@ def test_slot_k_splits_on_a_large_layer(monkeypatch):
                                  tg.DOT_RS)
 
 
+@pytest.mark.parametrize("split", [2, 3, 5, 8])
+def test_slot_k_splits_meet_without_a_race(split, monkeypatch):
+    """The last part of a slot split reads the other slots after one thread's acquire and the CTA barrier, with no
+    fence of its own, several slots at once (gluon_rs._store_part, session 23): 16-token tiles of both kernels on a
+    4096x4096 layer split 2-8 ways, ten runs each on fresh inputs, every one within tolerance of float64 (a slot
+    read before its stores were visible shows as a wrong tile)."""
+    from repack.kernels import triton_gemm as tg
+    monkeypatch.setattr(tg, "RS_SPLIT_SLOTS", True)
+    _large_layer_matches_float64([(16, TileConfig(16, 128, 128, split, 4, 4, rs=2)),
+                                  (16, TileConfig(16, 64, 128, split, 4, 3, rs=3))] * 10, tg.DOT_RS)
+
+
 STREAM_RS_TILES = [(TileConfig(16, 64, 128, 1, 4, 3, rs=1, stream=1), (5, 16, 33)),
                    (TileConfig(16, 128, 128, 1, 4, 3, rs=2, stream=2), (16, 40)),
                    (TileConfig(32, 64, 128, 1, 4, 3, rs=2, stream=1), (33, 64)),

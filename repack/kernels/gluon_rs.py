@@ -392,9 +392,13 @@ def _store_part(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, part, part
                 BLOCK_N: gl.constexpr):
     """Part ``part`` of a tile's ``parts`` partial sums: stored with plain stores in the accumulator's layout into
     slot ``part`` of the tile's ``stride`` slots (the workspace is never cleared); the tile's last part to arrive
-    adds the other slots to its own sums and writes the tile. Ordering as gluon_gemm._finish: every thread fences
-    its stores at GPU scope before the counter moves; the last program's loads come after the counter's acquire
-    (one thread's, shared through the CTA barrier of the broadcast) and bypass L1 (.cg)."""
+    adds the other slots to its own sums, in the same order as ever, and writes the tile. Ordering as
+    gluon_gemm._finish: every thread fences its stores at GPU scope before the counter moves; the last program's
+    loads come after the counter's acquire (one thread's, shared through the CTA barrier of the broadcast: that
+    barrier orders the acquire before every thread's loads, as CUTLASS's split-K semaphore relies on, so the
+    threads need no fence of their own there) and bypass L1 (.cg). The other slots are read SLOT_LOADS at a time:
+    one at a time, each load waited out an L2 round trip before the next was issued (session 23: the last
+    program's reduction and store took 1.7-1.8 µs of an 18 µs M = 16 launch)."""
     SLOT: gl.constexpr = BLOCK_M * BLOCK_N
     AL: gl.constexpr = acc.type.layout
     rows = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, AL))
@@ -406,11 +410,22 @@ def _store_part(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, part, part
     gl.thread_barrier()
     arrived = gl.atomic_add(cnt_ptr + tile, 1, sem="acq_rel")
     if arrived == parts - 1:
-        _fence_gpu(parts)
-        for j in range(1, parts):
-            acc += gl.load(slots + ((part + j) % parts) * SLOT + offs, cache_modifier=".cg")
+        LOADS: gl.constexpr = _slot_loads(SLOT // (32 * gl.num_warps()))
+        for j0 in range(1, parts, LOADS):
+            for jj in gl.static_range(LOADS):  # independent loads, issued together; the adds keep their order
+                k = part + j0 + jj  # the slot (part + j) % parts, without a division by a runtime value
+                k -= parts * (k >= parts).to(gl.int32)
+                acc += gl.load(slots + k * SLOT + offs, mask=offs * 0 + j0 + jj < parts, other=0.0,
+                               cache_modifier=".cg")
         _store_out(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, parts, BLOCK_M, BLOCK_N, False)
         gl.atomic_xchg(cnt_ptr + tile, 0, sem="relaxed")
+
+
+@gluon.constexpr_function
+def _slot_loads(values: int) -> int:
+    """Slots the last part reads at once with ``values`` sums a thread: as many as keep the loads within ~64
+    registers (16x128 on 4 warps: 16 values, four slots at once)."""
+    return max(1, min(4, 64 // values))
 
 
 @gluon.jit
