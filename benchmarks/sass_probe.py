@@ -3,7 +3,7 @@ instruction mix of the hottest loop, and whether ptxas serialized the wgmmas. Th
 16-token tile's time followed in session 16 (issue-bound: `benchmarks/NOTES-gemm.md`), and serialized wgmmas
 (ptxas C7510-C7515) are a silent slowdown that only shows in ptxas's info output.
 
-    python benchmarks/sass_probe.py rs BM BN BK WARPS STAGES RS [--awq] [--bf16] [--post] [--split | --slots | --stream]
+    python benchmarks/sass_probe.py rs BM BN BK WARPS STAGES RS [--awq] [--bf16] [--post] [--split | --slots | --stream | --cluster=N]
         [--lean]                             (--stream: w4_rs_stream_kernel, or w4_rs_ws_stream_kernel with RS 3)
     python benchmarks/sass_probe.py gemm BM BN BK WARPS SPLIT [--bf16]      (gluon_gemm's mma.sync tile)
 """
@@ -48,7 +48,8 @@ def _compile(fn, names, consts, args, warps: int, maxnreg: int | None = None, ex
 
 
 def compile_rs(bm: int, bn: int, bk: int, warps: int, stages: int, rs: int, awq: bool = False, bf16: bool = False,
-               post: bool = False, split: bool | int = False, lean: bool = False, stream: bool = False):
+               post: bool = False, split: bool | int = False, lean: bool = False, stream: bool = False,
+               cluster: int = 1):
     """gluon_rs's tile (rs 1/2: w4_rs_kernel with that wait; 3: the warp-specialized kernel) on a K x N layer;
     ``split``: the K-split epilogue (True: atomics, 2: gluon_rs.SLOTS); ``lean``: a warp-specialized POST tile at
     gluon_rs.LEAN_WS_REGS; ``stream``: the stream-K kernel (w4_rs_stream_kernel, w4_rs_ws_stream_kernel)."""
@@ -75,7 +76,8 @@ def compile_rs(bm: int, bn: int, bk: int, warps: int, stages: int, rs: int, awq:
                         gluon_rs.ws_maxnreg(warps, bm, bn, lean and post, awq, stream))
     consts = gluon_rs.consts(bm, bn, bk, split, stages, warps, pending=1 if rs == 1 else 0, awq=awq, post=post)
     return _compile(gluon_rs.w4_rs_stream_kernel if stream else gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES, consts, args, warps,
-                    gluon_rs.stream_maxnreg(warps, 3, post, bm, bn) if stream else None)  # (three programs an SM)
+                    gluon_rs.stream_maxnreg(warps, 3, post, bm, bn) if stream else None,  # (three programs an SM)
+                    None if stream else {"CLUSTER": cluster})
 
 
 def compile_gemm(bm: int, bn: int, bk: int, warps: int, split: int, bf16: bool = False):
@@ -132,7 +134,8 @@ def main() -> None:
     dims = [int(v) for v in args[1:]]
     kernel = (compile_rs(*dims, awq="--awq" in flags, bf16="--bf16" in flags, post="--post" in flags,
                          split=2 if "--slots" in flags else "--split" in flags, lean="--lean" in flags,
-                         stream="--stream" in flags)
+                         stream="--stream" in flags, cluster=int(next((a.split("=")[1] for a in flags
+                                                                       if a.startswith("--cluster=")), 1)))
               if args[0] == "rs" else compile_gemm(*dims, bf16="--bf16" in flags))
     r = report(kernel)
     print(f"registers {r['registers']}, spills {r['spill_bytes']} B, loop {r['loop_instructions']} instructions, "

@@ -220,6 +220,48 @@ def test_cluster_split_k_against_the_oracle(M, cfg, monkeypatch):
         monkeypatch.undo()
 
 
+RS_CLUSTER_CASES = [(16, TileConfig(16, 128, 128, 2, 4, 4, rs=2, cluster=2)),
+                    (7, TileConfig(16, 64, 128, 4, 4, 3, rs=1, cluster=4)),
+                    (16, TileConfig(16, 128, 128, 8, 8, 4, rs=2, cluster=8)),
+                    (33, TileConfig(32, 64, 128, 2, 4, 3, rs=2, cluster=2)),
+                    (64, TileConfig(64, 64, 128, 4, 4, 4, rs=1, cluster=4))]
+
+
+@pytest.mark.parametrize("M, cfg", RS_CLUSTER_CASES)
+def test_transposed_tile_cluster_split_k_against_the_oracle(M, cfg, monkeypatch):
+    """gluon_rs's K split inside a cluster (rs 1/2 tiles, gluon_rs._cluster_store, session 23): every output written
+    (poisoned first) and within tolerance of float64, the same bits on every run (rank-order sums), close to the
+    same tile split through global slots; a K the cluster cannot split evenly falls back to the slots; and the
+    dispatch's own launch of the tile (under an entry's rs slot) and its launch plan give the same bits."""
+    from repack.kernels import triton_gemm as tg
+    for K, N in ((4096, 1024), (4096 + 128 * 3, 1024)):
+        w, W = random_gptq_words(K, N, 128, random.randrange(2**31))
+        seed = random.randrange(2**31)
+        x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).half().cuda()
+        want = x.double() @ W.t()
+        runs = []
+        for _ in range(3):
+            out = torch.full((M, N), float("nan"), dtype=x.dtype, device="cuda")
+            runs.append(tg.triton_gemm(x, w, cfg, out=out, path_override=tg.DOT_RS).double())
+            assert torch.isfinite(runs[-1]).all(), f"unwritten outputs (seed {seed}, {cfg}, K={K})"
+            rel = float((runs[-1] - want).norm() / want.norm())
+            assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg}, K={K})"
+        even = K % (cfg.cluster * cfg.block_k) == 0
+        if even:
+            assert all(torch.equal(r, runs[0]) for r in runs), f"cluster sums moved between runs ({cfg})"
+        plain = tg.triton_gemm(x, w, dataclasses.replace(cfg, cluster=1), path_override=tg.DOT_RS).double()
+        assert float((plain - runs[0]).norm() / plain.norm()) < 1e-3
+        entry = TileConfig(64, 64, 128, 1, 4, 3, gptq_rs=cfg)
+        monkeypatch.setattr(tg, "pick_config", lambda M_, N_, K_: entry)
+        tg._plans.clear()
+        for _ in range(2):
+            y = tg.triton_gemm(x, w).double()
+            assert not even or torch.equal(y, runs[0]), f"the dispatch's launch differs ({cfg})"
+            assert float((y - want).norm() / want.norm()) <= TOLERANCE[torch.float16]
+        monkeypatch.undo()
+        tg._plans.clear()
+
+
 @pytest.mark.parametrize("cfg", [TileConfig(1, 1024, 64, 32, 8, 4), TileConfig(1, 512, 64, 8, 4, 3),
                                  TileConfig(1, 256, 64, 8, 4, 4, cluster=8), TileConfig(1, 512, 64, 4, 8, 6, cluster=4),
                                  TileConfig(1, 128, 128, 1, 4, 2)])

@@ -118,6 +118,23 @@ def test_the_probe_counts_stack_spills(monkeypatch):
     assert r["registers"] == 80 and r["spill_bytes"] > 0, r
 
 
+@pytest.mark.parametrize("tile, cluster", [((16, 128, 128, 4, 4, 2), 2), ((16, 64, 128, 4, 3, 1), 4),
+                                           ((16, 128, 128, 8, 4, 2), 8), ((64, 64, 128, 4, 4, 1), 4)])
+def test_a_cluster_split_transposed_tile_keeps_its_loop(tile, cluster):
+    """gluon_rs's K split inside a cluster (_cluster_store): the same K loop as the unsplit tile (no spills,
+    pipelined wgmmas, the same instruction count within 1 %), two cluster barriers around the distributed
+    shared-memory reads, one read a CTA of the cluster for each of a thread's values."""
+    probe = _probe()
+    post = tile[0] <= 32
+    kernel = probe.compile_rs(*tile, post=post, cluster=cluster)
+    r, alone = probe.report(kernel), probe.report(probe.compile_rs(*tile, post=post))
+    assert r["spill_bytes"] == 0 and r["serialized"] is None, r
+    assert abs(r["loop_instructions"] - alone["loop_instructions"]) <= 0.01 * alone["loop_instructions"], (r, alone)
+    ptx = kernel.asm["ptx"]
+    assert ptx.count("barrier.cluster.arrive") == 2
+    assert ptx.count("mapa.shared::cluster") == tile[0] * tile[1] // (32 * tile[3])
+
+
 def test_a_warp_specialized_k_split_waits_only_for_its_mma_warps():
     """The split-K epilogue of gluon_rs's warp-specialized tile has a CTA barrier (gluon_gemm._finish); it must be
     the MMA partition's own named barrier (its 128 threads), not one the load warp — done and gone — is counted

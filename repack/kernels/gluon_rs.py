@@ -71,7 +71,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                              warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .gluon_gemm import _NEG_64_PAIR, _fence_gpu, _finish, _halves, _magic_z
+from .gluon_gemm import (_DSMEM_LOAD, _NEG_64_PAIR, _SMEM_STORE, _cluster_sync, _fence_gpu, _finish, _halves,
+                         _magic_z)
 from .gluon_pipe import _plain, k_range, ring_barriers, ring_barriers_again, tile_origin, x_descriptor
 
 # fp16 (-(1024 + z), -(64 + z)) pairs less their z terms, as signed int32 (_group_operands)
@@ -396,9 +397,10 @@ def _store_part(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, part, part
     gluon_gemm._finish: every thread fences its stores at GPU scope before the counter moves; the last program's
     loads come after the counter's acquire (one thread's, shared through the CTA barrier of the broadcast: that
     barrier orders the acquire before every thread's loads, as CUTLASS's split-K semaphore relies on, so the
-    threads need no fence of their own there) and bypass L1 (.cg). The other slots are read SLOT_LOADS at a time:
-    one at a time, each load waited out an L2 round trip before the next was issued (session 23: the last
-    program's reduction and store took 1.7-1.8 µs of an 18 µs M = 16 launch)."""
+    threads need no fence of their own there) and bypass L1 (.cg). The other slots are read _slot_loads at a time
+    (one at a time, each load waited out an L2 round trip before the next was issued). Session 23, M = 16: the last
+    program's part of the protocol takes 1.7-1.8 µs of an 18-19 µs launch; these two changes took 0.2 µs of it
+    on a 5-way split (19.35 -> 19.14 µs, 14336x4096) and nothing measurable on a 3-way one."""
     SLOT: gl.constexpr = BLOCK_M * BLOCK_N
     AL: gl.constexpr = acc.type.layout
     rows = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, AL))
@@ -423,9 +425,10 @@ def _store_part(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, part, part
 
 @gluon.constexpr_function
 def _slot_loads(values: int) -> int:
-    """Slots the last part reads at once with ``values`` sums a thread: as many as keep the loads within ~64
-    registers (16x128 on 4 warps: 16 values, four slots at once)."""
-    return max(1, min(4, 64 // values))
+    """Slots the last part reads at once with ``values`` sums a thread: as many as keep the loads within ~32
+    registers (16x128 on 4 warps: 16 values, two slots at once; four made the stream-K kernel's 16x128 tile spill
+    16 B more)."""
+    return max(1, min(4, 32 // values))
 
 
 @gluon.jit
@@ -604,15 +607,59 @@ def w4_rs_kernel(x_desc, q_desc, s_ptr, z_ptr, y_ptr, ws_ptr, cnt_ptr,
                  M, N, K, K_SPLIT, split_k, group_size, zero_offset, ssg, szg, sym,
                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, SPLIT: gl.constexpr,
                  STAGES: gl.constexpr, L4: gl.constexpr, MMA: gl.constexpr, PENDING: gl.constexpr,
-                 AWQ: gl.constexpr = False, L6: gl.constexpr = None, POST: gl.constexpr = False):
+                 AWQ: gl.constexpr = False, L6: gl.constexpr = None, POST: gl.constexpr = False,
+                 CLUSTER: gl.constexpr = 1):
+    """``CLUSTER`` > 1 (a launch option beside CONST_NAMES, TileConfig.cluster): the K split runs across the CTAs
+    of a thread-block cluster along grid axis 0 and meets in distributed shared memory (_cluster_store)."""
     DOTA: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=MMA, k_width=2)
-    tile, m0, n0 = tile_origin(BLOCK_M, BLOCK_N)
+    if CLUSTER > 1:
+        rank = gl.program_id(0) % CLUSTER
+        pid_n = gl.program_id(0) // CLUSTER
+        tile, m0, n0 = 0, gl.program_id(1) * BLOCK_M, pid_n * BLOCK_N
+    else:
+        rank = gl.program_id(2)
+        tile, m0, n0 = tile_origin(BLOCK_M, BLOCK_N)
     x_ring, q_ring = _rings(x_desc, q_desc, STAGES)
     bars = ring_barriers(STAGES)
-    k_begin, steps, last = k_range(gl.program_id(2), K_SPLIT, K, BLOCK_K)
+    k_begin, steps, last = k_range(rank, K_SPLIT, K, BLOCK_K)
     acc = _tile_sums(x_ring, q_ring, bars, x_desc, q_desc, s_ptr, z_ptr, m0, n0, k_begin, steps, last, group_size,
                      zero_offset, ssg, szg, BLOCK_M, BLOCK_N, BLOCK_K, STAGES, L4, MMA, DOTA, PENDING, AWQ, L6, POST)
-    _store_tile(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BLOCK_M, BLOCK_N, SPLIT)
+    if CLUSTER > 1:
+        _cluster_store(acc, y_ptr, M, N, m0, n0, sym, rank, BLOCK_M, BLOCK_N, CLUSTER)
+    else:
+        _store_tile(acc, y_ptr, ws_ptr, cnt_ptr, M, N, m0, n0, sym, tile, split_k, BLOCK_M, BLOCK_N, SPLIT)
+
+
+@gluon.jit
+def _cluster_store(acc, y_ptr, M, N, m0, n0, sym, rank, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                   CLUSTER: gl.constexpr):
+    """A cluster K split's epilogue (triton_gemm._cluster_finish's protocol, written in session 23): each CTA
+    stores its partial tile at the start of its shared memory (the ring is done: _tile_sums waited for every
+    load), token-major (element m BLOCK_N + row), a cluster barrier orders the stores, each CTA adds its
+    1/CLUSTER of the tile over the cluster's CTAs in rank order (the same bits every run) through distributed
+    shared memory, and writes it in output order (the rows' relabelling, _row_columns); a second cluster barrier
+    keeps every CTA's shared memory until the others have read it."""
+    AL: gl.constexpr = acc.type.layout
+    rows = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, AL))
+    cols = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, AL))
+    e = cols[None, :] * BLOCK_N + rows[:, None]
+    gl.thread_barrier()  # every warp is past the ring
+    gl.inline_asm_elementwise(_SMEM_STORE, "=r,r,f", [e * 4, acc], dtype=gl.int32, is_pure=False, pack=1)
+    _cluster_sync(rank)
+    SL: gl.constexpr = BLOCK_M * BLOCK_N // CLUSTER
+    W: gl.constexpr = gl.num_warps()
+    FLAT: gl.constexpr = gl.BlockedLayout([1], [32], [W], [0])
+    f = rank * SL + gl.arange(0, SL, layout=FLAT)
+    total = gl.zeros((SL,), dtype=gl.float32, layout=FLAT)
+    for j in gl.static_range(CLUSTER):
+        total += gl.inline_asm_elementwise(_DSMEM_LOAD, "=f,r,r", [f * 4, f * 0 + j], dtype=gl.float32,
+                                           is_pure=False, pack=1)
+    rho = f % BLOCK_N  # row 16 W b + 16 w + 8 h + r is column J (8 w + r) + 2 b + h
+    J: gl.constexpr = BLOCK_N // (8 * W)
+    n = n0 + J * (8 * ((rho // 16) % W) + rho % 8) + 2 * (rho // (16 * W)) + (rho // 8) % 2
+    m = m0 + f // BLOCK_N
+    gl.store(y_ptr + m * sym + n, total.to(y_ptr.dtype.element_ty), mask=(m < M) & (n < N))
+    _cluster_sync(rank)
 
 
 @gluon.jit

@@ -1329,7 +1329,8 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
         raise ValueError(f"TileConfig.cluster must be 1, 2, 4 or 8, got {cfg.cluster}")
     # the cluster's CTAs split K evenly (none idles, and the Gluon tile's prologue reads its first step
     # unconditionally); elsewhere (or before Hopper) a cluster's split goes through the global-memory epilogue
-    cluster = cfg.cluster if (cfg.cluster > 1 and path in CLUSTER_PATHS and x.is_cuda
+    in_cluster = path in CLUSTER_PATHS or (path == DOT_RS and cfg.rs in (1, 2) and not cfg.stream)
+    cluster = cfg.cluster if (cfg.cluster > 1 and in_cluster and x.is_cuda
                               and K % (cfg.cluster * block_k) == 0 and _clusters_available(x.device.index)) else 1
     if cfg.cluster > 1:
         split_k = cfg.cluster
@@ -1404,10 +1405,13 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
             consts = gluon_rs.consts(block_m, block_n, block_k, gluon_rs.split_mode(split, slots), stages, warps,
                                      pending=1 if cfg.rs == 1 else 0,
                                      awq=awq, post=post)
+            names = gluon_rs.CONST_NAMES
+            if cluster > 1:  # the K split inside a cluster (gluon_rs._cluster_store)
+                consts, names = consts + (cluster,), names + ("CLUSTER",)
             kernel = _launch(grid, args, consts, warps, 1, x.device, stream,
-                             gluon_rs.w4_rs_stream_kernel if streamed else gluon_rs.w4_rs_kernel, gluon_rs.CONST_NAMES,
+                             gluon_rs.w4_rs_stream_kernel if streamed else gluon_rs.w4_rs_kernel, names,
                              maxnreg=gluon_rs.stream_maxnreg(warps, cfg.stream, post, block_m, block_n)
-                             if streamed else None)
+                             if streamed else None, cluster=cluster, cluster_smem=4 * block_n * block_m)
     elif path == DOT_WS:
         from . import gluon_pipe, gluon_ws
         consts = gluon_ws.consts(block_m, block_n, block_k, stages, warps)
