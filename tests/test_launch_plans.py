@@ -242,6 +242,37 @@ def test_lean_registers_launch_only_warp_specialized_post_tiles(lean, block_m, b
     tg._plans.clear()
 
 
+@pytest.mark.parametrize("rs, stream", [(1, 0), (2, 0), (3, 0), (2, 1), (3, 1)])
+@pytest.mark.parametrize("block_m, split", [(16, 1), (16, 3), (64, 2)])
+def test_a_transposed_tile_launch_passes_every_constexpr_of_its_kernel(rs, stream, block_m, split, monkeypatch):
+    """The cached launcher (triton_gemm._launch after the first call) takes the kernel's parameters in signature
+    order, constexprs included: a launch whose constexprs miss one the signature has (a default added to one kernel,
+    session 23's CLUSTER) fails on the GPU at its second call, "function takes exactly 50 arguments (49 given)".
+    Each gluon_rs launch the dispatch makes names exactly its kernel's constexpr parameters, in order."""
+    import inspect
+
+    from repack.kernels import triton_gemm as tg
+    from repack.kernels.tuned import TileConfig
+    raw = []
+
+    def fake_launch(grid, args, consts, warps, stages, device, stream_, fn=None, names=None, maxnreg=None, **kw):
+        raw.append((fn, tuple(names), len(consts), len(args)))
+        return Recorder(), ("meta",)
+
+    monkeypatch.setattr(tg, "_launch", fake_launch)
+    monkeypatch.setattr(tg, "_raw_stream", lambda index: 0)
+    monkeypatch.setattr(tg, "_gluon_available", lambda: True)
+    w, _ = random_gptq_words(1024, 512, 128, 0, device="cpu")
+    tg.triton_gemm(torch.randn(16, 1024, dtype=torch.float16), w,
+                   config=TileConfig(block_m, 64, 128, split, 4, 4, rs=rs, stream=stream), path_override=tg.DOT_RS)
+    tg._plans.clear()
+    (fn, names, n_consts, n_args), = raw
+    params = inspect.signature(fn.fn).parameters.values()
+    constexprs = tuple(q.name for q in params if "constexpr" in str(q.annotation))
+    assert names == constexprs and n_consts == len(constexprs)
+    assert n_args + n_consts == len(params)
+
+
 def _launched_form(a):
     """An argument as the launcher sees it, comparable across calls: a tensor descriptor by what it encodes."""
     if hasattr(a, "block_shape"):

@@ -1406,7 +1406,8 @@ def triton_gemm(x: torch.Tensor, w: PackedWeight, config: TileConfig | None = No
                                      pending=1 if cfg.rs == 1 else 0,
                                      awq=awq, post=post)
             names = gluon_rs.CONST_NAMES
-            if cluster > 1:  # the K split inside a cluster (gluon_rs._cluster_store)
+            if not streamed:  # w4_rs_kernel's last constexpr: a K split inside a cluster (gluon_rs._cluster_store).
+                # Always passed: the cached launcher takes every constexpr of the signature, defaults included
                 consts, names = consts + (cluster,), names + ("CLUSTER",)
             kernel = _launch(grid, args, consts, warps, 1, x.device, stream,
                              gluon_rs.w4_rs_stream_kernel if streamed else gluon_rs.w4_rs_kernel, names,
