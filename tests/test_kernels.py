@@ -179,6 +179,21 @@ def test_split_k_partial_sums_meet_without_a_race(M, cfg, paired, monkeypatch):
         assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg}, paired={paired})"
 
 
+def _poisoned_runs(x, w, cfg, want, what: str, path: int | None = None, runs: int = 3) -> list:
+    """``runs`` launches of tile ``cfg`` (on ``path``) into NaN-poisoned outputs, each fully written and within
+    tolerance of ``want``; their outputs (float64)."""
+    from repack.kernels import triton_gemm as tg
+    M, N = x.shape[0], want.shape[1]
+    out_runs = []
+    for _ in range(runs):
+        out = torch.full((M, N), float("nan"), dtype=x.dtype, device="cuda")
+        out_runs.append(tg.triton_gemm(x, w, cfg, out=out, path_override=path).double())
+        assert torch.isfinite(out_runs[-1]).all(), f"unwritten outputs ({what})"
+        rel = float((out_runs[-1] - want).norm() / want.norm())
+        assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} ({what})"
+    return out_runs
+
+
 CLUSTER_CASES = [(1, TileConfig(1, 256, 64, 8, 8, 2, cluster=8)), (1, TileConfig(1, 512, 64, 4, 4, 2, cluster=4)),
                  (1, TileConfig(1, 128, 128, 2, 4, 2, cluster=2)),
                  (16, TileConfig(16, 128, 128, 4, 4, 1, cluster=4)), (7, TileConfig(16, 256, 64, 8, 8, 1, cluster=8)),
@@ -199,13 +214,7 @@ def test_cluster_split_k_against_the_oracle(M, cfg, monkeypatch):
         seed = random.randrange(2**31)
         x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).half().cuda()
         want = x.double() @ W.t()
-        runs = []
-        for _ in range(3):
-            out = torch.full((M, N), float("nan"), dtype=x.dtype, device="cuda")
-            runs.append(tg.triton_gemm(x, w, cfg, out=out).double())
-            assert torch.isfinite(runs[-1]).all(), f"unwritten outputs (seed {seed}, {cfg}, K={K})"
-            rel = float((runs[-1] - want).norm() / want.norm())
-            assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg}, K={K})"
+        runs = _poisoned_runs(x, w, cfg, want, f"seed {seed}, {cfg}, K={K}")
         if K % (cfg.cluster * cfg.block_k) == 0:
             assert all(torch.equal(r, runs[0]) for r in runs), f"cluster sums moved between runs ({cfg})"
         plain = tg.triton_gemm(x, w, dataclasses.replace(cfg, cluster=1)).double()
@@ -239,13 +248,7 @@ def test_transposed_tile_cluster_split_k_against_the_oracle(M, cfg, monkeypatch)
         seed = random.randrange(2**31)
         x = torch.randn(M, K, generator=torch.Generator().manual_seed(seed)).half().cuda()
         want = x.double() @ W.t()
-        runs = []
-        for _ in range(3):
-            out = torch.full((M, N), float("nan"), dtype=x.dtype, device="cuda")
-            runs.append(tg.triton_gemm(x, w, cfg, out=out, path_override=tg.DOT_RS).double())
-            assert torch.isfinite(runs[-1]).all(), f"unwritten outputs (seed {seed}, {cfg}, K={K})"
-            rel = float((runs[-1] - want).norm() / want.norm())
-            assert rel <= TOLERANCE[torch.float16], f"relative error {rel:.2e} (seed {seed}, {cfg}, K={K})"
+        runs = _poisoned_runs(x, w, cfg, want, f"seed {seed}, {cfg}, K={K}", tg.DOT_RS)
         even = K % (cfg.cluster * cfg.block_k) == 0
         if even:
             assert all(torch.equal(r, runs[0]) for r in runs), f"cluster sums moved between runs ({cfg})"
