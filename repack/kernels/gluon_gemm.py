@@ -167,9 +167,11 @@ def _cluster_sync(dep):
 
 
 @gluon.jit
-def _cluster_finish(acc, e, y_ptr, rank, n0, m0, N, M, syn, sym, R: gl.constexpr, RC: gl.constexpr,
-                    CLUSTER: gl.constexpr):
-    """triton_gemm._cluster_finish for this tile (the split-K reduction in distributed shared memory)."""
+def _cluster_sums(acc, e, rank, RC: gl.constexpr, CLUSTER: gl.constexpr):
+    """The reduction of triton_gemm._cluster_finish: this CTA's partial sums ``acc`` stored at float offsets ``e``
+    of its shared memory, a cluster barrier, then this CTA's 1/CLUSTER of the tile's RC sums added over the
+    cluster's CTAs in rank order. Returns their flat indices and the sums (flat layout); the caller stores them and
+    ends with _cluster_sync, so that no CTA leaves while another still reads its shared memory."""
     gl.thread_barrier()  # every warp is past the loop's use of shared memory
     gl.inline_asm_elementwise(_SMEM_STORE, "=r,r,f", [e * 4, acc], dtype=gl.int32, is_pure=False, pack=1)
     _cluster_sync(rank)
@@ -180,6 +182,14 @@ def _cluster_finish(acc, e, y_ptr, rank, n0, m0, N, M, syn, sym, R: gl.constexpr
     for j in gl.static_range(CLUSTER):
         total += gl.inline_asm_elementwise(_DSMEM_LOAD, "=f,r,r", [f * 4, f * 0 + j], dtype=gl.float32,
                                            is_pure=False, pack=1)
+    return f, total
+
+
+@gluon.jit
+def _cluster_finish(acc, e, y_ptr, rank, n0, m0, N, M, syn, sym, R: gl.constexpr, RC: gl.constexpr,
+                    CLUSTER: gl.constexpr):
+    """triton_gemm._cluster_finish for this tile (the split-K reduction in distributed shared memory)."""
+    f, total = _cluster_sums(acc, e, rank, RC, CLUSTER)
     n = n0 + f % R
     m = m0 + f // R
     gl.store(y_ptr + n * syn + m * sym, total.to(y_ptr.dtype.element_ty), mask=(n < N) & (m < M))

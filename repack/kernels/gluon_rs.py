@@ -71,8 +71,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
                                                              warpgroup_mma_wait)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .gluon_gemm import (_DSMEM_LOAD, _NEG_64_PAIR, _SMEM_STORE, _cluster_sync, _fence_gpu, _finish, _halves,
-                         _magic_z)
+from .gluon_gemm import _NEG_64_PAIR, _cluster_sums, _cluster_sync, _fence_gpu, _finish, _halves, _magic_z
 from .gluon_pipe import _plain, k_range, ring_barriers, ring_barriers_again, tile_origin, x_descriptor
 
 # fp16 (-(1024 + z), -(64 + z)) pairs less their z terms, as signed int32 (_group_operands)
@@ -491,12 +490,15 @@ def _step(i, acc, zz, ss, s1, z1, sel, n, bars, x_ring, q_ring, x_desc, q_desc, 
 @gluon.jit
 def _row_columns(n0, BLOCK_N: gl.constexpr, MMA: gl.constexpr):
     """The output column of each accumulator row (the relabelling of the module docstring), in the rows' layout."""
+    return _column_of(gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA)), n0, BLOCK_N)
+
+
+@gluon.jit
+def _column_of(rho, n0, BLOCK_N: gl.constexpr):
+    """The output column of tile row ``rho``: row 16 W b + 16 w + 8 h + r is column n0 + J (8 w + r) + 2 b + h."""
     W: gl.constexpr = gl.num_warps()
     J: gl.constexpr = BLOCK_N // (8 * W)
-    rho = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, MMA))
-    b = rho // (16 * W)
-    w = (rho // 16) % W
-    return n0 + J * (8 * w + rho % 8) + 2 * b + (rho // 8) % 2
+    return n0 + J * (8 * ((rho // 16) % W) + rho % 8) + 2 * (rho // (16 * W)) + (rho // 8) % 2
 
 
 @gluon.jit
@@ -637,26 +639,13 @@ def _cluster_store(acc, y_ptr, M, N, m0, n0, sym, rank, BLOCK_M: gl.constexpr, B
     stores its partial tile at the start of its shared memory (the ring is done: _tile_sums waited for every
     load), token-major (element m BLOCK_N + row), a cluster barrier orders the stores, each CTA adds its
     1/CLUSTER of the tile over the cluster's CTAs in rank order (the same bits every run) through distributed
-    shared memory, and writes it in output order (the rows' relabelling, _row_columns); a second cluster barrier
+    shared memory (gluon_gemm._cluster_sums), and writes it in output order (_column_of); a second cluster barrier
     keeps every CTA's shared memory until the others have read it."""
     AL: gl.constexpr = acc.type.layout
     rows = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, AL))
     cols = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, AL))
-    e = cols[None, :] * BLOCK_N + rows[:, None]
-    gl.thread_barrier()  # every warp is past the ring
-    gl.inline_asm_elementwise(_SMEM_STORE, "=r,r,f", [e * 4, acc], dtype=gl.int32, is_pure=False, pack=1)
-    _cluster_sync(rank)
-    SL: gl.constexpr = BLOCK_M * BLOCK_N // CLUSTER
-    W: gl.constexpr = gl.num_warps()
-    FLAT: gl.constexpr = gl.BlockedLayout([1], [32], [W], [0])
-    f = rank * SL + gl.arange(0, SL, layout=FLAT)
-    total = gl.zeros((SL,), dtype=gl.float32, layout=FLAT)
-    for j in gl.static_range(CLUSTER):
-        total += gl.inline_asm_elementwise(_DSMEM_LOAD, "=f,r,r", [f * 4, f * 0 + j], dtype=gl.float32,
-                                           is_pure=False, pack=1)
-    rho = f % BLOCK_N  # row 16 W b + 16 w + 8 h + r is column J (8 w + r) + 2 b + h
-    J: gl.constexpr = BLOCK_N // (8 * W)
-    n = n0 + J * (8 * ((rho // 16) % W) + rho % 8) + 2 * (rho // (16 * W)) + (rho // 8) % 2
+    f, total = _cluster_sums(acc, cols[None, :] * BLOCK_N + rows[:, None], rank, BLOCK_M * BLOCK_N, CLUSTER)
+    n = _column_of(f % BLOCK_N, n0, BLOCK_N)
     m = m0 + f // BLOCK_N
     gl.store(y_ptr + m * sym + n, total.to(y_ptr.dtype.element_ty), mask=(m < M) & (n < N))
     _cluster_sync(rank)
