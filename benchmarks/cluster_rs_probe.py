@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.diag_rs import label  # noqa: E402
-from benchmarks.gemm_common import graph_ms, layer_with_baselines, option, warm_clocks  # noqa: E402
+from benchmarks.gemm_common import graph_ms, layer_with_baselines, option, parse_shapes, warm_clocks  # noqa: E402
 from repack.kernels.triton_gemm import DOT_RS, triton_gemm  # noqa: E402
 from repack.kernels.tuned import TileConfig, pick_config  # noqa: E402
 
@@ -23,8 +23,7 @@ TILES = [TileConfig(16, 128, 128, 1, 4, 4, rs=2), TileConfig(16, 64, 128, 1, 4, 
 def main() -> None:
     args = sys.argv[1:]
     M = int(option(args, "--m", "16"))
-    shapes = [tuple(int(d) for d in s.split("x"))
-              for s in option(args, "--shapes", "4096x14336,14336x4096,4096x4096").split(",")]
+    shapes = parse_shapes(option(args, "--shapes", "4096x14336,14336x4096,4096x4096"))
     warm_clocks()
     for K, N in shapes:
         copies, x, ref, cub, dflt = layer_with_baselines(K, N, M)

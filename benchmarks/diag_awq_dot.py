@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.gemm_common import SHAPES, forced_tile_time, layer_with_baselines, warm_clocks  # noqa: E402
+from benchmarks.gemm_common import (SHAPES, forced_tile_time, layer_with_baselines, parse_shapes,  # noqa: E402
+                                     warm_clocks)
 from repack.kernels import triton_gemm as tg  # noqa: E402
 from repack.kernels.tuned import TileConfig, split_for  # noqa: E402
 
@@ -30,7 +31,7 @@ def main() -> None:
     ap.add_argument("--m", default="16,64,256,1024")
     args = ap.parse_args()
     warm_clocks()
-    for K, N in (tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")):
+    for K, N in parse_shapes(args.shapes):
         for M in (int(m) for m in args.m.split(",")):
             copies, x, ref, cub, dflt = layer_with_baselines(K, N, M, "awq")
             print(f"{K}x{N} M={M} awq: cuBLAS {cub * 1e3:.1f}, default {dflt * 1e3:.1f} ({cub / dflt:.2f}x)", flush=True)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.gemm_common import SHAPES, forced_tile_time, layer_with_baselines, warm_clocks  # noqa: E402
+from benchmarks.gemm_common import (SHAPES, forced_tile_time, layer_with_baselines, parse_shapes,  # noqa: E402
+                                     warm_clocks)
 from repack.kernels import triton_gemm as tg  # noqa: E402
 from repack.kernels.tuned import TileConfig, split_for  # noqa: E402
 
@@ -43,7 +44,7 @@ def main() -> None:
     ap.add_argument("--wide", action="store_true")
     args = ap.parse_args()
     warm_clocks()
-    for K, N in (tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")):
+    for K, N in parse_shapes(args.shapes):
         copies, x, ref, cub, dflt = layer_with_baselines(K, N, 1, "awq")
         old = forced_tile_time("GEMV_N (fp32, default tile)", x, copies, ref,
                                TileConfig(1, tg.M1_OTHER_BLOCK_N, 64, split_for(N // tg.M1_OTHER_BLOCK_N, K, 64, 264), 4, 2),

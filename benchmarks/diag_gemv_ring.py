@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.gemm_common import forced_tile_time, layer_with_baselines, warm_clocks  # noqa: E402
+from benchmarks.gemm_common import forced_tile_time, layer_with_baselines, parse_shapes, warm_clocks  # noqa: E402
 from benchmarks.paths_gemm import merge  # noqa: E402
 from repack.kernels import triton_gemm as tg  # noqa: E402
 from repack.kernels.tuned import TileConfig, pick_config, split_for  # noqa: E402
@@ -63,7 +63,7 @@ def main() -> None:
     tg.RAGGED_WIDE = args.ragged
     warm_clocks()
     rows = []
-    for K, N in (tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")):
+    for K, N in parse_shapes(args.shapes):
         copies, x, ref, cub, dflt = layer_with_baselines(K, N, 1)
         print(f"{K}x{N} M=1: cuBLAS {cub * 1e3:.1f} default {pick_config(1, N, K)} {dflt * 1e3:.1f}", flush=True)
         timed = []

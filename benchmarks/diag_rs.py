@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.gemm_common import flushed_ms, graph_ms, layer_with_baselines, warm_clocks  # noqa: E402
+from benchmarks.gemm_common import flushed_ms, graph_ms, layer_with_baselines, parse_shapes, warm_clocks  # noqa: E402
 from repack.kernels import gluon_rs  # noqa: E402
 from repack.kernels import triton_gemm as tgm  # noqa: E402
 from repack.kernels.triton_gemm import DOT_RS, triton_gemm  # noqa: E402
@@ -198,7 +198,7 @@ def merge_row(path: Path, layout: str, r: dict) -> None:
 def main() -> None:
     args = sys.argv[1:]
     ms = [int(v) for v in args[args.index("--m") + 1].split(",")] if "--m" in args else [64, 256, 1024]
-    shapes = ([tuple(int(d) for d in s.split("x")) for s in args[args.index("--shapes") + 1].split(",")]
+    shapes = (parse_shapes(args[args.index("--shapes") + 1])
               if "--shapes" in args else SHAPES)
     quick = "--quick" in args
     merge = Path(args[args.index("--merge-into") + 1]) if "--merge-into" in args else None

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks.gemm_common import (copies_for, copy_bandwidth, graph_ms, option, packed_weight,  # noqa: E402
-                                     warm_clocks)
+                                     parse_shapes, warm_clocks)
 from repack.kernels.triton_gemm import DOT_RS, triton_gemm  # noqa: E402
 from repack.kernels.tuned import pick_config  # noqa: E402
 
@@ -31,8 +31,7 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
 def main() -> None:
     args = sys.argv[1:]
     M = int(option(args, "--m", "16"))
-    shapes = [tuple(int(d) for d in s.split("x"))
-              for s in option(args, "--shapes", "4096x14336,14336x4096,8192x28672,4096x4096").split(",")]
+    shapes = parse_shapes(option(args, "--shapes", "4096x14336,14336x4096,8192x28672,4096x4096"))
     warm_clocks()
     bw = copy_bandwidth()  # bytes/s
     print(f"copy bandwidth {bw / 1e12:.2f} TB/s", flush=True)

@@ -12,6 +12,11 @@ M_VALUES = (1, 16, 64, 256, 1024)
 GROUP = 128
 
 
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """"4096x14336,14336x4096" -> [(4096, 14336), (14336, 4096)]: a probe's --shapes, K x N each."""
+    return [tuple(int(d) for d in s.split("x")) for s in text.split(",")]
+
+
 def option(args: list[str], name: str, default: str) -> str:
     """The value after flag ``name`` in a probe's command line, or ``default``."""
     return args[args.index(name) + 1] if name in args else default

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks.gemm import tinygemm  # noqa: E402
-from benchmarks.gemm_common import bench_ms, copies_for, graph_ms, packed_weight  # noqa: E402
+from benchmarks.gemm_common import bench_ms, copies_for, graph_ms, packed_weight, parse_shapes  # noqa: E402
 from repack.kernels import triton_gemm as tg  # noqa: E402
 from repack.kernels.tuned import TileConfig, pick_config, split_for  # noqa: E402
 
@@ -41,7 +41,7 @@ def main() -> None:
     t_warm = time.time()
     while time.time() - t_warm < 2:
         warm @ warm
-    for K, N in [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]:
+    for K, N in parse_shapes(args.shapes):
         w = packed_weight(K, N)
         copies = [w] + [packed_weight(K, N) for _ in range(copies_for(K * N // 2) - 1)]
         x = torch.randn(1, K, device="cuda", dtype=torch.float16)

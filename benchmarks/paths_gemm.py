@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.gemm_common import bench_ms, copies_for, graph_ms, packed_weight  # noqa: E402
+from benchmarks.gemm_common import bench_ms, copies_for, graph_ms, packed_weight, parse_shapes  # noqa: E402
 from repack.kernels import triton_gemm as tg  # noqa: E402
 from repack.kernels.triton_gemm import DOT_GLUON, DOT_KTJ, DOT_PIPE, DOT_WS, GEMV_H2, GEMV_KJ, triton_gemm  # noqa: E402
 from repack.kernels.tuned import TileConfig, bucket, pick_config, split_for  # noqa: E402
@@ -112,7 +112,7 @@ def main() -> None:
     while time.time() - t_warm < 2:  # bring the clocks up before the first measurement
         warm @ warm
     torch.cuda.synchronize()
-    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    shapes = parse_shapes(args.shapes)
     ms_list = [int(m) for m in args.m.split(",")]
     t0 = time.time()
     rows = []

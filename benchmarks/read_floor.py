@@ -17,7 +17,7 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from benchmarks.gemm_common import SHAPES, graph_ms, layer_with_baselines, warm_clocks  # noqa: E402
+from benchmarks.gemm_common import SHAPES, graph_ms, layer_with_baselines, parse_shapes, warm_clocks  # noqa: E402
 
 
 @triton.jit
@@ -45,7 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     warm_clocks()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    for K, N in (tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")):
+    for K, N in parse_shapes(args.shapes):
         copies, x, ref, cub, ours = layer_with_baselines(K, N, 1)
         nbytes = copies[0].qweight.numel() * 4 + copies[0].scales.numel() * 2
         best = min((read_time(copies, sms * p, block, warps), sms * p, block, warps)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from triton.experimental import gluon  # noqa: E402
 from triton.experimental.gluon import language as gl  # noqa: E402
 
-from benchmarks.gemm_common import graph_ms, layer_with_baselines, option, warm_clocks  # noqa: E402
+from benchmarks.gemm_common import graph_ms, layer_with_baselines, option, parse_shapes, warm_clocks  # noqa: E402
 from repack.kernels import gluon_rs  # noqa: E402
 from repack.kernels.gluon_gemm import _fence_gpu  # noqa: E402
 from repack.kernels.triton_gemm import DOT_RS, triton_gemm  # noqa: E402
@@ -66,7 +66,7 @@ def main() -> None:
     args = sys.argv[1:]
     mode = args[0] if args and args[0] in MODES else sys.exit(__doc__)
     M = int(option(args, "--m", "16"))
-    shapes = [tuple(int(d) for d in s.split("x")) for s in option(args, "--shapes", "4096x14336,14336x4096").split(",")]
+    shapes = parse_shapes(option(args, "--shapes", "4096x14336,14336x4096"))
     use_mode(mode)
     warm_clocks()
     for K, N in shapes:

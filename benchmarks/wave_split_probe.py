@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.gemm_common import copies_for, graph_ms, option, packed_weight, warm_clocks  # noqa: E402
+from benchmarks.gemm_common import copies_for, graph_ms, option, packed_weight, parse_shapes, warm_clocks  # noqa: E402
 from repack.kernels import triton_gemm as tg  # noqa: E402
 from repack.kernels.tuned import TileConfig, bucket, pick_config  # noqa: E402
 
@@ -95,7 +95,7 @@ def main() -> None:
     args = sys.argv[1:]
 
     ms = [int(v) for v in option(args, "--m", "1024").split(",")]
-    shapes = [tuple(int(d) for d in s.split("x")) for s in option(args, "--shapes", "4096x14336").split(",")]
+    shapes = parse_shapes(option(args, "--shapes", "4096x14336"))
     target = Path(option(args, "--merge-into", "")) if "--merge-into" in args else None
     layout = "awq" if "--awq" in args else "gptq"
     if layout == "awq" and target:
