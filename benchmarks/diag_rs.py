@@ -2,7 +2,7 @@
 default dispatch, kernel-only graph times; every tile checked against the default's output first.
 
     python benchmarks/diag_rs.py [--m 16,64,256,1024] [--shapes 4096x4096,...] [--quick] [--ws | --ws-only] [--awq] [--jobs 12]
-        [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--lean-regs] [--atomics] [--stream 1,2,3] [--stream-tail 1,2] [--top 4]
+        [--k-stages 128:4,128:8] [--post 32] [--splits 2,3,5] [--clusters 2,4] [--block-m 16] [--warps 4] [--lean-regs] [--atomics] [--stream 1,2,3] [--stream-tail 1,2] [--top 4]
         [--budget-s 90] [--flushed] [--slot-values 33554432]
         [--merge-into repack/kernels/tuned.json]
 
@@ -17,7 +17,14 @@ sweeps with gluon_rs's POST on for tiles of at most N tokens (merge only if RS_P
 CTAs an SM; a winner is merged with it). ``--atomics`` splits K by atomics into the zeroed workspace instead of
 gluon_rs's slots (triton_gemm.RS_SPLIT_SLOTS off: the way before session 18). ``--splits S,...`` adds these K
 splits to every tile (by default each tile unsplit and, for launches of fewer programs than SMs, split to about
-one or two waves), e.g. to even out a launch of 1.7 programs an SM (8192x28672 M = 16, session 17: slower).
+one or two waves), e.g. to even out a launch of 1.7 programs an SM (8192x28672 M = 16, session 17: slower), or
+past two waves (14336x4096 M = 16's 16x64 tile split 8, session 23: 6 % faster than split 5).
+``--clusters C,...`` adds each one-tile (rs 1/2) tile split C ways inside a thread-block cluster too (TileConfig.cluster,
+gluon_rs._cluster_store: the partial sums meet in distributed shared memory; session 23: a 2-CTA cluster 0.7-1.3 us
+faster than slots on 4096x14336 M = 16, clusters of 4-8 slower than slots on 14336x4096); only where the cluster's
+CTAs split K evenly, as the dispatch requires. ``--block-m B,...`` keeps only tiles of these token counts (at M = 16
+the 32-token tiles have never won: half their MMA rows are padding, and they halve a sweep's candidates);
+``--warps W,...`` keeps only tiles of these warp counts (no 8-warp rs tile has won at M = 16).
 ``--stream P,...`` adds each tile launched stream-K at P programs an SM (TileConfig.stream,
 gluon_rs.w4_rs_stream_kernel, w4_rs_ws_stream_kernel with --ws: every SM the same number of K steps, tiles cut between programs
 wherever the ranges fall; session 20: slower than the one-tile launches wherever it streamed); ``--stream-only`` sweeps only those, against the
@@ -62,7 +69,7 @@ SMS = 132
 
 def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: bool = False,
                k_stages: tuple | None = None, splits: tuple = (), lean: bool = False, awq: bool = False,
-               streams: tuple = (), tails: tuple = (0,)) -> list[TileConfig]:
+               streams: tuple = (), tails: tuple = (0,), clusters: tuple = ()) -> list[TileConfig]:
     if k_stages is None:
         k_stages = ((64, 4), (128, 3), (128, 4)) if quick else ((64, 4), (64, 3), (128, 3), (128, 4), (64, 6))
     tiles = []
@@ -87,6 +94,9 @@ def candidates(M: int, K: int, N: int, quick: bool, ws: bool = False, ws_only: b
                             cfg = TileConfig(bm, bn, bk, split, warps, stages, rs=rs)
                             if cfg not in tiles:
                                 tiles.append(cfg)
+                    for c in clusters:  # (a cluster's split is its size; the dispatch sends an uneven K to slots)
+                        if K % (c * bk) == 0 and not ws_only:
+                            tiles += [TileConfig(bm, bn, bk, c, warps, stages, rs=rs, cluster=c) for rs in (1, 2)]
                     for per_sm, tail in itertools.product(streams, tails):
                         for rs in (3,) if ws_only else (1, 2, 3) if ws else (1, 2):
                             tiles.append(TileConfig(bm, bn, bk, 1, warps, stages, rs=rs, stream=per_sm,
@@ -159,8 +169,9 @@ def streams_at(cfg: TileConfig, M: int, N: int, K: int) -> bool:
 
 
 def label(cfg: TileConfig) -> str:
-    flags = [name for name, on in (("lean", cfg.lean), (f"stream{cfg.stream}", cfg.stream),
-                                   (f"tail{cfg.stream_tail}", cfg.stream_tail)) if on]
+    flags = [name for name, on in ((f"cluster{cfg.cluster}", cfg.cluster > 1), ("lean", cfg.lean),
+                                   (f"stream{cfg.stream}", cfg.stream), (f"tail{cfg.stream_tail}", cfg.stream_tail))
+             if on]
     return " ".join([f"{cfg.block_m}x{cfg.block_n}x{cfg.block_k} w{cfg.num_warps} s{cfg.num_stages} k{cfg.split_k}"
                      f" rs{cfg.rs}", *flags])
 
@@ -173,7 +184,9 @@ def merge_row(path: Path, layout: str, r: dict) -> None:
     table = json.loads(path.read_text())
     cfg = r["cfg"]
     count = math.ceil(r["M"] / cfg.block_m) * (r["N"] // cfg.block_n)
-    rs = dict(config=cfg.to_dict(), target_programs=count * cfg.split_k if cfg.split_k > 1 else 0, ms=r["best"])
+    # (a cluster's split is its size: tuned.config_of ignores the target)
+    split = cfg.split_k > 1 and cfg.cluster == 1
+    rs = dict(config=cfg.to_dict(), target_programs=count * cfg.split_k if split else 0, ms=r["best"])
     bucket = table.setdefault(str(r["M"]), [])
     own = [e for e in bucket if (e["K"], e["N"]) == (r["K"], r["N"])]
     if layout == "awq":  # an AWQ slot beside an entry's own tiles (an entry without it: AWQ takes "rs")
@@ -213,7 +226,10 @@ def main() -> None:
     splits = tuple(int(v) for v in args[args.index("--splits") + 1].split(",")) if "--splits" in args else ()
     streams = tuple(int(v) for v in args[args.index("--stream") + 1].split(",")) if "--stream" in args else ()
     tails = tuple(int(v) for v in args[args.index("--stream-tail") + 1].split(",")) if "--stream-tail" in args else (0,)
+    clusters = tuple(int(v) for v in args[args.index("--clusters") + 1].split(",")) if "--clusters" in args else ()
     stream_only = "--stream-only" in args
+    block_ms = tuple(int(v) for v in args[args.index("--block-m") + 1].split(",")) if "--block-m" in args else ()
+    warp_counts = tuple(int(v) for v in args[args.index("--warps") + 1].split(",")) if "--warps" in args else ()
     n_top = int(args[args.index("--top") + 1]) if "--top" in args else 4
     budget = float(args[args.index("--budget-s") + 1]) if "--budget-s" in args else math.inf
     flushed = "--flushed" in args
@@ -226,9 +242,11 @@ def main() -> None:
     for K, N in shapes:
         for M in ms:
             tiles = candidates(M, K, N, quick, "--ws" in args, "--ws-only" in args, k_stages, splits,
-                               "--lean-regs" in args, layout == "awq", streams, tails)
+                               "--lean-regs" in args, layout == "awq", streams, tails, clusters)
             if stream_only:
                 tiles = [c for c in tiles if c.stream]
+            tiles = [c for c in tiles if (not block_ms or c.block_m in block_ms)
+                     and (not warp_counts or c.num_warps in warp_counts)]
             refused = [c for c in tiles if c.stream and not streams_at(c, M, N, K)]
             if refused:  # the dispatch would launch these one tile a program: not stream-K timings
                 print(f"  {K}x{N} M={M}: {len(refused)} stream tiles left out, past the slot budget "
