@@ -13,7 +13,7 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu -
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 if [ "$TESTS" != 0 ]; then
   # (the interpreter tests run on any machine with triton; here they would take a minute of device time)
-  timeout 560 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernels.py tests/test_tuned.py tests/test_launch_plans.py \
+  timeout 560 python3 -m pytest -q -x -p no:cacheprovider tests/test_kernels.py tests/test_tuned.py tests/test_shipped_tiles.py tests/test_launch_plans.py \
       tests/test_awq_dot.py tests/test_awq_gemv.py tests/test_marlin_triton.py -k "not interpreter" \
       $([ "$TESTS" != 1 ] && echo --shard "$TESTS") 2>&1 | tee "$OUT/tests.log" | tail -15
 fi

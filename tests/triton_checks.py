@@ -66,6 +66,31 @@ def random_gptq_words(K: int, N: int, gs: int, seed: int, device: str = "cuda"):
     return w, ((q - z[grp]) * scales.double()[grp]).t()
 
 
+def random_awq_words(K: int, N: int, gs: int, seed: int, device: str = "cuda"):
+    """A 4-bit AutoAWQ gemm layer from random words (on ``device``), and its float64 weight [N, K] unpacked here
+    from the layout (nibble i of word c of a row holds column 8c + AWQ_ORDER[i], LSB first; zeros packed the
+    same way along N, stored as they are)."""
+    import torch
+
+    from repack.kernels.packed import CODES_ALONG_N_AWQ, ZEROS_ALONG_N_AWQ, PackedWeight
+    from tests.reference_packers import AWQ_ORDER
+
+    g = torch.Generator(device=device).manual_seed(seed)
+    qweight = torch.randint(-2**31, 2**31 - 1, (K, N // 8), dtype=torch.int32, device=device, generator=g)
+    qzeros = torch.randint(-2**31, 2**31 - 1, (K // gs, N // 8), dtype=torch.int32, device=device, generator=g)
+    scales = (torch.rand(K // gs, N, device=device, generator=g) * 0.01 + 0.001).half()
+    w = PackedWeight(CODES_ALONG_N_AWQ, ZEROS_ALONG_N_AWQ, 4, K, N, gs, qweight, scales, qzeros, 0, None, "test/awq")
+
+    def columns(words):  # [R, N / 8] words -> [R, N] fields, column 8c + AWQ_ORDER[i] from nibble i
+        fields = torch.stack([(words >> (4 * i)) & 15 for i in range(8)], 2)
+        out = torch.empty_like(fields)
+        out[:, :, AWQ_ORDER] = fields
+        return out.reshape(words.shape[0], N).double()
+
+    grp = torch.arange(K, device=device) // gs
+    return w, ((columns(qweight) - columns(qzeros)[grp]) * scales.double()[grp]).t()
+
+
 def awq_layer(folder: Path, seed: int, gs: int, K: int, N: int, device: str):
     """A random 4-bit AutoAWQ gemm layer written by the reference packer (fixtures.write_awq) and read back
     by repack (on ``device``), and its float64 weight [K, N] from the fixture's own codes, zeros and scales."""
