@@ -56,7 +56,8 @@ def test_every_shipped_tile_through_the_dispatch_and_its_plan(layout):
                 if y.data_ptr() != out.data_ptr() or not torch.isfinite(y).all() or not rel <= TOLERANCE[x.dtype]:
                     failures.append(f"{layout} {K}x{N} M={M} {call} (seed {seed}): rel {rel:.2e}, "
                                     f"{int((~torch.isfinite(y)).sum())} outputs not finite, {tg.pick_config(M, N, K)}")
-            assert len(tg._plans) == 1, f"{layout} {K}x{N} M={M}: the first call left no plan"
+            # (one plan a launch: a wave split's two launches leave two)
+            assert tg._plans, f"{layout} {K}x{N} M={M}: the first call left no plan"
         del w, W
         torch.cuda.empty_cache()
     tg._plans.clear()
