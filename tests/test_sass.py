@@ -28,15 +28,19 @@ def _probe():
 
 
 def _table_rs_tiles() -> list[tuple]:
-    """Each distinct gluon_rs tile of tuned.json: (BM, BN, BK, warps, stages, rs, AWQ words, lean, stream-K)."""
+    """Each distinct gluon_rs tile of tuned.json as its entry launches it on its own shape: (BM, BN, BK, warps,
+    stages, rs, AWQ words, lean, stream-K, K split epilogue (0: none, 2: gluon_rs.SLOTS), cluster size)."""
     tiles = set()
     for entries in json.loads((ROOT / "repack" / "kernels" / "tuned.json").read_text()).values():
         for e in entries:
             for key, awq in (("rs", False), ("awq_rs", True)):
                 if key in e:
                     c = e[key]["config"]
+                    cluster = c.get("cluster", 1)
+                    # a cluster's split meets in shared memory (no split epilogue), any other through slots
+                    slots = 2 if c["split_k"] > 1 and cluster == 1 and not c.get("stream", 0) else 0
                     tiles.add((c["block_m"], c["block_n"], c["block_k"], c["num_warps"], c["num_stages"], c["rs"], awq,
-                               c.get("lean", False), c.get("stream", 0) > 0 and c["rs"] in (1, 2)))
+                               c.get("lean", False), c.get("stream", 0) > 0 and c["rs"] in (1, 2), slots, cluster))
     return sorted(tiles)
 
 
@@ -52,17 +56,28 @@ def test_the_probe_sees_a_serialized_and_a_pipelined_tile():
 
 @pytest.mark.parametrize("tile", _table_rs_tiles(), ids=lambda t: "x".join(map(str, t[:3])) +
                          f"-w{t[3]}s{t[4]}rs{t[5]}" + ("-awq" if t[6] else "") + ("-lean" if t[7] else "")
-                         + ("-stream" if t[8] else ""))
+                         + ("-stream" if t[8] else "") + ("-slots" if t[9] else "") + (f"-cluster{t[10]}" if t[10] > 1 else ""))
 def test_every_tuned_transposed_tile_compiles_without_spills_or_serialized_wgmmas(tile):
     """Compiled as the dispatch launches it: POST for tiles of at most RS_POST_MAX_BLOCK_M tokens, at a lean
-    register budget or stream-K where the table says so."""
+    register budget, stream-K, with its K split's epilogue (slots or a cluster) where the table says so. No
+    spills but those TUNED_SPILLS records, which are no larger than recorded."""
     probe = _probe()
     from repack.kernels import triton_gemm
-    *dims, awq, lean, stream = tile
+    *dims, awq, lean, stream, slots, cluster = tile
     post = dims[0] <= triton_gemm.RS_POST_MAX_BLOCK_M
-    r = probe.report(probe.compile_rs(*dims, awq=awq, post=post, lean=lean, stream=stream))
-    assert r["spill_bytes"] == 0, r
+    r = probe.report(probe.compile_rs(*dims, awq=awq, post=post, lean=lean, stream=stream, split=slots,
+                                      cluster=cluster))
+    assert r["spill_bytes"] <= TUNED_SPILLS.get(tile, 0), r
     assert r["serialized"] is None, r
+
+
+# Stack spills (bytes a thread) of tuned tiles, each kept because it measured faster on the H200 with the spill
+# than every tile the sweep timed that compiles clean (session 24, results/sweep-small-m-h200-session24.log: M = 16
+# AWQ words). The 4-warp 16x256 AWQ tile needs 255 registers and 2 more (GPTQ's does not spill): AWQ 4096x14336 in a
+# 4-CTA cluster 19.2 us against 21.1 for the best clean tile (16x64x128 k2 rs3 lean) and 23.5 for the old slot;
+# 8192x28672 in a 2-CTA cluster 60.9 against at least 64.8.
+TUNED_SPILLS = {(16, 256, 128, 4, 4, 1, True, False, False, 0, 4): 8,
+                (16, 256, 128, 4, 4, 2, True, False, False, 0, 2): 8}
 
 
 @pytest.mark.parametrize("tile", [(16, 64, 128, 4, 3, 1, True, False), (16, 128, 128, 4, 3, 2, True, False),
