@@ -57,7 +57,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.gemm_common import flushed_ms, graph_ms, layer_with_baselines, parse_shapes, warm_clocks  # noqa: E402
+from benchmarks.gemm_common import (flushed_ms, graph_ms, int_option, layer_with_baselines, parse_shapes,  # noqa: E402
+                                     warm_clocks)
 from repack.kernels import gluon_rs  # noqa: E402
 from repack.kernels import triton_gemm as tgm  # noqa: E402
 from repack.kernels.triton_gemm import DOT_RS, triton_gemm  # noqa: E402
@@ -210,7 +211,7 @@ def merge_row(path: Path, layout: str, r: dict) -> None:
 
 def main() -> None:
     args = sys.argv[1:]
-    ms = [int(v) for v in args[args.index("--m") + 1].split(",")] if "--m" in args else [64, 256, 1024]
+    ms = int_option(args, "--m", (64, 256, 1024))
     shapes = (parse_shapes(args[args.index("--shapes") + 1])
               if "--shapes" in args else SHAPES)
     quick = "--quick" in args
@@ -223,13 +224,13 @@ def main() -> None:
         tgm.RS_POST_MAX_BLOCK_M = int(args[args.index("--post") + 1])
     k_stages = (tuple(tuple(int(v) for v in p.split(":")) for p in args[args.index("--k-stages") + 1].split(","))
                 if "--k-stages" in args else None)
-    splits = tuple(int(v) for v in args[args.index("--splits") + 1].split(",")) if "--splits" in args else ()
-    streams = tuple(int(v) for v in args[args.index("--stream") + 1].split(",")) if "--stream" in args else ()
-    tails = tuple(int(v) for v in args[args.index("--stream-tail") + 1].split(",")) if "--stream-tail" in args else (0,)
-    clusters = tuple(int(v) for v in args[args.index("--clusters") + 1].split(",")) if "--clusters" in args else ()
+    splits = int_option(args, "--splits")
+    streams = int_option(args, "--stream")
+    tails = int_option(args, "--stream-tail", (0,))
+    clusters = int_option(args, "--clusters")
     stream_only = "--stream-only" in args
-    block_ms = tuple(int(v) for v in args[args.index("--block-m") + 1].split(",")) if "--block-m" in args else ()
-    warp_counts = tuple(int(v) for v in args[args.index("--warps") + 1].split(",")) if "--warps" in args else ()
+    block_ms = int_option(args, "--block-m")
+    warp_counts = int_option(args, "--warps")
     n_top = int(args[args.index("--top") + 1]) if "--top" in args else 4
     budget = float(args[args.index("--budget-s") + 1]) if "--budget-s" in args else math.inf
     flushed = "--flushed" in args

@@ -22,6 +22,12 @@ def option(args: list[str], name: str, default: str) -> str:
     return args[args.index(name) + 1] if name in args else default
 
 
+def int_option(args: list[str], name: str, default: tuple[int, ...] = ()) -> tuple[int, ...]:
+    """The comma-separated integers after flag ``name`` ("--splits 2,3,5" -> (2, 3, 5)), or ``default``."""
+    text = option(args, name, "")
+    return tuple(int(v) for v in text.split(",")) if text else default
+
+
 def random_words(*shape: int) -> torch.Tensor:
     # any 32-bit word is eight valid 4-bit codes; random words are realistic for timing
     return torch.randint(-2**31, 2**31 - 1, shape, dtype=torch.int32, device="cuda")

@@ -29,7 +29,7 @@ def _probe():
 
 def _table_rs_tiles() -> list[tuple]:
     """Each distinct gluon_rs tile of tuned.json as its entry launches it on its own shape: (BM, BN, BK, warps,
-    stages, rs, AWQ words, lean, stream-K, K split epilogue (0: none, 2: gluon_rs.SLOTS), cluster size)."""
+    stages, rs, AWQ words, lean, stream-K, K split through slots, cluster size)."""
     tiles = set()
     for entries in json.loads((ROOT / "repack" / "kernels" / "tuned.json").read_text()).values():
         for e in entries:
@@ -38,7 +38,7 @@ def _table_rs_tiles() -> list[tuple]:
                     c = e[key]["config"]
                     cluster = c.get("cluster", 1)
                     # a cluster's split meets in shared memory (no split epilogue), any other through slots
-                    slots = 2 if c["split_k"] > 1 and cluster == 1 and not c.get("stream", 0) else 0
+                    slots = c["split_k"] > 1 and cluster == 1 and not c.get("stream", 0)
                     tiles.add((c["block_m"], c["block_n"], c["block_k"], c["num_warps"], c["num_stages"], c["rs"], awq,
                                c.get("lean", False), c.get("stream", 0) > 0 and c["rs"] in (1, 2), slots, cluster))
     return sorted(tiles)
@@ -62,10 +62,11 @@ def test_every_tuned_transposed_tile_compiles_without_spills_or_serialized_wgmma
     register budget, stream-K, with its K split's epilogue (slots or a cluster) where the table says so. No
     spills but those TUNED_SPILLS records, which are no larger than recorded."""
     probe = _probe()
-    from repack.kernels import triton_gemm
+    from repack.kernels import gluon_rs, triton_gemm
     *dims, awq, lean, stream, slots, cluster = tile
     post = dims[0] <= triton_gemm.RS_POST_MAX_BLOCK_M
-    r = probe.report(probe.compile_rs(*dims, awq=awq, post=post, lean=lean, stream=stream, split=slots,
+    split = gluon_rs.split_mode(2, True) if slots else False  # (the dispatch's SPLIT for a launch through slots)
+    r = probe.report(probe.compile_rs(*dims, awq=awq, post=post, lean=lean, stream=stream, split=split,
                                       cluster=cluster))
     assert r["spill_bytes"] <= TUNED_SPILLS.get(tile, 0), r
     assert r["serialized"] is None, r
@@ -76,8 +77,8 @@ def test_every_tuned_transposed_tile_compiles_without_spills_or_serialized_wgmma
 # AWQ words). The 4-warp 16x256 AWQ tile needs 255 registers and 2 more (GPTQ's does not spill): AWQ 4096x14336 in a
 # 4-CTA cluster 19.2 us against 21.1 for the best clean tile (16x64x128 k2 rs3 lean) and 23.5 for the old slot;
 # 8192x28672 in a 2-CTA cluster 60.9 against at least 64.8.
-TUNED_SPILLS = {(16, 256, 128, 4, 4, 1, True, False, False, 0, 4): 8,
-                (16, 256, 128, 4, 4, 2, True, False, False, 0, 2): 8}
+TUNED_SPILLS = {(16, 256, 128, 4, 4, 1, True, False, False, False, 4): 8,
+                (16, 256, 128, 4, 4, 2, True, False, False, False, 2): 8}
 
 
 @pytest.mark.parametrize("tile", [(16, 64, 128, 4, 3, 1, True, False), (16, 128, 128, 4, 3, 2, True, False),
