@@ -23,5 +23,5 @@ if [ "$BUDGET" != 0 ]; then
   cp "$OUT/tuned.json" repack/kernels/tuned.json
 fi
 if [ "$GEMM" = 1 ]; then
-  timeout 200 python3 benchmarks/gemm.py --json "$OUT/gemm.json" 2>"$OUT/gemm.err" | tee "$OUT/gemm.log"
+  timeout 260 python3 benchmarks/gemm.py --json "$OUT/gemm.json" 2>"$OUT/gemm.err" | tee "$OUT/gemm.log"
 fi
