@@ -1,9 +1,10 @@
 """The best speedup over cuBLAS that any W4A16 kernel could show in benchmarks/gemm.py, on the lent GPU.
 
 A kernel that only reads a layer's packed weight, scales and zeros (read_floor.py's grid-stride reader, the best
-of 24 grid, block and warp choices) is timed the way gemm.py times ours and cuBLAS's: triton's do_bench median, L2
+of 40 grid, block and warp choices) is timed the way gemm.py times ours and cuBLAS's: triton's do_bench median, L2
 flushed before every call. No W4A16 GEMM can finish before the bytes it must read have arrived, so cuBLAS's time
-over the reader's is the ceiling of the "x cuBLAS" column for that shape and M. An empty kernel timed the same way
+over the reader's is the ceiling of the "x cuBLAS" column for that shape and M (as far as no kernel reads those
+bytes faster than the best of these readers). An empty kernel timed the same way
 shows what do_bench adds to any launch (the flush's dirty lines, launch and the events).
 
     python benchmarks/ceiling.py [--shapes 4096x4096,...] [--m 1,16,64]

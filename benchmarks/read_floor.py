@@ -1,5 +1,5 @@
 """The practical floor of an M = 1 GEMV on the lent GPU: graph time of a Triton kernel that only streams the
-packed weight and scales of a shape (grid-stride loads, one small store a program, the best of a few grid and
+packed weight, zeros and scales of a shape (grid-stride loads, one small store a program, the best of 40 grid and
 block sizes), over copies larger than L2 like the GEMM's graph column, beside our M = 1 kernel and cuBLAS fp16.
 The GEMM table's "floor" is bytes over the copy bandwidth of 1 GB copies; a 6-40 µs kernel also pays launch,
 ramp-up and tail, which this kernel pays too.
@@ -42,11 +42,11 @@ def reader(w, programs: int, block: int, warps: int):
 
 
 def best_reader(time_ms) -> tuple[float, int, int, int]:
-    """(ms, programs, block, warps) of the fastest of 24 reader launches, ``time_ms(programs, block, warps)`` timing
-    each."""
+    """(ms, programs, block, warps) of the fastest of 40 reader launches (1-16 programs an SM, 256-2048 words a
+    load), ``time_ms(programs, block, warps)`` timing each."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     return min((time_ms(sms * p, b, wp), sms * p, b, wp)
-               for p in (1, 2, 4, 8) for b in (512, 1024, 2048) for wp in (4, 8))
+               for p in (1, 2, 4, 8, 16) for b in (256, 512, 1024, 2048) for wp in (4, 8))
 
 
 def read_time(copies: list, programs: int, block: int, warps: int) -> float:
