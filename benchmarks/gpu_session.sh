@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One device call: kernel tests, tile tuning for the given M buckets, then the GEMM benchmark.
 #   bash benchmarks/gpu_session.sh "1,16" 240      (buckets, tuning budget in seconds)
-#   bash benchmarks/gpu_session.sh 1 0 1/2 0        (kernel tests only, half of them: the whole suite took more than
-#   bash benchmarks/gpu_session.sh 1 0 2/2 0         a 10-minute call in session 19, so it runs in two shards;
-#                                                    "1" runs all of it; the benchmark goes in a call of its own:)
+#   bash benchmarks/gpu_session.sh 1 0 1/3 0        (kernel tests only, a third of them: the whole suite took more
+#   bash benchmarks/gpu_session.sh 1 0 2/3 0         than a 10-minute call in session 19, and half of it more than
+#   bash benchmarks/gpu_session.sh 1 0 3/3 0         560 s in session 25 (278 tests, ~6.5 min a half), so it runs in
+#                                                    three shards; "1" runs all of it; the benchmark goes in a call
+#                                                    of its own:)
 #   bash benchmarks/gpu_session.sh 1 0 0            (the benchmark only)
 # Logs and the tuned table land in $OUT (the device tool brings them back).
 set -o pipefail
