@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-from benchmarks.gemm_common import SHAPES, bench_ms, copies_for, flushed_times_ms, graph_ms, packed_weight, parse_shapes, warm_clocks  # noqa: E402
+from benchmarks.gemm_common import (SHAPES, bench_ms, copies_for, flushed_times_ms, graph_ms, int_option,  # noqa: E402
+                                    option, packed_weight, parse_shapes, warm_clocks)
 from repack.kernels.triton_gemm import triton_gemm  # noqa: E402
 
 
@@ -33,10 +34,9 @@ def read_flush_ms(fn, reps: int = 200) -> float:
 
 def main() -> None:
     args = sys.argv[1:]
-    ms = [int(v) for v in args[args.index("--m") + 1].split(",")] if "--m" in args else [1, 16]
-    shapes = (parse_shapes(args[args.index("--shapes") + 1])
-              if "--shapes" in args else SHAPES)
-    copies = int(args[args.index("--copies") + 1]) if "--copies" in args else 0
+    ms = int_option(args, "--m", (1, 16))
+    shapes = parse_shapes(option(args, "--shapes", "")) if "--shapes" in args else SHAPES
+    copies = int(option(args, "--copies", "0"))
     print("us: graph | do_bench x3 | read flush")
     warm_clocks()
     for K, N in shapes:
